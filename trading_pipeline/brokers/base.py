@@ -1,0 +1,127 @@
+"""The broker protocol: what every execution client (paper, Alpaca, IB) offers.
+
+Quantities and prices are ``Decimal``. ``client_order_id`` is ours and deterministic, so a
+retried submit can be recognised by the broker and by the ops store (idempotency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+
+
+class TimeInForce(StrEnum):
+    DAY = "day"
+    GTC = "gtc"
+    IOC = "ioc"
+
+
+class OrderStatus(StrEnum):
+    NEW = "new"
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    client_order_id: str
+    account: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None
+    time_in_force: TimeInForce = TimeInForce.DAY
+
+
+@dataclass(frozen=True)
+class BrokerFill:
+    fill_id: str
+    client_order_id: str
+    quantity: Decimal
+    price: Decimal
+    commission: Decimal
+    ts: datetime
+
+
+@dataclass(frozen=True)
+class BrokerOrder:
+    """The broker's view of one order."""
+
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    filled_quantity: Decimal
+    status: OrderStatus
+    avg_fill_price: Decimal | None = None
+    reason: str | None = None
+    fills: tuple[BrokerFill, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class BrokerPosition:
+    symbol: str
+    quantity: Decimal
+    avg_price: Decimal
+
+
+@dataclass(frozen=True)
+class BrokerAccount:
+    account: str
+    cash: Decimal
+    equity: Decimal
+    buying_power: Decimal
+
+
+class BrokerError(RuntimeError):
+    """The broker refused or failed a request. ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@runtime_checkable
+class Broker(Protocol):
+    name: str
+
+    def submit(self, order: OrderRequest) -> BrokerOrder:
+        """Submit once: a second submit with the same client_order_id returns the first order."""
+        ...
+
+    def cancel(self, client_order_id: str) -> BrokerOrder: ...
+
+    def modify(
+        self, client_order_id: str, *, quantity: Decimal | None = None, limit_price: Decimal | None = None
+    ) -> BrokerOrder: ...
+
+    def order_status(self, client_order_id: str) -> BrokerOrder | None: ...
+
+    def open_orders(self) -> list[BrokerOrder]: ...
+
+    def positions(self) -> list[BrokerPosition]: ...
+
+    def account(self) -> BrokerAccount: ...

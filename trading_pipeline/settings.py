@@ -1,0 +1,80 @@
+"""Settings from environment variables (prefix ``TRADING_``) and an optional ``.env`` file.
+
+Everything the platform writes lives under ``TRADING_HOME`` (default ``./.trading``): the
+DuckDB warehouse, serving snapshots, the operational store and ``DAGSTER_HOME``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+SAMPLE_DATA_DIR = PACKAGE_DIR / "sample_data"
+DBT_PROJECT_DIR = PROJECT_DIR / "dbt_project"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRADING_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    home: Path = Field(default=Path(".trading"), description="Root of all state (TRADING_HOME).")
+    data_source: Literal["sample", "files", "alpaca", "ib"] = "sample"
+    broker: Literal["paper", "alpaca", "ib"] = "paper"
+    ops_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the ops store; default SQLite in TRADING_HOME."
+    )
+    rules_file: Path = Field(default=PROJECT_DIR / "rules.yaml")
+    risk_file: Path = Field(default=PROJECT_DIR / "risk.yaml")
+    sample_symbols: int = Field(default=20, ge=0, description="Synthetic symbols beside GOOG.")
+    exchange: str = Field(default="XNYS", description="Default exchange calendar for new symbols.")
+
+    alpaca_api_key: str | None = None
+    alpaca_secret_key: str | None = None
+    alpaca_paper: bool = True
+    alpaca_url_override: str | None = None
+    alpaca_data_url_override: str | None = None
+
+    ib_host: str = "127.0.0.1"
+    ib_port: int = 7497
+    ib_client_id: int = 17
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.home / "serving"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def ops_store_url(self) -> str:
+        return self.ops_url or f"sqlite:///{self.home / 'ops.sqlite'}"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.serving_dir, self.dagster_home):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
