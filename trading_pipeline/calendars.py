@@ -1,0 +1,64 @@
+"""Exchange calendars (exchange_calendars), cached, with the range the platform needs."""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+
+import exchange_calendars as xc
+import numpy as np
+import pandas as pd
+import polars as pl
+
+CALENDAR_START = "2000-01-03"
+
+# exchange -> (calendar name, timezone); the calendar decides sessions and trading hours.
+EXCHANGES: dict[str, tuple[str, str]] = {
+    "XNYS": ("XNYS", "America/New_York"),
+    "XNAS": ("XNAS", "America/New_York"),
+    "FX": ("24/7", "UTC"),
+    "CRYPTO": ("24/7", "UTC"),
+}
+
+
+@lru_cache(maxsize=16)
+def get_calendar(name: str) -> xc.ExchangeCalendar:
+    try:
+        return xc.get_calendar(name, start=CALENDAR_START)
+    except xc.errors.InvalidCalendarName as exc:
+        raise ValueError(f"unknown exchange calendar {name!r}") from exc
+
+
+def calendar_for_exchange(exchange: str) -> str:
+    try:
+        return EXCHANGES[exchange][0]
+    except KeyError:
+        raise ValueError(
+            f"unknown exchange {exchange!r}; known: {', '.join(EXCHANGES)}"
+        ) from None
+
+
+@lru_cache(maxsize=64)
+def _schedule(name: str) -> pl.DataFrame:
+    """Session date, open and close (naive UTC) for every session of the calendar."""
+    sched = get_calendar(name).schedule
+    return pl.DataFrame(
+        {
+            "session_date": pd.DatetimeIndex(sched.index).to_numpy().astype("datetime64[D]"),
+            "open_utc": sched["open"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(),
+            "close_utc": sched["close"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(),
+        }
+    ).with_columns(pl.col("open_utc", "close_utc").cast(pl.Datetime("us")))
+
+
+def sessions(name: str, start: date, end: date) -> pl.DataFrame:
+    s = _schedule(name)
+    return s.filter(pl.col("session_date").is_between(start, end))
+
+
+def session_dates(name: str, start: date, end: date) -> list[date]:
+    return sessions(name, start, end)["session_date"].to_list()
+
+
+def session_array(name: str) -> np.ndarray:
+    return _schedule(name)["session_date"].to_numpy()
