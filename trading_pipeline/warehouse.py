@@ -105,17 +105,20 @@ def upsert_bars(
     bars: pl.DataFrame,
     source: str,
     rejected: pl.DataFrame | None = None,
+    in_transaction: bool = False,
 ) -> int:
     """Replace rows with the same (symbol, timeframe, ts) and insert the rest, atomically.
 
-    Delete-then-insert inside one transaction: re-running the same load changes nothing,
-    and a load that dies half-way (even ``kill -9``) is rolled back by DuckDB's WAL.
+    Delete-then-insert inside one transaction (the caller's, with ``in_transaction``):
+    re-running the same load changes nothing, and a load that dies half-way (even
+    ``kill -9``) is rolled back by DuckDB's WAL.
     """
     staged = bars.with_columns(
         pl.lit(source).alias("source"),
         pl.lit(None, dtype=pl.Datetime("us")).alias("ingested_at"),
     )
-    con.execute("BEGIN TRANSACTION")
+    if not in_transaction:
+        con.execute("BEGIN TRANSACTION")
     try:
         con.register("_staged_bars", staged)
         con.execute(
@@ -135,10 +138,23 @@ def upsert_bars(
                    SELECT source, row_number, symbol, timeframe, ts, open, high, low, close,
                           volume, rule, reason, run_id, now()::TIMESTAMP FROM _rejected_bars"""
             )
-        con.execute("COMMIT")
+        if not in_transaction:
+            con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        if not in_transaction:
+            con.execute("ROLLBACK")
         raise
     finally:
         con.unregister("_staged_bars")
     return bars.height
+
+
+# DuckDB 2.0: a result from execute() that is not fully fetched blocks the connection
+# ("unfinished result"); relations from sql() do not. Reads go through these two.
+def fetch_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
+    return con.sql(sql, params=params).pl()
+
+
+def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
+    rows = con.sql(sql, params=params).fetchall()
+    return rows[0] if rows else None

@@ -1,0 +1,4 @@
+{#- Clean schema names (`staging`, `intermediate`, `marts`), never `main_marts`. -#}
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {%- if custom_schema_name is none -%}{{ target.schema }}{%- else -%}{{ custom_schema_name | trim }}{%- endif -%}
+{%- endmacro %}

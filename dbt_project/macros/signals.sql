@@ -1,0 +1,243 @@
+{#-
+  Signal definitions (DESIGN.md "Signal definitions"); every threshold comes from the
+  `scans` var, which trading_pipeline.rules.dbt_vars() builds from rules.yaml.
+
+  Incremental scope. `signals` stores `as_of` (the newest int_indicators.computed_at it has
+  seen) and each scan's `rule_fingerprint`. A build recomputes:
+    * breakout / cpr scans: per (symbol, timeframe) series, the rows from the earliest
+      indicator row rewritten since `as_of` (breakouts read `lookback` bars of context);
+    * crp scans: whole (timeframe, session) cross-sections touched since `as_of`, because
+      the top-N ranking compares symbols within a session;
+    * a scan whose fingerprint is not stored yet (new scan, changed threshold): everything.
+  The `signal_scope` incremental strategy deletes exactly that scope before inserting, so a
+  signal that disappears after a correction is removed too.
+-#}
+
+{% macro signals_scope_ctes() %}
+scope_wm as (
+  {%- if is_incremental() %}
+  select max(as_of) as wm from {{ this }}
+  {%- else %}
+  select null::timestamp as wm
+  {%- endif %}
+),
+scope_fresh as (
+  {%- if is_incremental() %}
+  select distinct scan, rule_fingerprint from {{ this }}
+  {%- else %}
+  select null::varchar as scan, null::varchar as rule_fingerprint where false
+  {%- endif %}
+),
+scope_changed as (
+  select symbol, timeframe, ts, session_date, bar_index
+  from {{ ref('int_indicators') }}
+  where (select wm from scope_wm) is null or computed_at > (select wm from scope_wm)
+),
+scope_series as (
+  select symbol, timeframe, min(bar_index) as from_index, min(ts) as from_ts
+  from scope_changed group by all
+),
+scope_sessions as (
+  select distinct timeframe, session_date from scope_changed
+)
+{% endmacro %}
+
+{%- macro scan_is_full(s) -%}
+(not exists (select 1 from scope_fresh f where f.scan = '{{ s.name }}' and f.rule_fingerprint = '{{ s.fingerprint }}'))
+{%- endmacro -%}
+
+{%- macro in_list(values) -%}
+({% for v in values %}'{{ v }}'{% if not loop.last %}, {% endif %}{% endfor %})
+{%- endmacro -%}
+
+{%- macro scan_filters(s, alias='') -%}
+  {%- if s.symbols %} and {{ alias }}symbol in {{ in_list(s.symbols) }}{% endif -%}
+  {%- if s.min_price is not none %} and {{ alias }}close >= {{ s.min_price }}{% endif -%}
+  {%- if s.max_price is not none %} and {{ alias }}close <= {{ s.max_price }}{% endif -%}
+  {%- if s.min_volume is not none %} and {{ alias }}volume >= {{ s.min_volume }}{% endif -%}
+  {%- if s.max_volume is not none %} and {{ alias }}volume <= {{ s.max_volume }}{% endif -%}
+{%- endmacro -%}
+
+{#- Breakout: close beyond the extreme of the previous `lookback` bars (current bar
+    excluded) on volume >= volume_multiple x its 20-bar average; score = distance past the
+    level in ATR(14)s. -#}
+{% macro breakout_scan(s, i) %}
+scan_{{ i }}_base as (
+  select ind.symbol, ind.timeframe, ind.ts, ind.session_date, ind.high, ind.low, ind.close,
+         ind.volume, ind.volume_avg_20, ind.atr_14, ind.bar_index,
+         case when {{ scan_is_full(s) }} then 0 else cs.from_index end as from_index
+  from {{ ref('int_indicators') }} ind
+  left join scope_series cs on cs.symbol = ind.symbol and cs.timeframe = ind.timeframe
+  where ind.timeframe in {{ in_list(s.timeframes) }}
+    {%- if s.symbols %} and ind.symbol in {{ in_list(s.symbols) }}{% endif %}
+    and ({{ scan_is_full(s) }} or ind.bar_index >= cs.from_index - {{ s.lookback }})
+),
+scan_{{ i }}_win as (
+  select *,
+         max(high) over w as level_high,
+         min(low) over w as level_low,
+         count(*) over w as n_prior
+  from scan_{{ i }}_base
+  window w as (partition by symbol, timeframe order by ts
+               rows between {{ s.lookback }} preceding and 1 preceding)
+),
+scan_{{ i }}_hits as (
+  select *, close > level_high as is_up
+  from scan_{{ i }}_win
+  where bar_index >= from_index
+    and n_prior = {{ s.lookback }}
+    and atr_14 > 0 and volume_avg_20 > 0
+    and volume >= {{ s.volume_multiple }} * volume_avg_20
+    and (close > level_high or close < level_low)
+    {{ scan_filters(s) }}
+),
+scan_{{ i }} as (
+  select '{{ s.name }}' as scan, symbol, timeframe, ts, session_date,
+         case when is_up then 'breakout_up' else 'breakout_down' end as kind,
+         case when is_up then 'long' else 'short' end as direction,
+         case when is_up then (close - level_high) / atr_14 else (level_low - close) / atr_14 end as score,
+         printf('close %.2f %s %d-bar %s %.2f on %.1fx volume',
+                close, case when is_up then 'above' else 'below' end, {{ s.lookback }},
+                case when is_up then 'high' else 'low' end,
+                case when is_up then level_high else level_low end,
+                volume / volume_avg_20) as reason,
+         close,
+         case when is_up then level_high else level_low end as level,
+         '{{ s.fingerprint }}' as rule_fingerprint
+  from scan_{{ i }}_hits
+  where (case when is_up then (close - level_high) / atr_14 else (level_low - close) / atr_14 end) >= {{ s.min_score }}
+)
+{% endmacro %}
+
+{#- CRP, close-range-pattern: tiered 0-100 score on close position, range, volume and
+    change; fires at score >= min_score inside the price and volume bands, top_n per
+    session. Intraday, each symbol's session is aggregated from the open up to the cutoff
+    time (bars that have ended by then, exchange time), and the signal sits on the last
+    bar used. -#}
+{% macro crp_scan(s, i, intraday) %}
+scan_{{ i }}_bars as (
+  {%- if not intraday %}
+  select symbol, timeframe, ts, session_date, open, high, low, close, volume
+  from {{ ref('int_indicators') }} ind
+  where timeframe in {{ in_list(s.timeframes) }}
+    {%- if s.symbols %} and symbol in {{ in_list(s.symbols) }}{% endif %}
+    and ({{ scan_is_full(s) }} or exists (select 1 from scope_sessions ss
+         where ss.timeframe = ind.timeframe and ss.session_date = ind.session_date))
+  {%- else %}
+  select symbol, timeframe, max(ts) as ts, session_date,
+         arg_min(open, ts) as open, max(high) as high, min(low) as low,
+         arg_max(close, ts) as close, sum(volume) as volume
+  from (
+    select ind.*, timezone(coalesce(sy.timezone, 'America/New_York'), timezone('UTC', ind.ts))
+                  + to_minutes(case ind.timeframe when '1m' then 1 when '5m' then 5 when '15m' then 15
+                                  when '30m' then 30 when '1h' then 60 else 0 end) as local_end
+    from {{ ref('int_indicators') }} ind
+    left join {{ ref('stg_symbols') }} sy on sy.symbol = ind.symbol
+    where ind.timeframe in {{ in_list(s.timeframes) }}
+      {%- if s.symbols %} and ind.symbol in {{ in_list(s.symbols) }}{% endif %}
+      and ({{ scan_is_full(s) }} or exists (select 1 from scope_sessions ss
+           where ss.timeframe = ind.timeframe and ss.session_date = ind.session_date))
+  ) b
+  where local_end <= session_date + time '{{ s.cutoff }}'
+  group by symbol, timeframe, session_date
+  {%- endif %}
+),
+scan_{{ i }}_feat as (
+  select *,
+         case when high = low then 0.5 else (close - low) / (high - low) end as cp,
+         (high - low) / close as rng,
+         (close - open) / open as chg,
+         case when (high - low) / close <= 0.03 then 1.0
+              when (high - low) / close <= 0.045 then 0.67 else 0.17 end as range_part,
+         case when volume > 75000 then 1.0 when volume > 50000 then 0.75
+              when volume > 25000 then 0.5 else 0.25 end as volume_part
+  from scan_{{ i }}_bars
+  where close > 0 and open > 0
+    {{ scan_filters(s) }}
+),
+scan_{{ i }}_scored as (
+  select *,
+         100 * (0.4 * case when cp >= 0.98 then 1.0 else 0.25 end + 0.3 * range_part + 0.2 * volume_part
+                + 0.1 * case when chg > 0.01 then 1.0 when chg > 0 then 0.5 else 0.2 end) as score_long,
+         100 * (0.4 * case when cp <= 0.02 then 1.0 else 0.25 end + 0.3 * range_part + 0.2 * volume_part
+                + 0.1 * case when chg < -0.01 then 1.0 when chg < 0 then 0.5 else 0.2 end) as score_short
+  from scan_{{ i }}_feat
+),
+scan_{{ i }}_ranked as (
+  select *, greatest(score_long, score_short) as score, score_long >= score_short as is_long,
+         row_number() over (partition by timeframe, session_date
+                            order by greatest(score_long, score_short) desc, symbol) as rank_in_session
+  from scan_{{ i }}_scored
+  where greatest(score_long, score_short) >= {{ s.min_score }}
+),
+scan_{{ i }} as (
+  select '{{ s.name }}' as scan, symbol, timeframe, ts, session_date,
+         case when is_long then 'crp_long' else 'crp_short' end as kind,
+         case when is_long then 'long' else 'short' end as direction,
+         score,
+         printf('%s CRP score %.0f (#%d of session): close at %.0f%% of range, range %.2f%%, volume %.0f, change %+.2f%%',
+                case when is_long then 'long' else 'short' end, score, rank_in_session,
+                cp * 100, rng * 100, volume, chg * 100) as reason,
+         close,
+         null::double as level,
+         '{{ s.fingerprint }}' as rule_fingerprint
+  from scan_{{ i }}_ranked
+  where rank_in_session <= {{ s.top_n }}
+)
+{% endmacro %}
+
+{#- CPR narrow: published at the first bar of a session whose CPR width% is in the lowest
+    decile of the last cpr_lookback sessions; score = 100 x (1 - width rank). -#}
+{% macro cpr_scan(s, i) %}
+scan_{{ i }} as (
+  select '{{ s.name }}' as scan, ind.symbol, ind.timeframe, ind.ts, ind.session_date,
+         'cpr_narrow' as kind, 'neutral' as direction,
+         100 * (1 - ind.cpr_width_rank) as score,
+         printf('CPR width %.3f%% is narrower than %.0f%% of the last %d sessions (pivot %.2f, bc %.2f, tc %.2f)',
+                ind.cpr_width_pct, 100 * (1 - ind.cpr_width_rank), ind.cpr_lookback,
+                ind.cpr_pivot, ind.cpr_bc, ind.cpr_tc) as reason,
+         ind.close,
+         ind.cpr_pivot as level,
+         '{{ s.fingerprint }}' as rule_fingerprint
+  from {{ ref('int_indicators') }} ind
+  left join scope_series cs on cs.symbol = ind.symbol and cs.timeframe = ind.timeframe
+  where ind.timeframe in {{ in_list(s.timeframes) }}
+    {%- if s.symbols %} and ind.symbol in {{ in_list(s.symbols) }}{% endif %}
+    and ind.cpr_narrow
+    and ind.session_bar_index = 0
+    and ({{ scan_is_full(s) }} or ind.bar_index >= cs.from_index)
+    and 100 * (1 - ind.cpr_width_rank) >= {{ s.min_score }}
+    {{ scan_filters(s, 'ind.') }}
+)
+{% endmacro %}
+
+{#- What a build recomputes for one scan, as a predicate on a stored signals row `t`. -#}
+{% macro scan_scope_predicate(s, t) %}
+  ({{ t }}.scan = '{{ s.name }}' and (
+    {{ scan_is_full(s) }}
+    {%- if s.kind == 'crp' %}
+    or exists (select 1 from scope_sessions ss
+               where ss.timeframe = {{ t }}.timeframe and ss.session_date = {{ t }}.session_date)
+    {%- else %}
+    or exists (select 1 from scope_series cs
+               where cs.symbol = {{ t }}.symbol and cs.timeframe = {{ t }}.timeframe
+                 and {{ t }}.ts >= cs.from_ts)
+    {%- endif %}
+  ))
+{% endmacro %}
+
+{#- Incremental strategy for `signals`: delete the recomputed scope (evaluated against the
+    stored as_of before anything changes), then insert the recomputed rows. -#}
+{% macro get_incremental_signal_scope_sql(arg_dict) %}
+  {%- set target = arg_dict['target_relation'] -%}
+  {%- set temp = arg_dict['temp_relation'] -%}
+  {%- set cols = arg_dict['dest_columns'] | map(attribute='quoted') | join(', ') -%}
+  {%- set scans = var('scans') -%}
+  with {{ signals_scope_ctes() }}
+  delete from {{ target }} as t
+  where t.scan not in {{ in_list(scans | map(attribute='name') | list or ['']) }}
+  {%- for s in scans %}
+     or {{ scan_scope_predicate(s, 't') }}
+  {%- endfor %};
+  insert into {{ target }} ({{ cols }}) select {{ cols }} from {{ temp }};
+{% endmacro %}

@@ -1,0 +1,13 @@
+-- Signals worth notifying: score at or above the scan's alert_min_score (rules.yaml).
+-- alert_id is stable (a hash of the signal key), so re-running a scan never re-alerts.
+{{ config(materialized='view') }}
+{%- set alerting = var('scans') | selectattr('alert_min_score') | list %}
+select md5(concat_ws('|', scan, symbol, timeframe, strftime(ts, '%Y-%m-%dT%H:%M:%S'), kind)) as alert_id,
+       scan, symbol, timeframe, ts, session_date, kind, direction, score, reason,
+       printf('%s %s %s', symbol, replace(kind, '_', ' '), strftime(ts, '%Y-%m-%d %H:%M')) as title,
+       as_of
+from {{ ref('signals') }}
+where false
+{%- for s in alerting %}
+   or (scan = '{{ s.name }}' and score >= {{ s.alert_min_score }})
+{%- endfor %}

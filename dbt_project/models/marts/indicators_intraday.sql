@@ -1,0 +1,12 @@
+-- Intraday bars (1m..1h) with every indicator, one row per symbol, timeframe and bar.
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key=['symbol', 'timeframe', 'ts']) }}
+select symbol, timeframe, ts, session_date, open, high, low, close, volume,
+       sma_20, sma_50, sma_200, ema_12, ema_26, rsi_14, macd, macd_signal, macd_hist,
+       bb_upper, bb_middle, bb_lower, atr_14, volume_avg_20,
+       cpr_pivot, cpr_bc, cpr_tc, cpr_width_pct, cpr_narrow,
+       computed_at
+from {{ ref('int_indicators') }}
+where timeframe <> '1d'
+{%- if is_incremental() %}
+  and computed_at > (select coalesce(max(computed_at), '-infinity'::timestamp) from {{ this }})
+{%- endif %}

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select computed_at
+from "w"."intermediate"."int_indicators"
+where computed_at is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select session_bar_index
+from "w"."intermediate"."int_indicators"
+where session_bar_index is null
+
+

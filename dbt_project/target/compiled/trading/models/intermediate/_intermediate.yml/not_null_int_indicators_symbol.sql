@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select symbol
+from "w"."intermediate"."int_indicators"
+where symbol is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select timeframe
+from "w"."intermediate"."int_indicators"
+where timeframe is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select ts
+from "w"."intermediate"."int_indicators"
+where ts is null
+
+

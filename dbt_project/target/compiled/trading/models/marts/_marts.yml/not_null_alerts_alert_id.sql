@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select alert_id
+from "w"."marts"."alerts"
+where alert_id is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select scan
+from "w"."marts"."alerts"
+where scan is null
+
+

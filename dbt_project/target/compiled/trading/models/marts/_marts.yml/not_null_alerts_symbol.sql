@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select symbol
+from "w"."marts"."alerts"
+where symbol is null
+
+

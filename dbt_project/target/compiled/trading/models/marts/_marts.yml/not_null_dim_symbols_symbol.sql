@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select symbol
+from "w"."marts"."dim_symbols"
+where symbol is null
+
+

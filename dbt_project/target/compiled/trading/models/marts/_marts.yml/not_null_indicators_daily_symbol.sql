@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select symbol
+from "w"."marts"."indicators_daily"
+where symbol is null
+
+

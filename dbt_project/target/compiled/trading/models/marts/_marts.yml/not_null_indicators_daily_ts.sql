@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select ts
+from "w"."marts"."indicators_daily"
+where ts is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select symbol
+from "w"."marts"."indicators_intraday"
+where symbol is null
+
+

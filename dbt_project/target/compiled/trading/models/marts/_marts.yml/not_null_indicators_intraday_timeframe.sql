@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select timeframe
+from "w"."marts"."indicators_intraday"
+where timeframe is null
+
+

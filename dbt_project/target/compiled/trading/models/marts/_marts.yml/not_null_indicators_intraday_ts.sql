@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select ts
+from "w"."marts"."indicators_intraday"
+where ts is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select scan
+from "w"."marts"."scan_results"
+where scan is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select timeframe
+from "w"."marts"."scan_results"
+where timeframe is null
+
+

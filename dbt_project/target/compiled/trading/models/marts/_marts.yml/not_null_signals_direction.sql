@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select direction
+from "w"."marts"."signals"
+where direction is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select kind
+from "w"."marts"."signals"
+where kind is null
+
+

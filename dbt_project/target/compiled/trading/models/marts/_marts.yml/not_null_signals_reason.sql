@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select reason
+from "w"."marts"."signals"
+where reason is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select scan
+from "w"."marts"."signals"
+where scan is null
+
+

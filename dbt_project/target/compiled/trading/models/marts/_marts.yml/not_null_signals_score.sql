@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select score
+from "w"."marts"."signals"
+where score is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select symbol
+from "w"."marts"."signals"
+where symbol is null
+
+

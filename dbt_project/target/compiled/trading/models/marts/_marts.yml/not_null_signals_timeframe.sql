@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select timeframe
+from "w"."marts"."signals"
+where timeframe is null
+
+

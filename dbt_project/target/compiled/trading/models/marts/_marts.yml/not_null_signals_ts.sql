@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select ts
+from "w"."marts"."signals"
+where ts is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select symbol
+from "w"."raw"."symbols"
+where symbol is null
+
+

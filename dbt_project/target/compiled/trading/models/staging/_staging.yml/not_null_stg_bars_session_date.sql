@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select session_date
+from "w"."staging"."stg_bars"
+where session_date is null
+
+

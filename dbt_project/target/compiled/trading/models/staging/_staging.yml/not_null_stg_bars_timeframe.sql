@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select timeframe
+from "w"."staging"."stg_bars"
+where timeframe is null
+
+

@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select ts
+from "w"."staging"."stg_bars"
+where ts is null
+
+

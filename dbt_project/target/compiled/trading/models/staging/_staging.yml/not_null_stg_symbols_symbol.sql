@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select symbol
+from "w"."staging"."stg_symbols"
+where symbol is null
+
+

@@ -1,0 +1,36 @@
+
+    
+    select
+      count(*) as failures,
+      count(*) != 0 as should_warn,
+      count(*) != 0 as should_error
+    from (
+      
+    
+  
+    
+    
+
+with all_values as (
+
+    select
+        kind as value_field,
+        count(*) as n_records
+
+    from "w"."marts"."signals"
+    group by kind
+
+)
+
+select *
+from all_values
+where value_field not in (
+    'breakout_up','breakout_down','crp_long','crp_short','cpr_narrow'
+)
+
+
+
+  
+  
+      
+    ) dbt_internal_test

@@ -1,0 +1,25 @@
+
+    
+    select
+      count(*) as failures,
+      count(*) != 0 as should_warn,
+      count(*) != 0 as should_error
+    from (
+      
+    
+  
+    
+    
+
+
+
+select symbol
+from "w"."marts"."dim_symbols"
+where symbol is null
+
+
+
+  
+  
+      
+    ) dbt_internal_test

@@ -1,0 +1,19 @@
+
+    
+    select
+      count(*) as failures,
+      count(*) != 0 as should_warn,
+      count(*) != 0 as should_error
+    from (
+      
+    
+  
+select symbol, ts, count(*) as n
+from "w"."marts"."indicators_daily"
+group by symbol, ts
+having count(*) > 1
+
+  
+  
+      
+    ) dbt_internal_test

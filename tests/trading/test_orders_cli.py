@@ -1,0 +1,83 @@
+"""The order commands end to end: real TRADING_HOME in a temp dir, real warehouse and ops store."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import polars as pl
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from trading_pipeline.cli.orders_cmds import register
+from trading_pipeline.settings import get_settings
+from trading_pipeline.warehouse import upsert_bars, writer
+
+from .conftest import daily_bars
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRADING_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TRADING_BROKER", "paper")
+    monkeypatch.delenv("TRADING_OPS_URL", raising=False)
+    get_settings.cache_clear()
+    settings = get_settings()
+    settings.ensure_dirs()
+    bars = daily_bars("GOOG", [(100, 101, 99, 100), (100, 101, 99, 100)], start=datetime(2024, 3, 4))
+    with writer(settings.warehouse_path) as con:
+        upsert_bars(con, "raw.bars_daily", bars.with_columns(pl.col("ts").dt.date().alias("session_date")), source="test")
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0):
+        res = runner.invoke(app, list(args))
+        assert res.exit_code == code, res.output
+        return json.loads(res.stdout) if "--json" in args else res.output
+
+    yield invoke, settings
+    get_settings.cache_clear()
+
+
+def test_kill_switch_submit_cancel_sync_portfolio(cli) -> None:
+    invoke, settings = cli
+    assert invoke("kill-switch", "status", "--json")["active"] is False
+    invoke("kill-switch", "on", "--reason", "maintenance")
+    assert "ON" in invoke("kill-switch")
+    blocked = invoke("order", "submit", "GOOG", "buy", "10", "--json", code=1)
+    assert blocked["action"] == "rejected" and "maintenance" in blocked["reason"]
+    invoke("kill-switch", "off")
+
+    ok = invoke("order", "submit", "goog", "buy", "10", "--json")
+    assert ok["action"] == "submitted" and ok["order"]["status"] == "accepted"
+    collared = invoke("order", "submit", "GOOG", "buy", "1", "--limit", "150", "--json", code=1)
+    assert "price_collar" in collared["reason"]
+    resting = invoke("order", "submit", "GOOG", "buy", "5", "--limit", "99", "--tif", "gtc", "--json")
+    rid = resting["order"]["client_order_id"]
+    assert invoke("order", "cancel", rid, "--json")["status"] == "cancelled"
+    invoke("order", "submit", "GOOG", "hold", "1", code=2)
+    invoke("order", "submit", "GOOG", "buy", "-1", code=2)
+
+    listed = invoke("orders", "--json")
+    assert sorted(o["status"] for o in listed) == ["accepted", "cancelled", "rejected", "rejected"]
+    assert [o["client_order_id"] for o in invoke("orders", "--status", "open", "--json")] == [ok["order"]["client_order_id"]]
+    assert "orders (4)" in invoke("orders")
+
+    # the market moves: a bar after the submit time lets the paper broker fill the order
+    future = datetime.utcnow().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    bar = daily_bars("GOOG", [(102, 103, 101, 102)], start=future)
+    with writer(settings.warehouse_path) as con:
+        upsert_bars(con, "raw.bars_daily", bar.with_columns(pl.col("ts").dt.date().alias("session_date")), source="test")
+    synced = invoke("order", "sync", "--json")
+    assert [o["status"] for o in synced["changed"]] == ["filled"] and synced["mismatches"] == []
+
+    pf = invoke("portfolio", "--json")
+    assert [a["account"] for a in pf] == ["paper"]
+    pos = pf[0]["positions"]
+    assert [(p["symbol"], Decimal(p["quantity"]), Decimal(p["avg_price"])) for p in pos] == [("GOOG", 10, 102)]
+    assert Decimal(pf[0]["cash"]) == Decimal("98980")
+    assert Decimal(pos[0]["unrealized_pnl"]) == 0
+    assert "portfolio paper" in invoke("portfolio")

@@ -1,0 +1,1 @@
+"""The `trading` command-line interface (Typer + Rich)."""

@@ -1,0 +1,310 @@
+"""`trading orders`, `portfolio`, `order submit|cancel|sync` and `kill-switch`.
+
+Manual orders take the same road as signal orders (risk engine, ops store, then broker), so
+nothing typed at a terminal skips a limit. The broker is the one chosen by TRADING_BROKER
+(paper by default, filling against the warehouse's bars).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from trading_pipeline.cli.output import console, fail, print_json
+from trading_pipeline.settings import Settings, get_settings
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AccountOpt = Annotated[str, typer.Option("--account", "-a", help="Trading account.")]
+DEFAULT_ACCOUNT = "paper"
+
+
+class KillSwitchAction(StrEnum):
+    on = "on"
+    off = "off"
+    status = "status"
+
+
+def _store(settings: Settings) -> Any:
+    from trading_pipeline.ops_store import OpsStore
+
+    return OpsStore.from_settings(settings)
+
+
+def _feed(settings: Settings) -> Any:
+    from trading_pipeline.brokers.paper import DuckDBBarFeed
+
+    return DuckDBBarFeed(settings.warehouse_path, timeframe="1d")
+
+
+def make_broker(settings: Settings, store: Any, account: str) -> Any:
+    """The broker TRADING_BROKER names; paper keeps its book in the same ops store."""
+    if settings.broker == "paper":
+        from trading_pipeline.brokers.paper import PaperBroker
+
+        return PaperBroker(store, _feed(settings), account=account)
+    if settings.broker == "alpaca":
+        from trading_pipeline.brokers.alpaca import AlpacaBroker
+
+        return AlpacaBroker.from_settings(settings)
+    from trading_pipeline.brokers.ib import IBBroker
+
+    return IBBroker.from_settings(settings)
+
+
+def last_prices(settings: Settings, symbols: list[str]) -> dict[str, Decimal]:
+    """Last daily closes from the warehouse; empty when there is no warehouse yet."""
+    if not settings.warehouse_path.exists() or not symbols:
+        return {}
+    from trading_pipeline.execution import prices_from_feed
+
+    return prices_from_feed(_feed(settings), symbols)
+
+
+def _d(x: Decimal | None, places: int = 2) -> str:
+    return "" if x is None else f"{x:,.{places}f}"
+
+
+def _order_dict(o: Any) -> dict[str, Any]:
+    return {
+        "client_order_id": o.client_order_id,
+        "created_at": o.created_at,
+        "account": o.account,
+        "strategy": o.strategy,
+        "symbol": o.symbol,
+        "side": o.side.value,
+        "order_type": o.order_type.value,
+        "quantity": o.quantity,
+        "limit_price": o.limit_price,
+        "time_in_force": o.time_in_force.value,
+        "status": o.status.value,
+        "filled_quantity": o.filled_quantity,
+        "avg_fill_price": o.avg_fill_price,
+        "broker": o.broker,
+        "broker_order_id": o.broker_order_id,
+        "signal_ts": o.signal_ts,
+        "reason": o.reason,
+    }
+
+
+def _parse_decimal(text: str, what: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        fail(f"{what} must be a number, got {text!r}", code=2)
+    if not value.is_finite() or value <= 0:
+        fail(f"{what} must be > 0, got {text}", code=2)
+    return value
+
+
+def register(app: typer.Typer) -> None:
+    """Add the order, portfolio and kill-switch commands to the `trading` app."""
+    order_app = typer.Typer(help="Submit, cancel or sync one order (through the risk engine).", no_args_is_help=True)
+    app.add_typer(order_app, name="order")
+
+    @app.command("orders")
+    def orders_cmd(
+        account: Annotated[str | None, typer.Option("--account", "-a", help="Only this account.")] = None,
+        status: Annotated[list[str] | None, typer.Option("--status", "-s", help="Only these statuses (repeatable): new, accepted, partially_filled, filled, cancelled, rejected, expired; 'open' for the first three.")] = None,
+        symbol: Annotated[str | None, typer.Option(help="Only this symbol.")] = None,
+        strategy: Annotated[str | None, typer.Option(help="Only this strategy (e.g. manual).")] = None,
+        limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Orders in the ops store, newest first, with their status and reason."""
+        from trading_pipeline.brokers.base import OrderStatus
+        from trading_pipeline.orders import OPEN_STATUSES
+
+        statuses: list[str] | None = None
+        if status:
+            statuses = []
+            for s in status:
+                if s == "open":
+                    statuses += [x.value for x in OPEN_STATUSES]
+                elif s in OrderStatus._value2member_map_:
+                    statuses.append(s)
+                else:
+                    fail(f"unknown status {s!r}", "one of: open, " + ", ".join(x.value for x in OrderStatus), code=2)
+        store = _store(get_settings())
+        rows = store.list_orders(account=account, status=statuses, symbol=symbol, strategy=strategy, limit=limit)
+        if json_out:
+            print_json([_order_dict(o) for o in rows])
+            return
+        table = Table(title=f"orders ({len(rows)})", header_style="bold cyan")
+        for col in ("created", "id", "account", "strategy", "symbol", "side", "qty", "type", "limit", "status", "filled", "avg", "reason"):
+            table.add_column(col, justify="right" if col in ("qty", "limit", "filled", "avg") else "left")
+        colors = {"filled": "green", "rejected": "red", "cancelled": "yellow", "expired": "yellow"}
+        for o in rows:
+            st = o.status.value
+            table.add_row(
+                o.created_at.strftime("%Y-%m-%d %H:%M:%S"), o.client_order_id, o.account, o.strategy, o.symbol,
+                o.side.value, str(o.quantity), o.order_type.value, _d(o.limit_price), f"[{colors.get(st, 'cyan')}]{st}[/]",
+                str(o.filled_quantity), _d(o.avg_fill_price, 4), o.reason or "",
+            )
+        console.print(table)
+        if not rows:
+            console.print("no orders yet: `trading order submit SYMBOL buy QTY` or let the signal sensor place some")
+
+    @app.command("portfolio")
+    def portfolio_cmd(
+        account: Annotated[str | None, typer.Option("--account", "-a", help="Only this account (default: all).")] = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Positions, cash and P&L per account, valued at the warehouse's last close."""
+        settings = get_settings()
+        store = _store(settings)
+        accounts = [account] if account else store.list_accounts()
+        out = []
+        for acct in accounts:
+            pf = store.portfolio(acct)
+            prices = last_prices(settings, [p.symbol for p in pf.open_positions()])
+            positions = []
+            for p in sorted(pf.open_positions(), key=lambda p: p.symbol):
+                last = prices.get(p.symbol)
+                positions.append({
+                    "symbol": p.symbol, "quantity": p.quantity, "avg_price": p.avg_price, "last_price": last,
+                    "market_value": p.market_value(last) if last is not None else None,
+                    "unrealized_pnl": p.unrealized_pnl(last) if last is not None else None,
+                    "realized_pnl": p.realized_pnl,
+                })
+            out.append({
+                "account": acct, "starting_cash": pf.starting_cash, "cash": pf.cash, "equity": pf.equity(prices),
+                "realized_pnl": pf.realized_pnl(), "unrealized_pnl": pf.unrealized_pnl(prices),
+                "gross_exposure": pf.gross_exposure(prices), "positions": positions,
+            })
+        if json_out:
+            print_json(out)
+            return
+        if not out:
+            console.print("no accounts in the ops store yet: submit an order first")
+        for a in out:
+            table = Table(title=f"portfolio {a['account']}", header_style="bold cyan")
+            for col in ("symbol", "qty", "avg price", "last", "market value", "unrealized", "realized"):
+                table.add_column(col, justify="left" if col == "symbol" else "right")
+            for p in a["positions"]:
+                u = p["unrealized_pnl"]
+                table.add_row(
+                    p["symbol"], str(p["quantity"]), _d(p["avg_price"], 4), _d(p["last_price"]), _d(p["market_value"]),
+                    "" if u is None else f"[{'green' if u >= 0 else 'red'}]{_d(u)}[/]", _d(p["realized_pnl"]),
+                )
+            table.caption = (
+                f"cash {_d(a['cash'])}  equity {_d(a['equity'])}  realized {_d(a['realized_pnl'])}  "
+                f"unrealized {_d(a['unrealized_pnl'])}  exposure {_d(a['gross_exposure'])}"
+            )
+            console.print(table)
+
+    @order_app.command("submit")
+    def submit_cmd(
+        symbol: Annotated[str, typer.Argument(help="Symbol, e.g. GOOG.")],
+        side: Annotated[str, typer.Argument(help="buy or sell.")],
+        quantity: Annotated[str, typer.Argument(help="Shares/units (> 0).")],
+        limit: Annotated[str | None, typer.Option("--limit", help="Limit price; market order when omitted.")] = None,
+        account: AccountOpt = DEFAULT_ACCOUNT,
+        tif: Annotated[str, typer.Option("--tif", help="Time in force: day, gtc or ioc.")] = "day",
+        client_id: Annotated[str | None, typer.Option("--id", help="Your own client order id (makes a retry safe).")] = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Submit one order through the risk engine and the ops store to the broker."""
+        from trading_pipeline.brokers.base import BrokerError, OrderRequest, OrderType, Side, TimeInForce
+        from trading_pipeline.execution import submit_order
+        from trading_pipeline.orders import client_order_id, utcnow
+        from trading_pipeline.risk import RiskEngine
+
+        if side.lower() not in ("buy", "sell"):
+            fail(f"side must be buy or sell, got {side!r}", code=2)
+        if tif.lower() not in ("day", "gtc", "ioc"):
+            fail(f"--tif must be day, gtc or ioc, got {tif!r}", code=2)
+        qty = _parse_decimal(quantity, "quantity")
+        limit_price = _parse_decimal(limit, "--limit") if limit is not None else None
+        settings = get_settings()
+        store = _store(settings)
+        symbol = symbol.upper()
+        coid = client_id or client_order_id("manual", account, symbol, utcnow(), side.lower())
+        request = OrderRequest(
+            coid, account, symbol, Side(side.lower()), qty,
+            OrderType.LIMIT if limit_price is not None else OrderType.MARKET, limit_price, TimeInForce(tif.lower()),
+        )
+        try:
+            engine = RiskEngine.from_file(settings.risk_file, store)
+            broker = make_broker(settings, store, account)
+            result = submit_order(request, broker=broker, store=store, risk_engine=engine, prices=last_prices(settings, [symbol]))
+        except (BrokerError, FileNotFoundError) as exc:
+            fail(str(exc), "is the warehouse built (`trading demo`) and the broker reachable?")
+        order = store.get_order(coid)
+        if json_out:
+            print_json({"action": result.action, "reason": result.reason, "order": _order_dict(order) if order else None})
+        else:
+            color = {"submitted": "green", "resumed": "green", "skipped": "yellow"}.get(result.action, "red")
+            console.print(f"[{color}]{result.action}[/] {coid} {request.side} {qty} {symbol}: {result.status or ''} - {result.reason}")
+        if result.action in ("rejected", "error"):
+            raise typer.Exit(1)
+
+    @order_app.command("cancel")
+    def cancel_cmd(
+        client_order_id: Annotated[str, typer.Argument(help="The order's client order id (see `trading orders`).")],
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Cancel a working order at the broker and record it."""
+        from trading_pipeline.brokers.base import BrokerError
+        from trading_pipeline.execution import cancel_order
+        from trading_pipeline.orders import IllegalTransition
+
+        settings = get_settings()
+        store = _store(settings)
+        existing = store.get_order(client_order_id)
+        if existing is None:
+            fail(f"no order {client_order_id!r} in the ops store", "list them with `trading orders`", code=2)
+        try:
+            order = cancel_order(client_order_id, broker=make_broker(settings, store, existing.account), store=store)
+        except (BrokerError, IllegalTransition) as exc:
+            fail(str(exc))
+        if json_out:
+            print_json(_order_dict(order))
+        else:
+            console.print(f"{order.client_order_id}: {order.status} - {order.reason or ''}")
+
+    @order_app.command("sync")
+    def sync_cmd(account: AccountOpt = DEFAULT_ACCOUNT, json_out: JsonOpt = False) -> None:
+        """Advance the paper broker against new bars, pull fills into the store, and reconcile."""
+        from trading_pipeline.execution import reconcile, sync_open_orders
+
+        settings = get_settings()
+        store = _store(settings)
+        broker = make_broker(settings, store, account)
+        if hasattr(broker, "process_bars"):
+            broker.process_bars()
+        changed = sync_open_orders(store, broker, account)
+        mismatches = reconcile(store, broker, account)
+        if json_out:
+            print_json({"changed": [_order_dict(o) for o in changed], "mismatches": [m.__dict__ for m in mismatches]})
+            return
+        console.print(f"{len(changed)} orders changed")
+        for m in mismatches:
+            console.print(f"[red]mismatch[/] {m.kind}: {m.detail}")
+        if not mismatches:
+            console.print("[green]store and broker agree[/]")
+
+    @app.command("kill-switch")
+    def kill_switch_cmd(
+        action: Annotated[KillSwitchAction, typer.Argument(help="on (block all new orders), off, or status.")] = KillSwitchAction.status,
+        reason: Annotated[str | None, typer.Option(help="Why (stored and shown in every rejection).")] = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Block (on) or allow (off) all new orders, everywhere, at once."""
+        import getpass
+
+        store = _store(get_settings())
+        if action == KillSwitchAction.status:
+            ks = store.kill_switch()
+        else:
+            ks = store.set_kill_switch(action == KillSwitchAction.on, reason=reason, updated_by=f"cli:{getpass.getuser()}")
+        if json_out:
+            print_json(ks.__dict__)
+            return
+        state = "[bold red]ON[/] - no new orders" if ks.active else "[green]off[/] - orders allowed"
+        extra = f" ({ks.reason})" if ks.reason else ""
+        when = f", set {ks.updated_at:%Y-%m-%d %H:%M:%S} UTC by {ks.updated_by}" if ks.updated_at else ""
+        console.print(f"kill switch {state}{extra}{when}")
