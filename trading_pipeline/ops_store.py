@@ -562,7 +562,8 @@ class OpsStore:
         if conn.execute(sa.select(fills.c.fill_id).where(fills.c.fill_id == f.fill_id)).first():
             return False
         now = utcnow()
-        acct = conn.execute(sa.select(accounts).where(accounts.c.account == order.account)).first()
+        # On Postgres the account row lock serialises fills per account (SQLite: the write lock).
+        acct = conn.execute(self._lock_rows(sa.select(accounts).where(accounts.c.account == order.account))).first()
         if acct is None:
             conn.execute(
                 accounts.insert().values(account=order.account, starting_cash=ZERO, cash=ZERO, created_at=now, updated_at=now)
@@ -656,7 +657,11 @@ class OpsStore:
         return Portfolio.from_fills(account, pf.starting_cash, self.list_fills(account))
 
     def realized_pnl_since(self, account: str, since: datetime) -> Decimal:
-        return sum((f.realized_pnl for f in self.list_fills(account, since)), ZERO)
+        with self.reading() as conn:
+            values = conn.execute(
+                sa.select(fills.c.realized_pnl).where(fills.c.account == account, fills.c.ts >= since)
+            ).scalars()
+            return sum(values, ZERO)
 
     # ---- risk events -------------------------------------------------------------------------
     def record_risk_event(

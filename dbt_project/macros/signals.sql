@@ -13,25 +13,31 @@
   signal that disappears after a correction is removed too.
 -#}
 
-{% macro signals_scope_ctes() %}
-scope_wm as (
-  {%- if is_incremental() %}
-  select max(as_of) as wm from {{ this }}
-  {%- else %}
-  select null::timestamp as wm
-  {%- endif %}
-),
-scope_fresh as (
-  {%- if is_incremental() %}
-  select distinct scan, rule_fingerprint from {{ this }}
-  {%- else %}
-  select null::varchar as scan, null::varchar as rule_fingerprint where false
-  {%- endif %}
-),
+{#- What the stored table already covers: the newest indicator computation it has seen
+    (`wm`) and the fingerprints of the scans it holds. Read once per use at run time; the
+    model and the strategy both call it before anything is deleted, so they agree. -#}
+{% macro signals_state() %}
+  {%- set state = {'wm': none, 'fresh': []} -%}
+  {%- if execute and is_incremental() -%}
+    {%- set wm = run_query("select strftime(max(as_of), '%Y-%m-%d %H:%M:%S.%f') from " ~ this).columns[0].values()[0] -%}
+    {%- do state.update({'wm': wm}) -%}
+    {%- set rows = run_query("select distinct scan || '|' || rule_fingerprint from " ~ this).columns[0].values() -%}
+    {%- do state.update({'fresh': rows | list}) -%}
+  {%- endif -%}
+  {{ return(state) }}
+{% endmacro %}
+
+{%- macro scan_is_full(s, state) -%}
+  {{ return(state.wm is none or (s.name ~ '|' ~ s.fingerprint) not in state.fresh) }}
+{%- endmacro -%}
+
+{% macro signals_scope_ctes(state) %}
 scope_changed as (
   select symbol, timeframe, ts, session_date, bar_index
   from {{ ref('int_indicators') }}
-  where (select wm from scope_wm) is null or computed_at > (select wm from scope_wm)
+  {%- if state.wm is not none %}
+  where computed_at > timestamp '{{ state.wm }}'
+  {%- endif %}
 ),
 scope_series as (
   select symbol, timeframe, min(bar_index) as from_index, min(ts) as from_ts
@@ -41,10 +47,6 @@ scope_sessions as (
   select distinct timeframe, session_date from scope_changed
 )
 {% endmacro %}
-
-{%- macro scan_is_full(s) -%}
-(not exists (select 1 from scope_fresh f where f.scan = '{{ s.name }}' and f.rule_fingerprint = '{{ s.fingerprint }}'))
-{%- endmacro -%}
 
 {%- macro in_list(values) -%}
 ({% for v in values %}'{{ v }}'{% if not loop.last %}, {% endif %}{% endfor %})

@@ -12,6 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from trading_pipeline.cli.orders_cmds import register
+from trading_pipeline.orders import utcnow
 from trading_pipeline.settings import get_settings
 from trading_pipeline.warehouse import upsert_bars, writer
 
@@ -67,7 +68,7 @@ def test_kill_switch_submit_cancel_sync_portfolio(cli) -> None:
     assert "orders (4)" in invoke("orders")
 
     # the market moves: a bar after the submit time lets the paper broker fill the order
-    future = datetime.utcnow().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    future = utcnow().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     bar = daily_bars("GOOG", [(102, 103, 101, 102)], start=future)
     with writer(settings.warehouse_path) as con:
         upsert_bars(con, "raw.bars_daily", bar.with_columns(pl.col("ts").dt.date().alias("session_date")), source="test")

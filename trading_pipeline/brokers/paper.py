@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import polars as pl
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from trading_pipeline.brokers.base import (
     BrokerAccount,
@@ -234,6 +235,14 @@ class PaperBroker:
             return existing
         reason = self._rejection(order)
         now = self.clock()
+        try:
+            return self._insert(order, reason, now)
+        except IntegrityError:  # a concurrent submit of the same id won (Postgres)
+            result = self.order_status(order.client_order_id)
+            assert result is not None
+            return result
+
+    def _insert(self, order: OrderRequest, reason: str | None, now: datetime) -> BrokerOrder:
         with self.store.transaction() as conn:
             again = self._load(conn, order.client_order_id)  # lost a race to another process
             if again is not None:
@@ -350,7 +359,9 @@ class PaperBroker:
                 continue
             with self.store.transaction() as conn:
                 cur = conn.execute(
-                    sa.select(paper_orders).where(paper_orders.c.client_order_id == row.client_order_id)
+                    self.store._lock_rows(
+                        sa.select(paper_orders).where(paper_orders.c.client_order_id == row.client_order_id)
+                    )
                 ).first()
                 if OrderStatus(cur.status) not in OPEN_STATUSES or cur.quantity != row.quantity:
                     continue  # another process got there first, or it was modified: next pass

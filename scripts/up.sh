@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Start `dagster dev` (webserver on 127.0.0.1:3000 + daemon running schedules and sensors)
+# on the same TRADING_HOME as the CLI. dagster dev started in the background inherits
+# ignored SIGINT/SIGTERM from some shells and then never stops, so we exec it through
+# Python with both signals reset to their defaults.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TRADING_HOME="$(.venv/bin/python -c 'from trading_pipeline.settings import get_settings; print(get_settings().home)')"
+export DAGSTER_HOME="$(.venv/bin/python -c 'from trading_pipeline.settings import get_settings; from trading_pipeline.runs import prepare_dagster_home; print(prepare_dagster_home(get_settings()))')"
+export DBT_SEND_ANONYMOUS_USAGE_STATS=false GX_ANALYTICS_ENABLED=false
+HOST="${DAGSTER_HOST:-127.0.0.1}" PORT="${DAGSTER_PORT:-3000}"
+echo "TRADING_HOME=$TRADING_HOME  Dagster UI: http://$HOST:$PORT"
+exec .venv/bin/python -c '
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+os.execv(sys.argv[1], sys.argv[1:])
+' .venv/bin/dagster dev -w workspace.yaml -h "$HOST" -p "$PORT"
