@@ -14,6 +14,8 @@ Schema changes are an ordered list of :data:`MIGRATIONS` recorded in ``schema_ve
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -266,6 +268,26 @@ class RiskEvent:
     limit_value: Decimal | None
 
 
+def _enable_wal(cur: Any, timeout: float = 60.0) -> None:
+    """Switch the file to WAL (persistent, so usually already done).
+
+    Changing the journal mode needs an exclusive lock and SQLite answers "database is
+    locked" at once instead of waiting on busy_timeout, so two processes opening a new
+    file together must retry here.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_engine(url: str) -> Engine:
     engine = sa.create_engine(url, connect_args={"timeout": 60})
 
@@ -275,7 +297,7 @@ def _sqlite_engine(url: str) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout=60000")
         if ":memory:" not in url and url.rstrip("/") not in ("sqlite:", "sqlite:/"):
-            cur.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
@@ -461,7 +483,7 @@ class OpsStore:
             OrderEvent(
                 r.client_order_id,
                 r.ts,
-                OrderStatus(r.from_status) if r.from_status else None,  # type: ignore[arg-type]
+                OrderStatus(r.from_status) if r.from_status else None,
                 OrderStatus(r.to_status),
                 r.kind,
                 r.reason,
@@ -662,6 +684,16 @@ class OpsStore:
                 sa.select(fills.c.realized_pnl).where(fills.c.account == account, fills.c.ts >= since)
             ).scalars()
             return sum(values, ZERO)
+
+    MIRRORED_TABLES = ("orders", "order_events", "fills", "positions", "accounts", "risk_events")
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """All rows of one ops table (decimals as Decimal): for mirroring into the warehouse."""
+        if table not in self.MIRRORED_TABLES:
+            raise ValueError(f"{table!r} is not mirrored; one of {', '.join(self.MIRRORED_TABLES)}")
+        t = metadata.tables[table]
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(t))]
 
     # ---- risk events -------------------------------------------------------------------------
     def record_risk_event(

@@ -92,7 +92,7 @@ class OrderEvent:
 
     client_order_id: str
     ts: datetime
-    from_status: OrderStatus
+    from_status: OrderStatus | None  # None for the "created" event
     to_status: OrderStatus
     kind: str  # "transition", "fill", "cancel_request", "modify_request", "note"
     reason: str

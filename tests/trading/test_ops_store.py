@@ -110,6 +110,8 @@ def test_fills_positions_cash_are_booked_once(store) -> None:
     assert rebuilt.cash == pf.cash and rebuilt.quantity("AAA") == pf.quantity("AAA")
     assert store.realized_pnl_since("acct", T) == D(38)
     assert store.get_order("buy").status == OrderStatus.FILLED
+    mirrored = {r["fill_id"]: r for r in store.rows("fills")}
+    assert mirrored["sell-f"]["realized_pnl"] == D(39) and len(store.rows("order_events")) >= 4
 
 
 def test_broker_fill_without_fill_records_is_booked_as_cumulative(store) -> None:
@@ -155,7 +157,8 @@ WRITER = textwrap.dedent(
     from trading_pipeline.ops_store import OpsStore
     from trading_pipeline.orders import Order
 
-    import pathlib
+    import faulthandler, pathlib
+    faulthandler.dump_traceback_later(20, exit=True)  # a hang fails fast, showing where
     url, tag, n, barrier = sys.argv[1], sys.argv[2], int(sys.argv[3]), pathlib.Path(sys.argv[4])
     store = OpsStore(url)
     store.ensure_account("acct", D(100000))
@@ -189,7 +192,7 @@ def test_two_processes_write_concurrently(store_url, tmp_path) -> None:
         subprocess.Popen([sys.executable, "-c", WRITER, store_url, tag, str(n), str(barrier)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for tag in ("p1", "p2")
     ]
-    outs = [p.communicate(timeout=120) for p in procs]
+    outs = [p.communicate(timeout=60) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
         assert out.startswith("done")

@@ -181,3 +181,35 @@ def test_duckdb_feed_reads_the_warehouse_read_only(tmp_path, store, clock) -> No
     assert b.order_status("m").avg_fill_price == D(102)
     with writer(path):  # the feed holds no lock between calls: a writer can open the file
         pass
+
+
+FILLER = """
+import sys
+from datetime import datetime
+import polars as pl
+from trading_pipeline.brokers.paper import PaperBroker, PolarsBarFeed
+from trading_pipeline.ops_store import OpsStore
+store = OpsStore(sys.argv[1])
+b = PaperBroker(store, PolarsBarFeed(pl.read_parquet(sys.argv[2])), account="acct", clock=lambda: datetime(2024, 3, 5))
+print(len(b.process_bars()))
+"""
+
+
+def test_two_processes_processing_bars_fill_each_order_once(store_url, feed, clock, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    s = OpsStore(store_url)
+    b = PaperBroker(s, feed, account="acct", clock=clock)
+    for i in range(60):
+        b.submit(mkt(f"m{i}", qty="1"))
+    feed.append(daily_bars("AAA", [(101, 102, 100, 101)], start=T0 + timedelta(days=1)))
+    path = tmp_path / "bars.parquet"
+    feed.bars.write_parquet(path)
+    procs = [subprocess.Popen([sys.executable, "-c", FILLER, store_url, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    assert sum(int(o) for o, _ in outs) == 60  # each order filled by exactly one of them
+    assert [(p.symbol, p.quantity) for p in b.positions()] == [("AAA", D(60))]
+    assert all(len(b.order_status(f"m{i}").fills) == 1 for i in range(60))
+    s.close()

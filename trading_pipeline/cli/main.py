@@ -20,7 +20,7 @@ import polars as pl  # noqa: E402
 import typer  # noqa: E402
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 
-from trading_pipeline.cli.output import console, fail, frame_table, print_json  # noqa: E402
+from trading_pipeline.cli.output import console, err_console, fail, frame_table, print_json  # noqa: E402
 from trading_pipeline.settings import get_settings  # noqa: E402
 
 app = typer.Typer(
@@ -38,7 +38,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 def _progress() -> Progress:
     return Progress(
         SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
-        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
+        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=err_console,
         transient=False,
     )
 
@@ -288,6 +288,15 @@ def demo(
                       f"{s.get('rows_rejected', 0):,} rejected, {s['seconds']} s (run {s['run_id'][:8]})")
     console.print("next: [bold].venv/bin/trading status[/], [bold].venv/bin/trading sql \"SELECT * FROM raw.symbols\"[/], "
                   "[bold]make up[/] for the Dagster UI")
+
+
+def _register_commands() -> None:
+    from trading_pipeline.cli import orders_cmds
+
+    orders_cmds.register(app)
+
+
+_register_commands()
 
 
 def main() -> None:  # pragma: no cover

@@ -208,7 +208,13 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Submit one order through the risk engine and the ops store to the broker."""
-        from trading_pipeline.brokers.base import BrokerError, OrderRequest, OrderType, Side, TimeInForce
+        from trading_pipeline.brokers.base import (
+            BrokerError,
+            OrderRequest,
+            OrderType,
+            Side,
+            TimeInForce,
+        )
         from trading_pipeline.execution import submit_order
         from trading_pipeline.orders import client_order_id, utcnow
         from trading_pipeline.risk import RiskEngine

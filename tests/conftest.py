@@ -1,0 +1,24 @@
+"""Shared fixtures: an isolated TRADING_HOME per test, so no test sees another's state."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+
+
+@pytest.fixture
+def trading_home(tmp_path, monkeypatch):
+    """A fresh TRADING_HOME (warehouse, ops store, DAGSTER_HOME) for one test."""
+    from trading_pipeline.settings import get_settings
+
+    home = tmp_path / "trading"
+    monkeypatch.setenv("TRADING_HOME", str(home))
+    monkeypatch.delenv("TRADING_WAREHOUSE", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()

@@ -1,0 +1,86 @@
+"""Row rules: every bad bar is rejected with its rule and a reason; good ones pass untouched."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from trading_pipeline.quality import run_suite, validate
+
+CAL = {"A": "XNYS"}
+
+
+def bars(rows):
+    return pl.DataFrame(
+        rows, schema={"symbol": pl.String, "timeframe": pl.String, "ts": pl.Datetime("us"), "open": pl.Float64,
+                      "high": pl.Float64, "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64},
+        orient="row",
+    )
+
+
+def d(day):
+    return datetime(2013, 3, day)
+
+
+def test_good_bars_pass_sorted_with_session_dates():
+    v = validate(bars([("A", "1d", d(5), 10, 11, 9, 10.5, 100), ("A", "1d", d(4), 10, 11, 9, 10.5, 100)]),
+                 source="t", calendar_of=CAL)
+    assert v.rejected.is_empty()
+    assert v.good["ts"].to_list() == [d(4), d(5)]  # out-of-order rows are sorted, not rejected
+    assert v.good["session_date"].to_list() == [d(4).date(), d(5).date()]
+
+
+def test_each_rule_rejects_with_reason():
+    rows = [
+        ("A", "1d", d(4), float("nan"), 11, 9, 10, 1),   # finite
+        ("A", "1d", d(5), 10, float("inf"), 9, 10, 1),   # finite
+        ("A", "1d", d(6), -1, 11, 9, 10, 1),             # positive_price
+        ("A", "1d", d(7), 0, 11, 9, 10, 1),              # positive_price (zero)
+        ("A", "1d", d(8), 10, 9, 11, 10, 1),             # high_low
+        ("A", "1d", d(11), 10, 11, 9, 10, -5),           # volume_nonnegative
+        ("A", "1d", d(9), 10, 11, 9, 10, 1),             # weekend -> session
+        ("A", "1d", datetime(2999, 1, 4), 10, 11, 9, 10, 1),  # future (also no session)
+        ("A", "1d", d(12), 10, 10.5, 9, 11, 1),          # high below close
+    ]
+    v = validate(bars(rows), source="t", calendar_of=CAL)
+    assert v.good.is_empty()
+    got = dict(zip(v.rejected["row_number"].to_list(), v.rejected["rule"].to_list(), strict=True))
+    assert got == {1: "finite", 2: "finite", 3: "positive_price", 4: "positive_price", 5: "high_low",
+                   6: "volume_nonnegative", 7: "session", 8: "session", 9: "high_low"}
+    reasons = v.rejected["reason"].to_list()
+    assert "open is NaN" in reasons[0] and "high 9.0 below low 11.0" in reasons[4]
+    assert "high 10.5 below max(open 10.0, close 11.0)" in reasons[8]
+
+
+def test_future_bar_inside_a_session_is_rejected():
+    v = validate(bars([("A", "1d", d(5), 10, 11, 9, 10, 1)]), source="t", calendar_of=CAL, now=datetime(2013, 3, 4, 12))
+    assert v.rejected["rule"].to_list() == ["future"]
+
+
+def test_duplicates_identical_collapse_conflicting_rejected():
+    rows = [("A", "1d", d(4), 10, 11, 9, 10, 1), ("A", "1d", d(4), 10, 11, 9, 10, 1),
+            ("A", "1d", d(5), 10, 11, 9, 10, 1), ("A", "1d", d(5), 10, 12, 9, 10, 1)]
+    v = validate(bars(rows), source="t", calendar_of=CAL)
+    assert v.good["ts"].to_list() == [d(4)]
+    assert v.rejected["rule"].to_list() == ["duplicate"] * 3
+    assert "disagree" in v.rejected.filter(pl.col("ts") == d(5))["reason"][0]
+
+
+def test_intraday_outside_session_rejected():
+    rows = [("A", "1m", datetime(2013, 3, 1, 14, 30), 10, 11, 9, 10, 1),   # 09:30 ET: in
+            ("A", "1m", datetime(2013, 3, 1, 21, 0), 10, 11, 9, 10, 1),    # 16:00 ET: closed
+            ("A", "1m", datetime(2013, 3, 1, 13, 0), 10, 11, 9, 10, 1)]    # 08:00 ET: pre-market
+    v = validate(bars(rows), source="t", calendar_of=CAL)
+    assert v.good["ts"].to_list() == [datetime(2013, 3, 1, 14, 30)]
+    assert v.rejected["rule"].to_list() == ["session", "session"]
+
+
+def test_gx_suite_flags_stored_violations():
+    good = validate(bars([("A", "1d", d(4), 10, 11, 9, 10, 1), ("A", "1d", d(5), 10, 11, 9, 10, 1)]),
+                    source="t", calendar_of=CAL).good
+    assert all(r["success"] for r in run_suite(good, CAL))
+    broken = pl.concat([good, good.head(1).with_columns(pl.lit(8.0).alias("high"))])
+    failed = {r["expectation"] for r in run_suite(broken, CAL) if not r["success"]}
+    assert any(f.startswith("expect_compound_columns_to_be_unique") for f in failed)
+    assert any(f.startswith("expect_column_pair_values_a_to_be_greater_than_b") for f in failed)
