@@ -126,7 +126,8 @@ def ingest(
 
     result = IngestResult()
     rejected = pl.concat(rejects) if rejects else None
-    new_symbols = {s: registered[s] for s in sorted(all_symbols) if s not in known_symbols(con)}
+    stored = known_symbols(con)
+    new_symbols = {s: registered[s] for s in sorted(all_symbols) if s not in stored}
     con.execute("BEGIN TRANSACTION")
     try:
         for tf, frames in goods.items():
