@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from datetime import date, timedelta
 from functools import lru_cache
 
@@ -15,6 +16,7 @@ import dagster as dg
 
 from trading_pipeline.settings import PROJECT_DIR, Settings
 
+PID_TAG, HOST_TAG = "trading/pid", "trading/host"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -62,7 +64,9 @@ def run_job(
     quiet: bool = True,
 ) -> dg.ExecuteInProcessResult:
     job = definitions().resolve_job_def(name)
-    all_tags = dict(tags or {})
+    inst = instance(settings)
+    reap_dead_runs(inst)
+    all_tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     if start is not None:
         all_tags[RANGE_START] = session_key(start)
         all_tags[RANGE_END] = session_key(end or start)
@@ -71,11 +75,42 @@ def run_job(
         config.update(QUIET)
     return job.execute_in_process(
         run_config=config,
-        instance=instance(settings),
+        instance=inst,
         partition_key=partition,
         tags=all_tags,
         raise_on_error=False,
     )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_runs(inst: dg.DagsterInstance) -> list[str]:
+    """Fail runs this host started in-process whose process is gone (``kill -9``, OOM).
+
+    Such a run stays STARTED forever and keeps its ``duckdb_writer`` pool slot, so every
+    later run would wait for it. Its writes were never committed (one transaction per
+    load), so marking it failed and freeing its slots is all the recovery there is.
+    """
+    reaped = []
+    runs = inst.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+                              tags={HOST_TAG: socket.gethostname()})
+    )
+    for run in runs:
+        pid = int(run.tags.get(PID_TAG, "0") or 0)
+        if pid and pid != os.getpid() and not _alive(pid):
+            inst.report_run_failed(run, f"process {pid} ended before the run did (killed?); marked failed")
+            inst.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            reaped.append(run.run_id)
+    return reaped
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:

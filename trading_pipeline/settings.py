@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".trading"), description="Root of all state (TRADING_HOME).")
     data_source: Literal["sample", "files", "alpaca", "ib"] = "sample"
     broker: Literal["paper", "alpaca", "ib"] = "paper"
+    account: str = Field(default="paper", description="Account the signal orders trade in.")
     ops_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the ops store; default SQLite in TRADING_HOME."
     )

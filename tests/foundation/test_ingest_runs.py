@@ -185,3 +185,9 @@ def test_kill_9_mid_load_leaves_warehouse_consistent(trading_home, tmp_path):
     assert json.loads(done.stdout)["loaded"] == n
     after = table("SELECT count(*) AS n, count(DISTINCT (symbol, ts)) AS k FROM raw.bars_daily").row(0)
     assert after == (n + 3, n + 3)
+    # the killed run was reaped: marked failed, its duckdb_writer pool slot freed
+    import dagster as dg
+
+    inst = runs.instance(get_settings())
+    assert not inst.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert len(inst.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))) == 1

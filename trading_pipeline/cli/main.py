@@ -247,47 +247,197 @@ def sql(
         console.print(frame_table(df, max_rows=limit))
 
 
+# ----------------------------------------------------------------------------- scan / rules
+
+def _latest_session(settings, intraday: bool) -> date | None:
+    from trading_pipeline import warehouse
+
+    if not settings.warehouse_path.exists():
+        return None
+    con = warehouse.connect(settings.warehouse_path, read_only=True)
+    try:
+        row = warehouse.fetch_one(con, f"SELECT max(session_date) FROM raw.{'bars_intraday' if intraday else 'bars_daily'}")
+    finally:
+        con.close()
+    return row[0] if row else None
+
+
+def _session_signals(settings, session: date, symbol: str | None, intraday: bool) -> pl.DataFrame:
+    from trading_pipeline import warehouse
+
+    con = warehouse.connect(settings.warehouse_path, read_only=True)
+    try:
+        tf = "timeframe <> '1d'" if intraday else "timeframe = '1d'"
+        params: list = [session]
+        where = f"session_date = ? AND {tf}"
+        if symbol:
+            where += " AND symbol = ?"
+            params.append(symbol.upper())
+        return warehouse.fetch_frame(
+            con,
+            f"""SELECT symbol, timeframe, ts, kind, direction, round(score, 2) AS score, scan, reason
+                FROM marts.signals WHERE {where} ORDER BY score DESC, symbol""",
+            params,
+        )
+    finally:
+        con.close()
+
+
+@app.command()
+def scan(
+    date_: Annotated[str | None, typer.Option("--date", help="Session to scan (YYYY-MM-DD); default: the latest session in the warehouse.")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Only load and show this symbol.")] = None,
+    intraday: Annotated[bool, typer.Option("--intraday", help="Scan intraday bars instead of daily.")] = False,
+    until: Annotated[str | None, typer.Option(help="Intraday: only bars before this time (naive UTC ISO).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Materialize the scan for one session through Dagster (bars → dbt) and print its signals."""
+    from trading_pipeline import runs
+
+    settings = get_settings()
+    if date_:
+        try:
+            session = date.fromisoformat(date_)
+        except ValueError:
+            fail(f"--date must be YYYY-MM-DD, got {date_!r}", code=2)
+    else:
+        session = _latest_session(settings, intraday)
+        if session is None:
+            fail("no bars in the warehouse and no --date given", "run `trading demo` or pass --date YYYY-MM-DD", code=2)
+    job, op = ("scan_intraday", "raw__bars_intraday") if intraday else ("scan_daily", "raw__bars_daily")
+    cfg: dict = {}
+    if symbol:
+        cfg["symbols"] = [symbol.upper()]
+    if until and intraday:
+        cfg["until"] = until
+    with _progress() as progress:
+        task = progress.add_task(f"{job} {session}", total=1)
+        t0 = time.perf_counter()
+        result = runs.run_job(job, settings, run_config={"ops": {op: {"config": cfg}}}, partition=runs.session_key(session))
+        progress.advance(task)
+    if not result.success:
+        fail(f"scan run {result.run_id} failed: {runs.failure_message(result)}",
+             "see the run in the Dagster UI (make up); failed bar checks block the scan on purpose")
+    signals = _session_signals(settings, session, symbol, intraday)
+    out = {"session": session, "run_id": result.run_id, "seconds": round(time.perf_counter() - t0, 2),
+           "failed_checks": runs.failed_checks(result), "signals": signals.to_dicts()}
+    if json_out:
+        print_json(out)
+        return
+    console.print(frame_table(signals, title=f"signals {session}{' ' + symbol.upper() if symbol else ''} "
+                                             f"({'intraday' if intraday else 'daily'}, run {result.run_id[:8]})"))
+    if signals.is_empty():
+        console.print("no signals for this session")
+
+
+@app.command()
+def rules(
+    path: Annotated[Path | None, typer.Option("--file", help="Rules file (default TRADING_RULES_FILE or ./rules.yaml).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the scans in the rules file and validate it (exit 2 with the problem if invalid)."""
+    from trading_pipeline.rules import RulesError, dbt_vars, load_rules
+
+    settings = get_settings()
+    path = path or settings.rules_file
+    try:
+        loaded = load_rules(path)
+    except (RulesError, FileNotFoundError) as exc:
+        fail(str(exc), "fix the file; the previous rules stay in force until it validates", code=2)
+    scans = dbt_vars(loaded)["scans"]
+    if json_out:
+        print_json({"file": str(path), "valid": True, "scans": scans})
+        return
+    rows = []
+    for sc in scans:
+        params = {k: v for k, v in sc.items()
+                  if k not in ("name", "kind", "timeframes", "symbols", "fingerprint") and v is not None}
+        rows.append({"scan": sc["name"], "kind": sc["kind"], "timeframes": ",".join(sc["timeframes"]),
+                     "universe": "all" if not sc.get("symbols") else ",".join(sc["symbols"]),
+                     "parameters": " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())})
+    console.print(frame_table(pl.DataFrame(rows), title=f"{path} (valid, {len(scans)} scans)"))
+
+
 # ----------------------------------------------------------------------------- demo
+
+DEMO_TRADE_DAY = date(2013, 2, 22)
+
 
 @app.command()
 def demo(
     symbols: Annotated[int, typer.Option(help="Synthetic symbols beside the real GOOG/EURUSD bars.")] = 20,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run the whole pipeline on the bundled sample market (no accounts needed)."""
+    """Run the whole pipeline on the bundled sample market (no accounts needed).
+
+    History up to 2013-02-22 → scan → orders from that day's signals → the next week's bars
+    → scan → the paper broker fills the orders at the next open → portfolio and P&L.
+    """
     from trading_pipeline import runs
     from trading_pipeline.sources import sample
 
     settings = get_settings()
+    src = {"source": "sample", "synthetic_symbols": symbols}
+    intraday_end = date(2013, 2, 28)  # 2013-03-01 is left for the replay sensor in `make up`
     steps = [
-        ("daily bars", "ingest_daily_bars", "raw__bars_daily", sample.DAILY_START, sample.DAILY_END),
-        ("intraday bars (1m synthetic)", "ingest_intraday_bars", "raw__bars_intraday", sample.INTRADAY_START, sample.INTRADAY_END),
-        ("intraday bars (1h EURUSD)", "ingest_intraday_bars", "raw__bars_intraday", date(2017, 4, 17), date(2018, 2, 9)),
+        ("daily history + scan", "scan_daily", {"raw__bars_daily": src}, sample.DAILY_START, DEMO_TRADE_DAY),
+        ("orders from the scan", "trade_signals", {}, None, None),
+        ("intraday bars (1m)", "ingest_intraday_bars", {"raw__bars_intraday": {**src, "timeframes": ["1m"]}}, sample.INTRADAY_START, intraday_end),
+        ("intraday bars (1h EURUSD)", "ingest_intraday_bars", {"raw__bars_intraday": {**src, "timeframes": ["1h"]}}, date(2017, 4, 17), date(2018, 2, 9)),
+        ("next week + scan", "scan_daily", {"raw__bars_daily": src}, date(2013, 2, 25), sample.DAILY_END),
+        ("fills and new orders", "trade_signals", {}, None, None),
     ]
     summary: dict = {"home": str(settings.home), "steps": []}
     with _progress() as progress:
         task = progress.add_task("demo pipeline", total=len(steps))
-        for label, job, op, start, end in steps:
+        for label, job, ops, start, end in steps:
             progress.update(task, description=label)
             t0 = time.perf_counter()
-            result = runs.run_job(job, settings, run_config={"ops": {op: {"config": {"source": "sample", "synthetic_symbols": symbols}}}},
-                                  start=start, end=end)
+            cfg = {"ops": {op: {"config": c} for op, c in ops.items()}}
+            result = runs.run_job(job, settings, run_config=cfg, start=start, end=end)
             md = _materialization_metadata(result)
-            summary["steps"].append({"step": label, "run_id": result.run_id, "success": result.success,
+            summary["steps"].append({"step": label, "job": job, "run_id": result.run_id, "success": result.success,
                                      "seconds": round(time.perf_counter() - t0, 2), **md,
                                      "failed_checks": runs.failed_checks(result)})
             if not result.success:
                 progress.stop()
                 fail(f"{label}: {runs.failure_message(result)}")
             progress.advance(task)
+    summary["result"] = _demo_result(settings)
     if json_out:
         print_json(summary)
         return
     for s in summary["steps"]:
-        console.print(f"[green]✓[/] {s['step']}: {s.get('rows_loaded', 0):,} bars loaded, "
-                      f"{s.get('rows_rejected', 0):,} rejected, {s['seconds']} s (run {s['run_id'][:8]})")
-    console.print("next: [bold].venv/bin/trading status[/], [bold].venv/bin/trading sql \"SELECT * FROM raw.symbols\"[/], "
-                  "[bold]make up[/] for the Dagster UI")
+        extra = f"{s.get('rows_loaded', 0):,} bars loaded, {s.get('rows_rejected', 0):,} rejected" if "rows_loaded" in s else s["job"]
+        console.print(f"[green]✓[/] {s['step']}: {extra}, {s['seconds']} s (run {s['run_id'][:8]})")
+    r = summary["result"]
+    console.print(f"signals: {r['signals']:,} in marts.signals; orders: {r['orders']}; "
+                  f"positions: {r['positions']}; equity {r['equity']}")
+    console.print("next: [bold].venv/bin/trading portfolio[/], [bold].venv/bin/trading orders[/], "
+                  "[bold].venv/bin/trading scan --date 2013-03-01[/], [bold]make up[/] for the Dagster UI")
+
+
+def _demo_result(settings) -> dict:
+    from trading_pipeline import warehouse
+    from trading_pipeline.ops_store import OpsStore
+
+    con = warehouse.connect(settings.warehouse_path, read_only=True)
+    try:
+        n_signals = warehouse.fetch_one(con, "SELECT count(*) FROM marts.signals")[0]
+        closes = {s: c for s, c in warehouse.fetch_frame(
+            con, "SELECT symbol, arg_max(close, ts) AS c FROM raw.bars_daily GROUP BY symbol").iter_rows()}
+    finally:
+        con.close()
+    store = OpsStore.from_settings(settings)
+    orders: dict[str, int] = {}
+    for o in store.list_orders(limit=100000):
+        orders[o.status.value] = orders.get(o.status.value, 0) + 1
+    from decimal import Decimal
+
+    pf = store.portfolio(settings.account)
+    prices = {s: Decimal(repr(c)) for s, c in closes.items()}
+    return {"signals": n_signals, "orders": orders, "positions": len(pf.open_positions()),
+            "equity": f"{pf.equity(prices):,.2f}"}
 
 
 def _register_commands() -> None:

@@ -32,6 +32,7 @@ class BarsConfig(dg.Config):
     timezone: str = ""
     exchange: str = ""
     ignore_extra_columns: bool = False
+    until: str = ""  # ISO time (naive UTC): load only bars that start before it (intraday scans)
 
 
 def _window(context) -> tuple[datetime, datetime]:
@@ -54,6 +55,8 @@ def _load(context, config: BarsConfig, wh: WarehouseResource, intraday: bool) ->
         file_options=file_options,
     )
     start, end = _window(context)
+    if config.until:
+        end = min(end, datetime.fromisoformat(config.until).replace(tzinfo=None))
     symbols = config.symbols or None
     batches: list[Batch] = []
     if name == "files":

@@ -1,0 +1,87 @@
+"""dbt models as Dagster assets (dagster-dbt): lineage from raw bars, dbt tests as checks.
+
+Every indicator and signal is defined in ``dbt_project/`` and nowhere else; this module
+only runs ``dbt build`` with the scan rules from rules.yaml passed as ``--vars``.
+"""
+
+import fcntl
+import os
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from trading_pipeline.dbt_runner import dbt_env, dbt_executable, vars_json
+from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.settings import DBT_PROJECT_DIR, get_settings
+
+POOL = "duckdb_writer"
+MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+
+
+def _newest_source_mtime() -> float:
+    files = [p for p in DBT_PROJECT_DIR.rglob("*") if p.suffix in {".sql", ".py", ".yml", ".yaml"}
+             and "target" not in p.parts and "logs" not in p.parts]
+    return max(p.stat().st_mtime for p in files)
+
+
+def ensure_manifest() -> Path:
+    """Run ``dbt parse`` when the manifest is missing or older than the project files.
+
+    A file lock keeps concurrent processes (tests, `dagster dev` workers) from parsing at once.
+    """
+    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+    with open(MANIFEST.parent / ".parse.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if MANIFEST.exists() and MANIFEST.stat().st_mtime >= _newest_source_mtime():
+            return MANIFEST
+        env = dbt_env(get_settings().warehouse_path)
+        subprocess.run(
+            [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR),
+             "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"],
+            env=env, check=True, cwd=DBT_PROJECT_DIR, capture_output=True, text=True,
+        )
+    return MANIFEST
+
+
+class TradingDbtTranslator(DagsterDbtTranslator):
+    """Asset keys as schema/name (``marts/signals``), matching the warehouse's names."""
+
+    def get_asset_key(self, dbt_resource_props):
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        schema = dbt_resource_props.get("config", {}).get("schema") or "main"
+        return dg.AssetKey([schema, dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props):
+        if dbt_resource_props["resource_type"] == "source":
+            return "bars"
+        return "scans"
+
+
+@dbt_assets(
+    manifest=ensure_manifest(),
+    dagster_dbt_translator=TradingDbtTranslator(),
+    pool=POOL,
+    name="dbt_models",
+)
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+    """``dbt build`` (models + tests) on the warehouse with the current rules.yaml."""
+    os.environ["TRADING_WAREHOUSE"] = str(Path(warehouse.resolved_path()).resolve())
+    os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    rules = get_settings().rules_file
+    yield from dbt.cli(["build", "--vars", vars_json(rules)], context=context).stream()
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(
+        project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR),
+        dbt_executable=dbt_executable(),
+    )
+
+
+defs = dg.Definitions(assets=[dbt_models], resources={"dbt": dbt_resource()})
+
+
+SCAN_SELECTION = dg.AssetSelection.assets(["raw", "bars_daily"]).downstream() - dg.AssetSelection.assets(["raw", "bars_intraday"]).downstream()

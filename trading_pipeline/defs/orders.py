@@ -1,0 +1,202 @@
+"""Signals → risk → broker → ops store, driven by a sensor on new signals.
+
+The ``ops/orders`` asset is where orders happen: it first pulls fills for working orders
+(the paper broker fills them against bars that arrived since), then turns the latest
+session's tradeable signals into orders (sized, risk-checked, submitted once each by
+deterministic client order id), and mirrors the ops store into the warehouse's ``ops``
+schema for ad-hoc SQL. A check reconciles the broker's book with the store.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import dagster as dg
+import polars as pl
+
+from trading_pipeline import warehouse as wh
+from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.settings import Settings, get_settings
+
+POOL = "duckdb_writer"
+ORDERS = dg.AssetKey(["ops", "orders"])
+SIGNALS = dg.AssetKey(["marts", "signals"])
+TRADEABLE = ["breakout_up", "breakout_down", "crp_long", "crp_short"]
+
+
+class TradeConfig(dg.Config):
+    """Which signals become orders. Empty fields use TRADING_* settings and the latest session."""
+
+    account: str = ""
+    session: str = ""
+    kinds: list[str] = TRADEABLE
+    timeframe: str = "1d"
+
+
+@dataclass
+class Book:
+    store: object
+    broker: object
+    account: str
+    market_time: datetime | None
+
+
+def _market_time(con, timeframe: str) -> datetime | None:
+    """The newest bar's time: the clock the paper broker and the risk engine use.
+
+    Orders placed 'now' act no earlier than the next bar (point in time), in live trading
+    and in the historical sample alike.
+    """
+    table = wh.bars_table(timeframe)
+    row = wh.fetch_one(con, f"SELECT max(ts) FROM {table} WHERE timeframe = ?", [timeframe])
+    return row[0] if row else None
+
+
+def open_book(settings: Settings, account: str, market_time: datetime | None) -> Book:
+    from trading_pipeline.cli.orders_cmds import make_broker
+    from trading_pipeline.ops_store import OpsStore
+
+    store = OpsStore.from_settings(settings)
+    if settings.broker == "paper":
+        from trading_pipeline.brokers.paper import DuckDBBarFeed, PaperBroker
+
+        clock = (lambda: market_time) if market_time is not None else None
+        kwargs = {"clock": clock} if clock else {}
+        broker = PaperBroker(store, DuckDBBarFeed(settings.warehouse_path, timeframe="1d"), account=account, **kwargs)
+    else:
+        broker = make_broker(settings, store, account)
+    return Book(store, broker, account, market_time)
+
+
+def _signals(con, config: TradeConfig, session: str | None) -> pl.DataFrame:
+    kinds = ", ".join(f"'{k}'" for k in config.kinds)
+    tables = {r[0] for r in con.sql(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
+    if "marts.signals" not in tables or session is None:
+        return pl.DataFrame()
+    atr = "i.atr_14" if "marts.indicators_daily" in tables else "NULL::DOUBLE"
+    join = ("LEFT JOIN marts.indicators_daily i ON i.symbol = s.symbol AND i.ts = s.ts"
+            if "marts.indicators_daily" in tables else "")
+    return wh.fetch_frame(
+        con,
+        f"""SELECT s.*, {atr} AS atr_14 FROM marts.signals s {join}
+            WHERE s.timeframe = ? AND s.session_date = ?::DATE AND s.kind IN ({kinds})
+            ORDER BY s.ts, s.symbol, s.kind""",
+        [config.timeframe, session],
+    )
+
+
+def _prices(con, session: str | None) -> dict[str, Decimal]:
+    if session is None:
+        return {}
+    df = wh.fetch_frame(
+        con,
+        """SELECT symbol, arg_max(close, ts) AS close FROM raw.bars_daily
+           WHERE session_date <= ?::DATE GROUP BY symbol""",
+        [session],
+    )
+    return {s: Decimal(repr(c)) for s, c in df.iter_rows()}
+
+
+def _mirror(con, store) -> dict[str, int]:
+    """Copy the ops store's tables into the warehouse ``ops`` schema (replaced each run)."""
+    counts = {}
+    for table in store.MIRRORED_TABLES:
+        rows = store.rows(table)
+        df = pl.DataFrame(rows, infer_schema_length=None) if rows else None
+        if df is None:
+            continue
+        df = df.with_columns([pl.col(c).cast(pl.Float64) for c, t in df.schema.items() if t == pl.Object or t == pl.Decimal])
+        con.register("_mirror", df)
+        con.execute(f"CREATE OR REPLACE TABLE ops.{table} AS SELECT * FROM _mirror")
+        con.unregister("_mirror")
+        counts[table] = df.height
+    return counts
+
+
+@dg.asset(
+    key=ORDERS,
+    deps=[SIGNALS],
+    pool=POOL,
+    group_name="trading",
+    kinds={"python", "sqlite"},
+    description="Orders from the latest session's signals (once each), fills pulled from the "
+    "broker, and the ops store mirrored into warehouse tables ops.orders/fills/positions/...",
+)
+def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: WarehouseResource):
+    from trading_pipeline.execution import execute_signals, sync_open_orders
+    from trading_pipeline.risk import RiskEngine
+    from trading_pipeline.sizing import Sizing
+
+    settings = get_settings()
+    account = config.account or settings.account
+    con = wh.connect(warehouse.resolved_path(), read_only=True)
+    try:
+        market_time = _market_time(con, config.timeframe)
+        session = config.session or (market_time.date().isoformat() if market_time else None)
+        signals = _signals(con, config, session)
+        prices = _prices(con, session)
+    finally:
+        con.close()
+    book = open_book(settings, account, market_time)
+    if hasattr(book.broker, "process_bars"):
+        book.broker.process_bars()
+    filled = sync_open_orders(book.store, book.broker, account)
+    results = []
+    if signals.height:
+        risk = RiskEngine.from_file(settings.risk_file, book.store)
+        for (scan,), group in signals.partition_by("scan", as_dict=True).items():
+            results += execute_signals(
+                group, account=account, strategy=str(scan), broker=book.broker, store=book.store,
+                risk_engine=risk, sizing=Sizing(), prices=prices,
+                now=(market_time + timedelta(hours=23)) if market_time else None,
+            )
+    actions: dict[str, int] = {}
+    for r in results:
+        actions[r.action] = actions.get(r.action, 0) + 1
+    with wh.writer(warehouse.resolved_path()) as con:
+        mirrored = _mirror(con, book.store)
+    context.log.info(f"event=orders session={session} signals={signals.height} actions={actions} synced={len(filled)}")
+    return dg.MaterializeResult(metadata={
+        "session": dg.MetadataValue.text(str(session)),
+        "signals": dg.MetadataValue.int(signals.height),
+        "actions": dg.MetadataValue.json(actions),
+        "orders_updated_from_broker": dg.MetadataValue.int(len(filled)),
+        "rejections": dg.MetadataValue.json([
+            {"symbol": r.symbol, "reason": r.reason} for r in results if r.action == "rejected"][:20]),
+        "mirrored_rows": dg.MetadataValue.json(mirrored),
+    })
+
+
+@dg.asset_check(asset=ORDERS, name="reconciliation", description="Broker positions and open orders equal the ops store's.")
+def reconciliation(context: dg.AssetCheckExecutionContext):
+    from trading_pipeline.execution import reconcile
+
+    settings = get_settings()
+    con = wh.connect(settings.warehouse_path, read_only=True) if settings.warehouse_path.exists() else None
+    try:
+        market_time = _market_time(con, "1d") if con else None
+    finally:
+        if con:
+            con.close()
+    book = open_book(settings, settings.account, market_time)
+    mismatches = reconcile(book.store, book.broker, settings.account)
+    return dg.AssetCheckResult(
+        passed=not mismatches,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"mismatches": dg.MetadataValue.json([m.message for m in mismatches][:50]),
+                  "count": dg.MetadataValue.int(len(mismatches))},
+    )
+
+
+trade_signals_job = dg.define_asset_job(
+    "trade_signals", selection=dg.AssetSelection.assets(ORDERS),
+    description="Pull fills, turn the latest session's signals into risk-checked orders, mirror the ops store.",
+)
+
+
+@dg.asset_sensor(asset_key=SIGNALS, job=trade_signals_job, minimum_interval_seconds=30,
+                 default_status=dg.DefaultSensorStatus.RUNNING)
+def signals_to_orders(context: dg.SensorEvaluationContext, asset_event):
+    """Each new materialization of marts/signals launches one order run (keyed by its run)."""
+    yield dg.RunRequest(run_key=f"signals-{asset_event.run_id}")

@@ -1,0 +1,125 @@
+"""Scan jobs and their schedules on the exchange calendar, plus a replay of the sample.
+
+* ``scan_daily``: one session's daily bars → dbt (indicators, signals, scans, alerts).
+* ``scan_intraday``: one session's intraday bars (up to a cut-off) → dbt.
+* ``eod_scan`` schedule: after each XNYS session closes, holidays skipped and early closes
+  (13:00) respected, one run per session (run key).
+* ``intraday_scan`` schedule: every 5 minutes while XNYS is open.
+* ``sample_replay`` sensor: with the bundled sample, walks the last sample session five
+  minutes at a time so the intraday scan has new bars to process under ``make up``.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from trading_pipeline import calendars
+from trading_pipeline.defs.bars import DAILY, INTRADAY, SESSIONS
+from trading_pipeline.settings import get_settings
+
+ORDERS = dg.AssetKey(["ops", "orders"])
+INTRADAY_ONLY = dg.AssetKey(["marts", "indicators_intraday"])
+DAILY_ONLY = dg.AssetKey(["marts", "indicators_daily"])
+EXCHANGE_CALENDAR = "XNYS"
+REPLAY_SESSION = "2013-03-01"
+REPLAY_STEP = timedelta(minutes=5)
+# every dbt model (staging, indicators, signals, scans, alerts) and the serving snapshot
+DBT_AND_SERVING = dg.AssetSelection.groups("scans", "serving")
+
+scan_daily_job = dg.define_asset_job(
+    "scan_daily",
+    selection=(dg.AssetSelection.assets(DAILY) | DBT_AND_SERVING) - dg.AssetSelection.assets(INTRADAY_ONLY),
+    partitions_def=SESSIONS,
+    description="End-of-day scan: one session's daily bars, then dbt indicators and signals.",
+)
+scan_intraday_job = dg.define_asset_job(
+    "scan_intraday",
+    selection=(dg.AssetSelection.assets(INTRADAY) | DBT_AND_SERVING) - dg.AssetSelection.assets(DAILY_ONLY),
+    partitions_def=SESSIONS,
+    description="Intraday scan: one session's intraday bars up to now, then dbt.",
+)
+
+
+def eod_decision(now: datetime, calendar: str = EXCHANGE_CALENDAR) -> tuple[bool, str]:
+    """Should the end-of-day scan run at ``now`` (tz-aware)? Returns (run, session or reason)."""
+    cal = calendars.get_calendar(calendar)
+    day = now.astimezone(cal.tz).date()
+    if not cal.is_session(day):
+        return False, f"{day} is not an {calendar} session (weekend or holiday)"
+    close = cal.session_close(day).to_pydatetime()
+    if now < close:
+        return False, f"{calendar} closes at {close.astimezone(cal.tz):%H:%M} on {day}"
+    return True, day.isoformat()
+
+
+@dg.schedule(
+    job=scan_daily_job,
+    cron_schedule=["15 13 * * 1-5", "15 16 * * 1-5"],
+    execution_timezone="America/New_York",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="15 minutes after each XNYS close (13:15 on early-close days, else 16:15).",
+)
+def eod_scan(context: dg.ScheduleEvaluationContext):
+    run, what = eod_decision(context.scheduled_execution_time)
+    if not run:
+        return dg.SkipReason(what)
+    # the 16:15 tick on an early-close day finds the 13:15 run's key and launches nothing
+    return dg.RunRequest(run_key=f"eod-{what}", partition_key=what)
+
+
+def intraday_decision(now: datetime, calendar: str = EXCHANGE_CALENDAR) -> tuple[bool, str]:
+    cal = calendars.get_calendar(calendar)
+    minute = now.astimezone(UTC).replace(second=0, microsecond=0, tzinfo=None)
+    if not cal.is_open_on_minute(minute, ignore_breaks=True):
+        return False, f"{calendar} is closed at {now:%Y-%m-%d %H:%M %Z}"
+    return True, cal.minute_to_session(minute).date().isoformat()
+
+
+@dg.schedule(
+    job=scan_intraday_job,
+    cron_schedule="*/5 9-16 * * 1-5",
+    execution_timezone="America/New_York",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every 5 minutes while XNYS is open.",
+)
+def intraday_scan(context: dg.ScheduleEvaluationContext):
+    now = context.scheduled_execution_time
+    run, what = intraday_decision(now)
+    if not run:
+        return dg.SkipReason(what)
+    cutoff = now.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return dg.RunRequest(
+        run_key=f"intraday-{now:%Y%m%dT%H%M}", partition_key=what,
+        run_config={"ops": {"raw__bars_intraday": {"config": {"until": cutoff}}}},
+    )
+
+
+def replay_cutoffs(session: str = REPLAY_SESSION, step: timedelta = REPLAY_STEP) -> list[datetime]:
+    row = calendars.sessions(EXCHANGE_CALENDAR, datetime.fromisoformat(session).date(),
+                             datetime.fromisoformat(session).date()).row(0, named=True)
+    out, t = [], row["open_utc"] + step
+    while t <= row["close_utc"]:
+        out.append(t)
+        t += step
+    return out
+
+
+@dg.sensor(
+    job=scan_intraday_job,
+    minimum_interval_seconds=30,
+    default_status=(dg.DefaultSensorStatus.RUNNING if get_settings().data_source == "sample"
+                    else dg.DefaultSensorStatus.STOPPED),
+    description="Sample replay: every 30 s, load the next 5 minutes of the last sample session's "
+    "1-minute bars and run the intraday scan on them.",
+)
+def sample_replay(context: dg.SensorEvaluationContext):
+    done = int(context.cursor or 0)
+    cutoffs = replay_cutoffs()
+    if done >= len(cutoffs):
+        return dg.SkipReason(f"replay of {REPLAY_SESSION} finished ({len(cutoffs)} steps)")
+    cutoff = cutoffs[done]
+    context.update_cursor(str(done + 1))
+    return dg.RunRequest(
+        run_key=f"replay-{cutoff:%Y%m%dT%H%M}", partition_key=REPLAY_SESSION,
+        run_config={"ops": {"raw__bars_intraday": {"config": {"source": "sample", "until": cutoff.isoformat()}}}},
+    )
