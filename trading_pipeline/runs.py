@@ -6,9 +6,13 @@ recorded where `dagster dev` (``make up``) shows it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import socket
+import sys
+from collections.abc import Iterator
 from datetime import date, timedelta
 from functools import lru_cache
 
@@ -20,6 +24,35 @@ PID_TAG, HOST_TAG = "trading/pid", "trading/host"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# what a quiet run printed (dbt's log, compute-log tee), by run id, for failure messages
+CAPTURED: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[io.StringIO]:
+    """Keep dbt's streamed log and Dagster's compute-log tee off our stdout (``--json``).
+
+    Python-level writes are captured (and kept for the failure message); fd 1 is pointed
+    at /dev/null for child processes. The full logs stay in the run's compute logs.
+    """
+    buf = io.StringIO()
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real fd 1 (embedded); capture at the Python level only
+        with contextlib.redirect_stdout(buf):
+            yield buf
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield buf
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def prepare_dagster_home(settings: Settings) -> str:
@@ -73,13 +106,20 @@ def run_job(
     config = dict(run_config or {})
     if quiet:
         config.update(QUIET)
-    return job.execute_in_process(
+    run = lambda: job.execute_in_process(  # noqa: E731
         run_config=config,
         instance=inst,
         partition_key=partition,
         tags=all_tags,
         raise_on_error=False,
     )
+    if not quiet:
+        return run()
+    with _quiet_stdout() as buf:
+        result = run()
+    if not result.success:
+        CAPTURED[result.run_id] = buf.getvalue()
+    return result
 
 
 def _alive(pid: int) -> bool:
@@ -124,7 +164,12 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
             # unwrap to the innermost user error
             while cause.cause is not None:
                 cause = cause.cause
-            return f"{cause.cls_name}: {cause.message.strip()}"
+            message = f"{cause.cls_name}: {cause.message.strip()}"
+            errors = [line.strip() for line in CAPTURED.get(result.run_id, "").splitlines()
+                      if "error" in line.lower() and "0 error" not in line.lower()]
+            if errors:
+                message += "\n" + "\n".join(errors[-8:])
+            return message
     return f"run {result.run_id} did not succeed"
 
 

@@ -324,7 +324,8 @@ def scan(
     if json_out:
         print_json(out)
         return
-    console.print(frame_table(signals, title=f"signals {session}{' ' + symbol.upper() if symbol else ''} "
+    view = signals.select("symbol", "timeframe", "kind", "score", "reason") if signals.height else signals
+    console.print(frame_table(view, title=f"signals {session}{' ' + symbol.upper() if symbol else ''} "
                                              f"({'intraday' if intraday else 'daily'}, run {result.run_id[:8]})"))
     if signals.is_empty():
         console.print("no signals for this session")

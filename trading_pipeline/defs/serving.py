@@ -1,0 +1,31 @@
+"""The serving snapshot the API reads (decision 1: the API never opens the warehouse)."""
+
+import dagster as dg
+
+from trading_pipeline import warehouse as wh
+from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.settings import get_settings
+
+POOL = "duckdb_writer"
+SNAPSHOT = dg.AssetKey(["serving", "snapshot"])
+
+
+@dg.asset(
+    key=SNAPSHOT,
+    deps=[dg.AssetKey(["marts", n]) for n in
+          ("signals", "indicators_daily", "indicators_intraday", "scan_results", "alerts", "dim_symbols")],
+    pool=POOL,
+    group_name="serving",
+    kinds={"duckdb"},
+    description="A read-only copy of the marts the API serves, published atomically "
+    "(new file, then os.replace) after each scan; the API reopens it when it changes.",
+)
+def serving_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    from trading_pipeline.serving import publish_snapshot_detailed
+
+    settings = get_settings()
+    with wh.writer(warehouse.resolved_path()) as con:
+        result = publish_snapshot_detailed(warehouse.resolved_path(), settings.serving_dir, con=con)
+    md = {k: v for k, v in vars(result).items() if isinstance(v, int | float | str)}
+    context.log.info(f"event=snapshot_published {' '.join(f'{k}={v}' for k, v in md.items())}")
+    return dg.MaterializeResult(metadata={k: dg.MetadataValue.text(str(v)) for k, v in md.items()})
