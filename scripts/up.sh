@@ -9,8 +9,14 @@ export TRADING_HOME="$(.venv/bin/python -c 'from trading_pipeline.settings impor
 export DAGSTER_HOME="$(.venv/bin/python -c 'from trading_pipeline.settings import get_settings; from trading_pipeline.runs import prepare_dagster_home; print(prepare_dagster_home(get_settings()))')"
 export DBT_SEND_ANONYMOUS_USAGE_STATS=false GX_ANALYTICS_ENABLED=false
 HOST="${DAGSTER_HOST:-127.0.0.1}" PORT="${DAGSTER_PORT:-3000}"
-echo "TRADING_HOME=$TRADING_HOME  Dagster UI: http://$HOST:$PORT"
-exec .venv/bin/python -c '
+API_HOST="${TRADING_API_HOST:-127.0.0.1}" API_PORT="${TRADING_API_PORT:-8000}"
+echo "TRADING_HOME=$TRADING_HOME  Dagster UI: http://$HOST:$PORT  API: http://$API_HOST:$API_PORT/docs"
+echo "create an API key with: .venv/bin/trading api-key create me"
+# the API reads only the serving snapshot, so it runs beside Dagster without lock conflicts
+.venv/bin/trading api --host "$API_HOST" --port "$API_PORT" &
+API_PID=$!
+trap 'kill $API_PID 2>/dev/null || true' EXIT
+.venv/bin/python -c '
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 signal.signal(signal.SIGTERM, signal.SIG_DFL)

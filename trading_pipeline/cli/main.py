@@ -442,9 +442,11 @@ def _demo_result(settings) -> dict:
 
 
 def _register_commands() -> None:
+    from trading_api.cli import register as register_api
     from trading_pipeline.cli import orders_cmds
 
     orders_cmds.register(app)
+    register_api(app)
 
 
 _register_commands()

@@ -1,0 +1,293 @@
+"""REST routes against the real app over a real snapshot and a real SQLite ops store."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.support import START, ApiEnv
+from trading_api.keys import create_key, revoke_key
+from trading_api.main import create_app
+from trading_pipeline.ops_store import OpsStore
+
+PROTECTED = [
+    "/signals", "/market-data/GOOG", "/scans", "/scans/crp_daily:1d:2024-02-10", "/alerts",
+    "/orders", "/positions", "/portfolio", "/risk",
+]
+
+
+# ---- auth ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", PROTECTED)
+def test_every_route_but_health_needs_a_key(client: TestClient, api_env: ApiEnv, path: str) -> None:
+    assert client.get(path, headers={"X-API-Key": ""}).status_code == 401
+    r = client.get(path, headers={"X-API-Key": "trd_not-a-real-key"})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert client.get(path).status_code == 200
+    assert client.get(path, headers={"X-API-Key": "", "Authorization": f"Bearer {api_env.key}"}).status_code == 200
+
+
+def test_post_and_delete_need_a_key_too(client: TestClient) -> None:
+    h = {"X-API-Key": ""}
+    assert client.post("/orders", json={"symbol": "GOOG", "side": "buy", "quantity": 1}, headers=h).status_code == 401
+    assert client.delete("/orders/tp-x", headers=h).status_code == 401
+
+
+def test_health_is_open(client: TestClient) -> None:
+    r = client.get("/health", headers={"X-API-Key": ""})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok"
+    assert body["snapshot"]["sequence"] == 1 and body["snapshot"]["age_seconds"] >= 0
+    assert body["ops_store"]["ok"] is True
+
+
+def test_revoked_key_stops_working(client: TestClient, api_env: ApiEnv) -> None:
+    store = OpsStore(api_env.store_url)
+    record, key = create_key(store, "temp")
+    assert client.get("/signals", headers={"X-API-Key": key}).status_code == 200
+    assert revoke_key(store, record.id)
+    client.app.state.trading.checker()._cache.clear()  # skip the 5 s positive cache
+    assert client.get("/signals", headers={"X-API-Key": key}).status_code == 401
+    store.close()
+
+
+def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
+    r = client.get("/signals", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = client.get("/signals", headers={"X-Request-ID": "bad id with spaces"})
+    assert len(r.headers["x-request-id"]) == 32
+    r = client.get("/nope")
+    assert r.status_code == 404 and r.json()["request_id"] == r.headers["x-request-id"]
+
+
+def test_cors_from_settings(api_env: ApiEnv) -> None:
+    settings = api_env.settings.model_copy(update={"cors_origins": ["http://localhost:5173"]})
+    with TestClient(create_app(settings)) as c:
+        r = c.options(
+            "/signals",
+            headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "GET",
+                     "Access-Control-Request-Headers": "X-API-Key"},
+        )
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "http://localhost:5173"
+        r = c.options("/signals", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+# ---- snapshot reads --------------------------------------------------------------------------
+def test_signals_filters_and_pagination(client: TestClient) -> None:
+    r = client.get("/signals").json()
+    assert r["total"] == 4 and len(r["items"]) == 4
+    assert [s["ts"] for s in r["items"]] == sorted((s["ts"] for s in r["items"]), reverse=True)
+    assert client.get("/signals", params={"symbol": "goog"}).json()["total"] == 2
+    assert client.get("/signals", params={"kind": "crp_long"}).json()["total"] == 2
+    assert client.get("/signals", params={"min_score": 60}).json()["total"] == 2
+    d40 = (START + timedelta(days=40)).isoformat()
+    assert client.get("/signals", params={"start": d40, "end": d40}).json()["total"] == 2
+    page = client.get("/signals", params={"limit": 3, "offset": 2}).json()
+    assert page["total"] == 4 and len(page["items"]) == 2 and page["offset"] == 2
+    assert client.get("/signals", params={"start": "2024-03-01", "end": "2024-01-01"}).status_code == 422
+
+
+def test_market_data_with_indicators(client: TestClient) -> None:
+    r = client.get("/market-data/GOOG", params={"limit": 5})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["source"] == "marts.indicators_daily" and body["count"] == 5
+    bars = body["bars"]
+    assert [b["ts"] for b in bars] == sorted(b["ts"] for b in bars)  # oldest first
+    assert bars[-1]["ts"].startswith((START + timedelta(days=59)).isoformat())  # the newest 5
+    assert {"sma_20", "rsi_14", "macd", "bb_upper", "atr_14"} <= set(bars[-1]["indicators"])
+    first = client.get("/market-data/GOOG", params={"end": START.isoformat()}).json()["bars"]
+    assert first[0]["indicators"]["atr_14"] is None  # NaN in the warm-up comes out as null
+    assert first[0]["indicators"]["sma_20"] is None
+    r = client.get("/market-data/GOOG", params={"start": "2024-01-10", "end": "2024-01-12T00:00:00"})
+    assert [b["session_date"] for b in r.json()["bars"]] == ["2024-01-10", "2024-01-11", "2024-01-12"]
+    r = client.get("/market-data/EURUSD", params={"timeframe": "1h"})
+    assert r.status_code == 200 and r.json()["source"] == "raw.bars_intraday" and r.json()["count"] == 10
+    assert client.get("/market-data/NOPE").status_code == 404
+    assert client.get("/market-data/GOOG", params={"timeframe": "7m"}).status_code == 422
+
+
+def test_scans_and_alerts(client: TestClient) -> None:
+    scans = client.get("/scans").json()
+    assert scans["total"] == 3
+    first = scans["items"][0]
+    assert first["id"] == f"crp_daily:1d:{(START + timedelta(days=50)).isoformat()}"
+    detail = client.get(f"/scans/{first['id']}").json()
+    assert detail["result"]["symbols"] == ["MSFT"] and detail["signals"][0]["kind"] == "crp_short"
+    assert client.get("/scans/crp_daily:1d:2030-01-01").status_code == 404
+    assert client.get("/scans/not-an-id").status_code == 422
+    alerts = client.get("/alerts").json()
+    assert alerts["total"] == 2 and all(a["score"] >= 70 for a in alerts["items"])
+    assert client.get("/alerts", params={"symbol": "MSFT"}).json()["total"] == 1
+
+
+def test_before_marts_exist_reads_degrade_gracefully(tmp_path) -> None:
+    from tests.api.support import build_warehouse
+    from trading_pipeline.serving import publish_snapshot
+    from trading_pipeline.settings import PROJECT_DIR, Settings
+
+    settings = Settings(home=tmp_path, risk_file=PROJECT_DIR / "risk.yaml")
+    build_warehouse(settings.warehouse_path, with_marts=False)
+    publish_snapshot(settings.warehouse_path, settings.serving_dir)
+    store = OpsStore(settings.ops_store_url)
+    _r, key = create_key(store, "t")
+    with TestClient(create_app(settings), headers={"X-API-Key": key}) as c:
+        assert c.get("/signals").json() == {"total": 0, "limit": 100, "offset": 0, "items": []}
+        assert c.get("/alerts").json()["total"] == 0
+        md = c.get("/market-data/GOOG").json()
+        assert md["source"] == "raw.bars_daily" and md["count"] == 60 and md["bars"][0]["indicators"] == {}
+
+
+# ---- orders, positions, portfolio, risk --------------------------------------------------------
+def test_post_order_idempotent_and_cancel(client: TestClient) -> None:
+    body = {"symbol": "GOOG", "side": "buy", "quantity": "10"}
+    r1 = client.post("/orders", json=body, headers={"Idempotency-Key": "abc"})
+    assert r1.status_code == 201, r1.text
+    order = r1.json()["order"]
+    assert order["status"] == "accepted" and order["quantity"] == "10" and order["broker"] == "paper"
+    r2 = client.post("/orders", json=body, headers={"Idempotency-Key": "abc"})
+    assert r2.status_code == 200 and r2.json()["idempotent_replay"] is True
+    assert r2.json()["order"]["client_order_id"] == order["client_order_id"]
+    r3 = client.post("/orders", json={**body, "quantity": "11"}, headers={"Idempotency-Key": "abc"})
+    assert r3.status_code == 409
+    listed = client.get("/orders").json()
+    assert listed["count"] == 1 and listed["items"][0]["client_order_id"] == order["client_order_id"]
+    assert client.get("/orders", params={"status": "open"}).json()["count"] == 1
+    assert client.get("/orders", params={"status": "filled"}).json()["count"] == 0
+    assert client.get("/orders", params={"status": "bogus"}).status_code == 422
+    assert client.get(f"/orders/{order['client_order_id']}").json()["status"] == "accepted"
+    d = client.delete(f"/orders/{order['client_order_id']}")
+    assert d.status_code == 200 and d.json()["status"] == "cancelled"
+    assert client.delete(f"/orders/{order['client_order_id']}").status_code == 409
+    assert client.delete("/orders/tp-doesnotexist").status_code == 404
+
+
+def test_risk_rejection_is_422_with_rule_and_reason(client: TestClient) -> None:
+    r = client.post("/orders", json={"symbol": "GOOG", "side": "buy", "quantity": "5000"})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert detail["rule"] == "max_order_notional" and "limit" in detail["reason"]
+    stored = client.get(f"/orders/{detail['client_order_id']}").json()
+    assert stored["status"] == "rejected"
+    risk = client.get("/risk").json()
+    assert risk["recent_events"][0]["rule"] == "max_order_notional"
+    # a limit far from the last close trips the price collar
+    r = client.post("/orders", json={"symbol": "GOOG", "side": "buy", "quantity": "1", "order_type": "limit", "limit_price": "1"})
+    assert r.status_code == 422 and r.json()["detail"]["rule"] == "price_collar"
+    # an unknown symbol has no last close: rejected, not a 500
+    r = client.post("/orders", json={"symbol": "ZZZZ", "side": "buy", "quantity": "1"})
+    assert r.status_code == 422 and r.json()["detail"]["rule"] == "price_collar"
+
+
+def test_kill_switch_blocks_api_orders(client: TestClient, api_env: ApiEnv) -> None:
+    store = OpsStore(api_env.store_url)
+    store.set_kill_switch(True, reason="test halt", updated_by="pytest")
+    r = client.post("/orders", json={"symbol": "GOOG", "side": "buy", "quantity": "1"}, headers={"Idempotency-Key": "ks"})
+    assert r.status_code == 422 and r.json()["detail"]["rule"] == "kill_switch"
+    # the same key again replays the rejection
+    r = client.post("/orders", json={"symbol": "GOOG", "side": "buy", "quantity": "1"}, headers={"Idempotency-Key": "ks"})
+    assert r.status_code == 422 and r.json()["detail"]["rule"] == "kill_switch"
+    risk = client.get("/risk").json()
+    assert risk["kill_switch"]["active"] is True and risk["kill_switch"]["reason"] == "test halt"
+    store.close()
+
+
+def test_positions_and_portfolio_after_a_fill(client: TestClient, api_env: ApiEnv) -> None:
+    from trading_api.snapshot import SnapshotBarFeed
+    from trading_pipeline.brokers.paper import PaperBroker
+    from trading_pipeline.execution import sync_open_orders
+
+    r = client.post("/orders", json={"symbol": "MSFT", "side": "buy", "quantity": "3"})
+    assert r.status_code == 201
+    # the paper broker fills on the first bar after the order: publish one, then sync
+    from tests.api.support import daily_bars
+    from trading_pipeline.warehouse import upsert_bars, writer
+
+    with writer(api_env.warehouse) as con:
+        bars = daily_bars("MSFT", 61, base=150.0)
+        bars = bars.with_columns(bars["ts"].dt.offset_by("1000d"), bars["session_date"].dt.offset_by("1000d"))
+        upsert_bars(con, "raw.bars_daily", bars.tail(1), "test")
+    api_env.publish()
+    state = client.app.state.trading
+    broker = PaperBroker(state.store(), SnapshotBarFeed(state.reader), account="paper")
+    broker.process_bars()
+    sync_open_orders(state.store(), broker, "paper")
+    pos = client.get("/positions").json()
+    assert pos["count"] == 1 and pos["items"][0]["symbol"] == "MSFT" and pos["items"][0]["quantity"] == "3"
+    assert pos["items"][0]["last_price"] is not None
+    pf = client.get("/portfolio").json()["accounts"][0]
+    assert pf["account"] == "paper" and pf["positions"][0]["symbol"] == "MSFT"
+    risk = client.get("/risk").json()
+    assert risk["usage"][0]["account"] == "paper" and float(risk["usage"][0]["gross_exposure"]) > 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"symbol": "GOOG"},
+        {"symbol": "GOOG", "side": "hold", "quantity": 1},
+        {"symbol": "GOOG", "side": "buy", "quantity": 0},
+        {"symbol": "GOOG", "side": "buy", "quantity": -5},
+        {"symbol": "GOOG", "side": "buy", "quantity": "NaN"},
+        {"symbol": "GOOG", "side": "buy", "quantity": "Infinity"},
+        {"symbol": "GOOG", "side": "buy", "quantity": "1e400"},
+        {"symbol": "GOOG", "side": "buy", "quantity": 1, "order_type": "limit"},
+        {"symbol": "GOOG", "side": "buy", "quantity": 1, "limit_price": 100},
+        {"symbol": "GOOG", "side": "buy", "quantity": 1, "extra": True},
+        {"symbol": "../etc", "side": "buy", "quantity": 1},
+        {"symbol": "GOOG", "side": "buy", "quantity": 1, "account": "a b"},
+        [1, 2],
+        "just a string",
+    ],
+)
+def test_bad_order_payloads_are_4xx(client: TestClient, body) -> None:
+    r = client.post("/orders", json=body)
+    assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+
+
+def test_malformed_json_and_headers_are_4xx(client: TestClient) -> None:
+    r = client.post("/orders", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    r = client.post("/orders", json={"symbol": "GOOG", "side": "buy", "quantity": 1}, headers={"Idempotency-Key": "has spaces!"})
+    assert r.status_code == 422
+
+
+def test_openapi_docs(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    for path in ("/health", "/market-data/{symbol}", "/signals", "/scans", "/scans/{scan_id}", "/portfolio",
+                 "/positions", "/orders", "/orders/{client_order_id}", "/alerts", "/risk"):
+        assert path in spec["paths"], path
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            assert "200" in op["responses"] or "201" in op["responses"], (method, path)
+            ok = op["responses"].get("200") or op["responses"]["201"]
+            assert "schema" in ok["content"]["application/json"], (method, path)
+
+
+def test_dates_in_the_past_and_future_are_fine(client: TestClient) -> None:
+    far = (date.today() + timedelta(days=3650)).isoformat()
+    assert client.get("/signals", params={"start": far}).json()["total"] == 0
+    assert client.get("/market-data/GOOG", params={"start": far}).json()["count"] == 0
+
+
+def test_market_data_timezone_aware_bounds_are_utc(client: TestClient) -> None:
+    r = client.get("/market-data/GOOG", params={"start": "2024-01-10T05:00:00+05:00", "end": "2024-01-11T05:00:00+05:00"})
+    assert [b["session_date"] for b in r.json()["bars"]] == ["2024-01-10", "2024-01-11"]
+
+
+def test_idempotency_keys_are_scoped_per_api_key(client: TestClient, api_env: ApiEnv) -> None:
+    store = OpsStore(api_env.store_url)
+    _r, other = create_key(store, "other-client")
+    store.close()
+    body = {"symbol": "GOOG", "side": "buy", "quantity": "1"}
+    a = client.post("/orders", json=body, headers={"Idempotency-Key": "same"})
+    b = client.post("/orders", json={**body, "quantity": "2"}, headers={"Idempotency-Key": "same", "X-API-Key": other})
+    assert a.status_code == 201 and b.status_code == 201
+    assert a.json()["order"]["client_order_id"] != b.json()["order"]["client_order_id"]

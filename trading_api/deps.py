@@ -1,0 +1,133 @@
+"""Dependencies: settings, the snapshot reader, the ops store, the broker and API-key auth."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from trading_api.keys import KeyChecker
+from trading_api.snapshot import SnapshotBarFeed, SnapshotReader
+from trading_pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from trading_api.ws import Hub
+    from trading_pipeline.ops_store import OpsStore
+
+log = logging.getLogger(__name__)
+
+
+class OpsStoreUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class AppState:
+    """Everything the routes share, built once per app by ``create_app``."""
+
+    settings: Settings
+    reader: SnapshotReader
+    hub: Hub | None = None
+    _store: OpsStore | None = None
+    _checker: KeyChecker | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def store(self) -> OpsStore:
+        """The ops store, opened (and migrated) on first use; retried after a failure."""
+        if self._store is not None:
+            return self._store
+        with self._lock:
+            if self._store is None:
+                from trading_pipeline.ops_store import OpsStore
+
+                try:
+                    if self.settings.ops_url is None:
+                        self.settings.home.mkdir(parents=True, exist_ok=True)
+                    self._store = OpsStore(self.settings.ops_store_url)
+                except Exception as exc:  # any driver error: report, retry on the next request
+                    raise OpsStoreUnavailable(f"ops store unavailable: {type(exc).__name__}: {exc}") from exc
+            return self._store
+
+    def checker(self) -> KeyChecker:
+        if self._checker is None:
+            self._checker = KeyChecker(self.store())
+        return self._checker
+
+    def feed(self) -> SnapshotBarFeed:
+        return SnapshotBarFeed(self.reader, "1d")
+
+    def broker(self, account: str) -> Any:
+        """The broker TRADING_BROKER names; paper fills against the snapshot's bars."""
+        if self.settings.broker == "paper":
+            from trading_pipeline.brokers.paper import PaperBroker
+
+            return PaperBroker(self.store(), self.feed(), account=account)
+        from trading_pipeline.cli.orders_cmds import make_broker
+
+        return make_broker(self.settings, self.store(), account)
+
+    def close(self) -> None:
+        self.reader.close()
+        if self._store is not None:
+            self._store.close()
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.trading
+
+
+def get_settings_dep(state: Annotated[AppState, Depends(get_state)]) -> Settings:
+    return state.settings
+
+
+def get_reader(state: Annotated[AppState, Depends(get_state)]) -> SnapshotReader:
+    return state.reader
+
+
+def get_store(state: Annotated[AppState, Depends(get_state)]) -> OpsStore:
+    return state.store()
+
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `trading api-key create NAME`.")
+_bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+
+
+def extract_key(headers: Any, query: Any | None = None) -> str | None:
+    key = headers.get("x-api-key")
+    if not key:
+        auth = headers.get("authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            key = token.strip()
+    if not key and query is not None:
+        key = query.get("api_key")
+    return key or None
+
+
+def require_api_key(
+    request: Request,
+    state: Annotated[AppState, Depends(get_state)],
+    _h: Annotated[str | None, Depends(_api_key_header)] = None,
+    _b: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+) -> dict[str, Any]:
+    """401 unless the request carries an active API key (X-API-Key or Authorization: Bearer)."""
+    key = extract_key(request.headers)
+    record = state.checker().check(key) if key else None
+    if record is None:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="missing API key" if not key else "invalid or revoked API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    request.state.api_key_id = record["id"]
+    return record
+
+
+State = Annotated[AppState, Depends(get_state)]
+Reader = Annotated[SnapshotReader, Depends(get_reader)]
+Store = Annotated[Any, Depends(get_store)]
+ApiKeyRecord = Annotated[dict, Depends(require_api_key)]

@@ -1,0 +1,214 @@
+"""Orders: list, submit (through the same risk engine and ops store as signal orders), cancel."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from trading_api.deps import ApiKeyRecord, State, Store
+from trading_api.schemas import (
+    ErrorDetail,
+    Order,
+    OrderCreate,
+    OrderList,
+    OrderResult,
+    RiskRejectionResponse,
+)
+
+router = APIRouter(tags=["orders"])
+log = logging.getLogger(__name__)
+
+_COID = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
+_STATUSES = ("new", "accepted", "partially_filled", "filled", "cancelled", "rejected", "expired")
+
+
+def order_model(o: Any) -> Order:
+    return Order(
+        client_order_id=o.client_order_id,
+        created_at=o.created_at,
+        updated_at=o.updated_at,
+        account=o.account,
+        strategy=o.strategy,
+        symbol=o.symbol,
+        side=str(o.side.value),
+        order_type=str(o.order_type.value),
+        quantity=o.quantity,
+        limit_price=o.limit_price,
+        time_in_force=str(o.time_in_force.value),
+        status=str(o.status.value),
+        filled_quantity=o.filled_quantity,
+        avg_fill_price=o.avg_fill_price,
+        broker=o.broker,
+        broker_order_id=o.broker_order_id,
+        signal_ts=o.signal_ts,
+        reason=o.reason,
+        cancel_requested=bool(o.cancel_requested),
+    )
+
+
+def idempotent_order_id(api_key_id: int, account: str, key: str) -> str:
+    """The client order id an Idempotency-Key maps to: a retry finds the first order.
+
+    Scoped to the API key and the account, so two clients cannot collide on a key."""
+    digest = hashlib.sha256(f"api|{api_key_id}|{account}|{key}".encode()).digest()
+    return "api-" + base64.b32encode(digest).decode().lower()[:20]
+
+
+@router.get("/orders", response_model=OrderList, summary="Orders in the ops store, newest first")
+def list_orders(
+    _key: ApiKeyRecord,
+    store: Store,
+    account: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._\-]{1,64}$")] = None,
+    status_: Annotated[
+        list[str] | None,
+        Query(alias="status", description="Repeatable: new, accepted, partially_filled, filled, cancelled, rejected, expired, or open."),
+    ] = None,
+    symbol: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._\-/=^]{1,32}$")] = None,
+    strategy: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._\-]{1,64}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> OrderList:
+    statuses: list[str] | None = None
+    if status_:
+        statuses = []
+        for s in status_:
+            if s == "open":
+                statuses += ["new", "accepted", "partially_filled"]
+            elif s in _STATUSES:
+                statuses.append(s)
+            else:
+                raise HTTPException(422, f"unknown status {s!r}; one of open, {', '.join(_STATUSES)}")
+    rows = store.list_orders(account=account, status=statuses, symbol=symbol.upper() if symbol else None, strategy=strategy, limit=limit)
+    return OrderList(count=len(rows), items=[order_model(o) for o in rows])
+
+
+@router.get("/orders/{client_order_id}", response_model=Order, responses={404: {"model": ErrorDetail}}, summary="One order")
+def get_order(_key: ApiKeyRecord, store: Store, client_order_id: Annotated[str, Path(pattern=_COID)]) -> Order:
+    o = store.get_order(client_order_id)
+    if o is None:
+        raise HTTPException(404, f"no order {client_order_id!r}")
+    return order_model(o)
+
+
+def _rejection(request: Request, coid: str, order: Any, reason: str, code: int = 422) -> JSONResponse:
+    rule, _, text = reason.partition(": ")
+    if order is not None and order.reason and not order.reason.startswith("risk rule"):
+        rule, text = "broker", order.reason  # the broker refused (e.g. unknown symbol)
+    body = RiskRejectionResponse(
+        detail={"rule": rule or "unknown", "reason": text or reason, "client_order_id": coid},
+        request_id=getattr(request.state, "request_id", None),
+    )
+    return JSONResponse(status_code=code, content=body.model_dump(mode="json"))
+
+
+@router.post(
+    "/orders",
+    response_model=OrderResult,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": OrderResult, "description": "Idempotent replay: the order this Idempotency-Key already created."},
+        409: {"model": ErrorDetail, "description": "Idempotency-Key reused with a different order."},
+        422: {"model": RiskRejectionResponse, "description": "Rejected by a risk rule (or the broker), with the rule and reason."},
+        502: {"model": ErrorDetail, "description": "Broker error; the order is recorded and a retry resumes it."},
+        503: {"model": ErrorDetail},
+    },
+    summary="Submit a manual order through the risk engine",
+)
+def create_order(
+    request: Request,
+    _key: ApiKeyRecord,
+    state: State,
+    store: Store,
+    body: OrderCreate,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="Retry-safe: the same key returns the same order."),
+    ] = None,
+) -> Any:
+    from trading_pipeline.brokers.base import (
+        BrokerError,
+        OrderRequest,
+        OrderType,
+        Side,
+        TimeInForce,
+    )
+    from trading_pipeline.execution import submit_order
+    from trading_pipeline.orders import client_order_id, utcnow
+    from trading_pipeline.risk import RiskEngine
+
+    symbol = body.symbol.upper()
+    if body.order_type == "limit" and body.limit_price is None:
+        raise HTTPException(422, "a limit order needs limit_price")
+    if body.order_type == "market" and body.limit_price is not None:
+        raise HTTPException(422, "a market order takes no limit_price")
+    if idempotency_key:
+        coid = idempotent_order_id(_key["id"], body.account, idempotency_key)
+    else:
+        coid = client_order_id("manual", body.account, symbol, utcnow(), body.side)
+    existing = store.get_order(coid)
+    if existing is not None and idempotency_key:
+        same = (
+            existing.symbol == symbol
+            and existing.side.value == body.side
+            and existing.quantity == body.quantity
+            and existing.order_type.value == body.order_type
+            and existing.limit_price == body.limit_price
+        )
+        if not same:
+            raise HTTPException(409, f"Idempotency-Key already used for a different order ({coid})")
+    order_request = OrderRequest(
+        coid, body.account, symbol, Side(body.side), body.quantity,
+        OrderType(body.order_type), body.limit_price, TimeInForce(body.time_in_force),
+    )
+    try:
+        engine = RiskEngine.from_file(state.settings.risk_file, store)
+    except (OSError, ValueError) as exc:
+        raise HTTPException(503, f"risk limits unavailable ({state.settings.risk_file}): {exc}") from exc
+    feed = state.feed()
+    try:
+        result = submit_order(
+            order_request, broker=state.broker(body.account), store=store, risk_engine=engine,
+            prices=feed.last_closes([symbol]),
+        )
+    except BrokerError as exc:
+        raise HTTPException(502, f"broker error: {exc}") from exc
+    order = store.get_order(coid)
+    log.info("event=api_order client_order_id=%s action=%s status=%s reason=%s", coid, result.action, result.status, result.reason)
+    if result.action == "rejected":
+        return _rejection(request, coid, order, result.reason)
+    if result.action == "error":
+        raise HTTPException(502, f"broker error, order {coid} recorded: {result.reason}")
+    replay = result.action == "skipped"
+    if replay and order is not None and order.status.value == "rejected":
+        return _rejection(request, coid, order, (order.reason or "").removeprefix("risk rule "))
+    if replay:
+        response.status_code = status.HTTP_200_OK
+    return OrderResult(action=result.action, reason=result.reason, idempotent_replay=replay, order=order_model(order) if order else None)
+
+
+@router.delete(
+    "/orders/{client_order_id}",
+    response_model=Order,
+    responses={404: {"model": ErrorDetail}, 409: {"model": ErrorDetail}, 502: {"model": ErrorDetail}},
+    summary="Cancel a working order",
+)
+def cancel(_key: ApiKeyRecord, state: State, store: Store, client_order_id: Annotated[str, Path(pattern=_COID)]) -> Order:
+    from trading_pipeline.brokers.base import BrokerError
+    from trading_pipeline.execution import cancel_order
+    from trading_pipeline.orders import IllegalTransition
+
+    existing = store.get_order(client_order_id)
+    if existing is None:
+        raise HTTPException(404, f"no order {client_order_id!r}")
+    try:
+        order = cancel_order(client_order_id, broker=state.broker(existing.account), store=store)
+    except IllegalTransition as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except BrokerError as exc:
+        raise HTTPException(502, f"broker error: {exc}") from exc
+    return order_model(order)

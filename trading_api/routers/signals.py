@@ -1,0 +1,54 @@
+"""GET /signals: the dbt `marts.signals` rows, filtered and paginated."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from trading_api.deps import ApiKeyRecord, Reader
+from trading_api.routers._query import Filters, page
+from trading_api.schemas import ErrorDetail, Signal, SignalPage
+
+router = APIRouter(tags=["signals"])
+
+_NAME = r"^[A-Za-z0-9_.\-/=^]{1,64}$"
+
+
+@router.get(
+    "/signals",
+    response_model=SignalPage,
+    responses={503: {"model": ErrorDetail}},
+    summary="Signals (breakout, CRP, CPR) with filters and pagination",
+)
+def list_signals(
+    _key: ApiKeyRecord,
+    reader: Reader,
+    start: Annotated[date | None, Query(description="First session date, inclusive.")] = None,
+    end: Annotated[date | None, Query(description="Last session date, inclusive.")] = None,
+    kind: Annotated[str | None, Query(pattern=_NAME, description="breakout_up, breakout_down, crp_long, crp_short, cpr_narrow.")] = None,
+    symbol: Annotated[str | None, Query(pattern=_NAME)] = None,
+    scan: Annotated[str | None, Query(pattern=_NAME, description="Scan name from rules.yaml.")] = None,
+    timeframe: Annotated[str | None, Query(pattern=_NAME)] = None,
+    direction: Annotated[str | None, Query(pattern=r"^(long|short|neutral)$")] = None,
+    min_score: Annotated[float | None, Query(ge=-1e12, le=1e12)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> SignalPage:
+    """Newest first (bar time, then score)."""
+    if start and end and start > end:
+        raise HTTPException(422, "start is after end")
+
+    def build(f: Filters) -> None:
+        f.add("session_date", ">=", start)
+        f.add("session_date", "<=", end)
+        f.add("kind", "=", kind)
+        f.add("symbol", "=", symbol.upper() if symbol else None)
+        f.add("scan", "=", scan)
+        f.add("timeframe", "=", timeframe)
+        f.add("direction", "=", direction)
+        f.add("score", ">=", min_score)
+
+    total, rows = page(reader, "marts.signals", build, ["ts DESC", "score DESC", "symbol", "kind"], limit, offset)
+    return SignalPage(total=total, limit=limit, offset=offset, items=[Signal(**r) for r in rows])

@@ -1,0 +1,286 @@
+"""Response and request models: every route declares one, so /docs shows real shapes.
+
+Timestamps are naive UTC (the warehouse's convention). Money and quantities from the ops
+store are decimals, serialised as strings so no digit is lost.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ErrorDetail(BaseModel):
+    detail: Any = Field(description="What went wrong; a string or a structured object.")
+    request_id: str | None = None
+
+
+# ---- health -------------------------------------------------------------------------------
+class SnapshotStatus(BaseModel):
+    ok: bool
+    reason: str | None = None
+    sequence: int | None = None
+    published_at: datetime | None = None
+    age_seconds: float | None = None
+    feed_head_seq: int | None = None
+    tables: list[str] = Field(default_factory=list)
+
+
+class OpsStoreStatus(BaseModel):
+    ok: bool
+    reason: str | None = None
+    schema_version: int | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    snapshot: SnapshotStatus
+    ops_store: OpsStoreStatus
+    websocket_clients: int = 0
+
+
+# ---- market data ------------------------------------------------------------------------
+class Bar(BaseModel):
+    symbol: str
+    timeframe: str
+    ts: datetime
+    session_date: date | None = None
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    close: float | None = None
+    volume: float | None = None
+    indicators: dict[str, float | bool | int | str | None] = Field(
+        default_factory=dict, description="sma_20, ema_12, rsi_14, macd, bb_*, atr_14, ... (null in the warm-up)."
+    )
+
+
+class MarketData(BaseModel):
+    symbol: str
+    timeframe: str
+    source: str = Field(description="Snapshot table the bars came from.")
+    count: int
+    bars: list[Bar]
+
+
+# ---- signals, scans, alerts ---------------------------------------------------------------
+class Signal(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    scan: str | None = None
+    symbol: str
+    timeframe: str | None = None
+    ts: datetime | None = None
+    session_date: date | None = None
+    kind: str
+    direction: str | None = None
+    score: float | None = None
+    reason: str | None = None
+
+
+class SignalPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[Signal]
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    alert_id: str | None = None
+    scan: str | None = None
+    symbol: str
+    timeframe: str | None = None
+    ts: datetime | None = None
+    session_date: date | None = None
+    kind: str | None = None
+    direction: str | None = None
+    score: float | None = None
+    reason: str | None = None
+    title: str | None = None
+
+
+class AlertPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[Alert]
+
+
+class ScanResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="scan:timeframe:session_date; use with GET /scans/{id}.")
+    scan: str
+    timeframe: str
+    session_date: date
+    n_signals: int | None = None
+    n_long: int | None = None
+    n_short: int | None = None
+    symbols: list[str] = Field(default_factory=list)
+    top_symbol: str | None = None
+    top_score: float | None = None
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        return [s for s in v.split(",") if s] if isinstance(v, str) else v
+
+
+class ScanPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[ScanResult]
+
+
+class ScanDetail(BaseModel):
+    result: ScanResult
+    signals: list[Signal]
+
+
+# ---- orders, positions, portfolio ---------------------------------------------------------
+class Order(BaseModel):
+    client_order_id: str
+    created_at: datetime
+    updated_at: datetime | None = None
+    account: str
+    strategy: str
+    symbol: str
+    side: str
+    order_type: str
+    quantity: Decimal
+    limit_price: Decimal | None = None
+    time_in_force: str
+    status: str
+    filled_quantity: Decimal
+    avg_fill_price: Decimal | None = None
+    broker: str | None = None
+    broker_order_id: str | None = None
+    signal_ts: datetime | None = None
+    reason: str | None = None
+    cancel_requested: bool = False
+
+
+class OrderList(BaseModel):
+    count: int
+    items: list[Order]
+
+
+_SYMBOL = r"^[A-Za-z0-9][A-Za-z0-9._\-/=^]{0,31}$"
+_ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+
+
+class OrderCreate(BaseModel):
+    """A manual order. It goes through the same risk engine and ops store as signal orders."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str = Field(pattern=_SYMBOL, examples=["GOOG"])
+    side: Literal["buy", "sell"]
+    quantity: Decimal = Field(gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8, examples=["10"])
+    order_type: Literal["market", "limit"] = "market"
+    limit_price: Decimal | None = Field(default=None, gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8)
+    time_in_force: Literal["day", "gtc", "ioc"] = "day"
+    account: str = Field(default="paper", pattern=_ACCOUNT)
+
+    @field_validator("quantity", "limit_price")
+    @classmethod
+    def _finite(cls, v: Decimal | None) -> Decimal | None:
+        if v is not None and not v.is_finite():
+            raise ValueError("must be a finite number")
+        return v
+
+
+class OrderResult(BaseModel):
+    action: str = Field(description="submitted | resumed | skipped | rejected | error")
+    reason: str
+    idempotent_replay: bool = False
+    order: Order | None
+
+
+class RiskRejection(BaseModel):
+    rule: str
+    reason: str
+    client_order_id: str
+
+
+class RiskRejectionResponse(BaseModel):
+    detail: RiskRejection
+    request_id: str | None = None
+
+
+class Position(BaseModel):
+    account: str
+    symbol: str
+    quantity: Decimal
+    avg_price: Decimal
+    last_price: Decimal | None = None
+    market_value: Decimal | None = None
+    unrealized_pnl: Decimal | None = None
+    realized_pnl: Decimal
+
+
+class PositionList(BaseModel):
+    count: int
+    items: list[Position]
+
+
+class Portfolio(BaseModel):
+    account: str
+    starting_cash: Decimal | None
+    cash: Decimal | None
+    equity: Decimal
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    gross_exposure: Decimal
+    positions: list[Position]
+
+
+class PortfolioList(BaseModel):
+    accounts: list[Portfolio]
+
+
+# ---- risk ---------------------------------------------------------------------------------
+class KillSwitch(BaseModel):
+    active: bool
+    reason: str | None = None
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+
+class RiskUsage(BaseModel):
+    account: str
+    equity: Decimal
+    open_orders: int
+    orders_last_minute: int
+    daily_pnl: Decimal
+    gross_exposure: Decimal
+    max_concentration_pct: Decimal | None = None
+
+
+class RiskEvent(BaseModel):
+    id: int
+    ts: datetime
+    client_order_id: str | None = None
+    account: str | None = None
+    symbol: str | None = None
+    side: str | None = None
+    quantity: Decimal | None = None
+    rule: str
+    reason: str
+    value: Decimal | None = None
+    limit_value: Decimal | None = None
+
+
+class RiskStatus(BaseModel):
+    limits: dict[str, Decimal | int]
+    kill_switch: KillSwitch
+    usage: list[RiskUsage]
+    recent_events: list[RiskEvent]
