@@ -32,9 +32,19 @@ def dbt_executable() -> str:
     return found
 
 
-def dbt_env(warehouse_path: Path | str, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for a dbt process: profile dir, warehouse path, no telemetry."""
+def dbt_env(
+    warehouse_path: Path | str,
+    base: Mapping[str, str] | None = None,
+    target_path: Path | str | None = None,
+) -> dict[str, str]:
+    """Environment for a dbt process: profile dir, warehouse path, no telemetry.
+
+    ``target_path`` moves dbt's target/ and logs/ out of the project (tests, parallel runs).
+    """
     env = dict(os.environ if base is None else base)
+    if target_path is not None:
+        env["DBT_TARGET_PATH"] = str(Path(target_path))
+        env["DBT_LOG_PATH"] = str(Path(target_path) / "logs")
     env.update(
         {
             "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
@@ -87,11 +97,12 @@ def run_dbt(
     rules: Rules | Path | str | None = None,
     check: bool = True,
     capture: bool = True,
+    target_path: Path | str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run dbt to completion from any cwd; raise with dbt's output when it fails."""
     proc = subprocess.run(
         dbt_command(args, warehouse_path, rules),
-        env=dbt_env(warehouse_path),
+        env=dbt_env(warehouse_path, target_path=target_path),
         cwd=str(DBT_PROJECT_DIR),
         capture_output=capture,
         text=True,
@@ -113,12 +124,13 @@ def build(
     rules: Rules | Path | str | None = None,
     select: str | None = None,
     extra: Sequence[str] = (),
+    target_path: Path | str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``dbt build`` of the whole project (or ``select``) on ``warehouse_path``."""
     args: list[str] = ["build", *extra]
     if select:
         args += ["--select", select]
-    return run_dbt(args, warehouse_path, rules)
+    return run_dbt(args, warehouse_path, rules, target_path=target_path)
 
 
 def scan_vars(rules: Rules | Path | str | None = None) -> dict[str, Any]:

@@ -154,8 +154,12 @@ class Rules(BaseModel):
         return [s for s in self.scans if s.enabled]
 
 
+def _num(x: Any) -> Any:
+    return int(x) if isinstance(x, float) and x.is_integer() else x
+
+
 def _describe(err: dict[str, Any]) -> str:
-    ctx = err.get("ctx") or {}
+    ctx = {k: _num(v) for k, v in (err.get("ctx") or {}).items()}
     typ = err["type"]
     got = err.get("input")
     if typ == "greater_than_equal":

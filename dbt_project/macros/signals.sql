@@ -63,31 +63,32 @@ scope_sessions as (
 {#- Breakout: close beyond the extreme of the previous `lookback` bars (current bar
     excluded) on volume >= volume_multiple x its 20-bar average; score = distance past the
     level in ATR(14)s. -#}
-{% macro breakout_scan(s, i) %}
+{% macro breakout_scan(s, i, full) %}
 scan_{{ i }}_base as (
   select ind.symbol, ind.timeframe, ind.ts, ind.session_date, ind.high, ind.low, ind.close,
          ind.volume, ind.volume_avg_20, ind.atr_14, ind.bar_index,
-         case when {{ scan_is_full(s) }} then 0 else cs.from_index end as from_index
+         {% if full %}0{% else %}cs.from_index{% endif %} as from_index
   from {{ ref('int_indicators') }} ind
-  left join scope_series cs on cs.symbol = ind.symbol and cs.timeframe = ind.timeframe
+  {%- if not full %}
+  join scope_series cs on cs.symbol = ind.symbol and cs.timeframe = ind.timeframe
+  {%- endif %}
   where ind.timeframe in {{ in_list(s.timeframes) }}
     {%- if s.symbols %} and ind.symbol in {{ in_list(s.symbols) }}{% endif %}
-    and ({{ scan_is_full(s) }} or ind.bar_index >= cs.from_index - {{ s.lookback }})
+    {%- if not full %} and ind.bar_index >= cs.from_index - {{ s.lookback }}{% endif %}
 ),
 scan_{{ i }}_win as (
   select *,
          max(high) over w as level_high,
-         min(low) over w as level_low,
-         count(*) over w as n_prior
+         min(low) over w as level_low
   from scan_{{ i }}_base
-  window w as (partition by symbol, timeframe order by ts
+  window w as (partition by symbol, timeframe order by bar_index
                rows between {{ s.lookback }} preceding and 1 preceding)
 ),
 scan_{{ i }}_hits as (
   select *, close > level_high as is_up
   from scan_{{ i }}_win
   where bar_index >= from_index
-    and n_prior = {{ s.lookback }}
+    and bar_index >= {{ s.lookback }}  -- a full lookback window exists
     and atr_14 > 0 and volume_avg_20 > 0
     and volume >= {{ s.volume_multiple }} * volume_avg_20
     and (close > level_high or close < level_low)
@@ -116,15 +117,17 @@ scan_{{ i }} as (
     session. Intraday, each symbol's session is aggregated from the open up to the cutoff
     time (bars that have ended by then, exchange time), and the signal sits on the last
     bar used. -#}
-{% macro crp_scan(s, i, intraday) %}
+{% macro crp_scan(s, i, intraday, full) %}
 scan_{{ i }}_bars as (
   {%- if not intraday %}
   select symbol, timeframe, ts, session_date, open, high, low, close, volume
   from {{ ref('int_indicators') }} ind
   where timeframe in {{ in_list(s.timeframes) }}
     {%- if s.symbols %} and symbol in {{ in_list(s.symbols) }}{% endif %}
-    and ({{ scan_is_full(s) }} or exists (select 1 from scope_sessions ss
-         where ss.timeframe = ind.timeframe and ss.session_date = ind.session_date))
+    {%- if not full %}
+    and exists (select 1 from scope_sessions ss
+                where ss.timeframe = ind.timeframe and ss.session_date = ind.session_date)
+    {%- endif %}
   {%- else %}
   select symbol, timeframe, max(ts) as ts, session_date,
          arg_min(open, ts) as open, max(high) as high, min(low) as low,
@@ -137,8 +140,10 @@ scan_{{ i }}_bars as (
     left join {{ ref('stg_symbols') }} sy on sy.symbol = ind.symbol
     where ind.timeframe in {{ in_list(s.timeframes) }}
       {%- if s.symbols %} and ind.symbol in {{ in_list(s.symbols) }}{% endif %}
-      and ({{ scan_is_full(s) }} or exists (select 1 from scope_sessions ss
-           where ss.timeframe = ind.timeframe and ss.session_date = ind.session_date))
+      {%- if not full %}
+      and exists (select 1 from scope_sessions ss
+                  where ss.timeframe = ind.timeframe and ss.session_date = ind.session_date)
+      {%- endif %}
   ) b
   where local_end <= session_date + time '{{ s.cutoff }}'
   group by symbol, timeframe, session_date
@@ -165,12 +170,22 @@ scan_{{ i }}_scored as (
                 + 0.1 * case when chg < -0.01 then 1.0 when chg < 0 then 0.5 else 0.2 end) as score_short
   from scan_{{ i }}_feat
 ),
-scan_{{ i }}_ranked as (
-  select *, greatest(score_long, score_short) as score, score_long >= score_short as is_long,
-         row_number() over (partition by timeframe, session_date
-                            order by greatest(score_long, score_short) desc, symbol) as rank_in_session
+scan_{{ i }}_eligible as (
+  select *, greatest(score_long, score_short) as score, score_long >= score_short as is_long
   from scan_{{ i }}_scored
   where greatest(score_long, score_short) >= {{ s.min_score }}
+),
+scan_{{ i }}_cut as (  -- the top_n-th best score per session: rank only rows above it
+  select timeframe, session_date, list_min(max(score, {{ s.top_n }})) as cut
+  from scan_{{ i }}_eligible group by timeframe, session_date
+),
+scan_{{ i }}_ranked as (
+  select e.*,
+         row_number() over (partition by e.timeframe, e.session_date
+                            order by e.score desc, e.symbol) as rank_in_session
+  from scan_{{ i }}_eligible e
+  join scan_{{ i }}_cut c on c.timeframe = e.timeframe and c.session_date = e.session_date
+  where e.score >= c.cut
 ),
 scan_{{ i }} as (
   select '{{ s.name }}' as scan, symbol, timeframe, ts, session_date,
@@ -190,7 +205,7 @@ scan_{{ i }} as (
 
 {#- CPR narrow: published at the first bar of a session whose CPR width% is in the lowest
     decile of the last cpr_lookback sessions; score = 100 x (1 - width rank). -#}
-{% macro cpr_scan(s, i) %}
+{% macro cpr_scan(s, i, full) %}
 scan_{{ i }} as (
   select '{{ s.name }}' as scan, ind.symbol, ind.timeframe, ind.ts, ind.session_date,
          'cpr_narrow' as kind, 'neutral' as direction,
@@ -202,44 +217,45 @@ scan_{{ i }} as (
          ind.cpr_pivot as level,
          '{{ s.fingerprint }}' as rule_fingerprint
   from {{ ref('int_indicators') }} ind
-  left join scope_series cs on cs.symbol = ind.symbol and cs.timeframe = ind.timeframe
+  {%- if not full %}
+  join scope_series cs on cs.symbol = ind.symbol and cs.timeframe = ind.timeframe
+  {%- endif %}
   where ind.timeframe in {{ in_list(s.timeframes) }}
     {%- if s.symbols %} and ind.symbol in {{ in_list(s.symbols) }}{% endif %}
     and ind.cpr_narrow
     and ind.session_bar_index = 0
-    and ({{ scan_is_full(s) }} or ind.bar_index >= cs.from_index)
+    {%- if not full %} and ind.bar_index >= cs.from_index{% endif %}
     and 100 * (1 - ind.cpr_width_rank) >= {{ s.min_score }}
     {{ scan_filters(s, 'ind.') }}
 )
 {% endmacro %}
 
 {#- What a build recomputes for one scan, as a predicate on a stored signals row `t`. -#}
-{% macro scan_scope_predicate(s, t) %}
-  ({{ t }}.scan = '{{ s.name }}' and (
-    {{ scan_is_full(s) }}
-    {%- if s.kind == 'crp' %}
-    or exists (select 1 from scope_sessions ss
-               where ss.timeframe = {{ t }}.timeframe and ss.session_date = {{ t }}.session_date)
-    {%- else %}
-    or exists (select 1 from scope_series cs
-               where cs.symbol = {{ t }}.symbol and cs.timeframe = {{ t }}.timeframe
-                 and {{ t }}.ts >= cs.from_ts)
-    {%- endif %}
-  ))
+{% macro scan_scope_predicate(s, t, full) %}
+  {%- if full %}
+  ({{ t }}.scan = '{{ s.name }}')
+  {%- elif s.kind == 'crp' %}
+  ({{ t }}.scan = '{{ s.name }}' and exists (select 1 from scope_sessions ss
+      where ss.timeframe = {{ t }}.timeframe and ss.session_date = {{ t }}.session_date))
+  {%- else %}
+  ({{ t }}.scan = '{{ s.name }}' and exists (select 1 from scope_series cs
+      where cs.symbol = {{ t }}.symbol and cs.timeframe = {{ t }}.timeframe and {{ t }}.ts >= cs.from_ts))
+  {%- endif %}
 {% endmacro %}
 
-{#- Incremental strategy for `signals`: delete the recomputed scope (evaluated against the
-    stored as_of before anything changes), then insert the recomputed rows. -#}
+{#- Incremental strategy for `signals`: delete the recomputed scope (decided from the
+    stored state before anything changes), then insert the recomputed rows. -#}
 {% macro get_incremental_signal_scope_sql(arg_dict) %}
   {%- set target = arg_dict['target_relation'] -%}
   {%- set temp = arg_dict['temp_relation'] -%}
   {%- set cols = arg_dict['dest_columns'] | map(attribute='quoted') | join(', ') -%}
   {%- set scans = var('scans') -%}
-  with {{ signals_scope_ctes() }}
+  {%- set state = signals_state() -%}
+  with {{ signals_scope_ctes(state) }}
   delete from {{ target }} as t
   where t.scan not in {{ in_list(scans | map(attribute='name') | list or ['']) }}
   {%- for s in scans %}
-     or {{ scan_scope_predicate(s, 't') }}
+     or {{ scan_scope_predicate(s, 't', scan_is_full(s, state)) }}
   {%- endfor %};
   insert into {{ target }} ({{ cols }}) select {{ cols }} from {{ temp }};
 {% endmacro %}

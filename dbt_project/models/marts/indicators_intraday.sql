@@ -1,5 +1,6 @@
 -- Intraday bars (1m..1h) with every indicator, one row per symbol, timeframe and bar.
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key=['symbol', 'timeframe', 'ts']) }}
+-- A view: the rows are stored once, in the incremental int_indicators.
+{{ config(materialized='view') }}
 select symbol, timeframe, ts, session_date, open, high, low, close, volume,
        sma_20, sma_50, sma_200, ema_12, ema_26, rsi_14, macd, macd_signal, macd_hist,
        bb_upper, bb_middle, bb_lower, atr_14, volume_avg_20,
@@ -7,6 +8,3 @@ select symbol, timeframe, ts, session_date, open, high, low, close, volume,
        computed_at
 from {{ ref('int_indicators') }}
 where timeframe <> '1d'
-{%- if is_incremental() %}
-  and computed_at > (select coalesce(max(computed_at), '-infinity'::timestamp) from {{ this }})
-{%- endif %}

@@ -5,7 +5,7 @@ select scan, timeframe, session_date,
        count(*) filter (where direction = 'long') as n_long,
        count(*) filter (where direction = 'short') as n_short,
        string_agg(symbol, ',' order by score desc, symbol) as symbols,
-       arg_max(symbol, score) as top_symbol,
+       (list(symbol order by score desc, symbol))[1] as top_symbol,
        max(score) as top_score,
        max(as_of) as as_of
 from {{ ref('signals') }}

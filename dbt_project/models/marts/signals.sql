@@ -8,11 +8,13 @@
     on_schema_change='append_new_columns'
 ) }}
 {%- set scans = var('scans') %}
-with {{ signals_scope_ctes() }},
+{%- set state = signals_state() %}
+with {{ signals_scope_ctes(state) }},
 {%- for s in scans %}
-  {%- if s.kind == 'breakout' %}{{ breakout_scan(s, loop.index) }}
-  {%- elif s.kind == 'crp' %}{{ crp_scan(s, loop.index, s.timeframes[0] != '1d') }}
-  {%- elif s.kind == 'cpr' %}{{ cpr_scan(s, loop.index) }}
+  {%- set full = scan_is_full(s, state) %}
+  {%- if s.kind == 'breakout' %}{{ breakout_scan(s, loop.index, full) }}
+  {%- elif s.kind == 'crp' %}{{ crp_scan(s, loop.index, s.timeframes[0] != '1d', full) }}
+  {%- elif s.kind == 'cpr' %}{{ cpr_scan(s, loop.index, full) }}
   {%- else %}{{ exceptions.raise_compiler_error("scan " ~ s.name ~ ": unknown kind " ~ s.kind) }}
   {%- endif %},
 {%- endfor %}
