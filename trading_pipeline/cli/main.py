@@ -443,9 +443,10 @@ def _demo_result(settings) -> dict:
 
 def _register_commands() -> None:
     from trading_api.cli import register as register_api
-    from trading_pipeline.cli import orders_cmds
+    from trading_pipeline.cli import backtest_cmd, orders_cmds
 
     orders_cmds.register(app)
+    backtest_cmd.register(app)
     register_api(app)
 
 

@@ -114,6 +114,26 @@ def _mirror(con, store) -> dict[str, int]:
     return counts
 
 
+def _portfolio_daily(con, store, session: str, prices: dict[str, Decimal]) -> int:
+    """One row per account and session: cash, market value, equity, P&L (replaced on re-run)."""
+    con.execute("""CREATE TABLE IF NOT EXISTS ops.portfolio_daily (
+        session_date DATE, account VARCHAR, cash DOUBLE, market_value DOUBLE, equity DOUBLE,
+        realized_pnl DOUBLE, unrealized_pnl DOUBLE, gross_exposure DOUBLE, positions INTEGER,
+        as_of TIMESTAMP)""")
+    n = 0
+    for account in store.list_accounts():
+        pf = store.portfolio(account)
+        con.execute("DELETE FROM ops.portfolio_daily WHERE session_date = ?::DATE AND account = ?", [session, account])
+        con.execute(
+            "INSERT INTO ops.portfolio_daily VALUES (?::DATE, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+            [session, account, float(pf.cash), float(pf.market_value(prices)), float(pf.equity(prices)),
+             float(pf.realized_pnl()), float(pf.unrealized_pnl(prices)), float(pf.gross_exposure(prices)),
+             len(pf.open_positions())],
+        )
+        n += 1
+    return n
+
+
 @dg.asset(
     key=ORDERS,
     deps=[SIGNALS],
@@ -121,7 +141,8 @@ def _mirror(con, store) -> dict[str, int]:
     group_name="trading",
     kinds={"python", "sqlite"},
     description="Orders from the latest session's signals (once each), fills pulled from the "
-    "broker, and the ops store mirrored into warehouse tables ops.orders/fills/positions/...",
+    "broker, and the ops store mirrored into warehouse tables ops.orders/fills/positions/..., "
+    "plus ops.portfolio_daily (cash, equity, P&L per account and session).",
 )
 def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: WarehouseResource):
     from trading_pipeline.execution import execute_signals, sync_open_orders
@@ -156,6 +177,8 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         actions[r.action] = actions.get(r.action, 0) + 1
     with wh.writer(warehouse.resolved_path()) as con:
         mirrored = _mirror(con, book.store)
+        if session is not None:
+            mirrored["portfolio_daily"] = _portfolio_daily(con, book.store, session, prices)
     context.log.info(f"event=orders session={session} signals={signals.height} actions={actions} synced={len(filled)}")
     return dg.MaterializeResult(metadata={
         "session": dg.MetadataValue.text(str(session)),

@@ -1,0 +1,156 @@
+"""`trading backtest`: replay a strategy's stored signals and show how they would have done.
+
+The backtest runs as the Dagster ``backtest`` job (only Dagster runs write the warehouse),
+which stores its trades, equity curve and metrics in ``marts.backtest_*``; this command then
+reads them back read-only. ``--no-store`` skips the job and only reads the warehouse.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from trading_pipeline.cli.output import console, err_console, fail, frame_table, print_json
+from trading_pipeline.settings import get_settings
+
+METRIC_ROWS = [
+    ("total_return", "Total return", "pct"), ("annual_return", "Annual return", "pct"),
+    ("volatility", "Volatility (ann.)", "pct"), ("sharpe", "Sharpe", "num"), ("sortino", "Sortino", "num"),
+    ("max_drawdown", "Max drawdown", "pct"), ("trades", "Closed trades", "int"), ("open_trades", "Open at end", "int"),
+    ("win_rate", "Win rate", "pct"), ("profit_factor", "Profit factor", "num"), ("net_pnl", "Net P&L", "money"),
+    ("commission", "Commission", "money"), ("exposure", "Time in market", "pct"),
+    ("rejected_orders", "Rejected by risk", "int"), ("sessions", "Sessions", "int"),
+]
+
+
+def _fmt(v: Any, kind: str) -> str:
+    if v is None:
+        return "n/a"
+    return {"pct": f"{v * 100:,.2f}%", "int": f"{int(v):,}", "money": f"{v:,.2f}"}.get(kind, f"{v:,.3f}")
+
+
+def _summary_table(result: Any) -> Table:
+    m = result.metrics
+    table = Table(title=f"Backtest {result.config.strategy} ({m.get('start')} to {m.get('end')}, hold {result.config.hold})",
+                  header_style="bold cyan", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label, kind in METRIC_ROWS:
+        table.add_row(label, _fmt(m.get(key), kind))
+    table.caption = f"run {result.run_id}"
+    return table
+
+
+def _check_strategy(path: Path, strategy: str) -> None:
+    from trading_pipeline import warehouse as wh
+    from trading_pipeline.backtest import valid_strategies
+
+    con = wh.connect(path, read_only=True)
+    try:
+        valid = valid_strategies(con)
+    finally:
+        con.close()
+    if strategy not in valid:
+        fail(f"unknown strategy {strategy!r}", f"valid strategies: {', '.join(valid)}", code=2)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def backtest(
+        strategy: Annotated[str, typer.Option("--strategy", "-s", help="breakout, crp, or a scan name from rules.yaml.")],
+        symbol: Annotated[list[str] | None, typer.Option("--symbol", help="Only these symbols (repeat the option).")] = None,
+        start: Annotated[str | None, typer.Option(help="First session (YYYY-MM-DD); default: the first with bars.")] = None,
+        end: Annotated[str | None, typer.Option(help="Last session (YYYY-MM-DD); default: the last with bars.")] = None,
+        hold: Annotated[int, typer.Option(help="Exit after this many sessions; 0 = only on the opposite signal.")] = 5,
+        cash: Annotated[float, typer.Option(help="Starting cash.")] = 100_000.0,
+        slippage_bps: Annotated[float, typer.Option(help="Slippage against each fill, in basis points.")] = 5.0,
+        commission: Annotated[float, typer.Option(help="Commission per share.")] = 0.005,
+        commission_min: Annotated[float, typer.Option(help="Minimum commission per fill.")] = 1.0,
+        allow_short: Annotated[bool, typer.Option(help="Let sell signals open shorts (the live default is off).")] = False,
+        report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report to this path.")] = None,
+        store: Annotated[bool, typer.Option("--store/--no-store", help="Store results in marts.backtest_* via a Dagster run.")] = True,
+        json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    ) -> None:
+        """Replay stored signals: next-open fills, live sizing and risk rules, daily equity."""
+        from trading_pipeline import runs
+        from trading_pipeline import warehouse as wh
+        from trading_pipeline.backtest import (
+            BacktestError,
+            load_stored,
+            reporting_progress,
+            run_backtest,
+        )
+
+        settings = get_settings()
+        path = settings.warehouse_path
+        if not path.exists():
+            fail(f"no warehouse at {path}", "run `trading demo` or `trading ingest PATH` and `trading scan` first")
+        for label, value in (("start", start), ("end", end)):
+            if value:
+                try:
+                    date.fromisoformat(value)
+                except ValueError:
+                    fail(f"--{label} {value!r} is not a date", "use YYYY-MM-DD", code=2)
+        if hold < 0:
+            fail(f"--hold must be >= 0, got {hold}", code=2)
+        _check_strategy(path, strategy)
+        symbols = sorted({s.upper() for s in symbol}) if symbol else []
+
+        progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), TaskProgressColumn(),
+                            TextColumn("{task.completed}/{task.total} sessions"), TimeElapsedColumn(),
+                            console=err_console, transient=True)
+        with progress:
+            task = progress.add_task(f"backtest {strategy}", total=None)
+
+            def on_progress(done: int, total: int) -> None:
+                if done == 1 or done == total or done % 20 == 0:
+                    progress.update(task, completed=done, total=total)
+
+            with reporting_progress(on_progress):
+                if store:
+                    op_config = {"strategy": strategy, "symbols": symbols, "start": start or "", "end": end or "",
+                                 "hold": hold, "initial_cash": cash, "slippage_bps": slippage_bps,
+                                 "commission_per_share": commission, "commission_min": commission_min,
+                                 "allow_short": allow_short}
+                    res = runs.run_job("backtest", settings, run_config={"ops": {"backtest": {"config": op_config}}})
+                    if not res.success:
+                        progress.stop()
+                        fail(f"backtest run {res.run_id} failed: {runs.failure_message(res)}",
+                             "see the run in the Dagster UI (`make up`) for details")
+                    run_id = res.output_for_node("backtest")["run_id"]
+                    con = wh.connect(path, read_only=True)
+                    try:
+                        result = load_stored(con, run_id)
+                    finally:
+                        con.close()
+                else:
+                    try:
+                        result = run_backtest(path, strategy=strategy, symbols=symbols or None, start=start, end=end,
+                                              hold=hold, initial_cash=cash, slippage_bps=slippage_bps,
+                                              commission_per_share=commission, commission_min=commission_min,
+                                              allow_short=allow_short)
+                    except BacktestError as exc:
+                        progress.stop()
+                        fail(str(exc), code=2)
+
+        if report is not None:
+            from trading_pipeline.backtest_report import write_report
+
+            written = write_report(result, report)
+            err_console.print(f"report written to {written}")
+        if json_out:
+            out = result.summary()
+            if report is not None:
+                out["report"] = str(report)
+            print_json(out)
+            return
+        console.print(_summary_table(result))
+        if result.by_symbol.is_empty():
+            console.print("no trades: no signal of this strategy in range became a filled order")
+        else:
+            console.print(frame_table(result.by_symbol, title="By symbol", max_rows=50))

@@ -1,0 +1,113 @@
+"""The ``backtest`` job: replay a strategy's signals and store the results in the warehouse.
+
+Only Dagster runs write the warehouse (one writer per store), so the CLI launches this job
+and reads the results back. Results are keyed by the backtest's run id (a hash of its
+parameters unless given), so re-running the same backtest replaces its rows.
+
+Tables: ``marts.backtest_runs`` (one row per run: parameters and metrics),
+``marts.backtest_trades`` and ``marts.backtest_equity``.
+"""
+
+import json
+from datetime import UTC, datetime
+
+import dagster as dg
+import polars as pl
+
+from trading_pipeline import warehouse as wh
+from trading_pipeline.defs.resources import WarehouseResource
+
+POOL = "duckdb_writer"
+
+
+class BacktestRunConfig(dg.Config):
+    """What to replay. Empty start/end mean all sessions; empty symbols mean all."""
+
+    strategy: str
+    symbols: list[str] = []
+    start: str = ""
+    end: str = ""
+    hold: int = 5
+    initial_cash: float = 100_000.0
+    slippage_bps: float = 5.0
+    commission_per_share: float = 0.005
+    commission_min: float = 1.0
+    allow_short: bool = False
+    run_id: str = ""
+
+
+def store_result(con, result, dagster_run_id: str = "") -> dict[str, int]:
+    """Replace the rows of ``result.run_id`` in the three backtest tables, in one transaction."""
+    run_id = result.run_id
+    m = result.metrics
+    runs = pl.DataFrame([{
+        "run_id": run_id,
+        "strategy": result.config.strategy,
+        "symbols": ",".join(result.config.symbols or ()),
+        "start_date": m.get("start"),
+        "end_date": m.get("end"),
+        "hold": result.config.hold,
+        "total_return": m.get("total_return"),
+        "sharpe": m.get("sharpe"),
+        "max_drawdown": m.get("max_drawdown"),
+        "trades": m.get("trades"),
+        "config_json": json.dumps(result.config.to_dict(), sort_keys=True),
+        "metrics_json": json.dumps(m, sort_keys=True),
+        "bars_processed": result.bars_processed,
+        "signals_used": result.signals_used,
+        "dagster_run_id": dagster_run_id,
+        "created_at": datetime.now(UTC).replace(tzinfo=None),
+    }], schema_overrides={"start_date": pl.Utf8, "end_date": pl.Utf8, "total_return": pl.Float64,
+                          "sharpe": pl.Float64, "max_drawdown": pl.Float64, "hold": pl.Int64})
+    frames = {
+        "marts.backtest_runs": runs,
+        "marts.backtest_trades": result.trades.with_columns(pl.lit(run_id).alias("run_id")),
+        "marts.backtest_equity": result.equity.with_columns(pl.lit(run_id).alias("run_id")),
+    }
+    counts = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table, df in frames.items():
+            con.register("_bt", df)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _bt LIMIT 0")
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _bt")
+            con.unregister("_bt")
+            counts[table] = df.height
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return counts
+
+
+@dg.op(
+    pool=POOL,
+    description="Replay a strategy's signals from marts.signals through sizing, risk and the "
+    "paper fill model; store trades, equity and metrics in marts.backtest_*.",
+)
+def backtest(context: dg.OpExecutionContext, config: BacktestRunConfig, warehouse: WarehouseResource) -> dict:
+    from trading_pipeline.backtest import run_backtest
+
+    path = warehouse.resolved_path()
+    result = run_backtest(
+        path, strategy=config.strategy, symbols=config.symbols or None, start=config.start or None,
+        end=config.end or None, hold=config.hold, initial_cash=config.initial_cash,
+        slippage_bps=config.slippage_bps, commission_per_share=config.commission_per_share,
+        commission_min=config.commission_min, allow_short=config.allow_short,
+    )
+    if config.run_id:
+        result.run_id = config.run_id
+    with wh.writer(path) as con:
+        counts = store_result(con, result, context.run_id)
+    context.log.info(
+        f"event=backtest_stored run_id={result.run_id} strategy={config.strategy} "
+        f"trades={result.trades.height} sessions={result.equity.height}"
+    )
+    context.add_output_metadata({"backtest_run_id": result.run_id, **{k: dg.MetadataValue.int(v) for k, v in counts.items()}})
+    return {"run_id": result.run_id, "metrics": result.metrics}
+
+
+@dg.job(name="backtest", description="Backtest a strategy on stored signals; results in marts.backtest_*.")
+def backtest_job():
+    backtest()
