@@ -104,12 +104,16 @@ def test_sensor_keys_one_run_per_signals_materialization(story):
 
 def test_failed_bar_check_blocks_the_scan_downstream(story):
     con = warehouse.connect(get_settings().warehouse_path)
-    con.execute("""INSERT INTO raw.bars_daily VALUES ('SYN0000','1d','2013-03-01','2013-03-01',1,0.5,2,1,1,'manual',now())""")
+    # bars that bypassed ingest (a manual INSERT, twice): high below low, duplicated key.
+    # A symbol the source does not deliver, so re-loading the session does not replace them.
+    for _ in range(2):
+        con.execute("""INSERT INTO raw.bars_daily VALUES ('ZZZZ','1d','2013-03-01','2013-03-01',1,0.5,2,1,1,'manual',now())""")
     con.close()
     signals_before = q("SELECT count(*) AS n FROM marts.signals")["n"][0]
     r = runs.run_job("scan_daily", get_settings(), run_config={"ops": {"raw__bars_daily": {"config": SRC}}},
                      partition="2013-03-01")
-    assert "raw/bars_daily:unique_keys" in runs.failed_checks(r)
+    assert {"raw/bars_daily:unique_keys", "raw/bars_daily:high_low_consistent"} <= set(runs.failed_checks(r))
+    assert not r.success
     materialized = {e.asset_key.to_user_string() for e in r.get_asset_materialization_events()}
     assert "marts/signals" not in materialized and "serving/snapshot" not in materialized
     assert q("SELECT count(*) AS n FROM marts.signals")["n"][0] == signals_before
