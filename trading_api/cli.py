@@ -79,6 +79,10 @@ def register(app: typer.Typer) -> None:
         settings = get_settings()
         settings.ensure_dirs()
         configure_logging(log_level)
+        if workers > 1:
+            from trading_api.routers.metrics import prepare_multiprocess_dir
+
+            prepare_multiprocess_dir(settings.home / "prometheus")
         uvicorn.run(
             "trading_api.main:app",
             host=host or settings.api_host,

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from trading_api.deps import AppState, OpsStoreUnavailable
 from trading_api.routers import (
     alerts,
+    dashboard,
     health,
     market_data,
     orders,
@@ -36,6 +37,7 @@ from trading_api.routers import (
     scans,
     signals,
 )
+from trading_api.routers.metrics import install_metrics
 from trading_api.snapshot import SnapshotReader, SnapshotUnavailable
 from trading_api.ws import Hub
 from trading_api.ws import router as ws_router
@@ -160,7 +162,7 @@ def create_app(
         log.exception("event=unhandled_error request_id=%s path=%s", getattr(request.state, "request_id", None), request.url.path)
         return _error(request, 500, f"internal error ({type(exc).__name__}); see the API log")
 
-    for module in (health, market_data, signals, scans, alerts, orders, positions, portfolio, risk):
+    for module in (health, market_data, signals, scans, alerts, orders, positions, portfolio, risk, dashboard):
         app.include_router(module.router)
     app.include_router(ws_router)
 
@@ -173,6 +175,7 @@ def create_app(
         max_age=600,
     )
     app.add_middleware(RequestContext)
+    install_metrics(app)
     return app
 
 

@@ -59,7 +59,8 @@ class RiskContext:
 
     account: str
     equity: Decimal
-    positions: Mapping[str, Decimal] = field(default_factory=dict)  # symbol -> signed quantity
+    # symbol -> signed quantity: booked positions plus the unfilled rest of working orders
+    positions: Mapping[str, Decimal] = field(default_factory=dict)
     last_prices: Mapping[str, Decimal] = field(default_factory=dict)  # symbol -> last bar close
     open_orders: int = 0
     orders_last_minute: int = 0
@@ -75,13 +76,24 @@ class RiskContext:
         now: datetime | None = None,
     ) -> RiskContext:
         """Build the context from the ops store's booked state and the latest closes."""
+        from trading_pipeline.brokers.base import OrderStatus, Side
+
         now = now or utcnow()
         pf = store.portfolio(account)
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        # Working orders count as if filled: otherwise a batch of orders, each under a
+        # position/exposure/concentration limit on its own, could exceed it together.
+        positions = {p.symbol: p.quantity for p in pf.open_positions()}
+        working = store.list_orders(
+            account=account, status=[OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED]
+        )
+        for o in working:
+            remaining = o.quantity - o.filled_quantity
+            positions[o.symbol] = positions.get(o.symbol, ZERO) + (remaining if o.side == Side.BUY else -remaining)
         return cls(
             account=account,
             equity=pf.equity(prices),
-            positions={p.symbol: p.quantity for p in pf.open_positions()},
+            positions=positions,
             last_prices=dict(prices),
             open_orders=store.count_open_orders(account),
             orders_last_minute=store.count_orders_since(account, now - timedelta(minutes=1)),

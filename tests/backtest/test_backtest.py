@@ -189,13 +189,13 @@ def test_dagster_job_writes_tables_without_duplicates(trading_home):
 
     settings = get_settings()
     build_warehouse(settings.warehouse_path, signals=[signal("AAA", SESSIONS[1], "breakout_up", "long")])
-    cfg = {"ops": {"backtest": {"config": {"strategy": "breakout", "hold": 2}}}}
+    cfg = {"ops": {"run_backtest": {"config": {"strategy": "breakout", "hold": 2}}}}
     first = runs.run_job("backtest", settings, run_config=cfg)
     assert first.success, runs.failure_message(first)
     second = runs.run_job("backtest", settings, run_config=cfg)
     assert second.success, runs.failure_message(second)
-    run_id = second.output_for_node("backtest")["run_id"]
-    assert run_id == first.output_for_node("backtest")["run_id"]
+    run_id = second.output_for_node("run_backtest")["run_id"]
+    assert run_id == first.output_for_node("run_backtest")["run_id"]
     con = wh.connect(settings.warehouse_path, read_only=True)
     try:
         counts = {t: wh.fetch_one(con, f"SELECT count(*) FROM marts.{t} WHERE run_id = ?", [run_id])[0]

@@ -121,7 +121,7 @@ def test_context_from_store(store) -> None:
     store.sync_from_broker("o1", BrokerOrder("o1", "b1", "AAA", Side.BUY, D(10), D(10), OrderStatus.FILLED, D(100), fills=(fill,)))
     store.insert_order(Order("o2", "acct", "AAA", Side.BUY, D(1), created_at=NOW - timedelta(minutes=5)))
     c = RiskContext.from_store(store, "acct", {"AAA": D(90)}, now=NOW)
-    assert c.positions == {"AAA": D(10)}
+    assert c.positions == {"AAA": D(11)}  # 10 booked + o2's 1 still working
     assert c.equity == D(10000) - D(1001) + D(900)
     assert c.daily_pnl == D(-1) + D(-100)  # commission realized today + unrealized
     assert c.open_orders == 1  # o2 is still NEW; o1 is filled
@@ -138,3 +138,15 @@ def test_limits_from_the_repo_file_and_strictness(tmp_path: Path) -> None:
     bad.write_text("max_order_quantity: -5\n")
     with pytest.raises(ValidationError):
         RiskLimits.from_yaml(bad)
+
+
+def test_working_orders_count_toward_position_limits(store, loose_limits) -> None:
+    """Two orders each under the position limit cannot exceed it together."""
+    store.ensure_account("acct", D(100000))
+    eng = engine(store, loose_limits, max_position_quantity="100")
+    prices = {"AAA": D(100)}
+    assert eng.check(req(60), RiskContext.from_store(store, "acct", prices, now=NOW)).approved
+    store.insert_order(Order("w1", "acct", "AAA", Side.BUY, D(60), created_at=NOW))  # accepted, not filled
+    d = eng.check(req(60), RiskContext.from_store(store, "acct", prices, now=NOW))
+    assert not d.approved and d.rule == "max_position_quantity"
+    assert eng.check(req(39), RiskContext.from_store(store, "acct", prices, now=NOW)).approved

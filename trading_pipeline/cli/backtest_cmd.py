@@ -117,12 +117,12 @@ def register(app: typer.Typer) -> None:
                                  "hold": hold, "initial_cash": cash, "slippage_bps": slippage_bps,
                                  "commission_per_share": commission, "commission_min": commission_min,
                                  "allow_short": allow_short}
-                    res = runs.run_job("backtest", settings, run_config={"ops": {"backtest": {"config": op_config}}})
+                    res = runs.run_job("backtest", settings, run_config={"ops": {"run_backtest": {"config": op_config}}})
                     if not res.success:
                         progress.stop()
                         fail(f"backtest run {res.run_id} failed: {runs.failure_message(res)}",
                              "see the run in the Dagster UI (`make up`) for details")
-                    run_id = res.output_for_node("backtest")["run_id"]
+                    run_id = res.output_for_node("run_backtest")["run_id"]
                     con = wh.connect(path, read_only=True)
                     try:
                         result = load_stored(con, run_id)

@@ -367,6 +367,8 @@ DEMO_TRADE_DAY = date(2013, 2, 22)
 @app.command()
 def demo(
     symbols: Annotated[int, typer.Option(help="Synthetic symbols beside the real GOOG/EURUSD bars.")] = 20,
+    since: Annotated[str, typer.Option(help="First session of daily history to load (the sample starts 2004-08-19; "
+                                       "each session is a Dagster partition, so more history takes longer).")] = "2010-01-04",
     json_out: JsonOpt = False,
 ) -> None:
     """Run the whole pipeline on the bundled sample market (no accounts needed).
@@ -378,10 +380,16 @@ def demo(
     from trading_pipeline.sources import sample
 
     settings = get_settings()
+    try:
+        first = max(date.fromisoformat(since), sample.DAILY_START)
+    except ValueError:
+        fail(f"--since must be YYYY-MM-DD, got {since!r}", code=2)
+    if first >= DEMO_TRADE_DAY:
+        fail(f"--since must be before {DEMO_TRADE_DAY}", code=2)
     src = {"source": "sample", "synthetic_symbols": symbols}
     intraday_end = date(2013, 2, 28)  # 2013-03-01 is left for the replay sensor in `make up`
     steps = [
-        ("daily history + scan", "scan_daily", {"raw__bars_daily": src}, sample.DAILY_START, DEMO_TRADE_DAY),
+        ("daily history + scan", "scan_daily", {"raw__bars_daily": src}, first, DEMO_TRADE_DAY),
         ("orders from the scan", "trade_signals", {}, None, None),
         ("intraday bars (1m)", "ingest_intraday_bars", {"raw__bars_intraday": {**src, "timeframes": ["1m"]}}, sample.INTRADAY_START, intraday_end),
         ("intraday bars (1h EURUSD)", "ingest_intraday_bars", {"raw__bars_intraday": {**src, "timeframes": ["1h"]}}, date(2017, 4, 17), date(2018, 2, 9)),

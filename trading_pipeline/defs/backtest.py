@@ -82,11 +82,12 @@ def store_result(con, result, dagster_run_id: str = "") -> dict[str, int]:
 
 
 @dg.op(
+    name="run_backtest",
     pool=POOL,
     description="Replay a strategy's signals from marts.signals through sizing, risk and the "
     "paper fill model; store trades, equity and metrics in marts.backtest_*.",
 )
-def backtest(context: dg.OpExecutionContext, config: BacktestRunConfig, warehouse: WarehouseResource) -> dict:
+def run_backtest_op(context: dg.OpExecutionContext, config: BacktestRunConfig, warehouse: WarehouseResource) -> dict:
     from trading_pipeline.backtest import run_backtest
 
     path = warehouse.resolved_path()
@@ -110,4 +111,4 @@ def backtest(context: dg.OpExecutionContext, config: BacktestRunConfig, warehous
 
 @dg.job(name="backtest", description="Backtest a strategy on stored signals; results in marts.backtest_*.")
 def backtest_job():
-    backtest()
+    run_backtest_op()

@@ -209,15 +209,20 @@ def bars_intraday_quality(context: dg.AssetCheckExecutionContext, warehouse: War
     yield from _suite_results(context, warehouse, "raw.bars_intraday", INTRADAY)
 
 
+# freshness checks (defs/freshness.py) run in their own job: keep them out of loads and scans
+FRESHNESS = dg.AssetSelection.checks(
+    dg.AssetCheckKey(DAILY, "bars_daily_fresh"), dg.AssetCheckKey(dg.AssetKey(["marts", "signals"]), "signals_fresh")
+)
+
 ingest_bars_job = dg.define_asset_job(
     "ingest_bars",
-    selection=dg.AssetSelection.assets(DAILY, INTRADAY),
+    selection=dg.AssetSelection.assets(DAILY, INTRADAY) - FRESHNESS,
     partitions_def=SESSIONS,
     description="Load daily and intraday bars for a range of sessions, then run the bar checks.",
 )
 ingest_daily_job = dg.define_asset_job(
-    "ingest_daily_bars", selection=dg.AssetSelection.assets(DAILY), partitions_def=SESSIONS
+    "ingest_daily_bars", selection=dg.AssetSelection.assets(DAILY) - FRESHNESS, partitions_def=SESSIONS
 )
 ingest_intraday_job = dg.define_asset_job(
-    "ingest_intraday_bars", selection=dg.AssetSelection.assets(INTRADAY), partitions_def=SESSIONS
+    "ingest_intraday_bars", selection=dg.AssetSelection.assets(INTRADAY) - FRESHNESS, partitions_def=SESSIONS
 )

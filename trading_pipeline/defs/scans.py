@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from trading_pipeline import calendars
-from trading_pipeline.defs.bars import DAILY, INTRADAY, SESSIONS
+from trading_pipeline.defs.bars import DAILY, FRESHNESS, INTRADAY, SESSIONS
 from trading_pipeline.settings import get_settings
 
 ORDERS = dg.AssetKey(["ops", "orders"])
@@ -28,13 +28,13 @@ DBT_AND_SERVING = dg.AssetSelection.groups("scans", "serving")
 
 scan_daily_job = dg.define_asset_job(
     "scan_daily",
-    selection=(dg.AssetSelection.assets(DAILY) | DBT_AND_SERVING) - dg.AssetSelection.assets(INTRADAY_ONLY),
+    selection=(dg.AssetSelection.assets(DAILY) | DBT_AND_SERVING) - dg.AssetSelection.assets(INTRADAY_ONLY) - FRESHNESS,
     partitions_def=SESSIONS,
     description="End-of-day scan: one session's daily bars, then dbt indicators and signals.",
 )
 scan_intraday_job = dg.define_asset_job(
     "scan_intraday",
-    selection=(dg.AssetSelection.assets(INTRADAY) | DBT_AND_SERVING) - dg.AssetSelection.assets(DAILY_ONLY),
+    selection=(dg.AssetSelection.assets(INTRADAY) | DBT_AND_SERVING) - dg.AssetSelection.assets(DAILY_ONLY) - FRESHNESS,
     partitions_def=SESSIONS,
     description="Intraday scan: one session's intraday bars up to now, then dbt.",
 )

@@ -1,0 +1,349 @@
+"""The dashboard: auth and assets over plain HTTP, then the real page in a real chromium."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import date, datetime
+from decimal import Decimal
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.support import ApiEnv
+from tests.dashboard.conftest import (
+    GOOG_BARS,
+    BrowserPage,
+    DashboardServer,
+    artifacts_dir,
+    new_signal,
+)
+from trading_api.main import create_app
+from trading_api.routers import dashboard
+from trading_pipeline.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
+from trading_pipeline.ops_store import OpsStore
+
+
+@pytest.fixture
+def client(dash_env: ApiEnv) -> Iterator[TestClient]:
+    app = create_app(dash_env.settings, poll_interval=0.05, heartbeat=1.0)
+    if not any(getattr(r, "path", None) == "/" for r in app.routes):
+        app.include_router(dashboard.router)  # until main.py includes it
+    with TestClient(app) as c:
+        yield c
+
+
+# ---- plain HTTP -------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("query", ["", "?api_key=trd_not-a-real-key", "?api_key="])
+def test_root_without_a_valid_key_is_a_401_page(client: TestClient, query: str) -> None:
+    r = client.get("/" + query)
+    assert r.status_code == 401
+    assert r.headers["content-type"].startswith("text/html")
+    assert "trading api-key create" in r.text and "/?api_key=" in r.text
+    assert "Content-Security-Policy" in r.headers
+    assert "trd_not-a-real-key" not in r.text  # the refused key is not echoed back
+
+
+@pytest.mark.timeout(60)
+def test_root_with_a_key_serves_the_page_with_only_local_assets(
+    client: TestClient, dash_env: ApiEnv
+) -> None:
+    for r in (
+        client.get(f"/?api_key={dash_env.key}"),
+        client.get("/", headers={"X-API-Key": dash_env.key}),
+    ):
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/html")
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+        sources = re.findall(r"<(?:script|link)\b[^>]*?\b(?:src|href)=\"([^\"]*)\"", r.text)
+        assert any(s.startswith("/static/plotly.min.js") for s in sources), sources
+        assert any(s.startswith("/static/dashboard.js") for s in sources), sources
+        assert any(s.startswith("/static/dashboard.css") for s in sources), sources
+        for s in sources:
+            assert s.startswith("/static/") or s == "data:,", f"non-local asset {s}"
+        assert "http://" not in r.text and "https://" not in r.text
+        assert dash_env.key not in r.text  # the page never embeds the key
+
+
+@pytest.mark.timeout(60)
+def test_static_assets_are_served_open_with_caching(client: TestClient) -> None:
+    r = client.get("/static/plotly.min.js")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/javascript")
+    assert "max-age=86400" in r.headers["cache-control"]
+    assert len(r.content) > 1_000_000 and b"plotly" in r.content[:2000].lower()
+    etag = r.headers["etag"]
+    again = client.get("/static/plotly.min.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    for name, kind in (
+        ("dashboard.js", "text/javascript"),
+        ("dashboard.css", "text/css"),
+        ("dashboard-auth.js", "text/javascript"),
+    ):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and r.headers["content-type"].startswith(kind), name
+        assert r.headers["cache-control"] == "no-cache" and r.headers["etag"]
+    assert client.get("/static/dashboard.html").status_code == 404  # only the allow-listed assets
+    assert client.get("/static/..%2Fdeps.py").status_code == 404
+    assert client.get("/static/nope.js").status_code == 404
+
+
+@pytest.mark.timeout(60)
+def test_dashboard_status_needs_a_key_and_is_200_without_a_snapshot(
+    client: TestClient, dash_env: ApiEnv
+) -> None:
+    assert client.get("/dashboard/status").status_code == 401
+    r = client.get("/dashboard/status", headers={"X-API-Key": dash_env.key})
+    assert r.status_code == 200 and r.json()["snapshot"]["ok"] is True
+    dash_env.snapshot.unlink()
+    client.app.state.trading.reader.close()
+    r = client.get("/dashboard/status", headers={"X-API-Key": dash_env.key})
+    assert r.status_code == 200 and r.json()["snapshot"]["ok"] is False
+
+
+# ---- the real page in chromium ----------------------------------------------------------------
+CANDLES = """() => {
+  const d = document.getElementById('chart');
+  const c = d && d.data && d.data.find(t => t.type === 'candlestick');
+  if (!c) return null;
+  return {
+    n: c.x.length, name: c.name, last: c.x[c.x.length - 1], close: c.close[c.close.length - 1],
+    traces: d.data.map(t => [t.name, t.type, t.yaxis, (t.x || []).length]),
+    rendered: d.querySelectorAll('.candlestick .trace, g.trace.boxes, .cartesianlayer .trace').length,
+  };
+}"""
+
+
+def fill_broker_order(env: ApiEnv, coid: str, symbol: str, qty: int, price: str) -> None:
+    """Book the broker's fill in the ops store, the way the order job syncs a paper fill."""
+    store = OpsStore(env.store_url)
+    try:
+        fill = BrokerFill(
+            f"{coid}-f1", coid, Decimal(qty), Decimal(price), Decimal("1"), datetime(2013, 3, 1)
+        )
+        store.sync_from_broker(
+            coid,
+            BrokerOrder(
+                coid,
+                f"paper-{coid}",
+                symbol,
+                Side.BUY,
+                Decimal(qty),
+                Decimal(qty),
+                OrderStatus.FILLED,
+                Decimal(price),
+                fills=(fill,),
+            ),
+        )
+    finally:
+        store.close()
+
+
+def _signal_markers(page) -> int:
+    return page.evaluate(
+        "() => document.getElementById('chart').data.filter(t => (t.name || '').startsWith('signals ')).reduce((n, t) => n + t.x.length, 0)"
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_dashboard_in_chromium_renders_and_updates_live(
+    dash_env: ApiEnv, dash_server: DashboardServer, browser_page: BrowserPage
+) -> None:
+    page = browser_page.page
+    resp = page.goto(f"{dash_server.url}/?api_key={dash_env.key}", wait_until="load")
+    assert resp is not None and resp.status == 200
+    page.wait_for_function(CANDLES, timeout=20_000)
+    assert "api_key" not in page.url  # stripped from the address bar, kept in sessionStorage
+    assert page.evaluate("() => sessionStorage.getItem('trading.apiKey')") == dash_env.key
+
+    # The chart: GOOG's 300 sample candles, overlays, volume, RSI and MACD panes, signal markers.
+    info = page.evaluate(CANDLES)
+    assert info["name"] == "GOOG" and info["n"] == GOOG_BARS
+    assert info["last"].startswith("2013-03-01") and info["close"] == pytest.approx(806.19)
+    names = {t[0]: t for t in info["traces"]}
+    for overlay in (
+        "SMA 20",
+        "SMA 50",
+        "EMA 12",
+        "EMA 26",
+        "BB upper",
+        "Bollinger 20, 2σ",
+        "BB mid",
+    ):
+        assert names[overlay][2] == "y" and names[overlay][3] == GOOG_BARS, overlay
+    assert names["Volume"][2] == "y2" and names["RSI 14"][2] == "y3"
+    assert (
+        names["MACD"][2] == "y4"
+        and names["MACD hist"][2] == "y4"
+        and names["MACD signal"][2] == "y4"
+    )
+    assert _signal_markers(page) == 3
+    assert page.locator("#chart .main-svg").count() >= 1
+
+    # Watchlist: latest signal per symbol, newest first; clicking selects the symbol.
+    rows = page.locator("#watchlist tbody tr.main-row")
+    assert rows.count() == 2
+    assert rows.nth(0).inner_text().split()[:3] == ["GOOG", "crp_short", "64.00"]
+    assert "MSFT" in rows.nth(1).inner_text()
+    rows.nth(1).click()
+    page.wait_for_function(
+        "() => document.getElementById('chart-title').textContent.startsWith('MSFT')"
+    )
+    page.wait_for_function(
+        "() => document.getElementById('chart').data.find(t => t.type === 'candlestick').name === 'MSFT'"
+    )
+    page.locator("#watchlist tbody tr.main-row[data-symbol=GOOG]").click()
+    page.wait_for_function(
+        "() => document.getElementById('chart').data.find(t => t.type === 'candlestick').name === 'GOOG'"
+    )
+
+    # Ops panels: no orders yet, kill switch off, the paper account in portfolio and risk.
+    page.wait_for_function(
+        "() => document.getElementById('kill-switch').textContent === 'kill switch: off'"
+    )
+    assert page.locator("#risk-kill").inner_text().startswith("Kill switch off")
+    page.wait_for_function(
+        "() => /live · seq \\d+/.test(document.getElementById('ws-status').textContent)"
+    )
+    recent = page.locator("#feed li[data-channel=signals]").count()
+    assert recent >= 3  # the recent items replayed on connect
+
+    # Live: a new signal published as a new snapshot shows up without a reload.
+    page.evaluate("() => { window.__noReload = 'still here'; }")
+    max_seq = page.evaluate(
+        "() => Math.max(0, ...[...document.querySelectorAll('#feed li[data-channel=signals]')].map(li => +li.dataset.seq))"
+    )
+    new_signal(dash_env, "GOOG", date.fromisoformat(info["last"][:10]), "crp_long", 91.0)
+    dash_env.publish()
+    fresh = page.locator("#feed li[data-channel=signals]").filter(has_text="GOOG crp_long 91.00")
+    fresh.wait_for(timeout=8_000)
+    assert int(fresh.first.get_attribute("data-seq")) > max_seq
+    assert page.locator("#feed li").first.get_attribute("data-channel") in (
+        "signals",
+        "alerts",
+    )  # prepended
+    page.locator("#feed li[data-channel=alerts]").filter(
+        has_text="GOOG crp long 2013-03-01"
+    ).wait_for(timeout=5_000)
+    page.wait_for_function(
+        "() => document.querySelector('#watchlist tbody tr.main-row').innerText.includes('91.00')",
+        timeout=5_000,
+    )
+    page.wait_for_function(
+        "() => document.getElementById('chart').data.filter(t => (t.name || '').startsWith('signals ')).reduce((n, t) => n + t.x.length, 0) === 4",
+        timeout=10_000,
+    )
+    assert page.evaluate("() => window.__noReload") == "still here"
+
+    # A manual order through the API, then the broker fills it (as the order job would sync
+    # it): the live feed, the orders table, positions and portfolio follow without a reload.
+    r = httpx.post(
+        f"{dash_server.url}/orders",
+        headers={"X-API-Key": dash_env.key},
+        json={"symbol": "GOOG", "side": "buy", "quantity": "10"},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    coid = r.json()["order"]["client_order_id"]
+    page.locator("#feed li[data-channel=orders]").filter(has_text="GOOG buy 10").first.wait_for(
+        timeout=8_000
+    )
+    page.wait_for_function(
+        "() => document.querySelectorAll('#orders tbody tr').length === 1", timeout=8_000
+    )
+    fill_broker_order(dash_env, coid, "GOOG", 10, "780.00")
+    page.locator("#feed li[data-channel=orders]").filter(has_text="→ filled").wait_for(
+        timeout=8_000
+    )
+    page.locator("#orders tbody tr .status.filled").wait_for(timeout=8_000)
+    position = page.locator("#positions tbody tr[data-symbol=GOOG]")
+    position.wait_for(timeout=8_000)
+    cells = position.locator("td").all_inner_texts()
+    assert cells[:5] == ["paper", "GOOG", "10", "780.00", "806.19"], cells
+    assert cells[6] == "261.90" and "pos" in (
+        position.locator("td").nth(6).get_attribute("class") or ""
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#portfolio tbody tr').innerText.includes('261.90')",
+        timeout=8_000,
+    )
+
+    page.wait_for_timeout(500)  # let the last fade-in finish for the screenshot
+    shot = artifacts_dir() / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert browser_page.errors == [], browser_page.errors
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_dashboard_without_a_snapshot_says_so_then_recovers(
+    empty_env: ApiEnv, empty_server: DashboardServer, browser_page: BrowserPage
+) -> None:
+    store = OpsStore(empty_env.store_url)
+    store.set_kill_switch(True, "fat finger drill", "tests")
+    store.close()
+    page = browser_page.page
+    page.goto(f"{empty_server.url}/?api_key={empty_env.key}", wait_until="load")
+    banner = page.locator("#banner")
+    banner.filter(has_text="No serving snapshot has been published yet").wait_for(timeout=10_000)
+    assert page.locator("#snapshot-status").inner_text() == "snapshot: none"
+    assert page.locator("#chart-empty").inner_text().startswith("Waiting for a snapshot")
+    # The kill switch comes from the ops store: shown even before the first snapshot.
+    page.wait_for_function(
+        "() => document.getElementById('kill-switch').textContent === 'kill switch: ON'"
+    )
+    page.screenshot(path=str(artifacts_dir() / "dashboard-no-snapshot.png"))
+    # The first publish: the page notices by itself (status poll) and draws the chart.
+    empty_env.publish()
+    page.wait_for_function(CANDLES, timeout=20_000)
+    assert banner.is_hidden()
+    assert page.evaluate(CANDLES)["n"] == GOOG_BARS
+    page.wait_for_function(
+        "() => document.getElementById('kill-switch').textContent === 'kill switch: ON'"
+    )
+    assert "fat finger drill" in page.locator("#risk-kill").inner_text()
+    assert browser_page.errors == [], browser_page.errors
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_bad_key_in_chromium_shows_the_401_page(
+    dash_env: ApiEnv, dash_server: DashboardServer, browser_page: BrowserPage
+) -> None:
+    page = browser_page.page
+    resp = page.goto(f"{dash_server.url}/?api_key=trd_wrong", wait_until="load")
+    assert resp is not None and resp.status == 401
+    assert "trading api-key create" in page.locator("body").inner_text()
+    page.wait_for_function(
+        "() => !location.search.includes('api_key')"
+    )  # the refused key leaves the URL
+    # The navigation's own 401 is logged by chromium as a failed resource; nothing else may be.
+    assert [e for e in browser_page.errors if "status of 401" not in e] == []
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_reload_after_the_key_left_the_url_comes_back_to_the_dashboard(
+    dash_env: ApiEnv, dash_server: DashboardServer, browser_page: BrowserPage
+) -> None:
+    page = browser_page.page
+    page.goto(f"{dash_server.url}/?api_key={dash_env.key}", wait_until="load")
+    page.wait_for_function(CANDLES, timeout=20_000)
+    assert "api_key" not in page.url
+    # F5: "/" without a key is the 401 page, whose script re-enters with the tab's stored key.
+    page.reload(wait_until="load")
+    page.wait_for_function(CANDLES, timeout=20_000)
+    assert "api_key" not in page.url
+    assert page.evaluate(CANDLES)["n"] == GOOG_BARS
+    # Only the intermediate 401 navigation may be logged (by chromium, as a failed resource),
+    # and fetches the reload cut short are aborted (requestfailed ERR_ABORTED), not errors.
+    unexpected = [
+        e for e in browser_page.errors if "status of 401" not in e and "net::ERR_ABORTED" not in e
+    ]
+    assert unexpected == []
