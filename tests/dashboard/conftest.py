@@ -8,19 +8,15 @@ the server is uvicorn in a subprocess and the browser is Debian's chromium.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import httpx
 import polars as pl
 import pytest
 import talib
 
-from tests.api.support import MARTS_DDL, ApiEnv, add_signals, daily_bars, free_port
+from tests.api.support import MARTS_DDL, ApiEnv, Server, add_signals, daily_bars
 from trading_api.keys import create_key
 from trading_pipeline.ops_store import OpsStore
 from trading_pipeline.settings import PROJECT_DIR, Settings
@@ -134,55 +130,9 @@ def empty_env(tmp_path: Path) -> ApiEnv:
 
 
 # The app as uvicorn serves it, plus the dashboard router until main.py includes it.
-SERVE = """
-import sys, uvicorn
-from trading_api.cli import configure_logging
-from trading_api.main import app
-from trading_api.routers import dashboard
-if not any(getattr(r, "path", None) == "/" for r in app.routes):
-    app.include_router(dashboard.router)
-configure_logging("info")
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), timeout_graceful_shutdown=3,
-            access_log=False, log_config=None, log_level="info")
-"""
-
-
-class DashboardServer:
-    """A real uvicorn process for ``env`` (like tests.api.support.Server, with the dashboard)."""
-
-    def __init__(self, env: ApiEnv) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = env.home / f"api-{self.port}.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE, str(self.port)],
-            cwd=str(env.home),
-            env=env.environ(),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {self.log_path.read_text()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code in (200, 503):
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"uvicorn did not start: {self.log_path.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(2)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+# `trading api` (trading_api.main includes the dashboard router): the same real server the
+# API tests start.
+DashboardServer = Server
 
 
 @pytest.fixture
