@@ -46,9 +46,8 @@ def env(tmp_path: Path, monkeypatch) -> Iterator[tuple[Settings, str]]:
 def client(env) -> Iterator[TestClient]:
     settings, key = env
     app = create_app(settings, poll_interval=0.05, heartbeat=1.0)
-    assert not any(m.cls is MetricsMiddleware for m in app.user_middleware), "create_app already installs metrics"
-    install_metrics(app)
-    assert install_metrics(app) is app.state.metrics  # idempotent: no second middleware or route
+    # create_app installs the metrics middleware and route once; installing again changes nothing
+    assert install_metrics(app) is app.state.metrics
     assert sum(m.cls is MetricsMiddleware for m in app.user_middleware) == 1
     with TestClient(app) as c:
         c.headers.update({"X-API-Key": key})
