@@ -133,18 +133,26 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json([_order_dict(o) for o in rows])
             return
+        # the columns a trader scans; ids, accounts, limits and reasons are in --json / --wide
+        wide = console.width >= 160
+        cols = ["created", "symbol", "side", "qty", "status", "filled", "avg", "strategy"]
+        if wide:
+            cols += ["id", "account", "type", "limit", "reason"]
         table = Table(title=f"orders ({len(rows)})", header_style="bold cyan")
-        for col in ("created", "id", "account", "strategy", "symbol", "side", "qty", "type", "limit", "status", "filled", "avg", "reason"):
-            table.add_column(col, justify="right" if col in ("qty", "limit", "filled", "avg") else "left")
+        for col in cols:
+            table.add_column(col, justify="right" if col in ("qty", "limit", "filled", "avg") else "left",
+                             no_wrap=col in ("created", "symbol", "status", "id"))
         colors = {"filled": "green", "rejected": "red", "cancelled": "yellow", "expired": "yellow"}
         for o in rows:
             st = o.status.value
-            table.add_row(
-                o.created_at.strftime("%Y-%m-%d %H:%M:%S"), o.client_order_id, o.account, o.strategy, o.symbol,
-                o.side.value, str(o.quantity), o.order_type.value, _d(o.limit_price), f"[{colors.get(st, 'cyan')}]{st}[/]",
-                str(o.filled_quantity), _d(o.avg_fill_price, 4), o.reason or "",
-            )
+            cells = [o.created_at.strftime("%m-%d %H:%M"), o.symbol, o.side.value, str(o.quantity),
+                     f"[{colors.get(st, 'cyan')}]{st}[/]", str(o.filled_quantity), _d(o.avg_fill_price, 2), o.strategy]
+            if wide:
+                cells += [o.client_order_id, o.account, o.order_type.value, _d(o.limit_price), o.reason or ""]
+            table.add_row(*cells)
         console.print(table)
+        if rows and not wide:
+            console.print("ids, accounts and reasons: --json, or a terminal 160+ columns wide")
         if not rows:
             console.print("no orders yet: `trading order submit SYMBOL buy QTY` or let the signal sensor place some")
 

@@ -29,26 +29,32 @@ def _seed(*parts: object) -> int:
     return zlib.crc32("|".join(map(str, parts)).encode())
 
 
+def _stream(symbol: str, name: str) -> np.random.Generator:
+    """One random stream per (symbol, array): draws are prefix-stable, so bar i never
+    depends on how many sessions were asked for."""
+    return np.random.default_rng([_seed(symbol, "daily"), _seed(name)])
+
+
 def _daily_arrays(symbol: str, n: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(_seed(symbol, "daily"))
-    start_price = rng.uniform(30.0, 400.0)
-    drift = rng.normal(0.0001, 0.0002)
-    vol = rng.uniform(0.01, 0.03)
-    base_volume = rng.uniform(2e5, 3e6)
-    rets = rng.normal(drift, vol, n)
+    p = _stream(symbol, "params")
+    start_price = p.uniform(30.0, 400.0)
+    drift = p.normal(0.0001, 0.0002)
+    vol = p.uniform(0.01, 0.03)
+    base_volume = p.uniform(2e5, 3e6)
+    rets = _stream(symbol, "returns").normal(drift, vol, n)
     # occasional momentum bursts so breakouts happen on a realistic scale
-    bursts = rng.random(n) < 0.02
-    rets[bursts] += rng.normal(0.0, 3 * vol, bursts.sum())
+    bursts = _stream(symbol, "bursts").random(n) < 0.02
+    rets = rets + np.where(bursts, _stream(symbol, "burst_size").normal(0.0, 3 * vol, n), 0.0)
     close = start_price * np.exp(np.cumsum(rets))
-    gap = rng.normal(0.0, vol / 3, n)
+    gap = _stream(symbol, "gap").normal(0.0, vol / 3, n)
     open_ = np.empty(n)
     open_[0] = start_price
     open_[1:] = close[:-1] * np.exp(gap[1:])
-    wick_hi = np.abs(rng.normal(0.0, vol / 2, n))
-    wick_lo = np.abs(rng.normal(0.0, vol / 2, n))
+    wick_hi = np.abs(_stream(symbol, "wick_hi").normal(0.0, vol / 2, n))
+    wick_lo = np.abs(_stream(symbol, "wick_lo").normal(0.0, vol / 2, n))
     high = np.maximum(open_, close) * (1 + wick_hi)
     low = np.minimum(open_, close) * (1 - wick_lo)
-    volume = np.round(base_volume * rng.lognormal(0.0, 0.35, n) * (1 + 2 * bursts))
+    volume = np.round(base_volume * _stream(symbol, "volume").lognormal(0.0, 0.35, n) * (1 + 2 * bursts))
     return {
         "open": np.round(open_, 2),
         "high": np.round(high, 2),
