@@ -1,0 +1,74 @@
+"""100 concurrent API clients while a Dagster scan rewrites the warehouse: zero errors.
+
+The API reads only the serving snapshot, so the pipeline's writes (and the snapshot switch in
+the middle of the load) must never surface as an error. Bounded: the load stops when the scan
+ends (and after 20,000 requests at most); loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from datetime import date
+
+import httpx
+import pytest
+
+from tests.api.support import ApiEnv, Server
+from trading_pipeline import runs
+from trading_pipeline.settings import get_settings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
+SRC = {"source": "sample", "synthetic_symbols": 3}
+CLIENTS, MAX_REQUESTS = 100, 20_000
+
+
+def scan(start, end):
+    r = runs.run_job("scan_daily", get_settings(), run_config={"ops": {"raw__bars_daily": {"config": SRC}}},
+                     start=start, end=end)
+    assert r.success, runs.failure_message(r)
+
+
+def test_100_clients_see_no_error_while_the_pipeline_writes(trading_home):
+    from trading_api.keys import create_key
+    from trading_pipeline.ops_store import OpsStore
+
+    settings = get_settings()
+    scan(date(2012, 9, 3), date(2013, 2, 20))
+    _, key = create_key(OpsStore.from_settings(settings), "load")
+    env = ApiEnv(home=settings.home, settings=settings, warehouse=settings.warehouse_path,
+                 serving_dir=settings.serving_dir, key=key, store_url=settings.ops_store_url)
+    server = Server(env)
+    outcomes: Counter = Counter()
+    stop = threading.Event()
+    paths = ["/signals?limit=50", "/market-data/GOOG?limit=100", "/alerts", "/scans", "/health"]
+
+    async def client(http: httpx.AsyncClient, i: int) -> None:
+        n = 0
+        while not stop.is_set() and sum(outcomes.values()) < MAX_REQUESTS:
+            path = paths[(i + n) % len(paths)]
+            n += 1
+            try:
+                r = await http.get(path)
+                outcomes[r.status_code] += 1
+            except httpx.HTTPError as exc:
+                outcomes[type(exc).__name__] += 1
+
+    async def load() -> None:
+        limits = httpx.Limits(max_connections=CLIENTS)
+        async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": key}, limits=limits,
+                                     timeout=30) as http:
+            await asyncio.gather(*(client(http, i) for i in range(CLIENTS)))
+
+    t = threading.Thread(target=lambda: asyncio.run(load()), daemon=True)
+    t.start()
+    try:
+        scan(date(2013, 2, 21), date(2013, 3, 1))  # writes the warehouse, publishes a new snapshot
+    finally:
+        stop.set()
+        t.join(60)
+        server.stop()
+    print(f"\n{CLIENTS} clients, {sum(outcomes.values())} requests during the scan: {dict(outcomes)}")
+    assert sum(outcomes.values()) > CLIENTS, outcomes
+    assert set(outcomes) == {200}, f"errors under load: {dict(outcomes)}"
