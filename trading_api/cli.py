@@ -46,10 +46,14 @@ class RedactKeys(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "info") -> None:
-    """One line per event, key=value, to stderr (uvicorn's own loggers included)."""
+def configure_logging(level: str = "info", log_format: str | None = None) -> None:
+    """One line per event to stderr (uvicorn's own loggers included): key=value text, or
+    JSON with every key=value as a field when TRADING_LOG_FORMAT=json."""
+    from trading_pipeline.logs import formatter
+    from trading_pipeline.settings import get_settings
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"))
+    handler.setFormatter(formatter(log_format or get_settings().log_format))
     handler.addFilter(RedactKeys())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -104,8 +104,9 @@ def run_job(
         all_tags[RANGE_START] = session_key(start)
         all_tags[RANGE_END] = session_key(end or start)
     config = dict(run_config or {})
-    if quiet:
-        config.update(QUIET)
+    # Dagster instantiates the job's loggers (JSON when TRADING_LOG_FORMAT=json) only when
+    # the run config names them; otherwise it falls back to its default console logger.
+    config.update(QUIET if quiet else {"loggers": {"console": {"config": {"log_level": "INFO"}}}})
     run = lambda: job.execute_in_process(  # noqa: E731
         run_config=config,
         instance=inst,

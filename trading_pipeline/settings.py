@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     ib_port: int = 7497
     ib_client_id: int = 17
 
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as key=value text or JSON (API and Dagster runs)."
+    )
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     cors_origins: list[str] = Field(default_factory=list)
