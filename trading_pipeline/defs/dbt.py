@@ -68,10 +68,20 @@ class TradingDbtTranslator(DagsterDbtTranslator):
 )
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
     """``dbt build`` (models + tests) on the warehouse with the current rules.yaml."""
+    # the dbt process reads the warehouse path from its environment; set it for this build
+    # only, so nothing leaks into later runs in the same process (the CLI, tests)
+    saved = {k: os.environ.get(k) for k in ("TRADING_WAREHOUSE", "DBT_SEND_ANONYMOUS_USAGE_STATS")}
     os.environ["TRADING_WAREHOUSE"] = str(Path(warehouse.resolved_path()).resolve())
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-    rules = get_settings().rules_file
-    yield from dbt.cli(["build", "--vars", vars_json(rules)], context=context).stream()
+    try:
+        rules = get_settings().rules_file
+        yield from dbt.cli(["build", "--vars", vars_json(rules)], context=context).stream()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def dbt_resource() -> DbtCliResource:
