@@ -374,30 +374,6 @@ class OpsStore:
 
     # ---- orders ------------------------------------------------------------------------------
     @staticmethod
-    def _order_values(o: Order) -> dict[str, Any]:
-        return {
-            "client_order_id": o.client_order_id,
-            "account": o.account,
-            "strategy": o.strategy,
-            "symbol": o.symbol,
-            "side": o.side.value,
-            "order_type": o.order_type.value,
-            "quantity": o.quantity,
-            "limit_price": o.limit_price,
-            "time_in_force": o.time_in_force.value,
-            "status": o.status.value,
-            "filled_quantity": o.filled_quantity,
-            "avg_fill_price": o.avg_fill_price,
-            "broker": o.broker,
-            "broker_order_id": o.broker_order_id,
-            "signal_ts": o.signal_ts,
-            "reason": o.reason,
-            "cancel_requested": o.cancel_requested,
-            "created_at": o.created_at,
-            "updated_at": o.updated_at,
-        }
-
-    @staticmethod
     def _row_order(r: Any) -> Order:
         m = r._mapping
         return Order(**{k: m[k] for k in orders.c.keys()})
@@ -424,7 +400,7 @@ class OpsStore:
                 ).first()
                 if exists:
                     return False
-                conn.execute(orders.insert().values(**self._order_values(order)))
+                conn.execute(orders.insert().values(**order.record()))
                 conn.execute(
                     order_events.insert().values(
                         client_order_id=order.client_order_id,
@@ -503,7 +479,7 @@ class OpsStore:
                 raise KeyError(f"no order {client_order_id!r} in the ops store")
             order = self._row_order(r)
             events = change(order, conn)
-            values = self._order_values(order)
+            values = order.record()
             values.pop("client_order_id")
             conn.execute(
                 orders.update().where(orders.c.client_order_id == client_order_id).values(**values)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import Enum
+from typing import Any
 
 from trading_pipeline.brokers.base import (
     OrderRequest,
@@ -158,6 +160,12 @@ class Order:
             created_at=now,
             updated_at=now,
         )
+
+    def record(self) -> dict[str, Any]:
+        """Every field as a flat dict, enums as their values: for the store, the CLI and the API."""
+        return {
+            f.name: (v.value if isinstance(v := getattr(self, f.name), Enum) else v) for f in fields(self)
+        }
 
     def to_request(self) -> OrderRequest:
         return OrderRequest(

@@ -28,27 +28,7 @@ _STATUSES = ("new", "accepted", "partially_filled", "filled", "cancelled", "reje
 
 
 def order_model(o: Any) -> Order:
-    return Order(
-        client_order_id=o.client_order_id,
-        created_at=o.created_at,
-        updated_at=o.updated_at,
-        account=o.account,
-        strategy=o.strategy,
-        symbol=o.symbol,
-        side=str(o.side.value),
-        order_type=str(o.order_type.value),
-        quantity=o.quantity,
-        limit_price=o.limit_price,
-        time_in_force=str(o.time_in_force.value),
-        status=str(o.status.value),
-        filled_quantity=o.filled_quantity,
-        avg_fill_price=o.avg_fill_price,
-        broker=o.broker,
-        broker_order_id=o.broker_order_id,
-        signal_ts=o.signal_ts,
-        reason=o.reason,
-        cancel_requested=bool(o.cancel_requested),
-    )
+    return Order(**o.record())
 
 
 def idempotent_order_id(api_key_id: int, account: str, key: str) -> str:

@@ -69,25 +69,8 @@ def _d(x: Decimal | None, places: int = 2) -> str:
 
 
 def _order_dict(o: Any) -> dict[str, Any]:
-    return {
-        "client_order_id": o.client_order_id,
-        "created_at": o.created_at,
-        "account": o.account,
-        "strategy": o.strategy,
-        "symbol": o.symbol,
-        "side": o.side.value,
-        "order_type": o.order_type.value,
-        "quantity": o.quantity,
-        "limit_price": o.limit_price,
-        "time_in_force": o.time_in_force.value,
-        "status": o.status.value,
-        "filled_quantity": o.filled_quantity,
-        "avg_fill_price": o.avg_fill_price,
-        "broker": o.broker,
-        "broker_order_id": o.broker_order_id,
-        "signal_ts": o.signal_ts,
-        "reason": o.reason,
-    }
+    """The order as --json shows it: its record without the store's bookkeeping fields."""
+    return {k: v for k, v in o.record().items() if k not in ("cancel_requested", "updated_at")}
 
 
 def _parse_decimal(text: str, what: str) -> Decimal:
