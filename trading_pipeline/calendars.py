@@ -6,7 +6,6 @@ from datetime import date
 from functools import lru_cache
 
 import exchange_calendars as xc
-import numpy as np
 import pandas as pd
 import polars as pl
 
@@ -59,6 +58,3 @@ def sessions(name: str, start: date, end: date) -> pl.DataFrame:
 def session_dates(name: str, start: date, end: date) -> list[date]:
     return sessions(name, start, end)["session_date"].to_list()
 
-
-def session_array(name: str) -> np.ndarray:
-    return _schedule(name)["session_date"].to_numpy()

@@ -96,7 +96,8 @@ def ingest(
     ``window`` (start inclusive, end exclusive, naive UTC) keeps only bars inside the
     partitions being materialised; bars outside it are neither loaded nor rejected.
     """
-    registered = known_symbols(con)
+    stored = known_symbols(con)
+    registered = dict(stored)  # grows with the symbols this load brings
     goods: dict[str, list[pl.DataFrame]] = {}
     rejects: list[pl.DataFrame] = []
     all_symbols: set[str] = set()
@@ -126,7 +127,6 @@ def ingest(
 
     result = IngestResult()
     rejected = pl.concat(rejects) if rejects else None
-    stored = known_symbols(con)
     new_symbols = {s: registered[s] for s in sorted(all_symbols) if s not in stored}
     con.execute("BEGIN TRANSACTION")
     try:

@@ -38,12 +38,6 @@ class Validated:
     good: pl.DataFrame  # canonical bars + session_date
     rejected: pl.DataFrame  # REJECT_SCHEMA
 
-    @property
-    def counts(self) -> dict[str, int]:
-        if self.rejected.is_empty():
-            return {}
-        return dict(self.rejected.group_by("rule").len().sort("rule").iter_rows())
-
 
 def _fmt(col: str) -> pl.Expr:
     return pl.col(col).round(6).cast(pl.String)

@@ -104,7 +104,6 @@ def upsert_bars(
     table: str,
     bars: pl.DataFrame,
     source: str,
-    rejected: pl.DataFrame | None = None,
     in_transaction: bool = False,
 ) -> int:
     """Replace rows with the same (symbol, timeframe, ts) and insert the rest, atomically.
@@ -131,13 +130,6 @@ def upsert_bars(
                        source, now()::TIMESTAMP
                 FROM _staged_bars"""
         )
-        if rejected is not None and rejected.height:
-            con.register("_rejected_bars", rejected)
-            con.execute(
-                """INSERT INTO raw.bars_rejected
-                   SELECT source, row_number, symbol, timeframe, ts, open, high, low, close,
-                          volume, rule, reason, run_id, now()::TIMESTAMP FROM _rejected_bars"""
-            )
         if not in_transaction:
             con.execute("COMMIT")
     except BaseException:
