@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen --no-build --group dev --python 3.11
+	$(UV) sync --frozen --no-build --group dev --extra postgres --python 3.11
 	@touch $@
 
 env: .venv/.synced
