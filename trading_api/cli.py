@@ -74,6 +74,14 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--timeout-graceful-shutdown", help="Seconds to wait for open connections on shutdown.")
         ] = 5,
         log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+        timeout_keep_alive: Annotated[
+            int,
+            typer.Option(
+                "--timeout-keep-alive",
+                help="Seconds an idle keep-alive connection stays open. Longer than clients' own idle "
+                "expiry (httpx 5 s), so a client never reuses a connection the server is closing.",
+            ),
+        ] = 75,
     ) -> None:
         """Serve the REST + WebSocket API over the serving snapshot (never the warehouse)."""
         import uvicorn
@@ -93,6 +101,7 @@ def register(app: typer.Typer) -> None:
             port=port or settings.api_port,
             workers=workers,
             timeout_graceful_shutdown=timeout_graceful_shutdown,
+            timeout_keep_alive=timeout_keep_alive,
             access_log=False,  # the app logs one line per request with its request id
             log_config=None,
             log_level=log_level,

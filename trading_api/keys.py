@@ -73,6 +73,16 @@ class KeyChecker:
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, key: str) -> dict[str, Any] | None:
+        """The record if ``key`` was found active within the TTL; None means "ask :meth:`check`"
+        (never blocks on the store)."""
+        if not key.startswith(PREFIX) or len(key) > 200:
+            return None
+        hit = self._cache.get(hash_key(key))
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        return None
+
     def check(self, key: str | None) -> dict[str, Any] | None:
         """The key's record (id, name) when ``key`` is active, else None."""
         if not key or not key.startswith(PREFIX) or len(key) > 200:

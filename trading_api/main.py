@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trading_api.deps import AppState, OpsStoreUnavailable
+from trading_api.response_cache import ResponseCache
 from trading_api.routers import (
     alerts,
     dashboard,
@@ -37,6 +38,7 @@ from trading_api.routers import (
     scans,
     signals,
 )
+from trading_api.routers._params import single_valued_query
 from trading_api.routers.metrics import install_metrics
 from trading_api.snapshot import SnapshotReader, SnapshotUnavailable
 from trading_api.ws import Hub
@@ -99,6 +101,18 @@ def _error(request: Request, status_code: int, detail: Any, headers: dict | None
     return JSONResponse({"detail": detail, "request_id": rid}, status_code=status_code, headers=headers)
 
 
+def _allowed(app: FastAPI, path: str) -> list[str]:
+    """Every method the API serves at ``path`` (from the OpenAPI paths, templates as regexes)."""
+    table = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, ops in app.openapi()["paths"].items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(pattern), sorted(m.upper() for m in ops)))
+        app.state.allow_table = table
+    return sorted({m for pattern, methods in table if pattern.fullmatch(path) for m in methods})
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -137,6 +151,7 @@ def create_app(
             "or `Authorization: Bearer`. WebSocket push at `/ws` (key in `api_key` query param or the same headers)."
         ),
         lifespan=lifespan,
+        dependencies=[Depends(single_valued_query)],
     )
     app.state.trading = state
 
@@ -150,7 +165,10 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(request, exc.status_code, exc.detail, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed(app, request.url.path))}
+        return _error(request, exc.status_code, exc.detail, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -166,6 +184,7 @@ def create_app(
         app.include_router(module.router)
     app.include_router(ws_router)
 
+    app.add_middleware(ResponseCache, state=state)  # innermost: CORS, logs and metrics see its answers
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),

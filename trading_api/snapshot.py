@@ -197,25 +197,54 @@ class SnapshotReader:
         """``compute(gen, cursor)`` memoised per snapshot generation.
 
         A snapshot never changes once published, so a result is valid for as long as its
-        generation is current: dashboards polling the same query cost one dict lookup.
-        Callers must treat the result as read-only.
+        generation is current: dashboards polling the same query cost one dict lookup (no
+        cursor is opened on a hit). Callers must treat the result as read-only.
         """
+        gen = self.current()
+        hit = self._get((gen.alias, *key))
+        if hit is not None:
+            return hit
         with self.cursor() as (gen, cur):
-            full = (gen.alias, *key)
-            with self._cache_lock:
-                hit = self._cache.get(full)
-                if hit is not None:
-                    self._cache.move_to_end(full)
-                    return hit
             value = compute(gen, cur)
+        self._put(gen.alias, (gen.alias, *key), value)
+        return value
+
+    def peek(self, key: tuple) -> Any | None:
+        """The cached value for ``key`` in the current generation, without ever blocking.
+
+        For the event loop: returns None (the caller computes in a thread via
+        :meth:`cached`) when the key is not cached, the snapshot file changed since it was
+        last checked, or another thread holds the reader's lock (e.g. opening a new file).
+        """
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            try:
+                fid = _file_id(os.stat(self.path))
+            except OSError:
+                return None
+            cur = self._current
+            if cur is None or cur.inode != fid:
+                return None
+        finally:
+            self._lock.release()
+        return self._get((cur.alias, *key))
+
+    def _get(self, full: tuple) -> Any | None:
         with self._cache_lock:
-            if self._cache and next(iter(self._cache))[0] != gen.alias and len(self._cache) > self.cache_size // 2:
-                for k in [k for k in self._cache if k[0] != gen.alias]:
+            hit = self._cache.get(full)
+            if hit is not None:
+                self._cache.move_to_end(full)
+            return hit
+
+    def _put(self, alias: str, full: tuple, value: Any) -> None:
+        with self._cache_lock:
+            if self._cache and next(iter(self._cache))[0] != alias and len(self._cache) > self.cache_size // 2:
+                for k in [k for k in self._cache if k[0] != alias]:
                     del self._cache[k]  # drop older generations' entries
             self._cache[full] = value
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        return value
 
     def status(self) -> dict[str, Any]:
         """For /health: sequence, age, or the reason there is no snapshot."""

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trading_api.snapshot import SnapshotReader, clean
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from trading_api.response_cache import SCOPE_KEY
+from trading_api.snapshot import Generation, SnapshotReader, clean
 
 
 @dataclass
@@ -29,50 +37,73 @@ class Filters:
         return (" WHERE " + " AND ".join(self.where)) if self.where else ""
 
 
-def page(
-    reader: SnapshotReader,
+def page_rows(
+    gen: Generation,
+    cur: Any,
     table: str,
     build: Any,
     order: list[str],
     limit: int,
     offset: int,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """(total, rows) of ``table`` filtered by ``build(Filters)``; (0, []) if not published.
+    """(total, rows) of ``table`` filtered by ``build(Filters)`` on an open snapshot cursor;
+    (0, []) if the table is not published. One query returns the page and the filtered total
+    (``count(*) OVER ()``)."""
+    if not gen.has(table):
+        return 0, []
+    cols = gen.columns[table]
+    f = Filters(cols)
+    build(f)
+    order_sql = ", ".join(o for o in order if o.split()[0].strip('"') in cols) or "1"
+    # execute() + fetchall(), not sql(): no relation is built (~0.3 ms less per query), and
+    # the result is fetched whole at once, so it never blocks the cursor's next query.
+    raw = cur.execute(
+        f"SELECT *, count(*) OVER () AS __total FROM {table}{f.sql()} ORDER BY {order_sql} LIMIT ? OFFSET ?",
+        [*f.params, limit, offset],
+    ).fetchall()
+    names = [d[0] for d in cur.description]
+    if raw:
+        total = raw[0][-1]
+    else:
+        total = cur.execute(f"SELECT count(*) FROM {table}{f.sql()}", f.params).fetchall()[0][0]
+    rows = [{c: clean(v) for c, v in zip(names[:-1], r[:-1], strict=True)} for r in raw]
+    return int(total), rows
 
-    One query returns the page and the filtered total (``count(*) OVER ()``); results are
-    cached per snapshot generation (see :meth:`SnapshotReader.cached`).
+
+@dataclass(frozen=True)
+class Encoded:
+    """A serialised response body and its validator, cached per snapshot generation."""
+
+    body: bytes
+    etag: str
+
+
+async def snapshot_json(
+    request: Request,
+    reader: SnapshotReader,
+    key: tuple,
+    build: Callable[[Generation, Any], BaseModel],
+) -> Response:
+    """The JSON response of ``build(gen, cursor)`` for this snapshot generation.
+
+    Snapshot routes are pure functions of (snapshot, validated parameters), so the encoded
+    body is computed once per generation (in a worker thread: DuckDB and pydantic block) and
+    every repeat is a dict lookup on the event loop. The ETag names the snapshot sequence and
+    the query, so a client sending ``If-None-Match`` gets ``304 Not Modified`` until the next
+    publish. Errors raised by ``build`` (404, 503) are not cached.
     """
-
-    def compute(gen: Any, cur: Any) -> tuple[int, list[dict[str, Any]]]:
-        if not gen.has(table):
-            return 0, []
-        cols = gen.columns[table]
-        f = Filters(cols)
-        build(f)
-        order_sql = ", ".join(o for o in order if o.split()[0].strip('"') in cols) or "1"
-        rel = cur.sql(
-            f"SELECT *, count(*) OVER () AS __total FROM {table}{f.sql()} ORDER BY {order_sql} LIMIT ? OFFSET ?",
-            params=[*f.params, limit, offset],
-        )
-        names = rel.columns
-        raw = rel.fetchall()
-        if raw:
-            total = raw[0][-1]
-        else:
-            total = cur.sql(f"SELECT count(*) FROM {table}{f.sql()}", params=f.params).fetchall()[0][0]
-        rows = [{c: clean(v) for c, v in zip(names[:-1], r[:-1], strict=True)} for r in raw]
-        return int(total), rows
-
-    probe = Filters(tuple())
-    build(_Recorder(probe))
-    return reader.cached(("page", table, tuple(probe.params), tuple(order), limit, offset), compute)
+    full = ("json", *key)
+    hit = reader.peek(full)
+    if hit is None:
+        hit = await run_in_threadpool(reader.cached, full, lambda gen, cur: _encode(gen, key, build(gen, cur)))
+    request.scope.setdefault("state", {})[SCOPE_KEY] = full  # see trading_api.response_cache
+    headers = {"ETag": hit.etag, "Cache-Control": "no-cache"}
+    inm = request.headers.get("if-none-match")
+    if inm and hit.etag in (t.strip() for t in inm.split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(hit.body, media_type="application/json", headers=headers)
 
 
-class _Recorder:
-    """Stands in for Filters to capture the filter values (the cache key) without a schema."""
-
-    def __init__(self, target: Filters) -> None:
-        self.target = target
-
-    def add(self, column: str, op: str, value: Any) -> None:
-        self.target.params.append((column, op, value))
+def _encode(gen: Generation, key: tuple, model: BaseModel) -> Encoded:
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
+    return Encoded(model.model_dump_json().encode(), f'W/"{gen.sequence}-{gen.inode[1]:x}-{digest}"')

@@ -2,35 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 
 from trading_api.deps import ApiKeyRecord, Reader
-from trading_api.routers._query import Filters, page
-from trading_api.schemas import Alert, AlertPage, ErrorDetail
+from trading_api.routers._params import QueryDate, field_error
+from trading_api.routers._query import Filters, page_rows, snapshot_json
+from trading_api.schemas import AUTH_RESPONSES, Alert, AlertPage
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], responses=AUTH_RESPONSES)
 
 _NAME = r"^[A-Za-z0-9_.\-/=^]{1,64}$"
 
 
-@router.get("/alerts", response_model=AlertPage, responses={503: {"model": ErrorDetail}}, summary="Alerts, newest first")
-def list_alerts(
+@router.get("/alerts", response_model=AlertPage, summary="Alerts, newest first")
+async def list_alerts(
+    request: Request,
     _key: ApiKeyRecord,
     reader: Reader,
-    start: Annotated[date | None, Query(description="First session date, inclusive.")] = None,
-    end: Annotated[date | None, Query(description="Last session date, inclusive.")] = None,
+    start: Annotated[QueryDate | None, Query(description="First session date, inclusive.")] = None,
+    end: Annotated[QueryDate | None, Query(description="Last session date, inclusive.")] = None,
     kind: Annotated[str | None, Query(pattern=_NAME)] = None,
     symbol: Annotated[str | None, Query(pattern=_NAME)] = None,
     scan: Annotated[str | None, Query(pattern=_NAME)] = None,
     min_score: Annotated[float | None, Query(ge=-1e12, le=1e12)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> AlertPage:
+) -> Response:
+    """Newest first; ETag and ``If-None-Match`` as for ``/signals``."""
     if start and end and start > end:
-        raise HTTPException(422, "start is after end")
+        raise field_error(("query", "end"), "end is before start")
 
     def build(f: Filters) -> None:
         f.add("session_date", ">=", start)
@@ -40,5 +43,11 @@ def list_alerts(
         f.add("scan", "=", scan)
         f.add("score", ">=", min_score)
 
-    total, rows = page(reader, "marts.alerts", build, ["ts DESC", "score DESC", "alert_id"], limit, offset)
-    return AlertPage(total=total, limit=limit, offset=offset, items=[Alert(**r) for r in rows])
+    order = ["ts DESC", "score DESC", "alert_id"]
+
+    def compute(gen, cur) -> AlertPage:  # noqa: ANN001
+        total, rows = page_rows(gen, cur, "marts.alerts", build, order, limit, offset)
+        return AlertPage(total=total, limit=limit, offset=offset, items=[Alert(**r) for r in rows])
+
+    key = ("alerts", start, end, kind, symbol and symbol.upper(), scan, min_score, limit, offset)
+    return await snapshot_json(request, reader, key, compute)

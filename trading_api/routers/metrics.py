@@ -56,7 +56,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trading_api.deps import require_api_key
+from trading_api.deps import authenticate
+from trading_api.schemas import AUTH_RESPONSES
 
 if TYPE_CHECKING:
     from trading_api.deps import AppState
@@ -251,9 +252,7 @@ def install_metrics(app: FastAPI) -> ApiMetrics:
 def _metrics_auth(request: Request) -> None:
     if _public():
         return
-    from trading_api.deps import get_state
-
-    require_api_key(request, get_state(request))
+    authenticate(request.app.state.trading, request.headers)
 
 
 router = APIRouter(tags=["metrics"])
@@ -264,7 +263,12 @@ router = APIRouter(tags=["metrics"])
     response_class=Response,
     dependencies=[Depends(_metrics_auth)],
     summary="Prometheus metrics (API key unless TRADING_METRICS_PUBLIC=true)",
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text exposition format."}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text exposition format."},
+        **AUTH_RESPONSES,
+    },
+    # _metrics_auth checks the key by hand (it can be switched off), so declare what it accepts.
+    openapi_extra={"security": [{"APIKeyHeader": []}, {"HTTPBearer": []}]},
 )
 async def metrics(request: Request) -> Response:
     m: ApiMetrics = request.app.state.metrics

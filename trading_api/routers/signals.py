@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 
 from trading_api.deps import ApiKeyRecord, Reader
-from trading_api.routers._query import Filters, page
-from trading_api.schemas import ErrorDetail, Signal, SignalPage
+from trading_api.routers._params import QueryDate, field_error
+from trading_api.routers._query import Filters, page_rows, snapshot_json
+from trading_api.schemas import AUTH_RESPONSES, Signal, SignalPage
 
-router = APIRouter(tags=["signals"])
+router = APIRouter(tags=["signals"], responses=AUTH_RESPONSES)
 
 _NAME = r"^[A-Za-z0-9_.\-/=^]{1,64}$"
 
@@ -19,14 +20,14 @@ _NAME = r"^[A-Za-z0-9_.\-/=^]{1,64}$"
 @router.get(
     "/signals",
     response_model=SignalPage,
-    responses={503: {"model": ErrorDetail}},
     summary="Signals (breakout, CRP, CPR) with filters and pagination",
 )
-def list_signals(
+async def list_signals(
+    request: Request,
     _key: ApiKeyRecord,
     reader: Reader,
-    start: Annotated[date | None, Query(description="First session date, inclusive.")] = None,
-    end: Annotated[date | None, Query(description="Last session date, inclusive.")] = None,
+    start: Annotated[QueryDate | None, Query(description="First session date, inclusive.")] = None,
+    end: Annotated[QueryDate | None, Query(description="Last session date, inclusive.")] = None,
     kind: Annotated[str | None, Query(pattern=_NAME, description="breakout_up, breakout_down, crp_long, crp_short, cpr_narrow.")] = None,
     symbol: Annotated[str | None, Query(pattern=_NAME)] = None,
     scan: Annotated[str | None, Query(pattern=_NAME, description="Scan name from rules.yaml.")] = None,
@@ -35,10 +36,11 @@ def list_signals(
     min_score: Annotated[float | None, Query(ge=-1e12, le=1e12)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> SignalPage:
-    """Newest first (bar time, then score)."""
+) -> Response:
+    """Newest first (bar time, then score). Answers carry an ETag (snapshot sequence + query):
+    send it back in ``If-None-Match`` to get ``304`` until the next publish."""
     if start and end and start > end:
-        raise HTTPException(422, "start is after end")
+        raise field_error(("query", "end"), "end is before start")
 
     def build(f: Filters) -> None:
         f.add("session_date", ">=", start)
@@ -50,5 +52,11 @@ def list_signals(
         f.add("direction", "=", direction)
         f.add("score", ">=", min_score)
 
-    total, rows = page(reader, "marts.signals", build, ["ts DESC", "score DESC", "symbol", "kind"], limit, offset)
-    return SignalPage(total=total, limit=limit, offset=offset, items=[Signal(**r) for r in rows])
+    order = ["ts DESC", "score DESC", "symbol", "kind"]
+
+    def compute(gen, cur) -> SignalPage:  # noqa: ANN001
+        total, rows = page_rows(gen, cur, "marts.signals", build, order, limit, offset)
+        return SignalPage(total=total, limit=limit, offset=offset, items=[Signal(**r) for r in rows])
+
+    key = ("signals", start, end, kind, symbol and symbol.upper(), scan, timeframe, direction, min_score, limit, offset)
+    return await snapshot_json(request, reader, key, compute)
