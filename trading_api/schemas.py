@@ -1,16 +1,33 @@
 """Response and request models: every route declares one, so /docs shows real shapes.
 
-Timestamps are naive UTC (the warehouse's convention). Money and quantities from the ops
-store are decimals, serialised as strings so no digit is lost.
+Timestamps are naive UTC (the warehouse's convention): ``UtcDateTime`` declares them as
+what is sent (an ISO 8601 string, normally without offset), not as RFC 3339 ``date-time``,
+which requires one. Money and quantities from the ops store are decimals, serialised as
+strings so no digit is lost.
+
+Error bodies are ``{"detail": ..., "request_id": ...}``; ``AUTH_RESPONSES`` are the errors
+every keyed route can answer, declared once per router.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
+UtcDateTime = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$",
+            "description": "ISO 8601 timestamp in UTC; naive (no offset) by convention.",
+            "examples": ["2024-02-10T14:30:00"],
+        }
+    ),
+]
 
 
 class ErrorDetail(BaseModel):
@@ -18,12 +35,27 @@ class ErrorDetail(BaseModel):
     request_id: str | None = None
 
 
+class FieldError(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description="Where: location (query, path, header, body), then the field.")
+    msg: str
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorDetail, "description": "Missing, invalid or revoked API key (`WWW-Authenticate: Bearer`)."},
+    503: {
+        "model": ErrorDetail,
+        "description": "The ops store (API keys, orders) or the serving snapshot is unavailable; retry after `Retry-After` seconds.",
+    },
+}
+
+
 # ---- health -------------------------------------------------------------------------------
 class SnapshotStatus(BaseModel):
     ok: bool
     reason: str | None = None
     sequence: int | None = None
-    published_at: datetime | None = None
+    published_at: UtcDateTime | None = None
     age_seconds: float | None = None
     feed_head_seq: int | None = None
     tables: list[str] = Field(default_factory=list)
@@ -46,7 +78,7 @@ class Health(BaseModel):
 class Bar(BaseModel):
     symbol: str
     timeframe: str
-    ts: datetime
+    ts: UtcDateTime
     session_date: date | None = None
     open: float | None = None
     high: float | None = None
@@ -73,7 +105,7 @@ class Signal(BaseModel):
     scan: str | None = None
     symbol: str
     timeframe: str | None = None
-    ts: datetime | None = None
+    ts: UtcDateTime | None = None
     session_date: date | None = None
     kind: str
     direction: str | None = None
@@ -95,7 +127,7 @@ class Alert(BaseModel):
     scan: str | None = None
     symbol: str
     timeframe: str | None = None
-    ts: datetime | None = None
+    ts: UtcDateTime | None = None
     session_date: date | None = None
     kind: str | None = None
     direction: str | None = None
@@ -148,8 +180,8 @@ class ScanDetail(BaseModel):
 # ---- orders, positions, portfolio ---------------------------------------------------------
 class Order(BaseModel):
     client_order_id: str
-    created_at: datetime
-    updated_at: datetime | None = None
+    created_at: UtcDateTime
+    updated_at: UtcDateTime | None = None
     account: str
     strategy: str
     symbol: str
@@ -163,7 +195,7 @@ class Order(BaseModel):
     avg_fill_price: Decimal | None = None
     broker: str | None = None
     broker_order_id: str | None = None
-    signal_ts: datetime | None = None
+    signal_ts: UtcDateTime | None = None
     reason: str | None = None
     cancel_requested: bool = False
 
@@ -173,6 +205,19 @@ class OrderList(BaseModel):
     items: list[Order]
 
 
+# Pydantic declares a Decimal input as "a number or any string"; say which strings.
+OrderDecimal = Annotated[
+    Decimal,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 1e12},
+                {"type": "string", "pattern": r"^\d{1,13}(\.\d{1,8})?$"},
+            ],
+            "description": "Greater than 0, at most 1e12, at most 8 decimal places; as a string, every digit is kept.",
+        }
+    ),
+]
 _SYMBOL = r"^[A-Za-z0-9][A-Za-z0-9._\-/=^]{0,31}$"
 _ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
@@ -184,9 +229,9 @@ class OrderCreate(BaseModel):
 
     symbol: str = Field(pattern=_SYMBOL, examples=["GOOG"])
     side: Literal["buy", "sell"]
-    quantity: Decimal = Field(gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8, examples=["10"])
+    quantity: OrderDecimal = Field(gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8, examples=["10"])
     order_type: Literal["market", "limit"] = "market"
-    limit_price: Decimal | None = Field(default=None, gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8)
+    limit_price: OrderDecimal | None = Field(default=None, gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8)
     time_in_force: Literal["day", "gtc", "ioc"] = "day"
     account: str = Field(default="paper", pattern=_ACCOUNT)
 
@@ -213,6 +258,14 @@ class RiskRejection(BaseModel):
 
 class RiskRejectionResponse(BaseModel):
     detail: RiskRejection
+    request_id: str | None = None
+
+
+class OrderRejectedResponse(BaseModel):
+    """422 from ``POST /orders``: refused by a risk rule or the broker (an object with the
+    rule and reason), or a malformed request (the list of field errors)."""
+
+    detail: RiskRejection | list[FieldError]
     request_id: str | None = None
 
 
@@ -252,7 +305,7 @@ class KillSwitch(BaseModel):
     active: bool
     reason: str | None = None
     updated_by: str | None = None
-    updated_at: datetime | None = None
+    updated_at: UtcDateTime | None = None
 
 
 class RiskUsage(BaseModel):
@@ -267,7 +320,7 @@ class RiskUsage(BaseModel):
 
 class RiskEvent(BaseModel):
     id: int
-    ts: datetime
+    ts: UtcDateTime
     client_order_id: str | None = None
     account: str | None = None
     symbol: str | None = None

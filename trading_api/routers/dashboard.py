@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel
 
 from trading_api.deps import ApiKeyRecord, State, extract_key
-from trading_api.schemas import SnapshotStatus
+from trading_api.schemas import AUTH_RESPONSES, SnapshotStatus
 
 router = APIRouter(tags=["dashboard"])
 
@@ -142,7 +142,8 @@ class DashboardStatus(BaseModel):
 @router.get(
     "/dashboard/status",
     response_model=DashboardStatus,
-    summary="Snapshot state for the dashboard (always 200)",
+    responses=AUTH_RESPONSES,
+    summary="Snapshot state for the dashboard (200 whatever the snapshot's state)",
 )
 async def dashboard_status(_key: ApiKeyRecord, state: State) -> DashboardStatus:
     """``/health``'s snapshot part, but 200 even when no snapshot is published yet."""

@@ -5,30 +5,56 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from fastapi.responses import JSONResponse
 
 from trading_api.deps import ApiKeyRecord, State, Store
+from trading_api.routers._params import field_error
 from trading_api.schemas import (
+    AUTH_RESPONSES,
     ErrorDetail,
     Order,
     OrderCreate,
     OrderList,
+    OrderRejectedResponse,
     OrderResult,
     RiskRejectionResponse,
 )
 
-router = APIRouter(tags=["orders"])
+router = APIRouter(tags=["orders"], responses=AUTH_RESPONSES)
 log = logging.getLogger(__name__)
 
 _COID = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
-_STATUSES = ("new", "accepted", "partially_filled", "filled", "cancelled", "rejected", "expired")
+StatusFilter = Literal["open", "new", "accepted", "partially_filled", "filled", "cancelled", "rejected", "expired"]
 
 
 def order_model(o: Any) -> Order:
     return Order(**o.record())
+
+
+# OpenAPI links: the order a POST answers with can be read and cancelled by its id.
+_ORDER_LINKS = {
+    "GetOrder": {
+        "operationRef": "#/paths/~1orders~1{client_order_id}/get",
+        "parameters": {"client_order_id": "$response.body#/order/client_order_id"},
+    },
+    "CancelOrder": {
+        "operationRef": "#/paths/~1orders~1{client_order_id}/delete",
+        "parameters": {"client_order_id": "$response.body#/order/client_order_id"},
+    },
+}
 
 
 def idempotent_order_id(api_key_id: int, account: str, key: str) -> str:
@@ -45,8 +71,8 @@ def list_orders(
     store: Store,
     account: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._\-]{1,64}$")] = None,
     status_: Annotated[
-        list[str] | None,
-        Query(alias="status", description="Repeatable: new, accepted, partially_filled, filled, cancelled, rejected, expired, or open."),
+        list[StatusFilter] | None,
+        Query(alias="status", description="Repeatable; `open` means new, accepted or partially_filled."),
     ] = None,
     symbol: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._\-/=^]{1,32}$")] = None,
     strategy: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._\-]{1,64}$")] = None,
@@ -56,12 +82,7 @@ def list_orders(
     if status_:
         statuses = []
         for s in status_:
-            if s == "open":
-                statuses += ["new", "accepted", "partially_filled"]
-            elif s in _STATUSES:
-                statuses.append(s)
-            else:
-                raise HTTPException(422, f"unknown status {s!r}; one of open, {', '.join(_STATUSES)}")
+            statuses += ["new", "accepted", "partially_filled"] if s == "open" else [s]
     rows = store.list_orders(account=account, status=statuses, symbol=symbol.upper() if symbol else None, strategy=strategy, limit=limit)
     return OrderList(count=len(rows), items=[order_model(o) for o in rows])
 
@@ -72,6 +93,16 @@ def get_order(_key: ApiKeyRecord, store: Store, client_order_id: Annotated[str, 
     if o is None:
         raise HTTPException(404, f"no order {client_order_id!r}")
     return order_model(o)
+
+
+async def _json_body(request: Request) -> None:
+    """415 for a body not sent as JSON: FastAPI leaves it unparsed, and the 422 that follows
+    ("Input should be a valid dictionary") would not say why."""
+    ctype = request.headers.get("content-type", "")
+    main_type, _, sub_type = ctype.split(";")[0].strip().lower().partition("/")
+    if (main_type == "application" and (sub_type == "json" or sub_type.endswith("+json"))) or not await request.body():
+        return
+    raise HTTPException(415, f"send the order as JSON (Content-Type: application/json), not {ctype or 'no Content-Type'}")
 
 
 def _rejection(request: Request, coid: str, order: Any, reason: str, code: int = 422) -> JSONResponse:
@@ -90,17 +121,29 @@ def _rejection(request: Request, coid: str, order: Any, reason: str, code: int =
     response_model=OrderResult,
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"model": OrderResult, "description": "Idempotent replay: the order this Idempotency-Key already created."},
+        201: {"links": _ORDER_LINKS},
+        200: {
+            "model": OrderResult,
+            "description": "Idempotent replay: the order this Idempotency-Key already created.",
+            "links": _ORDER_LINKS,
+        },
+        400: {"model": ErrorDetail, "description": "The body could not be read as text (e.g. not UTF-8)."},
         409: {"model": ErrorDetail, "description": "Idempotency-Key reused with a different order."},
-        422: {"model": RiskRejectionResponse, "description": "Rejected by a risk rule (or the broker), with the rule and reason."},
+        415: {"model": ErrorDetail, "description": "The body is not sent as JSON."},
+        422: {
+            "model": OrderRejectedResponse,
+            "description": "Rejected by a risk rule (or the broker): `detail` has the rule and reason. "
+            "Or a malformed request: `detail` lists the field errors.",
+        },
         502: {"model": ErrorDetail, "description": "Broker error; the order is recorded and a retry resumes it."},
-        503: {"model": ErrorDetail},
+        503: {"model": ErrorDetail, "description": "The ops store or the risk limits file is unavailable."},
     },
     summary="Submit a manual order through the risk engine",
 )
 def create_order(
     request: Request,
     _key: ApiKeyRecord,
+    _json: Annotated[None, Depends(_json_body)],
     state: State,
     store: Store,
     body: OrderCreate,
@@ -123,9 +166,9 @@ def create_order(
 
     symbol = body.symbol.upper()
     if body.order_type == "limit" and body.limit_price is None:
-        raise HTTPException(422, "a limit order needs limit_price")
+        raise field_error(("body", "limit_price"), "a limit order needs limit_price")
     if body.order_type == "market" and body.limit_price is not None:
-        raise HTTPException(422, "a market order takes no limit_price")
+        raise field_error(("body", "limit_price"), "a market order takes no limit_price")
     if idempotency_key:
         coid = idempotent_order_id(_key["id"], body.account, idempotency_key)
     else:

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from trading_api.deps import ApiKeyRecord, State, Store
-from trading_api.schemas import Portfolio, PortfolioList, Position
+from trading_api.schemas import AUTH_RESPONSES, Portfolio, PortfolioList, Position
 
-router = APIRouter(tags=["portfolio"])
+router = APIRouter(tags=["portfolio"], responses=AUTH_RESPONSES)
 
 
 def positions_of(pf: Any, prices: dict) -> list[Position]:

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 
 from trading_api.deps import ApiKeyRecord, State, Store
 from trading_api.routers.portfolio import positions_of
-from trading_api.schemas import PositionList
+from trading_api.schemas import AUTH_RESPONSES, PositionList
 
-router = APIRouter(tags=["positions"])
+router = APIRouter(tags=["positions"], responses=AUTH_RESPONSES)
 
 
 @router.get("/positions", response_model=PositionList, summary="Open positions")

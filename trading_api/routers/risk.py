@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from trading_api.deps import ApiKeyRecord, State, Store
-from trading_api.schemas import KillSwitch, RiskEvent, RiskStatus, RiskUsage
+from trading_api.schemas import AUTH_RESPONSES, KillSwitch, RiskEvent, RiskStatus, RiskUsage
 
-router = APIRouter(tags=["risk"])
+router = APIRouter(tags=["risk"], responses=AUTH_RESPONSES)
 
 
 @router.get("/risk", response_model=RiskStatus, summary="Risk limits, usage and kill switch")
