@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: env browser demo test up bench lint clean
+.PHONY: env browser postgres demo test up bench lint clean
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -21,10 +21,18 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the dashboard tests need Debian's chromium: sudo apt-get install -y chromium"; exit 1; fi; }
 
+# Debian's PostgreSQL server binaries for the Postgres tests (ops store, Dagster storage):
+# the tests start their own throwaway cluster on 127.0.0.1 (tests/pg.py), never the system
+# service. Installed with apt-get when missing and we are root.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
+	  else echo "the Postgres tests need Debian's PostgreSQL server: sudo apt-get install -y postgresql-15"; exit 1; fi; }
+
 demo: .venv/.synced ## run the whole pipeline on the bundled sample market
 	.venv/bin/trading demo
 
-test: .venv/.synced browser ## run the whole test suite
+test: .venv/.synced browser postgres ## run the whole test suite
 	.venv/bin/pytest
 
 up: .venv/.synced ## dagster dev (UI on 127.0.0.1:3000, daemon) on the same TRADING_HOME

@@ -22,3 +22,30 @@ def trading_home(tmp_path, monkeypatch):
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 for the whole session (tests/pg.py).
+
+    Fails (never skips) when the server binaries are missing: `make test` installs them.
+    """
+    from tests.pg import start_cluster
+
+    try:
+        cluster = start_cluster()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield cluster
+    try:
+        cluster.stop()
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def pg_database(pg_cluster):
+    """A fresh, empty database on the session cluster (dropped afterwards): its name."""
+    name = pg_cluster.create_database("test")
+    yield name
+    pg_cluster.drop_database(name)

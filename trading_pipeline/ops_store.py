@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -288,6 +289,31 @@ def _enable_wal(cur: Any, timeout: float = 60.0) -> None:
             time.sleep(0.01)
 
 
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """An INSERT with ``ON CONFLICT`` support (both dialects the store runs on have it).
+
+    Check-then-insert is safe on SQLite (one writer at a time) but not on Postgres, where a
+    row that does not exist yet cannot be locked: two transactions both see no row and both
+    insert. ``ON CONFLICT`` makes the second one wait for the first and then update/skip.
+    """
+    dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(conn.dialect.name)
+    if dialect is None:
+        raise NotImplementedError(f"the ops store runs on SQLite or Postgres, not {conn.dialect.name}")
+    return dialect.insert(table)
+
+
+def upsert(conn: Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> None:
+    """Insert the row at primary key ``key`` or update it with ``values``, atomically."""
+    stmt = _insert(conn, table).values(**key, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=values))
+
+
+def insert_if_missing(conn: Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Insert the row at primary key ``key`` unless it exists; True if this call inserted it."""
+    stmt = _insert(conn, table).values(**key, **values)
+    return bool(conn.execute(stmt.on_conflict_do_nothing(index_elements=list(key))).rowcount)
+
+
 def _sqlite_engine(url: str) -> Engine:
     engine = sa.create_engine(url, connect_args={"timeout": 60})
 
@@ -467,6 +493,49 @@ class OpsStore:
             for r in rows
         ]
 
+    def order_event_log(
+        self, after_id: int = 0, *, upto_id: int | None = None, limit: int = 1000
+    ) -> list[tuple[int, OrderEvent, Order | None]]:
+        """Every order's events with ``after_id < id <= upto_id``, oldest first, each with its id
+        and its order as it is now: the log the WebSocket hub tails and replays. Ids grow with
+        each insert; on Postgres a later id can commit before an earlier one (the hub waits)."""
+        ev = order_events
+        q = (
+            sa.select(
+                ev.c.id.label("event_id"), ev.c.client_order_id.label("event_order_id"), ev.c.ts.label("event_ts"),
+                ev.c.kind.label("event_kind"), ev.c.from_status.label("event_from"), ev.c.to_status.label("event_to"),
+                ev.c.reason.label("event_reason"), *orders.c,
+            )
+            .select_from(ev.outerjoin(orders, orders.c.client_order_id == ev.c.client_order_id))
+            .where(ev.c.id > after_id)
+            .order_by(ev.c.id)
+            .limit(limit)
+        )
+        if upto_id is not None:
+            q = q.where(ev.c.id <= upto_id)
+        with self.reading() as conn:
+            rows = conn.execute(q).all()
+        return [
+            (
+                r.event_id,
+                OrderEvent(
+                    r.event_order_id,
+                    r.event_ts,
+                    OrderStatus(r.event_from) if r.event_from else None,
+                    OrderStatus(r.event_to),
+                    r.event_kind,
+                    r.event_reason,
+                ),
+                self._row_order(r) if r.client_order_id is not None else None,
+            )
+            for r in rows
+        ]
+
+    def last_order_event_id(self) -> int:
+        """The newest order event's id (0 when there is none)."""
+        with self.reading() as conn:
+            return conn.execute(sa.select(sa.func.max(order_events.c.id))).scalar() or 0
+
     def update_order(
         self, client_order_id: str, change: Callable[[Order, Connection], list[OrderEvent]]
     ) -> Order:
@@ -560,15 +629,14 @@ class OpsStore:
         if conn.execute(sa.select(fills.c.fill_id).where(fills.c.fill_id == f.fill_id)).first():
             return False
         now = utcnow()
-        # On Postgres the account row lock serialises fills per account (SQLite: the write lock).
-        acct = conn.execute(self._lock_rows(sa.select(accounts).where(accounts.c.account == order.account))).first()
-        if acct is None:
-            conn.execute(
-                accounts.insert().values(account=order.account, starting_cash=ZERO, cash=ZERO, created_at=now, updated_at=now)
-            )
-            cash = ZERO
-        else:
-            cash = acct.cash
+        # On Postgres the account row lock serialises fills per account (SQLite: the write
+        # lock). An account nobody created yet is created first, so there is a row to lock.
+        insert_if_missing(
+            conn, accounts, {"account": order.account},
+            {"starting_cash": ZERO, "cash": ZERO, "created_at": now, "updated_at": now},
+        )
+        acct = conn.execute(self._lock_rows(sa.select(accounts).where(accounts.c.account == order.account))).one()
+        cash = acct.cash
         prow = conn.execute(
             sa.select(positions).where(positions.c.account == order.account, positions.c.symbol == order.symbol)
         ).first()
@@ -715,9 +783,7 @@ class OpsStore:
         now = utcnow()
         values = {"active": active, "reason": reason, "updated_by": updated_by, "updated_at": now}
         with self.transaction() as conn:
-            n = conn.execute(kill_switch.update().where(kill_switch.c.id == 1).values(**values)).rowcount
-            if not n:
-                conn.execute(kill_switch.insert().values(id=1, **values))
+            upsert(conn, kill_switch, {"id": 1}, values)
         return KillSwitch(active, reason, updated_by, now)
 
     def kill_switch(self) -> KillSwitch:
@@ -733,11 +799,7 @@ class OpsStore:
     def set_cursor(self, name: str, cursor: str) -> None:
         now = utcnow()
         with self.transaction() as conn:
-            n = conn.execute(
-                alert_cursors.update().where(alert_cursors.c.name == name).values(cursor=cursor, updated_at=now)
-            ).rowcount
-            if not n:
-                conn.execute(alert_cursors.insert().values(name=name, cursor=cursor, updated_at=now))
+            upsert(conn, alert_cursors, {"name": name}, {"cursor": cursor, "updated_at": now})
 
     # ---- API keys (hashes only; the API engineer owns hashing and checking) ------------------
     def create_api_key(self, name: str, key_hash: str) -> int:

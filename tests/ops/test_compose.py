@@ -23,9 +23,7 @@ ENTRYPOINT = PROJECT_DIR / "scripts" / "docker-entrypoint.sh"
 APP_SERVICES = ("dagster-webserver", "dagster-daemon", "api")
 VENV_BIN = Path(sys.executable).parent
 # TRADING_* variables that are not Settings fields, and who reads them
-NON_SETTINGS_ENV = {
-    "TRADING_DAGSTER_YAML": "scripts/docker-entrypoint.sh",
-}
+NON_SETTINGS_ENV: dict[str, str] = {}  # TRADING_DAGSTER_YAML is read by the entrypoint and by Settings
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 
 

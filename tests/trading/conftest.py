@@ -1,4 +1,4 @@
-"""Fixtures for the trading domain: a real SQLite ops store in a temp dir, small real bars."""
+"""Fixtures for the trading domain: a real ops store (SQLite file or Postgres database), small real bars."""
 
 from __future__ import annotations
 
@@ -43,9 +43,14 @@ def daily_bars(symbol: str, rows: list[tuple[float, float, float, float]], start
     )
 
 
-@pytest.fixture
-def store_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'ops.sqlite'}"
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path) -> str:
+    """The ops store's URL: a new SQLite file, or a new database on the throwaway Postgres
+    cluster (tests/pg.py), so every store test runs on both backends the store supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ops.sqlite'}"
+    cluster = request.getfixturevalue("pg_cluster")
+    return cluster.url(request.getfixturevalue("pg_database"))
 
 
 @pytest.fixture

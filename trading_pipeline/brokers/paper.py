@@ -37,7 +37,13 @@ from trading_pipeline.brokers.base import (
     Side,
     TimeInForce,
 )
-from trading_pipeline.ops_store import OpsStore, paper_accounts, paper_fills, paper_orders
+from trading_pipeline.ops_store import (
+    OpsStore,
+    insert_if_missing,
+    paper_accounts,
+    paper_fills,
+    paper_orders,
+)
 from trading_pipeline.orders import OPEN_STATUSES, utcnow
 from trading_pipeline.positions import Fill, Portfolio
 
@@ -88,7 +94,9 @@ class DuckDBBarFeed:
     """Bars from the warehouse, opened read-only per call so no lock is held between calls."""
 
     def __init__(self, path: Path | str, timeframe: str = "1d") -> None:
-        self.path = Path(path)
+        from trading_pipeline.warehouse import location
+
+        self.path = location(path)  # md:/ducklake: stay strings
         self.timeframe = timeframe
         self.table = "raw.bars_daily" if timeframe == "1d" else "raw.bars_intraday"
 
@@ -145,9 +153,9 @@ class PaperBroker:
         self.commission_per_share = Decimal(commission_per_share)
         self.commission_min = Decimal(commission_min)
         self.clock = clock
-        with store.transaction() as conn:
-            if not conn.execute(sa.select(paper_accounts.c.account).where(paper_accounts.c.account == account)).first():
-                conn.execute(paper_accounts.insert().values(account=account, starting_cash=starting_cash, created_at=utcnow()))
+        with store.transaction() as conn:  # several processes may open a new account at once
+            insert_if_missing(conn, paper_accounts, {"account": account},
+                              {"starting_cash": starting_cash, "created_at": utcnow()})
 
     # ---- reading the book --------------------------------------------------------------------
     def _to_broker_order(self, row: Any, fill_rows: list[Any]) -> BrokerOrder:
@@ -271,7 +279,10 @@ class PaperBroker:
         return result
 
     def _open_row(self, conn: sa.Connection, client_order_id: str, action: str) -> Any:
-        row = conn.execute(sa.select(paper_orders).where(paper_orders.c.client_order_id == client_order_id)).first()
+        # locked (Postgres): a fill committing meanwhile must be seen, not overwritten
+        row = conn.execute(
+            self.store._lock_rows(sa.select(paper_orders).where(paper_orders.c.client_order_id == client_order_id))
+        ).first()
         if row is None:
             raise BrokerError(f"cannot {action} {client_order_id}: unknown order")
         if OrderStatus(row.status) not in OPEN_STATUSES:
