@@ -32,6 +32,23 @@ def dbt_executable() -> str:
     return found
 
 
+def warehouse_for_dbt(warehouse_path: Path | str) -> str:
+    """The warehouse as the dbt profile gets it (``TRADING_WAREHOUSE``): a file as an absolute
+    path, ``md:``/``ducklake:`` locations unchanged. An in-memory database is refused: dbt runs
+    in its own process and would build into an empty database of its own."""
+    from trading_pipeline import warehouse as wh
+
+    loc = wh.location(warehouse_path)
+    if isinstance(loc, Path):
+        return str(loc.resolve())
+    if wh.kind(loc) == "memory":
+        raise wh.WarehouseLocationError(
+            f"dbt runs in its own process and cannot build into the warehouse {loc!r} "
+            f"({wh.describe(loc)}); use a DuckDB file, md:<db> or ducklake:<metadata>"
+        )
+    return loc
+
+
 def dbt_env(
     warehouse_path: Path | str,
     base: Mapping[str, str] | None = None,
@@ -49,7 +66,7 @@ def dbt_env(
         {
             "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
             "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
-            "TRADING_WAREHOUSE": str(Path(warehouse_path).resolve()),
+            "TRADING_WAREHOUSE": warehouse_for_dbt(warehouse_path),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         }
     )

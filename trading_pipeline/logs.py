@@ -17,15 +17,65 @@ _PAIR = re.compile(r'(?:(?<=\s)|^)([A-Za-z_][\w.]*)=("(?:[^"\\]|\\.)*"|\S+)')
 _CONTEXT = ("run_id", "request_id", "step_key", "job_name")
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, and every key=value of the message."""
+def run_fields(record: logging.LogRecord) -> dict[str, str] | None:
+    """A Dagster run's log record (``dagster_meta``): its context and the message proper.
+
+    Dagster hands its loggers ``job - run_id - pid - step - EVENT - message`` plus any error;
+    this returns ``run_id``, ``job_name``, ``step_key``, ``dagster_event`` (the event type,
+    e.g. ``STEP_FAILURE``), ``message`` (what the code logged) and ``error``, leaving out the
+    empty ones. None for any other record.
+    """
+    meta = getattr(record, "dagster_meta", None)
+    if not isinstance(meta, dict):
+        return None
+    out = {attr: str(meta[attr]) for attr in _CONTEXT if meta.get(attr)}
+    event_type = getattr(meta.get("dagster_event"), "event_type_value", None)
+    if event_type:  # as Dagster displays it: RUN_START for the legacy PIPELINE_START
+        out["dagster_event"] = str(event_type).replace("PIPELINE_", "RUN_", 1)
+    orig = str(meta.get("orig_message") or "")
+    full = record.getMessage()
+    _, found, tail = full.partition(orig) if orig else ("", "", "")
+    out["message"] = orig if found else full
+    if found and tail.strip():
+        out["error"] = tail.strip()
+    return out
+
+
+class TextFormatter(logging.Formatter):
+    """``ts=... level=... logger=... message``; a Dagster run's lines start with its context."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
+        run = run_fields(record)
+        if run is None:
+            return super().format(record)
+        context = " ".join(f"{k}={v}" for k, v in run.items() if k not in ("message", "error"))
+        text = f"{context} {run['message']}" if context else run["message"]
+        if "error" in run:
+            text += "\n" + run["error"]
+        flat = logging.makeLogRecord({**record.__dict__, "msg": text, "args": ()})
+        return super().format(flat)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, and every key=value of the message.
+
+    On a Dagster run's lines the run's context (``run_id``, ``job_name``, ``step_key``,
+    ``dagster_event``) comes first and wins over a same-named pair in the message; ``msg`` is
+    what the code logged, and a failure's error is in ``error``.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        run = run_fields(record)
+        msg = run.pop("message") if run else record.getMessage()
+        error = run.pop("error", None) if run else None
         out: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            **(run or {}),
         }
         for key, value in _PAIR.findall(msg):
             if key not in out:
@@ -33,12 +83,9 @@ class JsonFormatter(logging.Formatter):
         for attr in _CONTEXT:
             if attr not in out and getattr(record, attr, None) is not None:
                 out[attr] = getattr(record, attr)
-        meta = getattr(record, "dagster_meta", None)
-        if isinstance(meta, dict):
-            for attr in _CONTEXT:
-                if attr not in out and meta.get(attr):
-                    out[attr] = meta[attr]
         out["msg"] = msg
+        if error:
+            out["error"] = error
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
@@ -49,4 +96,4 @@ def formatter(log_format: str) -> logging.Formatter:
         return JsonFormatter()
     if log_format != "text":
         raise ValueError(f"TRADING_LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
-    return logging.Formatter(TEXT_FORMAT)
+    return TextFormatter()

@@ -18,12 +18,12 @@ from functools import lru_cache
 
 import dagster as dg
 
-from trading_pipeline.settings import PROJECT_DIR, Settings
+from trading_pipeline.defs.run_logs import with_run_logging
+from trading_pipeline.settings import Settings
 
 PID_TAG, HOST_TAG = "trading/pid", "trading/host"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # what a quiet run printed (dbt's log, compute-log tee), by run id, for failure messages
 CAPTURED: dict[str, str] = {}
 
@@ -56,11 +56,19 @@ def _quiet_stdout() -> Iterator[io.StringIO]:
 
 
 def prepare_dagster_home(settings: Settings) -> str:
+    """Make DAGSTER_HOME and put the instance config there: ``TRADING_DAGSTER_YAML``
+    (``settings.dagster_yaml``, the project's embedded-SQLite ``dagster.yaml`` by default),
+    the same file the container entrypoint installs, so the CLI never swaps it back."""
     settings.ensure_dirs()
     home = settings.dagster_home
-    src, dst = PROJECT_DIR / "dagster.yaml", home / "dagster.yaml"
-    if src.exists() and (not dst.exists() or dst.read_text() != src.read_text()):
-        shutil.copyfile(src, dst)
+    src, dst = settings.dagster_yaml, home / "dagster.yaml"
+    if not src.exists():
+        if "dagster_yaml" in settings.model_fields_set:
+            raise FileNotFoundError(f"no Dagster instance config at {src} (TRADING_DAGSTER_YAML)")
+    elif not dst.exists() or dst.read_text() != src.read_text():
+        tmp = home / f".dagster.yaml.{os.getpid()}"  # never let another process read half a file
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ["TRADING_HOME"] = str(settings.home)
     return str(home)
@@ -103,10 +111,9 @@ def run_job(
     if start is not None:
         all_tags[RANGE_START] = session_key(start)
         all_tags[RANGE_END] = session_key(end or start)
-    config = dict(run_config or {})
-    # Dagster instantiates the job's loggers (JSON when TRADING_LOG_FORMAT=json) only when
-    # the run config names them; otherwise it falls back to its default console logger.
-    config.update(QUIET if quiet else {"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    # the location's console logger (text or JSON per TRADING_LOG_FORMAT, defs/run_logs.py)
+    # at the CLI's level: a run config of our own replaces a partitioned job's default one
+    config = with_run_logging(run_config, log_level="WARNING" if quiet else "INFO")
     run = lambda: job.execute_in_process(  # noqa: E731
         run_config=config,
         instance=inst,

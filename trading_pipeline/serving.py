@@ -172,6 +172,15 @@ def _read_prev_meta(con: duckdb.DuckDBPyConnection, prev_db: str | None) -> tupl
         return 0, 0
 
 
+def _catalog_name(location: Path | str) -> str:
+    """The catalog name dbt gives the warehouse: a file's stem, a MotherDuck database's name."""
+    if isinstance(location, Path):
+        return location.stem
+    _, _, rest = location.partition(":")
+    name = rest.split("?")[0]
+    return name if name.isidentifier() else ""
+
+
 def publish_snapshot(
     warehouse_path: Path | str,
     serving_dir: Path | str,
@@ -214,8 +223,14 @@ def publish_snapshot_detailed(
     keep_generations: int = 0,
     lock_timeout: float = 30.0,
 ) -> PublishResult:
-    """:func:`publish_snapshot` with the details (sequence, feed head, counts)."""
-    warehouse_path = Path(warehouse_path)
+    """:func:`publish_snapshot` with the details (sequence, feed head, counts).
+
+    Without ``con``, a warehouse that is not a file (``md:``, ``ducklake:``) is attached by
+    its location unchanged; an in-memory one cannot be (it is private to its connection).
+    """
+    from trading_pipeline import warehouse as wh
+
+    warehouse_path = wh.location(warehouse_path)
     serving_dir = Path(serving_dir)
     serving_dir.mkdir(parents=True, exist_ok=True)
     target = serving_dir / SNAPSHOT_NAME
@@ -224,24 +239,33 @@ def publish_snapshot_detailed(
         _cleanup_tmp(serving_dir)
         own = con is None
         if own:
-            if not warehouse_path.exists():
+            if wh.kind(warehouse_path) == "memory":
+                raise wh.WarehouseLocationError(
+                    f"cannot publish from the warehouse {warehouse_path!r} ({wh.describe(warehouse_path)}) "
+                    "without its connection: pass con="
+                )
+            if not wh.exists(warehouse_path):
                 raise FileNotFoundError(f"no warehouse at {warehouse_path}")
             con = duckdb.connect()
             src_db = "wh_" + uuid.uuid4().hex[:8]
-            # dbt views name their catalog by the file stem ("warehouse"), so attach under it
-            # when it is free; fall back to a unique alias (views then may not bind).
-            stem = warehouse_path.stem
+            # dbt views name their catalog by the file stem ("warehouse"; "trading" for
+            # md:trading), so attach under it when it is free; else a unique alias (views then
+            # may not bind).
+            stem = _catalog_name(warehouse_path)
             taken = {r[0] for r in con.sql("SELECT database_name FROM duckdb_databases()").fetchall()}
-            if stem not in taken:
+            if stem and stem not in taken:
                 src_db = stem
             deadline = time.monotonic() + lock_timeout
             while True:  # another process may hold the write lock for a moment
                 try:
                     con.execute(f"ATTACH {_lit(str(warehouse_path))} AS {_q(src_db)} (READ_ONLY)")
                     break
-                except duckdb.IOException as exc:
-                    if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                except duckdb.Error as exc:
+                    retry = isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+                    if not retry or time.monotonic() > deadline:
                         con.close()
+                        if isinstance(warehouse_path, str):  # md:, ducklake:: say what it needs
+                            raise wh.open_error(warehouse_path, exc) from None
                         raise
                     time.sleep(0.2)
         else:

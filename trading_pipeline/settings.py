@@ -31,6 +31,17 @@ class Settings(BaseSettings):
     ops_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the ops store; default SQLite in TRADING_HOME."
     )
+    dagster_yaml: Path = Field(
+        default=PROJECT_DIR / "dagster.yaml",
+        description="Dagster instance config put into DAGSTER_HOME (TRADING_DAGSTER_YAML), "
+        "e.g. deploy/dagster-postgres.yaml for run/event storage in Postgres.",
+    )
+    warehouse: str = Field(
+        default="",
+        description="The DuckDB warehouse (TRADING_WAREHOUSE): a file path (empty: "
+        "$TRADING_HOME/warehouse.duckdb), or a location DuckDB opens itself, kept as given: "
+        "md:<db> (MotherDuck), ducklake:<metadata> (DuckLake), :memory:.",
+    )
     rules_file: Path = Field(default=PROJECT_DIR / "rules.yaml")
     risk_file: Path = Field(default=PROJECT_DIR / "risk.yaml")
     sample_symbols: int = Field(default=20, ge=0, description="Synthetic symbols beside GOOG.")
@@ -60,8 +71,15 @@ class Settings(BaseSettings):
         return v.expanduser().resolve()
 
     @property
-    def warehouse_path(self) -> Path:
-        return self.home / "warehouse.duckdb"
+    def warehouse_path(self) -> Path | str:
+        """A ``Path`` for a warehouse file; an ``md:``/``ducklake:``/``:memory:`` location as
+        the string given (``trading_pipeline.warehouse.location``)."""
+        if not self.warehouse:
+            return self.home / "warehouse.duckdb"
+        from trading_pipeline.warehouse import location
+
+        loc = location(self.warehouse)
+        return loc.expanduser().resolve() if isinstance(loc, Path) else loc
 
     @property
     def serving_dir(self) -> Path:

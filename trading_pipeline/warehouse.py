@@ -2,10 +2,16 @@
 
 Only Dagster runs write here (one writer per store). Readers outside a run (the CLI's
 ``status`` and ``sql``) open it read-only.
+
+The warehouse is a local DuckDB file by default. A location DuckDB opens itself is passed to
+``duckdb.connect`` unchanged: ``md:<db>`` (MotherDuck), ``ducklake:<metadata>`` (DuckLake),
+any other ``<prefix>:`` DuckDB maps to an extension, and ``:memory:``. Only file locations get
+their folder created, an existence check and the lock retry.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,9 +66,114 @@ RAW_DDL = [
 ]
 
 
+MEMORY = ":memory:"
+# DuckDB reads "<prefix>:..." (2+ word characters; "C:" stays a Windows drive) as a location
+# for the extension of that name, or its alias ("md" is MotherDuck, "s3" goes to httpfs)
+_PREFIX = re.compile(r"^(\w{2,}):")
+# what a location needs beyond DuckDB itself: (what it is, extension, and what else)
+_NEEDS = {
+    "md": ("MotherDuck", "motherduck", "a MotherDuck token in MOTHERDUCK_TOKEN and network access"),
+    "motherduck": ("MotherDuck", "motherduck", "a MotherDuck token in MOTHERDUCK_TOKEN and network access"),
+    "ducklake": ("DuckLake", "ducklake", "the extension of its catalog database (postgres, sqlite) "
+                 "and, for object storage, httpfs"),
+}
+for _scheme in ("s3", "s3a", "gs", "gcs", "r2", "http", "https", "hf"):
+    _NEEDS[_scheme] = ("remote file", "httpfs", "credentials for the store (a DuckDB secret)")
+
+
+class WarehouseLocationError(RuntimeError):
+    """The warehouse location cannot be opened, or cannot be used for what was asked of it.
+
+    Raised without a chained cause, so it is the innermost error a failed Dagster step shows
+    (``runs.failure_message``); DuckDB's own error is quoted in it and kept in ``duckdb_error``.
+    """
+
+    duckdb_error: duckdb.Error | None = None
+
+
+def location(path: Path | str) -> Path | str:
+    """A file location as a ``Path``; any other location (``md:``, ``ducklake:``, ``:memory:``)
+    as the string given, unchanged (``Path`` would turn ``s3://b/x`` into ``s3:/b/x``)."""
+    text = str(path)
+    if text.startswith(MEMORY) or _PREFIX.match(text):
+        return text
+    return Path(path)
+
+
+def is_file(path: Path | str) -> bool:
+    return isinstance(location(path), Path)
+
+
+def kind(path: Path | str) -> str:
+    """``file``, ``memory`` or the location's prefix (``md``, ``ducklake``, ``s3``...)."""
+    loc = location(path)
+    if isinstance(loc, Path):
+        return "file"
+    if loc.startswith(MEMORY):
+        return "memory"
+    return _PREFIX.match(loc).group(1).lower()  # type: ignore[union-attr]
+
+
+def exists(path: Path | str) -> bool:
+    """Whether a file warehouse exists; other locations are assumed to (``connect`` tells)."""
+    loc = location(path)
+    return loc.exists() if isinstance(loc, Path) else True
+
+
+def local_file(path: Path | str, purpose: str) -> Path:
+    """The warehouse file, or a clear error when ``purpose`` needs a file and this is not one."""
+    loc = location(path)
+    if isinstance(loc, Path):
+        return loc
+    raise WarehouseLocationError(
+        f"{purpose} needs the warehouse as a local DuckDB file; {loc!r} is a {describe(loc)}, "
+        "which is not supported for this"
+    )
+
+
+def describe(path: Path | str) -> str:
+    k = kind(path)
+    if k == "file":
+        return "DuckDB file"
+    if k == "memory":
+        return "in-memory database (private to one connection)"
+    what = _NEEDS.get(k, (None,))[0]
+    return f"{what} location" if what else f"location for DuckDB's {k!r} extension"
+
+
+def open_error(loc: str, exc: duckdb.Error) -> WarehouseLocationError:
+    """DuckDB could not open ``loc`` (not a file): its error, naming the location and what it needs."""
+    k = kind(loc)
+    said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    _, ext, more = _NEEDS.get(k, (None, k, None))
+    message = f"cannot open the warehouse {loc!r} ({describe(loc)}): {said}"
+    if k != "memory":
+        message += f". It needs DuckDB's {ext!r} extension" + (f" and {more}" if more else "")
+        if "extension" in said.lower():
+            message += (
+                f"; DuckDB downloads extensions on first use, so without network install it "
+                f"beforehand (`INSTALL {ext}` where there is network, or copy {ext}.duckdb_extension "
+                f"into ~/.duckdb/extensions/v{duckdb.__version__}/<platform>/)"
+            )
+    err = WarehouseLocationError(message)
+    err.duckdb_error = exc
+    return err
+
+
 def connect(path: Path | str, read_only: bool = False, retries: float = 30.0) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting up to ``retries`` seconds for another process's lock."""
-    path = Path(path)
+    """Open the warehouse, waiting up to ``retries`` seconds for another process's lock.
+
+    A location that is not a file goes to ``duckdb.connect`` unchanged; DuckDB's error when
+    it cannot open one (extension missing, no token) comes back as a
+    :class:`WarehouseLocationError` naming the location and what it needs.
+    """
+    loc = location(path)
+    if not isinstance(loc, Path):
+        try:
+            return duckdb.connect(loc, read_only=read_only)
+        except duckdb.Error as exc:
+            raise open_error(loc, exc) from None
+    path = loc
     if read_only and not path.exists():
         raise FileNotFoundError(
             f"no warehouse at {path}; run `trading demo` or `trading ingest PATH` first"

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.api.support import ApiEnv, Server
-from trading_pipeline import runs
+from tests.scans import scan_daily, scan_daily_script
 from trading_pipeline.settings import get_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
@@ -27,24 +27,17 @@ SRC = {"source": "sample", "synthetic_symbols": 3}
 CLIENTS, MAX_REQUESTS = 100, 20_000
 
 
-def scan(start, end):
-    r = runs.run_job("scan_daily", get_settings(), run_config={"ops": {"raw__bars_daily": {"config": SRC}}},
-                     start=start, end=end)
-    assert r.success, runs.failure_message(r)
-
-
 def test_100_clients_see_no_error_while_the_pipeline_writes(trading_home):
     from trading_api.keys import create_key
     from trading_pipeline.ops_store import OpsStore
 
     settings = get_settings()
-    scan(date(2012, 9, 3), date(2013, 2, 20))
+    scan_daily(SRC, date(2012, 9, 3), date(2013, 2, 20))
     _, key = create_key(OpsStore.from_settings(settings), "load")
     env = ApiEnv(home=settings.home, settings=settings, warehouse=settings.warehouse_path,
                  serving_dir=settings.serving_dir, key=key, store_url=settings.ops_store_url)
     server = Server(env)
     outcomes: Counter = Counter()
-    retries: Counter = Counter()
     stop = threading.Event()
     paths = ["/signals?limit=50", "/market-data/GOOG?limit=100", "/alerts", "/scans", "/health"]
 
@@ -53,22 +46,15 @@ def test_100_clients_see_no_error_while_the_pipeline_writes(trading_home):
         while not stop.is_set() and sum(outcomes.values()) < MAX_REQUESTS:
             path = paths[(i + n) % len(paths)]
             n += 1
-            for attempt in (1, 2):
-                try:
-                    r = await http.get(path)
-                    outcomes[r.status_code] += 1
-                    break
-                except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
-                    # a reset on a reused keep-alive connection: retried once, as HTTP clients do
-                    # for idempotent GETs; counted and reported (about 1 in 3,000 under this load,
-                    # an open finding), never hidden
-                    if attempt == 2:
-                        outcomes[type(exc).__name__] += 1
-                    else:
-                        retries[type(exc).__name__] += 1
-                except httpx.HTTPError as exc:
-                    outcomes[type(exc).__name__] += 1
-                    break
+            try:
+                r = await http.get(path)
+                outcomes[r.status_code] += 1
+            except httpx.HTTPError as exc:
+                # No retry: a reset on a reused keep-alive connection used to show up here
+                # about once in 3,000 requests, when uvicorn's 5 s keep-alive equalled httpx's
+                # 5 s expiry; `trading api` now keeps idle connections 75 s
+                # (tests/api/test_keepalive.py), so any error is a failure.
+                outcomes[type(exc).__name__] += 1
 
     async def load() -> None:
         limits = httpx.Limits(max_connections=CLIENTS)
@@ -81,12 +67,7 @@ def test_100_clients_see_no_error_while_the_pipeline_writes(trading_home):
     try:
         # the pipeline in its own process, as in production (in this process it would starve
         # the client thread of the GIL, and idle keep-alive connections would be closed under it)
-        script = (
-            "from datetime import date\nfrom trading_pipeline import runs\n"
-            "from trading_pipeline.settings import get_settings\n"
-            f"r = runs.run_job('scan_daily', get_settings(), run_config={{'ops': {{'raw__bars_daily': {{'config': {SRC!r}}}}}}}, "
-            "start=date(2013, 2, 21), end=date(2013, 3, 1))\nassert r.success, runs.failure_message(r)\n"
-        )
+        script = scan_daily_script(SRC, date(2013, 2, 21), date(2013, 3, 1))
         env = {**os.environ, "TRADING_HOME": str(settings.home)}
         done = subprocess.run([sys.executable, "-c", script], env=env, timeout=300, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -94,8 +75,6 @@ def test_100_clients_see_no_error_while_the_pipeline_writes(trading_home):
         stop.set()
         t.join(60)
         server.stop()
-    print(f"\n{CLIENTS} clients, {sum(outcomes.values())} requests during the scan: {dict(outcomes)}; "
-          f"connection resets retried: {dict(retries)}")
-    assert sum(retries.values()) <= max(10, sum(outcomes.values()) // 200), retries
+    print(f"\n{CLIENTS} clients, {sum(outcomes.values())} requests during the scan: {dict(outcomes)}")
     assert sum(outcomes.values()) > CLIENTS, outcomes
     assert set(outcomes) == {200}, f"errors under load: {dict(outcomes)}"

@@ -14,6 +14,7 @@ from datetime import date
 
 import pytest
 
+from tests.scans import scan_daily
 from tests.stubs.alpaca_stub import AlpacaStub
 from trading_pipeline import runs, warehouse
 from trading_pipeline.settings import get_settings
@@ -23,9 +24,7 @@ SRC = {"source": "sample", "synthetic_symbols": 12}
 
 
 def test_broker_outage_mid_batch_then_reconciled(trading_home, monkeypatch):
-    r = runs.run_job("scan_daily", get_settings(), run_config={"ops": {"raw__bars_daily": {"config": SRC}}},
-                     start=date(2012, 9, 3), end=date(2013, 2, 22))
-    assert r.success, runs.failure_message(r)
+    scan_daily(SRC, date(2012, 9, 3), date(2013, 2, 22))
     con = warehouse.connect(get_settings().warehouse_path, read_only=True)
     try:
         closes = warehouse.fetch_frame(con, "SELECT symbol, arg_max(close, ts) AS c FROM raw.bars_daily GROUP BY 1")

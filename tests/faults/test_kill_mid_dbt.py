@@ -16,20 +16,12 @@ from datetime import date
 
 import pytest
 
+from tests.scans import scan_daily_script
 from trading_pipeline import runs, warehouse
 from trading_pipeline.settings import get_settings
 
 pytestmark = [pytest.mark.timeout(600)]
 SRC = {"source": "sample", "synthetic_symbols": 3}
-SCAN = (
-    "from datetime import date\nfrom trading_pipeline import runs\nfrom trading_pipeline.settings import get_settings\n"
-    "r = runs.run_job('scan_daily', get_settings(), run_config={'ops': {'raw__bars_daily': {'config': %r}}}, "
-    "start=date(%d, %d, %d), end=date(%d, %d, %d))\nassert r.success, runs.failure_message(r)\n"
-)
-
-
-def scan_script(start: date, end: date) -> str:
-    return SCAN % (SRC, start.year, start.month, start.day, end.year, end.month, end.day)
 
 
 def marts(home) -> dict:
@@ -55,9 +47,9 @@ def _dbt_child_running(pid: int) -> bool:
 
 def test_kill_9_during_dbt_build_then_rerun(trading_home, tmp_path):
     env = {**os.environ, "TRADING_HOME": str(trading_home)}
-    subprocess.run([sys.executable, "-c", scan_script(date(2012, 6, 1), date(2013, 2, 15))], env=env,
+    subprocess.run([sys.executable, "-c", scan_daily_script(SRC, date(2012, 6, 1), date(2013, 2, 15))], env=env,
                    check=True, timeout=300, capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-c", scan_script(date(2013, 2, 19), date(2013, 3, 1))], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", scan_daily_script(SRC, date(2013, 2, 19), date(2013, 3, 1))], env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None and not _dbt_child_running(proc.pid):
@@ -68,7 +60,7 @@ def test_kill_9_during_dbt_build_then_rerun(trading_home, tmp_path):
     proc.wait(timeout=30)
 
     # the re-run completes (the dead run's pool slot is reaped) ...
-    done = subprocess.run([sys.executable, "-c", scan_script(date(2013, 2, 19), date(2013, 3, 1))], env=env,
+    done = subprocess.run([sys.executable, "-c", scan_daily_script(SRC, date(2013, 2, 19), date(2013, 3, 1))], env=env,
                           timeout=300, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     after = marts(trading_home)
@@ -80,7 +72,7 @@ def test_kill_9_during_dbt_build_then_rerun(trading_home, tmp_path):
     clean = tmp_path / "clean"
     env2 = {**os.environ, "TRADING_HOME": str(clean)}
     for start, end in ((date(2012, 6, 1), date(2013, 2, 15)), (date(2013, 2, 19), date(2013, 3, 1))):
-        subprocess.run([sys.executable, "-c", scan_script(start, end)], env=env2, check=True, timeout=300,
+        subprocess.run([sys.executable, "-c", scan_daily_script(SRC, start, end)], env=env2, check=True, timeout=300,
                        capture_output=True)
     ref = marts(clean)
     assert after["signals"].equals(ref["signals"])

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from datetime import date
+from typing import TYPE_CHECKING
 
 from trading_pipeline.logs import JsonFormatter, formatter
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 
 def record(msg: str, *args) -> logging.LogRecord:
@@ -72,3 +76,124 @@ def test_dagster_run_lines_are_json_with_run_id(tmp_path, monkeypatch, capfd):
     finally:
         get_settings.cache_clear()
         runs.definitions.cache_clear()
+
+
+# ---- every run of the code location follows TRADING_LOG_FORMAT (defs/run_logs.py) -----------
+
+def dagster_record(orig: str, error: str = "") -> logging.LogRecord:
+    """A record as Dagster hands it to a run's loggers: prefixed message plus ``dagster_meta``."""
+    rec = record(f"scan_daily - rid-1 - 123 - raw__bars_daily - STEP_FAILURE - {orig}{error}")
+    rec.dagster_meta = {"run_id": "rid-1", "job_name": "scan_daily", "step_key": "raw__bars_daily",
+                        "orig_message": orig, "dagster_event": None}
+    return rec
+
+
+def test_dagster_records_carry_the_run_context_in_both_formats():
+    rec = dagster_record("event=bars_loaded loaded=12 run_id=not-the-run", error="\n\nValueError: boom")
+    out = json.loads(formatter("json").format(rec))
+    # the run's own context wins over a same-named pair in the message
+    assert out["run_id"] == "rid-1" and out["job_name"] == "scan_daily" and out["step_key"] == "raw__bars_daily"
+    assert out["event"] == "bars_loaded" and out["loaded"] == "12"
+    assert out["msg"] == "event=bars_loaded loaded=12 run_id=not-the-run" and out["error"] == "ValueError: boom"
+    text = formatter("text").format(dagster_record("event=bars_loaded loaded=12"))
+    assert text.startswith("ts=") and " level=INFO logger=trading " in text
+    assert text.endswith("run_id=rid-1 step_key=raw__bars_daily job_name=scan_daily event=bars_loaded loaded=12")
+
+
+def _resolve(req: dg.RunRequest, job: dg.JobDefinition) -> dg.RunRequest:
+    """What the daemon does with a run request before it creates the run (a partitioned job's
+    request without run config gets the job's config for that partition)."""
+    if req.partition_key is None:
+        return req
+    return req.with_resolved_tags_and_config(
+        target_definition=job, dynamic_partitions_requests=[], dynamic_partitions_store=None
+    )
+
+
+def _logger_keys(job: dg.JobDefinition, run_config: dict) -> set[str]:
+    import dagster as dg
+
+    return set(dg.validate_run_config(job, run_config).get("loggers") or {})
+
+
+def test_every_job_schedule_and_sensor_names_the_run_logger(trading_home):
+    """Dagster instantiates a job's loggers only when the run config names them; check that the
+    run config each launch path produces (no run config, each schedule's and sensor's run
+    requests) names ``console``, and that ``console`` is our logger on every job."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    import dagster as dg
+
+    from trading_pipeline.definitions import defs
+    from trading_pipeline.defs.run_logs import run_logger
+
+    repo = defs().get_repository_def()
+    # __ASSET_JOB (UI "Materialize") has no default config; backtest requires op config
+    # (only the CLI launches it, through runs.run_job)
+    unchecked = {"__ASSET_JOB", "backtest"}
+    jobs = {job.name: job for job in repo.get_all_jobs()}
+    for job in jobs.values():
+        assert job.loggers["console"] is run_logger, job.name
+        if job.name in unchecked:
+            continue
+        req = dg.RunRequest(partition_key="2013-03-01" if job.partitions_def else None)
+        assert _logger_keys(job, _resolve(req, job).run_config) == {"console"}, job.name
+
+    ny = ZoneInfo("America/New_York")
+    ticks = {"eod_scan": datetime(2013, 3, 1, 16, 15, tzinfo=ny),
+             "intraday_scan": datetime(2013, 3, 1, 10, 5, tzinfo=ny),
+             "freshness_daily": datetime(2013, 3, 1, 18, 0, tzinfo=ny)}
+    requests = []
+    for schedule in repo.schedule_defs:
+        data = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=ticks[schedule.name], repository_def=repo))
+        assert data.run_requests, schedule.name
+        requests += [(schedule.job_name, r) for r in data.run_requests]
+    replay = repo.get_sensor_def("sample_replay")
+    requests += [(replay.job_name, r) for r in replay.evaluate_tick(dg.build_sensor_context(repository_def=repo)).run_requests]
+    assert {name for name, _ in requests} == {"scan_daily", "scan_intraday", "freshness_checks"}
+    for name, req in requests:
+        rc = _resolve(req, jobs[name]).run_config
+        assert _logger_keys(jobs[name], rc) == {"console"}, (name, rc)
+    # the intraday requests keep their op config beside the logger
+    assert all("ops" in r.run_config for name, r in requests if name == "scan_intraday")
+
+
+def test_daemon_style_runs_follow_trading_log_format(trading_home, monkeypatch, capfd):
+    """A run launched like a schedule launches it (a run request with no run config, resolved
+    against the job from the Definitions) logs JSON lines with run_id under
+    TRADING_LOG_FORMAT=json and key=value text otherwise, read when the run starts."""
+    import dagster as dg
+
+    from trading_pipeline.definitions import defs
+
+    job = defs().get_repository_def().get_job("ingest_daily_bars")
+    req = _resolve(dg.RunRequest(partition_key="2013-03-01"), job)
+    assert "loggers" in req.run_config and "ops" not in req.run_config
+
+    def launch(log_format: str) -> tuple[str, list[str]]:
+        monkeypatch.setenv("TRADING_LOG_FORMAT", log_format)
+        capfd.readouterr()
+        result = job.execute_in_process(run_config=req.run_config, partition_key=req.partition_key,
+                                        tags=req.tags, raise_on_error=False)
+        assert result.success
+        captured = capfd.readouterr()
+        return result.run_id, (captured.out + captured.err).splitlines()
+
+    run_id, lines = launch("text")
+    ours = [x for x in lines if "event=bars_loaded" in x]
+    assert ours and ours[0].startswith("ts=") and f"run_id={run_id}" in ours[0], lines[-10:]
+    assert "job_name=ingest_daily_bars" in ours[0] and "step_key=" in ours[0]
+    assert not any(x.startswith("{") and run_id in x for x in lines)
+
+    run_id, lines = launch("json")  # same Definitions: the format is read per run
+    parsed = [json.loads(x) for x in lines if x.startswith("{")]
+    ours = [x for x in parsed if x.get("event") == "bars_loaded"]
+    assert ours, lines[-10:]
+    assert ours[0]["run_id"] == run_id and ours[0]["job_name"] == "ingest_daily_bars"
+    assert ours[0]["step_key"] and int(ours[0]["loaded"]) > 0 and ours[0]["level"] == "INFO"
+    # with no level in the run config, Dagster's lifecycle events are there too (DEBUG)
+    assert {"RUN_START", "STEP_START", "RUN_SUCCESS"} <= {x.get("dagster_event") for x in parsed}
+    # every line the run logged is JSON with its run_id (no colored default logger beside it)
+    assert not [x for x in lines if run_id in x and not x.startswith("{")]
+    assert all(x["run_id"] == run_id for x in parsed if "job_name" in x)

@@ -17,17 +17,12 @@ import pytest
 import websockets
 
 from tests.api.support import ApiEnv, Server
-from trading_pipeline import runs, warehouse
+from tests.scans import scan_daily
+from trading_pipeline import warehouse
 from trading_pipeline.settings import get_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 SRC = {"source": "sample", "synthetic_symbols": 3}
-
-
-def scan(start, end):
-    r = runs.run_job("scan_daily", get_settings(), run_config={"ops": {"raw__bars_daily": {"config": SRC}}},
-                     start=start, end=end)
-    assert r.success, runs.failure_message(r)
 
 
 def test_signals_from_a_dagster_scan_are_pushed_and_rest_never_fails(trading_home):
@@ -35,7 +30,7 @@ def test_signals_from_a_dagster_scan_are_pushed_and_rest_never_fails(trading_hom
     from trading_pipeline.ops_store import OpsStore
 
     settings = get_settings()
-    scan(date(2012, 9, 3), date(2013, 2, 26))  # history: a first snapshot exists
+    scan_daily(SRC, date(2012, 9, 3), date(2013, 2, 26))  # history: a first snapshot exists
     store = OpsStore.from_settings(settings)
     _, key = create_key(store, "e2e")
     env = ApiEnv(home=settings.home, settings=settings, warehouse=settings.warehouse_path,
@@ -63,7 +58,7 @@ def test_signals_from_a_dagster_scan_are_pushed_and_rest_never_fails(trading_hom
     t.start()
     try:
         assert ready.wait(30)
-        scan(date(2013, 2, 27), date(2013, 2, 28))  # new bars → dbt → new snapshot
+        scan_daily(SRC, date(2013, 2, 27), date(2013, 2, 28))  # new bars → dbt → new snapshot
         con = warehouse.connect(settings.warehouse_path, read_only=True)
         try:
             expected = warehouse.fetch_one(

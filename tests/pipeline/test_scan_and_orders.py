@@ -7,6 +7,7 @@ from datetime import date
 import dagster as dg
 import pytest
 
+from tests.scans import scan_daily
 from trading_pipeline import runs, warehouse
 from trading_pipeline.settings import get_settings
 
@@ -22,13 +23,6 @@ def q(sql, params=None):
         con.close()
 
 
-def scan(start, end):
-    r = runs.run_job("scan_daily", get_settings(), run_config={"ops": {"raw__bars_daily": {"config": SRC}}},
-                     start=start, end=end)
-    assert r.success, runs.failure_message(r)
-    return r
-
-
 def trade():
     r = runs.run_job("trade_signals", get_settings())
     assert r.success, runs.failure_message(r)
@@ -42,10 +36,10 @@ def story(tmp_path_factory):
     home = tmp_path_factory.mktemp("story") / "trading"
     mp.setenv("TRADING_HOME", str(home))
     get_settings.cache_clear()
-    first = scan(date(2012, 3, 1), TRADE_DAY)
+    first = scan_daily(SRC, date(2012, 3, 1), TRADE_DAY)
     trade1 = trade()
     orders_after_first = q("SELECT * FROM ops.orders")
-    second = scan(date(2013, 2, 25), date(2013, 3, 1))
+    second = scan_daily(SRC, date(2013, 2, 25), date(2013, 3, 1))
     trade2 = trade()
     yield {"first": first, "second": second, "trade1": trade1, "trade2": trade2,
            "orders_after_first": orders_after_first}
@@ -110,8 +104,7 @@ def test_failed_bar_check_blocks_the_scan_downstream(story):
         con.execute("""INSERT INTO raw.bars_daily VALUES ('ZZZZ','1d','2013-03-01','2013-03-01',1,0.5,2,1,1,'manual',now())""")
     con.close()
     signals_before = q("SELECT count(*) AS n FROM marts.signals")["n"][0]
-    r = runs.run_job("scan_daily", get_settings(), run_config={"ops": {"raw__bars_daily": {"config": SRC}}},
-                     partition="2013-03-01")
+    r = scan_daily(SRC, partition="2013-03-01", check=False)
     assert {"raw/bars_daily:unique_keys", "raw/bars_daily:high_low_consistent"} <= set(runs.failed_checks(r))
     assert not r.success
     materialized = {e.asset_key.to_user_string() for e in r.get_asset_materialization_events()}

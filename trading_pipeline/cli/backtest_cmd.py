@@ -46,7 +46,7 @@ def _summary_table(result: Any) -> Table:
     return table
 
 
-def _check_strategy(path: Path, strategy: str) -> None:
+def _check_strategy(path: Path | str, strategy: str) -> None:
     from trading_pipeline import warehouse as wh
     from trading_pipeline.backtest import valid_strategies
 
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
 
         settings = get_settings()
         path = settings.warehouse_path
-        if not path.exists():
+        if not wh.exists(path):
             fail(f"no warehouse at {path}", "run `trading demo` or `trading ingest PATH` and `trading scan` first")
         for label, value in (("start", start), ("end", end)):
             if value:

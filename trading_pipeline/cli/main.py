@@ -158,13 +158,16 @@ def status(json_out: JsonOpt = False) -> None:
 
     settings = get_settings()
     info: dict = {"home": str(settings.home), "warehouse": str(settings.warehouse_path)}
-    if not settings.warehouse_path.exists():
+    if not warehouse.exists(settings.warehouse_path):
         if json_out:
             info["bars"] = []
             print_json(info)
             return
         fail(f"no warehouse at {settings.warehouse_path}", "run `trading demo` or `trading ingest PATH` first")
-    con = warehouse.connect(settings.warehouse_path, read_only=True)
+    try:
+        con = warehouse.connect(settings.warehouse_path, read_only=True)
+    except warehouse.WarehouseLocationError as exc:
+        fail(str(exc))
     try:
         bars = warehouse.fetch_frame(con,
             """SELECT timeframe, count(DISTINCT symbol) AS symbols, count(*) AS bars,
@@ -230,7 +233,7 @@ def sql(
     settings = get_settings()
     try:
         con = warehouse.connect(settings.warehouse_path, read_only=True)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, warehouse.WarehouseLocationError) as exc:
         fail(str(exc))
     try:
         df = con.sql(query).pl()
@@ -252,7 +255,7 @@ def sql(
 def _latest_session(settings, intraday: bool) -> date | None:
     from trading_pipeline import warehouse
 
-    if not settings.warehouse_path.exists():
+    if not warehouse.exists(settings.warehouse_path):
         return None
     con = warehouse.connect(settings.warehouse_path, read_only=True)
     try:

@@ -57,7 +57,9 @@ def make_broker(settings: Settings, store: Any, account: str) -> Any:
 
 def last_prices(settings: Settings, symbols: list[str]) -> dict[str, Decimal]:
     """Last daily closes from the warehouse; empty when there is no warehouse yet."""
-    if not settings.warehouse_path.exists() or not symbols:
+    from trading_pipeline import warehouse
+
+    if not warehouse.exists(settings.warehouse_path) or not symbols:
         return {}
     from trading_pipeline.execution import prices_from_feed
 

@@ -9,6 +9,7 @@ import polars as pl
 from trading_pipeline import quality, warehouse
 from trading_pipeline.bars import INTRADAY_TIMEFRAMES
 from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.defs.run_logs import run_logging
 from trading_pipeline.ingest import Batch, IngestResult, ingest, known_symbols
 from trading_pipeline.settings import get_settings
 from trading_pipeline.sources.registry import make_source
@@ -219,10 +220,13 @@ ingest_bars_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(DAILY, INTRADAY) - FRESHNESS,
     partitions_def=SESSIONS,
     description="Load daily and intraday bars for a range of sessions, then run the bar checks.",
+    config=run_logging(),
 )
 ingest_daily_job = dg.define_asset_job(
-    "ingest_daily_bars", selection=dg.AssetSelection.assets(DAILY) - FRESHNESS, partitions_def=SESSIONS
+    "ingest_daily_bars", selection=dg.AssetSelection.assets(DAILY) - FRESHNESS, partitions_def=SESSIONS,
+    config=run_logging(),
 )
 ingest_intraday_job = dg.define_asset_job(
-    "ingest_intraday_bars", selection=dg.AssetSelection.assets(INTRADAY) - FRESHNESS, partitions_def=SESSIONS
+    "ingest_intraday_bars", selection=dg.AssetSelection.assets(INTRADAY) - FRESHNESS, partitions_def=SESSIONS,
+    config=run_logging(),
 )

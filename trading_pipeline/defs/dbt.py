@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-from trading_pipeline.dbt_runner import dbt_env, dbt_executable, vars_json
+from trading_pipeline.dbt_runner import dbt_env, dbt_executable, vars_json, warehouse_for_dbt
 from trading_pipeline.defs.resources import WarehouseResource
 from trading_pipeline.settings import DBT_PROJECT_DIR, get_settings
 
@@ -36,7 +36,9 @@ def ensure_manifest() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if MANIFEST.exists() and MANIFEST.stat().st_mtime >= _newest_source_mtime():
             return MANIFEST
-        env = dbt_env(get_settings().warehouse_path)
+        # dbt parse never opens the warehouse: name the default file, so a location dbt
+        # cannot build into (TRADING_WAREHOUSE=:memory:) fails the build, not the code location
+        env = dbt_env(get_settings().home / "warehouse.duckdb")
         subprocess.run(
             [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR),
              "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"],
@@ -71,7 +73,7 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse
     # the dbt process reads the warehouse path from its environment; set it for this build
     # only, so nothing leaks into later runs in the same process (the CLI, tests)
     saved = {k: os.environ.get(k) for k in ("TRADING_WAREHOUSE", "DBT_SEND_ANONYMOUS_USAGE_STATS")}
-    os.environ["TRADING_WAREHOUSE"] = str(Path(warehouse.resolved_path()).resolve())
+    os.environ["TRADING_WAREHOUSE"] = warehouse_for_dbt(warehouse.resolved_path())
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     try:
         rules = get_settings().rules_file

@@ -25,6 +25,7 @@ import dagster as dg
 
 from trading_pipeline import calendars, warehouse
 from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.defs.run_logs import run_logging, with_run_logging
 from trading_pipeline.settings import get_settings
 
 POOL = "duckdb_writer"
@@ -204,6 +205,7 @@ freshness_job = dg.define_asset_job(
     selection=FRESHNESS_CHECKS,
     description="Freshness of the daily bars and the signals (non-blocking checks; fails on the "
     "bundled 2013 sample by design).",
+    config=run_logging(),
 )
 
 
@@ -217,4 +219,5 @@ freshness_job = dg.define_asset_job(
     "Starts stopped with the bundled (historical) sample data.",
 )
 def freshness_daily(context: dg.ScheduleEvaluationContext):
-    return dg.RunRequest(run_key=f"freshness-{context.scheduled_execution_time:%Y-%m-%d}")
+    return dg.RunRequest(run_key=f"freshness-{context.scheduled_execution_time:%Y-%m-%d}",
+                         run_config=with_run_logging())

@@ -16,6 +16,7 @@ import polars as pl
 
 from trading_pipeline import warehouse as wh
 from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.defs.run_logs import run_logging, with_run_logging
 from trading_pipeline.settings import Settings, get_settings
 
 POOL = "duckdb_writer"
@@ -196,7 +197,7 @@ def reconciliation(context: dg.AssetCheckExecutionContext):
     from trading_pipeline.execution import reconcile
 
     settings = get_settings()
-    con = wh.connect(settings.warehouse_path, read_only=True) if settings.warehouse_path.exists() else None
+    con = wh.connect(settings.warehouse_path, read_only=True) if wh.exists(settings.warehouse_path) else None
     try:
         market_time = _market_time(con, "1d") if con else None
     finally:
@@ -215,6 +216,7 @@ def reconciliation(context: dg.AssetCheckExecutionContext):
 trade_signals_job = dg.define_asset_job(
     "trade_signals", selection=dg.AssetSelection.assets(ORDERS),
     description="Pull fills, turn the latest session's signals into risk-checked orders, mirror the ops store.",
+    config=run_logging(),
 )
 
 
@@ -222,4 +224,4 @@ trade_signals_job = dg.define_asset_job(
                  default_status=dg.DefaultSensorStatus.RUNNING)
 def signals_to_orders(context: dg.SensorEvaluationContext, asset_event):
     """Each new materialization of marts/signals launches one order run (keyed by its run)."""
-    yield dg.RunRequest(run_key=f"signals-{asset_event.run_id}")
+    yield dg.RunRequest(run_key=f"signals-{asset_event.run_id}", run_config=with_run_logging())

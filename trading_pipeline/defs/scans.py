@@ -15,6 +15,7 @@ import dagster as dg
 
 from trading_pipeline import calendars
 from trading_pipeline.defs.bars import DAILY, FRESHNESS, INTRADAY, SESSIONS
+from trading_pipeline.defs.run_logs import run_logging, with_run_logging
 from trading_pipeline.settings import get_settings
 
 ORDERS = dg.AssetKey(["ops", "orders"])
@@ -31,12 +32,14 @@ scan_daily_job = dg.define_asset_job(
     selection=(dg.AssetSelection.assets(DAILY) | DBT_AND_SERVING) - dg.AssetSelection.assets(INTRADAY_ONLY) - FRESHNESS,
     partitions_def=SESSIONS,
     description="End-of-day scan: one session's daily bars, then dbt indicators and signals.",
+    config=run_logging(),
 )
 scan_intraday_job = dg.define_asset_job(
     "scan_intraday",
     selection=(dg.AssetSelection.assets(INTRADAY) | DBT_AND_SERVING) - dg.AssetSelection.assets(DAILY_ONLY) - FRESHNESS,
     partitions_def=SESSIONS,
     description="Intraday scan: one session's intraday bars up to now, then dbt.",
+    config=run_logging(),
 )
 
 
@@ -64,7 +67,7 @@ def eod_scan(context: dg.ScheduleEvaluationContext):
     if not run:
         return dg.SkipReason(what)
     # the 16:15 tick on an early-close day finds the 13:15 run's key and launches nothing
-    return dg.RunRequest(run_key=f"eod-{what}", partition_key=what)
+    return dg.RunRequest(run_key=f"eod-{what}", partition_key=what, run_config=with_run_logging())
 
 
 def intraday_decision(now: datetime, calendar: str = EXCHANGE_CALENDAR) -> tuple[bool, str]:
@@ -90,7 +93,7 @@ def intraday_scan(context: dg.ScheduleEvaluationContext):
     cutoff = now.astimezone(UTC).replace(tzinfo=None).isoformat()
     return dg.RunRequest(
         run_key=f"intraday-{now:%Y%m%dT%H%M}", partition_key=what,
-        run_config={"ops": {"raw__bars_intraday": {"config": {"until": cutoff}}}},
+        run_config=with_run_logging({"ops": {"raw__bars_intraday": {"config": {"until": cutoff}}}}),
     )
 
 
@@ -121,5 +124,7 @@ def sample_replay(context: dg.SensorEvaluationContext):
     context.update_cursor(str(done + 1))
     return dg.RunRequest(
         run_key=f"replay-{cutoff:%Y%m%dT%H%M}", partition_key=REPLAY_SESSION,
-        run_config={"ops": {"raw__bars_intraday": {"config": {"source": "sample", "until": cutoff.isoformat()}}}},
+        run_config=with_run_logging(
+            {"ops": {"raw__bars_intraday": {"config": {"source": "sample", "until": cutoff.isoformat()}}}}
+        ),
     )
