@@ -1,27 +1,60 @@
-"""WebSocket push: new feed items of each published snapshot, and order updates.
+"""WebSocket push: new feed items of each published snapshot, and order events.
 
 One background task (``Hub.run``) polls the snapshot file's identity every
 ``poll_interval`` seconds; when a new snapshot appears it reads the feed items past the last
-dispatched ``seq`` and hands each, serialised once, to every subscribed client. Each client
-has its own outbox and sender task, so a slow client never delays the others; one that still
-holds more than ``queue_size`` undelivered items when the next snapshot arrives is
-disconnected with a reason (close code 4008) and can resume with ``since``.
+dispatched ``seq`` and hands each, serialised once, to every subscribed client. Every
+``orders_interval`` seconds it reads the ops store's order event log past the last dispatched
+event id the same way. Each client has its own outbox and sender task, so a slow client never
+delays the others; one that still holds more than ``queue_size`` undelivered live messages
+when the next snapshot or batch of order events arrives is disconnected with a reason (close
+code 4008) that says where to resume (``since`` and ``orders_since``).
 
 Protocol (JSON text frames). Client -> server::
 
-    {"action": "subscribe", "channels": ["signals", "alerts", "orders", "bars:GOOG"], "since": 120}
+    {"action": "subscribe", "channels": ["signals", "alerts", "orders", "bars:GOOG"],
+     "since": 120, "orders_since": 57}
     {"action": "unsubscribe", "channels": ["alerts"]}
     {"action": "ping"}
 
-Server -> client: ``{"type": "subscribed", "channels": [...], "head_seq": N, "oldest_seq": M}``,
-``{"type": "item", "seq": N, "channel": ..., "key": ..., "published_at": ..., "data": {...}}``,
-``{"type": "order", "event_id": N, "channel": "orders", "data": {...}}`` (live only),
-``{"type": "gap", "since": S, "oldest_seq": M}`` (``since`` is older than the retained feed),
-``{"type": "heartbeat", "ts": ..., "head_seq": N}``, ``{"type": "error", "detail": ...}``.
+Server -> client:
+
+* ``{"type": "subscribed", "channels": [...], "head_seq": N, "oldest_seq": M, "replay": R,
+  "orders_head": H, "orders_since": F}``: ``orders_head`` is the newest order event id
+  dispatched (null until the ops store has been reached); ``orders_since`` is present when
+  this message subscribed ``orders``: order events with id > F follow on this connection
+  (F is the requested ``orders_since``, or ``orders_head`` for a live-only subscription).
+* ``{"type": "item", "seq": N, "channel": ..., "key": ..., "published_at": ..., "data": {...}}``
+* ``{"type": "order", "channel": "orders", "event_id": N, "data": {"event": {...}, "order": {...}}}``
+  (``order`` is the order as it stands when the event is read)
+* ``{"type": "gap", "since": S, "oldest_seq": M}``: ``since`` is older than the retained feed.
+* ``{"type": "gap", "channel": "orders", "orders_since": N, "orders_head": H, "detail": ...}``:
+  ``orders_since`` is ahead of the ops store's order event log (it was reset or replaced);
+  order events continue live after H: reload orders over REST.
+* ``{"type": "heartbeat", "ts": ..., "head_seq": N, "orders_head": H}``, ``{"type": "pong", ...}``
+  (same fields), ``{"type": "error", "detail": ...}`` (the message is ignored).
 
 Channel ``bars`` (or ``bars:*``) subscribes to every symbol's bars. With ``since`` the server
 first replays retained items with ``seq > since`` on the requested channels, then continues
 live, without gaps or repeats.
+
+The order event id (monotonic in the ops store) is the ``orders`` channel's sequence. With
+``orders_since`` (``orders`` must be in ``channels``; ignored if this connection already has
+``orders``, which has been getting every event) the server first sends
+every order event with ``id > orders_since`` in id order, read from the ops store in pages
+of ``order_page`` (the next page only once the client's outbox has drained below a page),
+then continues live: the replay runs up to the hub's dispatched head and live dispatch skips
+the client until its replay has reached that head, so nothing is missed or sent twice at
+the boundary. Without ``orders_since`` the subscription is live from ``orders_head``. To
+resume, a client sends the last ``event_id`` it received (or ``orders_since`` of its last
+``subscribed`` reply if none came). ``orders_since: 0`` replays the whole log. ``since`` and
+``orders_since`` must be integers from 0 to 2**53; anything else gets an ``error`` and the
+subscribe message is ignored.
+
+Ids are taken at insert, so on Postgres a later id can commit before an earlier one: the hub
+dispatches only a gapless run of ids and holds events behind a missing id for up to
+``order_gap_grace`` seconds (the earlier transaction is still committing); after that the id
+is taken as rolled back and skipped (logged). SQLite serialises writers, so ids there commit
+in order and nothing is ever held.
 
 Every connection races its sender against ``websocket.receive()``, so a client disconnect
 or a server shutdown ends both (uvicorn otherwise waits on a push-only loop forever).
@@ -56,6 +89,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN = 1013
 MAX_CHANNELS = 200
+MAX_ID = 2**53  # resume points are JSON integers; larger ones are refused
 
 
 def _now_iso() -> str:
@@ -68,6 +102,10 @@ def _item_text(seq: int, channel: str, key: str, payload: str, published_at: Any
         f'{{"type":"item","seq":{int(seq)},"channel":{json.dumps(channel)},"key":{json.dumps(key)},'
         f'"published_at":{json.dumps(pa)},"data":{payload}}}'
     )
+
+
+def _resume_point(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
 def matches(channels: set[str], channel: str) -> bool:
@@ -85,29 +123,36 @@ class Client:
         self.key_id = key_id
         self.channels: set[str] = set()
         self.cursor = hub.head_seq  # every item with seq <= cursor has been considered
-        self.out: deque[tuple[str, bool, int | None]] = deque()
+        self.orders_cursor = 0  # every order event with id <= orders_cursor has been queued (or skipped)
+        self.orders_replay: asyncio.Task | None = None  # while set, live order dispatch skips this client
+        # (text, live, feed seq, order event id): the last two are the resume points it carries
+        self.out: deque[tuple[str, bool, int | None, int | None]] = deque()
         self.live_queued = 0
         self.ready = asyncio.Event()
         self.kicked: str | None = None
         self.sender: asyncio.Task | None = None
         self.sent = 0
         self.last_sent_seq = 0
+        self.last_sent_order_id = 0
 
-    def push(self, text: str, live: bool = True, seq: int | None = None) -> None:
+    def push(self, text: str, live: bool = True, seq: int | None = None, order_id: int | None = None) -> None:
         if self.kicked:
             return
         if live and self.live_queued >= max(self.hub.queue_size * 20, 50_000):  # memory bound within one burst
             self.too_slow()
             return
-        self.out.append((text, live, seq))
+        self.out.append((text, live, seq, order_id))
         if live:
             self.live_queued += 1
         self.ready.set()
 
     def too_slow(self) -> None:
+        resume = f"since={self.last_sent_seq}"
+        if "orders" in self.channels:
+            resume += f" orders_since={self.last_sent_order_id}"
         self.kick(
             f"too slow: {self.live_queued} messages still queued from earlier pushes (limit {self.hub.queue_size}); "
-            f"reconnect with since={self.last_sent_seq}"
+            f"reconnect with {resume}"
         )
 
     def kick(self, reason: str) -> None:
@@ -115,8 +160,14 @@ class Client:
             return
         self.kicked = reason
         log.warning("event=ws_kick key_id=%s reason=%s", self.key_id, reason)
+        self.stop_orders_replay()
         if self.sender is not None:
             self.sender.cancel()
+
+    def stop_orders_replay(self) -> None:
+        if self.orders_replay is not None:
+            self.orders_replay.cancel()
+            self.orders_replay = None
 
     async def send_loop(self) -> None:
         hb = self.hub.heartbeat
@@ -127,16 +178,19 @@ class Client:
                     await asyncio.wait_for(self.ready.wait(), timeout=hb)
                 except TimeoutError:
                     await self.ws.send_text(
-                        json.dumps({"type": "heartbeat", "ts": _now_iso(), "head_seq": self.hub.head_seq})
+                        json.dumps({"type": "heartbeat", "ts": _now_iso(), "head_seq": self.hub.head_seq,
+                                    "orders_head": self.hub.orders_head})
                     )
                     continue
-            text, live, seq = self.out.popleft()
+            text, live, seq, order_id = self.out.popleft()
             if live:
                 self.live_queued -= 1
             await self.ws.send_text(text)
             self.sent += 1
             if seq is not None:
                 self.last_sent_seq = seq
+            if order_id is not None:
+                self.last_sent_order_id = order_id
 
     async def recv_loop(self) -> None:
         while True:
@@ -162,7 +216,8 @@ class Client:
             return
         action = msg.get("action")
         if action == "ping":
-            self.push(json.dumps({"type": "pong", "ts": _now_iso(), "head_seq": self.hub.head_seq}), live=False)
+            self.push(json.dumps({"type": "pong", "ts": _now_iso(), "head_seq": self.hub.head_seq,
+                                  "orders_head": self.hub.orders_head}), live=False)
             return
         if action not in ("subscribe", "unsubscribe"):
             self.error("action must be subscribe, unsubscribe or ping")
@@ -183,13 +238,23 @@ class Client:
         channels = [c if not c.startswith("bars:") or c == "bars:*" else "bars:" + c[5:].upper() for c in channels]
         if action == "unsubscribe":
             self.channels -= set(channels)
+            if "orders" not in self.channels:
+                self.stop_orders_replay()
             self.push(json.dumps({"type": "unsubscribed", "channels": sorted(self.channels)}), live=False)
             return
         since = msg.get("since")
-        if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
+        if since is not None and not _resume_point(since):
             self.error("since must be a non-negative integer seq")
             return
-        await self.hub.subscribe(self, set(channels), since)
+        orders_since = msg.get("orders_since")
+        if orders_since is not None:
+            if not _resume_point(orders_since):
+                self.error("orders_since must be a non-negative integer order event id")
+                return
+            if "orders" not in channels:
+                self.error("orders_since needs the orders channel in channels")
+                return
+        await self.hub.subscribe(self, set(channels), since, orders_since)
 
 
 class Hub:
@@ -203,6 +268,8 @@ class Hub:
         heartbeat: float = 15.0,
         queue_size: int = 1000,
         orders_interval: float = 0.5,
+        order_page: int = 500,
+        order_gap_grace: float = 2.0,
     ) -> None:
         self.state = state
         self.reader: SnapshotReader = state.reader
@@ -210,13 +277,16 @@ class Hub:
         self.heartbeat = heartbeat
         self.queue_size = queue_size
         self.orders_interval = orders_interval
+        self.order_page = order_page
+        self.order_gap_grace = order_gap_grace
         self.clients: set[Client] = set()
         self.head_seq = 0
         self.oldest_seq = 1
         self._file_id: tuple | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
-        self._order_event_id: int | None = None
+        self.orders_head: int | None = None  # every order event id <= this has been dispatched (or skipped)
+        self._order_hole: tuple[int, float] | None = None  # (first missing id, monotonic time first seen)
         self.last_dispatch: dict[str, Any] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -228,7 +298,7 @@ class Hub:
         except SnapshotUnavailable as exc:
             log.warning("event=ws_hub_start_without_snapshot reason=%s", exc.reason)
         try:
-            await asyncio.to_thread(self._read_order_events, False)  # start of the order event log
+            await self._poll_orders()  # start of the order event log
         except Exception as exc:  # ops store down: the poll loop retries
             log.warning("event=ws_hub_orders_unavailable error=%s", exc)
         self._task = asyncio.create_task(self.run(), name="ws-hub")
@@ -307,10 +377,14 @@ class Hub:
         self.last_dispatch = {"items": n, "head_seq": self.head_seq, "ms": (time.monotonic() - t0) * 1000}
         log.info("event=ws_dispatch items=%s head_seq=%s clients=%s duration_ms=%.1f", n, self.head_seq, len(self.clients), self.last_dispatch["ms"])
 
-    async def subscribe(self, client: Client, channels: set[str], since: int | None) -> None:
+    async def subscribe(
+        self, client: Client, channels: set[str], since: int | None, orders_since: int | None = None
+    ) -> None:
         async with self._lock:
             new_channels = channels - client.channels
-            client.channels |= channels
+            # "orders" joins client.channels only below, after the last await, with its cursor set:
+            # until then live order dispatch ignores this client.
+            client.channels |= channels - {"orders"}
             replay: list[tuple[int, str]] = []
             head, oldest = self.head_seq, self.oldest_seq
             if since is not None:
@@ -327,55 +401,143 @@ class Hub:
                         replay.append((seq, _item_text(seq, channel, key, payload, published_at)))
                 if rows:
                     client.cursor = max(client.cursor, rows[-1][0])
-            client.push(
-                json.dumps(
-                    {"type": "subscribed", "channels": sorted(client.channels), "head_seq": max(head, self.head_seq),
-                     "oldest_seq": oldest, "replay": len(replay)}
-                ),
-                live=False,
-            )
+            reply: dict[str, Any] = {
+                "type": "subscribed", "channels": [], "head_seq": max(head, self.head_seq), "oldest_seq": oldest,
+                "replay": len(replay), "orders_head": self.orders_head,
+            }
+            orders_from = None
+            if "orders" in new_channels:
+                # An already subscribed "orders" ignores orders_since: it has been getting every event.
+                orders_from = self._start_orders(client, orders_since)
+                reply["orders_since"] = orders_from
+            reply["channels"] = sorted(client.channels)
+            client.push(json.dumps(reply), live=False, order_id=orders_from)
             for seq, text in replay:
                 client.push(text, live=False, seq=seq)
 
     # ---- orders (ops store) ----------------------------------------------------------------
-    def _read_order_events(self, wanted: bool) -> list[dict[str, Any]]:
-        """Order events since the last poll; without subscribers only the cursor moves."""
-        import sqlalchemy as sa
+    def _start_orders(self, client: Client, orders_since: int | None) -> int | None:
+        """Subscribe ``client`` to orders: live from the head, or replay after ``orders_since``
+        first. Synchronous (no await), so no order dispatch can interleave."""
+        client.channels.add("orders")
+        client.stop_orders_replay()
+        if orders_since is None:
+            client.orders_cursor = self.orders_head or 0
+            return self.orders_head
+        client.orders_cursor = orders_since
+        client.orders_replay = asyncio.create_task(self._replay_orders(client), name="ws-orders-replay")
+        return orders_since
 
+    def _read_order_log(self, after: int, upto: int | None) -> list[tuple[int, str]]:
+        """Order events with ``after < id <= upto`` (one page), each serialised once."""
         from trading_api.routers.orders import order_model
-        from trading_pipeline.ops_store import order_events
 
-        store = self.state.store()
-        with store.reading() as conn:
-            if self._order_event_id is None or not wanted:
-                self._order_event_id = conn.execute(sa.select(sa.func.max(order_events.c.id))).scalar() or 0
-                return []
-            rows = conn.execute(
-                sa.select(order_events).where(order_events.c.id > self._order_event_id).order_by(order_events.c.id).limit(1000)
-            ).all()
         out = []
-        for r in rows:
-            self._order_event_id = r.id
-            order = store.get_order(r.client_order_id)
-            out.append(
-                {
-                    "type": "order", "channel": "orders", "event_id": r.id,
-                    "data": {
-                        "event": {"kind": r.kind, "from_status": r.from_status, "to_status": r.to_status, "reason": r.reason, "ts": r.ts.isoformat()},
-                        "order": order_model(order).model_dump(mode="json") if order else None,
-                    },
-                }
-            )
+        for event_id, e, order in self.state.store().order_event_log(after, upto_id=upto, limit=self.order_page):
+            event = {
+                "kind": e.kind, "from_status": e.from_status.value if e.from_status else None,
+                "to_status": e.to_status.value, "reason": e.reason, "ts": e.ts.isoformat(),
+            }
+            data = {"event": event, "order": order_model(order).model_dump(mode="json") if order else None}
+            out.append((event_id, json.dumps({"type": "order", "channel": "orders", "event_id": event_id, "data": data})))
         return out
 
+    def _last_order_event_id(self) -> int:
+        return self.state.store().last_order_event_id()
+
     async def _poll_orders(self) -> None:
-        wanted = any("orders" in c.channels for c in self.clients)
-        events = await asyncio.to_thread(self._read_order_events, wanted)
-        for e in events:
-            text = json.dumps(e)
-            for c in list(self.clients):
-                if "orders" in c.channels:
-                    c.push(text)
+        if self.orders_head is None:  # first contact with the ops store: live starts at its head
+            self.orders_head = await asyncio.to_thread(self._last_order_event_id)
+            return
+        for _ in range(20):  # a burst: several pages per poll
+            rows = await asyncio.to_thread(self._read_order_log, self.orders_head, None)
+            if self._dispatch_orders(rows) < self.order_page:
+                return
+
+    def _dispatch_orders(self, rows: list[tuple[int, str]]) -> int:
+        """Push the gapless run of ``rows`` past the head to live subscribers; returns how many.
+
+        Synchronous: the head and every client's order cursor move together."""
+        assert self.orders_head is not None
+        now = time.monotonic()
+        expect = self.orders_head + 1
+        run: list[tuple[int, str]] = []
+        for event_id, text in rows:
+            if event_id > expect:  # ids expect..event_id-1 are not visible (yet)
+                if self._order_hole is None or self._order_hole[0] != expect:
+                    self._order_hole = (expect, now)
+                if now - self._order_hole[1] < self.order_gap_grace:
+                    break  # an earlier transaction may still commit them: hold the rest
+                log.warning("event=ws_order_ids_skipped first=%s last=%s", expect, event_id - 1)
+            run.append((event_id, text))
+            expect = event_id + 1
+        if not run:
+            return 0
+        if self._order_hole is not None and self._order_hole[0] <= run[-1][0]:
+            self._order_hole = None
+        live = [c for c in self.clients if "orders" in c.channels and c.orders_replay is None]
+        for c in live:  # as for snapshots: still holding more than queue_size from earlier pushes
+            if c.live_queued > self.queue_size:
+                c.too_slow()
+        for event_id, text in run:
+            for c in live:
+                if event_id > c.orders_cursor:
+                    c.orders_cursor = event_id
+                    c.push(text, order_id=event_id)
+        self.orders_head = run[-1][0]
+        for c in live:
+            c.orders_cursor = max(c.orders_cursor, self.orders_head)
+        return len(run)
+
+    async def _replay_orders(self, client: Client) -> None:
+        """Send ``client`` the order events past its cursor up to the hub's head, page by page,
+        then hand it to live dispatch (in the same step as seeing that it reached the head)."""
+        failed = False
+        while True:
+            head = self.orders_head
+            try:
+                if head is None:  # the ops store has not been reached yet
+                    await asyncio.sleep(self.orders_interval)
+                    continue
+                if client.orders_cursor > head:
+                    last = await asyncio.to_thread(self._last_order_event_id)
+                    if client.orders_cursor <= last:  # this hub has not dispatched that far yet
+                        await asyncio.sleep(self.orders_interval)
+                        continue
+                    client.push(
+                        json.dumps({
+                            "type": "gap", "channel": "orders", "orders_since": client.orders_cursor,
+                            "orders_head": self.orders_head,
+                            "detail": "orders_since is ahead of the order event log (the ops store was reset or "
+                                      "replaced); order events continue after orders_head: reload orders over REST",
+                        }),
+                        live=False,
+                        order_id=self.orders_head,
+                    )
+                    client.orders_cursor = self.orders_head  # head cannot be None here
+                    break
+                rows = await asyncio.to_thread(self._read_order_log, client.orders_cursor, head)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # ops store unavailable: say so once, keep trying
+                log.warning("event=ws_orders_replay_failed key_id=%s error=%s", client.key_id, exc)
+                if not failed:
+                    client.error(f"cannot replay orders now ({type(exc).__name__}); retrying")
+                    failed = True
+                await asyncio.sleep(max(self.orders_interval, 1.0))
+                continue
+            for event_id, text in rows:
+                client.push(text, live=False, order_id=event_id)
+            if len(rows) < self.order_page:
+                client.orders_cursor = head  # everything up to head is queued
+                if self.orders_head == head:
+                    break  # caught up: from now on live dispatch pushes to it
+                continue  # the head moved while reading: the next page
+            client.orders_cursor = rows[-1][0]
+            while len(client.out) > self.order_page and not client.kicked:  # bounded outbox
+                await asyncio.sleep(0.02)
+        if client.orders_replay is asyncio.current_task():
+            client.orders_replay = None
 
     # ---- connections -----------------------------------------------------------------------
     async def serve(self, ws: WebSocket) -> None:
@@ -400,6 +562,7 @@ class Hub:
             await asyncio.wait({client.sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.clients.discard(client)
+            client.stop_orders_replay()
             for t in (client.sender, receiver):
                 t.cancel()
             for t in (client.sender, receiver):

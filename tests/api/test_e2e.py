@@ -188,23 +188,4 @@ def test_rest_reads_work_while_a_writer_holds_the_warehouse(api_env: ApiEnv, ser
         proc.wait()
 
 
-def test_orders_channel_pushes_order_events(api_env: ApiEnv, server: Server) -> None:
-    async def scenario() -> None:
-        async with websockets.connect(f"{server.ws_url}/ws?api_key={api_env.key}") as ws:
-            await _subscribe(ws, ["orders"])
-            await asyncio.sleep(0.6)  # the hub takes its starting point in the order event log
-            async with httpx.AsyncClient(base_url=server.url, headers=api_env.headers()) as c:
-                r = await c.post("/orders", json={"symbol": "GOOG", "side": "buy", "quantity": "2"}, headers={"Idempotency-Key": "ws-1"})
-                assert r.status_code == 201, r.text
-            coid = r.json()["order"]["client_order_id"]
-            seen = []
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and len(seen) < 2:
-                m = await _recv_json(ws, 5)
-                if m["type"] == "order":
-                    seen.append(m)
-            assert [m["data"]["order"]["client_order_id"] for m in seen] == [coid, coid]
-            assert [m["data"]["event"]["to_status"] for m in seen] == ["new", "accepted"]
-            assert seen[0]["event_id"] < seen[1]["event_id"]
-
-    asyncio.run(scenario())
+# The orders channel (live, resume with orders_since, the replay/live boundary): test_ws_orders.py

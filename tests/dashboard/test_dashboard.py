@@ -93,6 +93,22 @@ def test_static_assets_are_served_open_with_caching(client: TestClient) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_static_assets_are_gzipped_for_clients_that_accept_it(client: TestClient) -> None:
+    from trading_api.routers.dashboard import plotly_js
+
+    raw = plotly_js().read_bytes()
+    plain = client.get("/static/plotly.min.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == raw
+    gz = client.get("/static/plotly.min.js", headers={"Accept-Encoding": "gzip, deflate"})
+    assert gz.headers["content-encoding"] == "gzip" and "Accept-Encoding" in gz.headers["vary"]
+    assert gz.content == raw  # httpx decoded it: the same bytes
+    assert int(gz.headers["content-length"]) < len(raw) // 2  # what went over the wire
+    assert gz.headers["etag"] != plain.headers["etag"]  # one validator per encoding
+    again = client.get("/static/plotly.min.js", headers={"Accept-Encoding": "gzip", "If-None-Match": gz.headers["etag"]})
+    assert again.status_code == 304
+
+
+@pytest.mark.timeout(60)
 def test_dashboard_status_needs_a_key_and_is_200_without_a_snapshot(
     client: TestClient, dash_env: ApiEnv
 ) -> None:
@@ -272,6 +288,25 @@ def test_dashboard_in_chromium_renders_and_updates_live(
         "() => document.querySelector('#portfolio tbody tr').innerText.includes('261.90')",
         timeout=8_000,
     )
+
+    # The live feed drops; an order is placed before it reconnects (held off for 2 s): the
+    # reconnect resumes order events after the last one shown, so it still reaches the feed.
+    last_order_id = page.evaluate("() => window.tradingDashboard.state.lastOrderId")
+    assert isinstance(last_order_id, int) and last_order_id > 0
+    page.evaluate("() => { const s = window.tradingDashboard.state; s.wsRetry = 2; s.ws.close(); }")
+    page.wait_for_function("() => window.tradingDashboard.state.ws === null", timeout=5_000)
+    r = httpx.post(
+        f"{dash_server.url}/orders",
+        headers={"X-API-Key": dash_env.key},
+        json={"symbol": "GOOG", "side": "sell", "quantity": "5"},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    assert page.evaluate("() => window.tradingDashboard.state.ws") is None  # still disconnected
+    page.locator("#feed li[data-channel=orders]").filter(has_text="GOOG sell 5").first.wait_for(
+        timeout=10_000
+    )
+    assert page.evaluate("() => window.tradingDashboard.state.lastOrderId") > last_order_id
 
     page.wait_for_timeout(500)  # let the last fade-in finish for the screenshot
     shot = artifacts_dir() / "dashboard.png"

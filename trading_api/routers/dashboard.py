@@ -11,6 +11,7 @@ without provoking 503s that the browser would log as console errors.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import html
 import importlib.metadata
@@ -93,13 +94,27 @@ def _etag(path: Path) -> str:
     )
 
 
+@lru_cache(maxsize=16)
+def _gzipped(path: Path, etag: str) -> bytes:
+    """The file gzip-compressed, once per version (``etag``): plotly.min.js is 4.8 MB raw,
+    ~1.4 MB gzipped."""
+    return gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
+
+
 def _static(request: Request, path: Path, media_type: str, cache_control: str) -> Response:
-    """The file with an ETag; 304 when the browser already has it."""
+    """The file with an ETag (304 when the browser already has it), gzip-encoded for clients
+    that accept it (each encoding its own ETag, ``Vary: Accept-Encoding``)."""
     etag = _etag(path)
-    headers = {"Cache-Control": cache_control, "ETag": etag, "X-Content-Type-Options": "nosniff"}
+    gz = "gzip" in request.headers.get("accept-encoding", "").lower()
+    if gz:
+        etag = etag[:-1] + '-gz"'
+    headers = {"Cache-Control": cache_control, "ETag": etag, "X-Content-Type-Options": "nosniff",
+               "Vary": "Accept-Encoding"}
     inm = request.headers.get("if-none-match")
     if inm and etag in [t.strip() for t in inm.split(",")]:
         return Response(status_code=304, headers=headers)
+    if gz:
+        return Response(_gzipped(path, etag), media_type=media_type, headers={**headers, "Content-Encoding": "gzip"})
     return FileResponse(path, media_type=media_type, headers=headers)
 
 

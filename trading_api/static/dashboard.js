@@ -34,6 +34,7 @@
     sequence: null,
     headSeq: 0,
     lastSeq: 0, // newest feed seq shown; a reconnect resumes after it (no gaps, no repeats)
+    lastOrderId: null, // newest order event id shown (or the head we went live from): the same for orders
     latest: new Map(), // symbol -> newest signal
     seen: new Set(), // feed keys already shown
     ws: null,
@@ -430,13 +431,17 @@
       state.wsRetry = 0;
       // Resume after the last item shown; on page load replay the recent window.
       var since = state.lastSeq > 0 ? state.lastSeq : Math.max(0, state.headSeq - 100);
-      ws.send(JSON.stringify({ action: "subscribe", channels: ["signals", "alerts", "orders"], since: since }));
+      var sub = { action: "subscribe", channels: ["signals", "alerts", "orders"], since: since };
+      // Order events: live on page load (the table comes from REST), after a drop resume after the last one.
+      if (state.lastOrderId !== null) sub.orders_since = state.lastOrderId;
+      ws.send(JSON.stringify(sub));
     };
     ws.onmessage = function (ev) {
       var m;
       try { m = JSON.parse(ev.data); } catch (e) { return; }
       if (m.type === "subscribed" || m.type === "heartbeat") {
         if ((m.head_seq || 0) < state.lastSeq) remember(0, true); // a different (reset) feed
+        if (m.type === "subscribed" && m.orders_since !== undefined && m.orders_since !== null) state.lastOrderId = m.orders_since;
         pill.textContent = "live · seq " + (m.head_seq || 0);
         pill.className = "pill ok";
         setProblem("ws", null);
@@ -444,6 +449,10 @@
         onItem(m);
       } else if (m.type === "order") {
         onOrder(m);
+      } else if (m.type === "gap" && m.channel === "orders") {
+        // Our last order event id is not in the server's log (the ops store was reset): reload.
+        state.lastOrderId = m.orders_head;
+        loadOps();
       } else if (m.type === "gap") {
         // Items between our last seq and the oldest retained one are gone: reload from REST.
         loadSnapshotData();
@@ -484,6 +493,7 @@
     }
   }
   function onOrder(m) {
+    if (state.lastOrderId === null || m.event_id > state.lastOrderId) state.lastOrderId = m.event_id;
     var o = (m.data && m.data.order) || {};
     var e = (m.data && m.data.event) || {};
     var title = [o.symbol, o.side, num(o.quantity, 0), "→", e.to_status || o.status].join(" ");
