@@ -313,9 +313,15 @@ class RiskUsage(BaseModel):
     equity: Decimal
     open_orders: int
     orders_last_minute: int
-    daily_pnl: Decimal
+    daily_pnl: Decimal = Field(description="Equity now minus equity at the start of the day (a loss is negative).")
+    day_start_equity: Decimal | None = Field(default=None, description="The start-of-day equity daily_pnl is measured from.")
     gross_exposure: Decimal
     max_concentration_pct: Decimal | None = None
+    buying_power: Decimal | None = Field(
+        default=None,
+        description="Buying power left for new orders: max_leverage x equity - gross exposure - what working "
+        "orders reserve (null when a working order cannot be valued).",
+    )
 
 
 class RiskEvent(BaseModel):

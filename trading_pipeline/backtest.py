@@ -21,7 +21,10 @@ This is the fast path: instead of a PaperBroker + OpsStore round trip per order 
 writes, far too slow for 500 symbols x 10 years), the book is an in-memory
 :class:`~trading_pipeline.positions.Portfolio`, and the risk engine runs without a store,
 so the one rule that needs the store (the kill switch) does not apply; every other rule
-gets a :class:`~trading_pipeline.risk.RiskContext` built from the simulated book.
+gets a :class:`~trading_pipeline.risk.RiskContext` built from the simulated book, with the
+same definitions as the live one: today's P&L is equity at this close minus equity at the
+previous session's close, and buying power is reserved by the orders still waiting to fill
+(their opening quantity x last close + the fill model's commission).
 Results are deterministic: no clock, no randomness, everything sorted.
 """
 
@@ -46,7 +49,7 @@ from trading_pipeline.brokers.base import OrderRequest, OrderType, Side, TimeInF
 from trading_pipeline.brokers.paper import PaperBroker, to_decimal
 from trading_pipeline.execution import signal_side
 from trading_pipeline.positions import Portfolio
-from trading_pipeline.risk import RiskContext, RiskEngine, RiskLimits
+from trading_pipeline.risk import RiskContext, RiskEngine, RiskLimits, opening_quantity
 from trading_pipeline.sizing import Sizing
 
 ZERO = Decimal(0)
@@ -294,8 +297,11 @@ class _Close:
     session: date
     equity: Decimal
     prices: dict[str, Decimal]
-    daily_pnl: Decimal
+    daily_pnl: Decimal  # equity now - equity at the previous session's close
+    day_start_equity: Decimal
+    gross_exposure: Decimal
     now: datetime
+    committed: Decimal = ZERO  # buying power reserved by orders waiting to fill
     orders_sent: int = 0
 
 
@@ -306,6 +312,17 @@ class _Book:
     pending: dict[str, _Order]
     rejections: list[dict[str, Any]]
     price: Callable[[int, str], Decimal | None]
+    commission: Callable[[Decimal], Decimal]
+
+    def reserved(self, order: _Order, index: int) -> Decimal:
+        """Buying power a working order holds (as RiskContext.from_store counts it live)."""
+        signed = order.quantity if order.side == Side.BUY else -order.quantity
+        opening = opening_quantity(self.portfolio.quantity(order.symbol), signed)
+        if opening <= 0:
+            return ZERO
+        px = self.price(index, order.symbol)
+        assert px is not None  # an order is only made for a symbol with a close
+        return opening * px + self.commission(order.quantity)
 
 
 def _submit(order: _Order, *, close: _Close, book: _Book) -> bool:
@@ -322,7 +339,8 @@ def _submit(order: _Order, *, close: _Close, book: _Book) -> bool:
         account=ACCOUNT, equity=close.equity,
         positions={p.symbol: p.quantity for p in book.portfolio.open_positions()},
         last_prices=ctx_prices, open_orders=len(book.pending), orders_last_minute=close.orders_sent,
-        daily_pnl=close.daily_pnl, now=close.now,
+        daily_pnl=close.daily_pnl, day_start_equity=close.day_start_equity, now=close.now,
+        gross_exposure=close.gross_exposure, committed=close.committed, commission=book.commission,
     )
     decision = book.risk.check(request, ctx)
     if not decision.approved:
@@ -333,6 +351,7 @@ def _submit(order: _Order, *, close: _Close, book: _Book) -> bool:
         })
         return False
     book.pending[order.symbol] = order
+    close.committed += book.reserved(order, close.index)
     close.orders_sent += 1
     return True
 
@@ -400,10 +419,10 @@ def replay(
         x = last_close[i, sym_index[sym]]
         return None if math.isnan(x) else to_decimal(x)
 
-    book = _Book(pf, risk, pending, rejections, price)
+    book = _Book(pf, risk, pending, rejections, price, fills.commission)
+    prev_equity = pf.starting_cash
 
     for i, session in enumerate(sessions):
-        realized_today = ZERO
         # ---- the open: working orders fill at this bar's open (the first bar after submit)
         for sym in sorted(pending):
             j = sym_index[sym]
@@ -414,7 +433,6 @@ def replay(
             px = fills._slipped(to_decimal(o), order.side)
             commission = fills.commission(order.quantity)
             realized = pf.apply_fill(sym, order.side, order.quantity, px, commission)
-            realized_today += realized
             ts = bar_ts[(i, j)]
             if order.purpose == "entry":
                 open_trades[sym] = _OpenTrade(
@@ -437,8 +455,10 @@ def replay(
             "session_date": session, "cash": float(pf.cash), "market_value": float(equity - pf.cash),
             "gross_exposure": float(gross), "equity": float(equity), "open_positions": len(open_trades),
         })
-        close = _Close(i, session, equity, prices, realized_today + pf.unrealized_pnl(prices),
+        close = _Close(i, session, equity, prices, equity - prev_equity, prev_equity, gross,
                        datetime.combine(session, time(23, 59)))
+        close.committed = sum((book.reserved(o, i) for o in pending.values()), ZERO)
+        prev_equity = equity
         submit = functools.partial(_submit, close=close, book=book)
 
         # ---- exits first (they free risk room), then this session's signals

@@ -32,7 +32,7 @@ from trading_pipeline.brokers.base import (
 )
 from trading_pipeline.ops_store import OpsStore
 from trading_pipeline.orders import Order, client_order_id, utcnow
-from trading_pipeline.risk import RiskContext, RiskEngine
+from trading_pipeline.risk import CommissionEstimate, RiskContext, RiskEngine
 from trading_pipeline.sizing import Sizing
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,13 @@ def signal_side(direction: object) -> Side:
     raise ValueError(f"unknown signal direction {direction!r}; expected long/short, up/down or +1/-1")
 
 
+def commission_estimate(broker: object) -> CommissionEstimate | None:
+    """The broker's commission schedule when it states one (the paper broker's
+    ``commission(quantity)``); live brokers report commission only on fills, so None."""
+    fn = getattr(broker, "commission", None)
+    return fn if callable(fn) else None
+
+
 def _submit_recorded(order: Order, *, broker: Broker, store: OpsStore, risk_engine: RiskEngine) -> ExecutionResult:
     """Send an order that is in the store at NEW; the broker is asked by id first."""
     coid = order.client_order_id
@@ -119,7 +126,12 @@ def submit_order(
     signal_ts: datetime | None = None,
     now: datetime | None = None,
 ) -> ExecutionResult:
-    """One order through risk, the store and the broker: used by signals, the CLI and the API."""
+    """One order through risk, the store and the broker: used by signals, the CLI and the API.
+
+    ``prices`` maps symbol -> last close; it should cover the order's symbol and every symbol
+    the account holds or has working orders in (``store.symbols_in_play(account)``), so that
+    equity, exposure and buying power value them at market rather than at cost.
+    """
     coid = request.client_order_id
     existing = store.get_order(coid)
     if existing is not None:
@@ -129,7 +141,7 @@ def submit_order(
     if not store.has_account(request.account):
         store.ensure_account(request.account, broker.account().cash)
     now = now or utcnow()
-    ctx = RiskContext.from_store(store, request.account, prices, now)
+    ctx = RiskContext.from_store(store, request.account, prices, now, commission=commission_estimate(broker))
     decision = risk_engine.check(request, ctx)
     order = Order.from_request(request, strategy=strategy, signal_ts=signal_ts, broker=broker.name, now=now)
     if not decision.approved:

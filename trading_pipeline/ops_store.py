@@ -1,5 +1,5 @@
-"""The operational store: orders, their history, fills, positions, risk events, cursors,
-the kill switch and API keys.
+"""The operational store: orders, their history, fills, positions, daily equity marks, risk
+events, cursors, the kill switch and API keys.
 
 Written by two kinds of process at once (the API for manual orders, Dagster runs for signal
 orders), so it lives in a database made for concurrent writers, not in the warehouse.
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -211,6 +211,22 @@ paper_fills = sa.Table(
     sa.Column("ts", sa.DateTime, nullable=False),
 )
 
+# One row per account and session (UTC date): the first and the latest equity observed that
+# day. The latest mark of an earlier day is the start-of-day equity the daily loss limit
+# measures from (see trading_pipeline/risk.py); the orders asset writes it at each session's
+# close, and every risk check updates it.
+equity_marks = sa.Table(
+    "equity_marks",
+    metadata,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("session_date", sa.Date, primary_key=True),
+    sa.Column("first_ts", sa.DateTime, nullable=False),
+    sa.Column("first_equity", DecimalText, nullable=False),
+    sa.Column("first_unrealized_pnl", DecimalText, nullable=False),
+    sa.Column("last_ts", sa.DateTime, nullable=False),
+    sa.Column("last_equity", DecimalText, nullable=False),
+)
+
 paper_accounts = sa.Table(
     "paper_accounts",
     metadata,
@@ -243,6 +259,7 @@ MIGRATIONS: list[Migration] = [
         _create(orders, order_events, fills, accounts, positions, risk_events, alert_cursors, kill_switch, api_keys),
     ),
     Migration(2, "paper broker book", _create(paper_orders, paper_fills, paper_accounts)),
+    Migration(3, "daily equity marks (start-of-day equity for the daily loss limit)", _create(equity_marks)),
 ]
 
 
@@ -252,6 +269,19 @@ class KillSwitch:
     reason: str | None = None
     updated_by: str | None = None
     updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EquityMark:
+    """The first and the latest equity observed for an account on one session date."""
+
+    account: str
+    session_date: date
+    first_ts: datetime
+    first_equity: Decimal
+    first_unrealized_pnl: Decimal
+    last_ts: datetime
+    last_equity: Decimal
 
 
 @dataclass(frozen=True)
@@ -729,7 +759,62 @@ class OpsStore:
             ).scalars()
             return sum(values, ZERO)
 
-    MIRRORED_TABLES = ("orders", "order_events", "fills", "positions", "accounts", "risk_events")
+    def has_fills_before(self, account: str, ts: datetime) -> bool:
+        with self.reading() as conn:
+            return conn.execute(
+                sa.select(fills.c.fill_id).where(fills.c.account == account, fills.c.ts < ts).limit(1)
+            ).first() is not None
+
+    def symbols_in_play(self, account: str) -> list[str]:
+        """Symbols the account holds or has working orders in: the ones a risk check needs prices for."""
+        open_ = [s.value for s in OPEN_STATUSES]
+        with self.reading() as conn:
+            held = conn.execute(
+                sa.select(positions.c.symbol, positions.c.quantity).where(positions.c.account == account)
+            ).all()
+            working = conn.execute(
+                sa.select(orders.c.symbol).where(orders.c.account == account, orders.c.status.in_(open_)).distinct()
+            ).scalars()
+            return sorted({s for s, q in held if q != 0} | set(working))
+
+    # ---- daily equity marks ------------------------------------------------------------------
+    def record_equity_mark(
+        self, account: str, session_date: date, equity: Decimal, unrealized_pnl: Decimal, ts: datetime
+    ) -> None:
+        """Observe the account's equity at ``ts``: the first observation of a session date sets
+        its opening mark, and the latest (by ``ts``) its closing mark. Atomic on both backends."""
+        with self.transaction() as conn:
+            stmt = _insert(conn, equity_marks).values(
+                account=account, session_date=session_date, first_ts=ts, first_equity=equity,
+                first_unrealized_pnl=unrealized_pnl, last_ts=ts, last_equity=equity,
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["account", "session_date"],
+                    set_={"last_ts": stmt.excluded.last_ts, "last_equity": stmt.excluded.last_equity},
+                    where=equity_marks.c.last_ts <= stmt.excluded.last_ts,
+                )
+            )
+
+    def equity_mark(self, account: str, session_date: date) -> EquityMark | None:
+        with self.reading() as conn:
+            r = conn.execute(
+                sa.select(equity_marks).where(equity_marks.c.account == account, equity_marks.c.session_date == session_date)
+            ).first()
+        return EquityMark(**dict(r._mapping)) if r else None
+
+    def last_equity_mark_before(self, account: str, session_date: date) -> EquityMark | None:
+        """The account's latest mark on a session date before ``session_date``."""
+        with self.reading() as conn:
+            r = conn.execute(
+                sa.select(equity_marks)
+                .where(equity_marks.c.account == account, equity_marks.c.session_date < session_date)
+                .order_by(equity_marks.c.session_date.desc())
+                .limit(1)
+            ).first()
+        return EquityMark(**dict(r._mapping)) if r else None
+
+    MIRRORED_TABLES = ("orders", "order_events", "fills", "positions", "accounts", "risk_events", "equity_marks")
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         """All rows of one ops table (decimals as Decimal): for mirroring into the warehouse."""

@@ -184,6 +184,32 @@ def test_risk_rejection_is_422_with_rule_and_reason(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["detail"]["rule"] == "price_collar"
 
 
+def test_api_orders_are_held_to_buying_power(api_env: ApiEnv, tmp_path) -> None:
+    """POST /orders shares the engine: working buys hold the paper account's 100,000 of cash;
+    GET /risk shows what is left."""
+    risk = tmp_path / "risk.yaml"
+    risk.write_text(
+        "max_order_notional: 1000000\nmax_symbol_exposure: 1000000\nmax_total_exposure: 1000000\n"
+        "max_concentration_pct: 100\nmax_position_quantity: 100000\nprice_collar_pct: 50\n"
+    )
+    app = create_app(api_env.settings.model_copy(update={"risk_file": risk}), poll_interval=0.05, heartbeat=1.0)
+    with TestClient(app) as c:
+        c.headers.update(api_env.headers())
+
+        def buy(symbol: str, qty: int, limit: int):
+            return c.post("/orders", json={"symbol": symbol, "side": "buy", "quantity": str(qty),
+                                           "order_type": "limit", "limit_price": str(limit)})
+
+        assert buy("GOOG", 480, 125).status_code == 201  # 60,000 working
+        r = buy("MSFT", 250, 160)  # + 40,000: at the cash
+        assert r.status_code == 422 and r.json()["detail"]["rule"] == "buying_power"
+        assert "reaching buying power 100,000.00" in r.json()["detail"]["reason"]
+        assert buy("MSFT", 249, 160).status_code == 201
+        usage = c.get("/risk").json()["usage"][0]
+        assert usage["account"] == "paper" and float(usage["buying_power"]) == 160.0
+        assert float(usage["daily_pnl"]) == 0.0 and float(usage["day_start_equity"]) == 100000.0
+
+
 def test_kill_switch_blocks_api_orders(client: TestClient, api_env: ApiEnv) -> None:
     store = OpsStore(api_env.store_url)
     store.set_kill_switch(True, reason="test halt", updated_by="pytest")

@@ -250,3 +250,51 @@ def test_cli_unknown_strategy(trading_home):
     res = CliRunner().invoke(_cli(), ["backtest", "--strategy", "nope"])
     assert res.exit_code == 2
     assert "valid strategies: breakout, crp" in res.output
+
+
+WIDE = {"max_order_notional": Decimal(10**6), "max_order_quantity": Decimal(10**6), "max_position_quantity": Decimal(10**6),
+        "max_symbol_exposure": Decimal(10**6), "max_total_exposure": Decimal(10**6), "max_concentration_pct": Decimal(100)}
+
+
+def test_buying_power_keeps_a_cash_account_out_of_debt(tmp_path):
+    """Two entries of 60% of equity on one session: the second would spend more than the
+    cash (the first is still waiting to fill), so it is refused; with 2x leverage it fits."""
+    from trading_pipeline.risk import RiskLimits
+    from trading_pipeline.sizing import Sizing
+
+    sigs = [signal("AAA", SESSIONS[1], "breakout_up", "long"), signal("BBB", SESSIONS[1], "breakout_up", "long")]
+    path = build_warehouse(tmp_path / "w.duckdb", signals=sigs)
+    sizing = Sizing(fraction=Decimal("0.6"), max_fraction=Decimal("0.6"))
+    r = run_backtest(path, strategy="breakout", hold=2, sizing=sizing, limits=RiskLimits(**WIDE), **NO_COSTS)
+    assert r.trades["symbol"].to_list() == ["AAA"]
+    rej = r.rejections.row(0, named=True)
+    # AAA: 6,000 x 10 + 60 commission waiting; BBB: 1,200 x 50 + 12 -> 120,072 reaches the cash
+    assert (rej["symbol"], rej["rule"]) == ("BBB", "buying_power") and "120,072.00" in rej["reason"]
+    assert r.equity["cash"].min() >= 0
+    margin = run_backtest(path, strategy="breakout", hold=2, sizing=sizing,
+                          limits=RiskLimits(**WIDE, max_leverage=Decimal(2)), **NO_COSTS)
+    assert sorted(margin.trades["symbol"].to_list()) == ["AAA", "BBB"] and margin.equity["cash"].min() < 0
+
+
+# AAA: bought 1,000 at 10 on S1's open, falls to 8 at S2's close (a 2,000 loss that day), then flat
+FALLING = [(10.0, 10.5, 9.5, 10.0), (10.0, 10.5, 9.5, 10.0), (10.0, 10.5, 7.5, 8.0)] + [(8.0, 8.5, 7.5, 8.0)] * 3
+
+
+@pytest.mark.parametrize(("bbb_signal", "limit", "blocked"), [
+    (2, "2000", True),      # on the day of the loss: 2,000 reaches the limit
+    (2, "2000.01", False),  # ... and just below it passes
+    (3, "1500", False),     # the next day the old (unrealized) loss is not today's
+])
+def test_daily_loss_in_the_backtest_is_the_change_since_the_previous_close(tmp_path, bbb_signal, limit, blocked):
+    from trading_pipeline.risk import RiskLimits
+
+    sigs = [signal("AAA", SESSIONS[0], "breakout_up", "long"), signal("BBB", SESSIONS[bbb_signal], "breakout_up", "long")]
+    path = build_warehouse(tmp_path / "w.duckdb", prices={"AAA": FALLING, "BBB": BBB}, signals=sigs)
+    r = run_backtest(path, strategy="breakout", hold=10, limits=RiskLimits(daily_loss_limit=Decimal(limit)), **NO_COSTS)
+    assert ("BBB" not in r.trades["symbol"].to_list()) is blocked
+    if blocked:
+        rej = r.rejections.row(0, named=True)
+        assert (rej["symbol"], rej["rule"]) == ("BBB", "daily_loss_limit")
+        assert rej["reason"].startswith("today's loss is 2,000.00 (equity 97,990.00 now vs 99,990.00")
+    else:
+        assert r.rejections.height == 0

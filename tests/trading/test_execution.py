@@ -162,6 +162,25 @@ def test_risk_rejection_is_recorded_on_the_order(broker, store, loose_limits) ->
     assert broker_order_count(store) == 0
 
 
+def test_buying_power_holds_a_batch_of_signal_buys_to_the_cash(store, feed, clock, loose_limits) -> None:
+    """Each order is 40% of equity, under every per-order limit; together the third would
+    spend more than the cash: working buys and the broker's commission count."""
+    from trading_pipeline.risk import RiskEngine
+
+    broker = PaperBroker(store, feed, account="acct", starting_cash=D(100000), clock=clock,
+                         commission_per_share=D("0.01"), commission_min=D(1))
+    eng = RiskEngine(loose_limits, store)
+    res = execute_signals(signals(), account="acct", strategy="breakout", broker=broker, store=store, risk_engine=eng,
+                          sizing=Sizing(fraction=D("0.4"), max_fraction=D("0.4")), prices=PRICES)
+    assert [(r.symbol, r.action) for r in res] == [("AAA", "submitted"), ("BBB", "submitted"), ("CCC", "rejected")]
+    ev = store.list_risk_events()[0]
+    # 2 working buys of 400 x 100 + 4 commission each, and this one: 120,012 reaches the cash
+    assert (ev.rule, ev.symbol, ev.value, ev.limit_value) == ("buying_power", "CCC", D(120012), D(100000))
+    assert "held by working orders" in ev.reason
+    assert store.get_order(res[2].client_order_id).reason.startswith("risk rule buying_power")
+    assert broker_order_count(store) == 2
+
+
 def test_fills_flow_into_positions_and_sell_signal_exits(broker, store, risk_engine, feed, clock) -> None:
     run(broker, store, risk_engine)
     advance(feed, 1, price=101)

@@ -82,3 +82,28 @@ def test_kill_switch_submit_cancel_sync_portfolio(cli) -> None:
     assert Decimal(pf[0]["cash"]) == Decimal("98980")
     assert Decimal(pos[0]["unrealized_pnl"]) == 0
     assert "portfolio paper" in invoke("portfolio")
+
+
+def test_order_submit_is_held_to_buying_power(cli, tmp_path, monkeypatch) -> None:
+    """`trading order submit` goes through the same engine: working buys hold the cash."""
+    invoke, settings = cli
+    bars = daily_bars("MSFT", [(100, 101, 99, 100), (100, 101, 99, 100)], start=datetime(2024, 3, 4))
+    with writer(settings.warehouse_path) as con:
+        upsert_bars(con, "raw.bars_daily", bars.with_columns(pl.col("ts").dt.date().alias("session_date")), source="test")
+    risk = tmp_path / "risk.yaml"
+    risk.write_text(
+        "max_order_notional: 1000000\nmax_symbol_exposure: 1000000\nmax_total_exposure: 1000000\n"
+        "max_concentration_pct: 100\nmax_position_quantity: 100000\nmax_leverage: 1\n"
+    )
+    monkeypatch.setenv("TRADING_RISK_FILE", str(risk))
+    get_settings.cache_clear()
+    assert invoke("order", "submit", "GOOG", "buy", "600", "--json")["action"] == "submitted"  # 60,000 of 100,000
+    over = invoke("order", "submit", "MSFT", "buy", "400", "--json", code=1)  # + 40,000: at the cash
+    assert over["action"] == "rejected" and over["reason"].startswith("buying_power: buy 400 MSFT needs 40,000.00")
+    assert "60,000.00 held by working orders" in over["reason"] and "reaching buying power 100,000.00" in over["reason"]
+    assert invoke("order", "submit", "MSFT", "buy", "399", "--json")["action"] == "submitted"
+    # selling what the working buys will hold needs no buying power; selling past it opens a short, which does
+    assert invoke("order", "submit", "GOOG", "sell", "601", "--json", code=1)["reason"].startswith("buying_power: sell 601 GOOG (opening 1)")
+    assert invoke("order", "submit", "GOOG", "sell", "600", "--json")["action"] == "submitted"
+    rejected = invoke("orders", "--status", "rejected", "--json")
+    assert len(rejected) == 2 and all(o["reason"].startswith("risk rule buying_power") for o in rejected)

@@ -196,7 +196,7 @@ def create_order(
     try:
         result = submit_order(
             order_request, broker=state.broker(body.account), store=store, risk_engine=engine,
-            prices=feed.last_closes([symbol]),
+            prices=feed.last_closes(sorted({symbol, *store.symbols_in_play(body.account)})),
         )
     except BrokerError as exc:
         raise HTTPException(502, f"broker error: {exc}") from exc

@@ -20,7 +20,7 @@ def risk(
     account: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._\-]{1,64}$")] = None,
     events: Annotated[int, Query(ge=0, le=1000, description="How many recent risk rejections to include.")] = 20,
 ) -> RiskStatus:
-    from trading_pipeline.risk import RiskContext, RiskLimits
+    from trading_pipeline.risk import RiskContext, RiskEngine, RiskLimits
 
     try:
         limits = RiskLimits.from_yaml(state.settings.risk_file)
@@ -29,8 +29,8 @@ def risk(
     usage = []
     for acct in [account] if account else store.list_accounts():
         pf = store.portfolio(acct)
-        prices = state.feed().last_closes([p.symbol for p in pf.open_positions()])
-        ctx = RiskContext.from_store(store, acct, prices)
+        prices = state.feed().last_closes(store.symbols_in_play(acct))
+        ctx = RiskContext.from_store(store, acct, prices, record_mark=False)  # a read: no mark
         exposure = pf.gross_exposure(prices)
         conc = None
         if ctx.equity > 0 and pf.open_positions():
@@ -38,7 +38,9 @@ def risk(
         usage.append(
             RiskUsage(
                 account=acct, equity=ctx.equity, open_orders=ctx.open_orders, orders_last_minute=ctx.orders_last_minute,
-                daily_pnl=ctx.daily_pnl, gross_exposure=exposure, max_concentration_pct=conc,
+                daily_pnl=ctx.daily_pnl, day_start_equity=ctx.day_start_equity, gross_exposure=exposure,
+                max_concentration_pct=conc,
+                buying_power=None if ctx.unpriced_working else RiskEngine(limits).buying_power(ctx) - ctx.committed,
             )
         )
     ks = store.kill_switch()

@@ -229,7 +229,8 @@ def register(app: typer.Typer) -> None:
         try:
             engine = RiskEngine.from_file(settings.risk_file, store)
             broker = make_broker(settings, store, account)
-            result = submit_order(request, broker=broker, store=store, risk_engine=engine, prices=last_prices(settings, [symbol]))
+            prices = last_prices(settings, sorted({symbol, *store.symbols_in_play(account)}))
+            result = submit_order(request, broker=broker, store=store, risk_engine=engine, prices=prices)
         except (BrokerError, FileNotFoundError) as exc:
             fail(str(exc), "is the warehouse built (`trading demo`) and the broker reachable?")
         order = store.get_order(coid)

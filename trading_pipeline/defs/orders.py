@@ -3,8 +3,10 @@
 The ``ops/orders`` asset is where orders happen: it first pulls fills for working orders
 (the paper broker fills them against bars that arrived since), then turns the latest
 session's tradeable signals into orders (sized, risk-checked, submitted once each by
-deterministic client order id), and mirrors the ops store into the warehouse's ``ops``
-schema for ad-hoc SQL. A check reconciles the broker's book with the store.
+deterministic client order id), marks every account's equity at the session's close (the
+start-of-day equity of the next session's daily loss limit), and mirrors the ops store into
+the warehouse's ``ops`` schema for ad-hoc SQL. A check reconciles the broker's book with the
+store.
 """
 
 from dataclasses import dataclass
@@ -115,6 +117,14 @@ def _mirror(con, store) -> dict[str, int]:
     return counts
 
 
+def _mark_close(store, prices: dict[str, Decimal], now: datetime) -> None:
+    """Each account's equity at this session's close, in the ops store: tomorrow's daily loss
+    limit measures from it (trading_pipeline/risk.py)."""
+    for account in store.list_accounts():
+        pf = store.portfolio(account)
+        store.record_equity_mark(account, now.date(), pf.equity(prices), pf.unrealized_pnl(prices), now)
+
+
 def _portfolio_daily(con, store, session: str, prices: dict[str, Decimal]) -> int:
     """One row per account and session: cash, market value, equity, P&L (replaced on re-run)."""
     con.execute("""CREATE TABLE IF NOT EXISTS ops.portfolio_daily (
@@ -165,14 +175,16 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         book.broker.process_bars()
     filled = sync_open_orders(book.store, book.broker, account)
     results = []
+    now = (market_time + timedelta(hours=23)) if market_time else None
     if signals.height:
         risk = RiskEngine.from_file(settings.risk_file, book.store)
         for (scan,), group in signals.partition_by("scan", as_dict=True).items():
             results += execute_signals(
                 group, account=account, strategy=str(scan), broker=book.broker, store=book.store,
-                risk_engine=risk, sizing=Sizing(), prices=prices,
-                now=(market_time + timedelta(hours=23)) if market_time else None,
+                risk_engine=risk, sizing=Sizing(), prices=prices, now=now,
             )
+    if now is not None:
+        _mark_close(book.store, prices, now)
     actions: dict[str, int] = {}
     for r in results:
         actions[r.action] = actions.get(r.action, 0) + 1
