@@ -3,8 +3,8 @@
 Limits come from one YAML file (``risk.yaml``, see its comments). Every limit is a strict
 ceiling: an order is rejected when the checked value REACHES the limit, so "max 10 open
 orders" means at most 9 are working when a new one is accepted. Rules that measure holdings
-(position, exposure, concentration, buying power) only reject orders that increase the
-position's size, so a trader can always reduce risk. Every rejection is stored in the ops
+or losses (position, exposure, concentration, buying power, daily loss) only reject orders
+that increase the position's size, so a trader can always reduce risk. Every rejection is stored in the ops
 store with its rule, the numbers, and a sentence a human can act on.
 
 Two rules need more than a limit, so here is exactly what they compute:
@@ -44,7 +44,9 @@ earlier day does not count again. The start-of-day equity, in order of preferenc
    P&L at today's first mark), so an old unrealized loss is left out; realized P&L booked
    today is counted in full, even on a position opened earlier (the conservative side).
 
-Orders are then refused while ``-(today's P&L) >= daily_loss_limit``.
+Orders that open or add to a position (any part of them: selling 101 against a long of 100
+opens a short) are then refused while ``-(today's P&L) >= daily_loss_limit``; orders that
+only reduce a position still pass (the kill switch is the rule that stops everything).
 """
 
 from __future__ import annotations
@@ -475,6 +477,10 @@ class RiskEngine:
         return None
 
     def _daily_loss(self, order: OrderRequest, ctx: RiskContext) -> RiskDecision | None:
+        before, _after = self._after(order, ctx)
+        signed = order.quantity if Side(order.side) == Side.BUY else -order.quantity
+        if opening_quantity(before, signed) <= 0:
+            return None  # past the limit a trader may still cut a position (the kill switch stops all)
         loss = -ctx.daily_pnl
         lim = self.limits.daily_loss_limit
         if loss >= lim:

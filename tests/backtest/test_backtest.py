@@ -241,6 +241,33 @@ def test_cli_runs_the_job_and_prints_json(trading_home, tmp_path):
     assert table.exit_code == 0 and "By symbol" in table.stdout and "AAA" in table.stdout
 
 
+def test_job_and_cli_use_the_live_risk_yaml(trading_home, tmp_path, monkeypatch):
+    """Backtests check orders against the same risk.yaml (TRADING_RISK_FILE) as live trading."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from trading_pipeline import runs
+    from trading_pipeline.settings import PROJECT_DIR, get_settings
+
+    limits = yaml.safe_load((PROJECT_DIR / "risk.yaml").read_text())
+    limits["max_order_notional"] = 100  # far below one sized entry
+    risk_file = tmp_path / "risk.yaml"
+    risk_file.write_text(yaml.safe_dump(limits))
+    monkeypatch.setenv("TRADING_RISK_FILE", str(risk_file))
+    get_settings.cache_clear()
+    settings = get_settings()
+    build_warehouse(settings.warehouse_path, signals=[signal("AAA", SESSIONS[1], "breakout_up", "long")])
+    res = runs.run_job("backtest", settings, run_config={"ops": {"run_backtest": {"config": {"strategy": "breakout", "hold": 2}}}})
+    assert res.success, runs.failure_message(res)
+    metrics = res.output_for_node("run_backtest")["metrics"]
+    assert (metrics["trades"], metrics["rejected_orders"]) == (0, 1)
+    out = CliRunner().invoke(_cli(), ["backtest", "--strategy", "breakout", "--no-store", "--hold", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout[out.stdout.index("{"):])["metrics"]["rejected_orders"] == 1
+
+
 def test_cli_unknown_strategy(trading_home):
     from typer.testing import CliRunner
 

@@ -209,12 +209,15 @@ def test_daily_loss_is_measured_from_the_previous_close(store, loose_limits) -> 
     assert not d.approved and d.rule == "daily_loss_limit" and (d.value, d.limit) == (D(1000), D(1000))
     assert d.reason == ("today's loss is 1,000.00 (equity 94,000.00 now vs 95,000.00 at the start of the day); "
                         "limit is 1,000.00")
+    assert eng.check(req(100, Side.SELL), c).approved  # past the limit, cutting the position still passes
+    assert not eng.check(req(101, Side.SELL), c).approved  # ...but not turning it into a short
     c = RiskContext.from_store(store, "acct", {"AAA": D("40.01")}, now=DAY2 + timedelta(hours=1))
     assert c.daily_pnl == D(-999) and eng.check(req(1), c).approved
     # selling today at 40 realizes 6,000, but only the 1,000 since the start of the day is today's
     fill(store, "s1", Side.SELL, "100", "40", DAY2 + timedelta(hours=2))
     c = RiskContext.from_store(store, "acct", {"AAA": D(40)}, now=DAY2 + timedelta(hours=3))
     assert c.daily_pnl == D(-1000) and not eng.check(req(1), c).approved
+    assert not eng.check(req(1, Side.SELL), c).approved  # flat now: a sell would open a short
 
 
 def test_daily_loss_without_an_earlier_mark_counts_from_the_first_mark_of_the_day(store, loose_limits) -> None:

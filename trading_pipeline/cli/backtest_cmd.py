@@ -85,6 +85,7 @@ def register(app: typer.Typer) -> None:
             reporting_progress,
             run_backtest,
         )
+        from trading_pipeline.risk import RiskLimits
 
         settings = get_settings()
         path = settings.warehouse_path
@@ -133,7 +134,8 @@ def register(app: typer.Typer) -> None:
                         result = run_backtest(path, strategy=strategy, symbols=symbols or None, start=start, end=end,
                                               hold=hold, initial_cash=cash, slippage_bps=slippage_bps,
                                               commission_per_share=commission, commission_min=commission_min,
-                                              allow_short=allow_short)
+                                              allow_short=allow_short,
+                                              limits=RiskLimits.from_yaml(settings.risk_file))
                     except BacktestError as exc:
                         progress.stop()
                         fail(str(exc), code=2)

@@ -89,6 +89,8 @@ def store_result(con, result, dagster_run_id: str = "") -> dict[str, int]:
 )
 def run_backtest_op(context: dg.OpExecutionContext, config: BacktestRunConfig, warehouse: WarehouseResource) -> dict:
     from trading_pipeline.backtest import run_backtest
+    from trading_pipeline.risk import RiskLimits
+    from trading_pipeline.settings import get_settings
 
     path = warehouse.resolved_path()
     result = run_backtest(
@@ -96,6 +98,7 @@ def run_backtest_op(context: dg.OpExecutionContext, config: BacktestRunConfig, w
         end=config.end or None, hold=config.hold, initial_cash=config.initial_cash,
         slippage_bps=config.slippage_bps, commission_per_share=config.commission_per_share,
         commission_min=config.commission_min, allow_short=config.allow_short,
+        limits=RiskLimits.from_yaml(get_settings().risk_file),  # the live limits (risk.yaml)
     )
     if config.run_id:
         result.run_id = config.run_id
