@@ -238,7 +238,13 @@ def expectation_name(exp) -> str:
 
 
 def run_suite(df: pl.DataFrame, calendar_of: dict[str, str], now: datetime | None = None) -> list[dict]:
-    """Validate stored bars with the GX suite; one dict per expectation (success, details)."""
+    """Validate stored bars with the GX suite; one dict per expectation (success, details).
+
+    ``unexpected_rows`` are the positions in ``df`` of the rows that break the expectation
+    (every one of them, so a caller can tell which session each failure belongs to); it is
+    None for an expectation on the table as a whole (the column set), which no row breaks
+    alone. ``example_rows`` are the positions of ``unexpected_examples``, in order.
+    """
     now = now or datetime.now(UTC)
     intraday = bool(df.height) and df["timeframe"][0] != "1d"
     checked = _session_dates(
@@ -261,14 +267,18 @@ def run_suite(df: pl.DataFrame, calendar_of: dict[str, str], now: datetime | Non
     )
     out = []
     for exp in bar_expectations(now):
-        res = batch.validate(exp)
+        # COMPLETE: every failing row's index (pdf keeps polars' 0..n-1 row positions)
+        res = batch.validate(exp, result_format="COMPLETE")
         r = res.result or {}
+        rows = r.get("unexpected_index_list")
         out.append(
             {
                 "expectation": expectation_name(exp),
                 "success": bool(res.success),
                 "unexpected_count": r.get("unexpected_count"),
                 "unexpected_examples": [str(x) for x in (r.get("partial_unexpected_list") or [])[:5]],
+                "example_rows": [int(i) for i in (r.get("partial_unexpected_index_list") or [])[:5]],
+                "unexpected_rows": None if rows is None else [int(i) for i in rows],
             }
         )
     return out

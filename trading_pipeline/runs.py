@@ -182,8 +182,10 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 
 def failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
-    out = []
+    """``asset:check`` of every check that failed in the run, once each (a partitioned check,
+    like the bar checks, reports one result per session of the run)."""
+    out: dict[str, None] = {}
     for ev in result.get_asset_check_evaluations():
         if not ev.passed:
-            out.append(f"{ev.asset_key.to_user_string()}:{ev.check_name}")
-    return out
+            out[f"{ev.asset_key.to_user_string()}:{ev.check_name}"] = None
+    return list(out)

@@ -10,15 +10,20 @@ import sys
 import time
 from datetime import date
 
+import dagster as dg
 import pytest
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from typer.testing import CliRunner
 
 from trading_pipeline import runs, warehouse
 from trading_pipeline.cli.main import app
+from trading_pipeline.defs.bars import CHECK_GROUPS, DAILY, SESSIONS
 from trading_pipeline.settings import get_settings
 
 GOOD = "Date,Open,High,Low,Close,Volume\n2013-02-27,794.8,804.8,791.1,799.8,2522000\n2013-02-28,801.1,806.2,799.0,801.2,2265800\n2013-03-01,797.8,807.1,796.2,806.2,2175400\n"
 runner = CliRunner()
+# the session partitions of ingest_file's range (2013-02-25 .. 2013-03-08): ten weekdays
+RANGE_KEYS = SESSIONS.get_partition_keys_in_range(dg.PartitionKeyRange("2013-02-25", "2013-03-08"))
 
 
 def table(sql):
@@ -49,8 +54,12 @@ def test_ingest_twice_changes_nothing(trading_home, tmp_path):
     assert r2.success
     assert table("SELECT symbol, ts, open, high, low, close, volume, session_date FROM raw.bars_daily ORDER BY ts").equals(first)
     # the run is recorded in the instance under TRADING_HOME, with all seven checks passing
+    # for each session of the range (the checks are partitioned like the asset)
     evals = r2.get_asset_check_evaluations()
-    assert len(evals) == 7 and all(e.passed for e in evals)
+    assert sorted((e.check_name, e.partition) for e in evals) == sorted(
+        (c, k) for c in CHECK_GROUPS for k in RANGE_KEYS
+    )
+    assert all(e.passed for e in evals)
     inst = runs.instance(get_settings())
     assert {r.run_id for r in inst.get_runs()} >= {r1.run_id, r2.run_id}
 
@@ -85,6 +94,55 @@ def test_failed_load_leaves_warehouse_exactly_as_before(trading_home, tmp_path):
     assert table("SELECT count(*) AS n FROM raw.symbols")["n"][0] == 1
 
 
+def check_executions(run_id: str) -> dict[tuple[str, str, str | None], str]:
+    """Every row of Dagster's asset_check_executions for the run, (asset, check, partition)
+    -> status, for every check the code location defines."""
+    inst = runs.instance(get_settings())
+    out = {}
+    for key in runs.definitions().resolve_asset_graph().asset_check_keys:
+        for rec in inst.event_log_storage.get_asset_check_execution_history(key, limit=10_000):
+            if rec.run_id == run_id:
+                out[(key.asset_key.to_user_string(), key.name, rec.partition)] = rec.status.value
+    return out
+
+
+def test_range_run_resolves_every_planned_check_execution(trading_home, tmp_path):
+    """Regression: a run over a range of sessions left one PLANNED row per check and session
+    in Dagster's asset_check_executions, never resolved (the UI lists them as skipped
+    executions), while the results went to rows of their own without a partition. Now the
+    checks are partitioned like the asset and each planned execution is resolved."""
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD)
+    result = ingest_file(f)
+    assert result.success
+    rows = check_executions(result.run_id)
+    assert rows == {("raw/bars_daily", c, k): "SUCCEEDED" for c in CHECK_GROUPS for k in RANGE_KEYS}
+    # nothing PLANNED anywhere in the instance
+    inst = runs.instance(get_settings())
+    planned = [
+        (key, rec.partition)
+        for key in runs.definitions().resolve_asset_graph().asset_check_keys
+        for rec in inst.event_log_storage.get_asset_check_execution_history(
+            key, limit=10_000, status={AssetCheckExecutionRecordStatus.PLANNED})
+    ]
+    assert planned == []
+    # what the UI shows per partition (Dagster's asset check state): every session passed,
+    # each result about that session's latest materialization (made by this run)
+    assert {e.partition for e in result.get_asset_materialization_events()} == set(RANGE_KEYS)
+    for name in CHECK_GROUPS:
+        key = dg.AssetCheckKey(DAILY, name)
+        state = inst.event_log_storage.get_asset_check_state([(key, SESSIONS)])[key]
+        shown = {s.value: set(sub.subset_value.get_partition_keys())
+                 for s, sub in state.subsets.items() if not sub.is_empty}
+        assert shown == {"SUCCEEDED": set(RANGE_KEYS)}, name
+        for rec in inst.event_log_storage.get_asset_check_execution_history(key, limit=100):
+            target = rec.evaluation.target_materialization_data
+            assert target.run_id == result.run_id
+            assert target.storage_id == inst.fetch_materializations(
+                dg.AssetRecordsFilter(DAILY, asset_partitions=[rec.partition]), limit=1
+            ).records[0].storage_id
+
+
 def test_stored_bad_bars_fail_blocking_checks(trading_home, tmp_path):
     f = tmp_path / "GOOG.csv"
     f.write_text(GOOD)
@@ -94,9 +152,22 @@ def test_stored_bad_bars_fail_blocking_checks(trading_home, tmp_path):
     con.execute("""INSERT INTO raw.bars_daily VALUES ('GOOG','1d','2013-03-02','2013-03-02',1,0.5,2,1,1,'manual',now())""")
     con.close()
     result = ingest_file(f)
+    assert not result.success  # blocking: the check step fails the run
     failed = set(runs.failed_checks(result))
-    assert {"raw/bars_daily:high_low_consistent", "raw/bars_daily:in_session"} <= failed
-    assert "raw/bars_daily:unique_keys" not in failed
+    assert failed == {"raw/bars_daily:high_low_consistent", "raw/bars_daily:in_session"}
+    # recorded per session: FAILED for the one the bar is in (a Saturday: Friday's partition,
+    # 2013-03-01), passed for the others; nothing left PLANNED
+    rows = check_executions(result.run_id)
+    bad = {(c, "2013-03-01") for c in ("high_low_consistent", "in_session")}
+    assert rows == {("raw/bars_daily", c, k): "FAILED" if (c, k) in bad else "SUCCEEDED"
+                    for c in CHECK_GROUPS for k in RANGE_KEYS}
+    ev = next(e for e in result.get_asset_check_evaluations()
+              if e.check_name == "high_low_consistent" and e.partition == "2013-03-01")
+    assert not ev.passed and ev.blocking
+    assert {b for x in ev.metadata["failures"].value for b in x["bars"]} == {"GOOG 1d 2013-03-02 00:00:00"}
+    # `trading status` reports both, once each
+    status = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert sorted(status["failed_checks"]) == sorted(failed)
 
 
 def test_cli_ingest_json_and_status(trading_home, tmp_path):

@@ -103,25 +103,27 @@ def test_runs_events_checks_and_the_pool_live_in_postgres(pg_dagster, tmp_path) 
     assert {tuple(json.loads(k)) for k, _ in mats} >= {("raw", "bars_daily")}
     assert {p for _, p in mats} >= {"2013-02-27", "2013-02-28", "2013-03-01"}
 
-    # --- asset checks: every evaluation recorded, passed, in the executions table too
+    # --- asset checks: seven per session partition of the range (the checks are partitioned
+    # like the asset), every one passed and resolved in the executions table: no row is left
+    # PLANNED (one per check and session used to be, beside unpartitioned results)
     evals = r1.get_asset_check_evaluations()
-    assert len(evals) == 7 and all(e.passed for e in evals)
-    # (Dagster also leaves one PLANNED row per check and session partition of the range: the
-    # evaluations themselves are not partitioned; same on SQLite storage)
+    assert len(evals) == 7 * 10 and all(e.passed for e in evals)
+    assert {e.partition for e in evals} == {p for _, p in mats if p}
     checks = conn.execute(
-        "SELECT asset_key, check_name, execution_status FROM asset_check_executions"
-        " WHERE run_id = %s AND execution_status <> 'PLANNED'",
+        "SELECT asset_key, check_name, partition, execution_status FROM asset_check_executions"
+        " WHERE run_id = %s",
         (r1.run_id,),
     ).fetchall()
-    assert sorted((json.loads(a)[-1], c) for a, c, _ in checks) == sorted(
-        (e.asset_key.path[-1], e.check_name) for e in evals
+    assert sorted((json.loads(a)[-1], c, p) for a, c, p, _ in checks) == sorted(
+        (e.asset_key.path[-1], e.check_name, e.partition) for e in evals
     )
-    assert {s for _, _, s in checks} == {"SUCCEEDED"}
+    assert {s for _, _, _, s in checks} == {"SUCCEEDED"}
+    assert conn.execute("SELECT count(*) FROM asset_check_executions WHERE execution_status = 'PLANNED'").fetchone()[0] == 0
     n_check_events = conn.execute(
         "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_CHECK_EVALUATION'",
         (r1.run_id,),
     ).fetchone()[0]
-    assert n_check_events == 7
+    assert n_check_events == 7 * 10
 
     # --- the duckdb_writer pool: created in Postgres at its one-slot default, used, free again
     limit, default = conn.execute(

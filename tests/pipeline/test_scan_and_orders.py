@@ -9,6 +9,7 @@ import pytest
 
 from tests.scans import scan_daily
 from trading_pipeline import runs, warehouse
+from trading_pipeline.defs.bars import CHECK_GROUPS, SESSIONS
 from trading_pipeline.settings import get_settings
 
 SRC = {"source": "sample", "synthetic_symbols": 4}
@@ -96,6 +97,29 @@ def test_sensor_keys_one_run_per_signals_materialization(story):
     assert keys[0] == f"signals-{story['second'].run_id}"
 
 
+def check_executions(run_id: str) -> dict[tuple[str, str, str | None], str]:
+    """Dagster's asset_check_executions rows of a run: (asset, check, partition) -> status."""
+    inst = runs.instance(get_settings())
+    out = {}
+    for key in runs.definitions().resolve_asset_graph().asset_check_keys:
+        for rec in inst.event_log_storage.get_asset_check_execution_history(key, limit=100_000):
+            if rec.run_id == run_id:
+                out[(key.asset_key.to_user_string(), key.name, rec.partition)] = rec.status.value
+    return out
+
+
+def test_range_scan_resolves_every_check_execution(story):
+    """A scan over many sessions: no check execution is left PLANNED; the bar checks passed
+    for each session of the range, dbt's tests (unpartitioned models) once each."""
+    rows = check_executions(story["first"].run_id)
+    assert "PLANNED" not in rows.values()
+    sessions = SESSIONS.get_partition_keys_in_range(dg.PartitionKeyRange("2012-03-01", TRADE_DAY.isoformat()))
+    bars = {(c, p): st for (a, c, p), st in rows.items() if a == "raw/bars_daily"}
+    assert bars == {(c, p): "SUCCEEDED" for c in CHECK_GROUPS for p in sessions}
+    dbt = {(a, c): p for (a, c, p) in rows if a != "raw/bars_daily"}
+    assert dbt and set(dbt.values()) == {None}
+
+
 def test_failed_bar_check_blocks_the_scan_downstream(story):
     con = warehouse.connect(get_settings().warehouse_path)
     # bars that bypassed ingest (a manual INSERT, twice): high below low, duplicated key.
@@ -104,12 +128,22 @@ def test_failed_bar_check_blocks_the_scan_downstream(story):
         con.execute("""INSERT INTO raw.bars_daily VALUES ('ZZZZ','1d','2013-03-01','2013-03-01',1,0.5,2,1,1,'manual',now())""")
     con.close()
     signals_before = q("SELECT count(*) AS n FROM marts.signals")["n"][0]
-    r = scan_daily(SRC, partition="2013-03-01", check=False)
-    assert {"raw/bars_daily:unique_keys", "raw/bars_daily:high_low_consistent"} <= set(runs.failed_checks(r))
-    assert not r.success
-    materialized = {e.asset_key.to_user_string() for e in r.get_asset_materialization_events()}
-    assert "marts/signals" not in materialized and "serving/snapshot" not in materialized
-    assert q("SELECT count(*) AS n FROM marts.signals")["n"][0] == signals_before
+    bad = {"raw/bars_daily:unique_keys", "raw/bars_daily:high_low_consistent"}
+    # one session, then a range of sessions in one run (a single-run backfill): both blocked
+    for kw in ({"partition": "2013-03-01"}, {"start": date(2013, 2, 25), "end": date(2013, 3, 1)}):
+        r = scan_daily(SRC, check=False, **kw)
+        assert bad <= set(runs.failed_checks(r))
+        assert not r.success
+        materialized = {e.asset_key.to_user_string() for e in r.get_asset_materialization_events()}
+        assert "marts/signals" not in materialized and "serving/snapshot" not in materialized
+        assert q("SELECT count(*) AS n FROM marts.signals")["n"][0] == signals_before
+        # the bar checks' executions, resolved per session: FAILED where the bad bars are
+        rows = {(c, p): st for (a, c, p), st in check_executions(r.run_id).items() if a == "raw/bars_daily"}
+        sessions = [kw["partition"]] if "partition" in kw else ["2013-02-25", "2013-02-26", "2013-02-27", "2013-02-28", "2013-03-01"]
+        assert set(rows) == {(c, p) for c in CHECK_GROUPS for p in sessions}
+        assert {k for k, st in rows.items() if st == "FAILED"} == {
+            (c, "2013-03-01") for c in ("unique_keys", "high_low_consistent")}
+        assert set(rows.values()) == {"SUCCEEDED", "FAILED"}
 
 
 def test_portfolio_daily_in_the_warehouse(story):
@@ -118,3 +152,12 @@ def test_portfolio_daily_in_the_warehouse(story):
     last = pd_.row(-1, named=True)
     assert abs(last["cash"] + last["market_value"] - last["equity"]) < 1e-6
     assert last["positions"] == q("SELECT count(*) AS n FROM ops.positions WHERE quantity <> 0")["n"][0]
+
+
+def test_equity_marked_at_each_session_close(story):
+    """The orders asset marks every account's equity at the session's close in the ops store
+    (mirrored to ops.equity_marks): the next session's daily loss limit measures from it."""
+    marks = q("SELECT * FROM ops.equity_marks ORDER BY session_date")
+    assert marks["session_date"].cast(str).to_list() == ["2013-02-22", "2013-03-01"]
+    daily = q("SELECT session_date, equity FROM ops.portfolio_daily ORDER BY session_date")
+    assert marks["last_equity"].to_list() == pytest.approx(daily["equity"].to_list())

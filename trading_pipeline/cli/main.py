@@ -207,14 +207,19 @@ def status(json_out: JsonOpt = False) -> None:
 
 
 def _failed_checks(inst) -> list[str]:
+    """Checks whose latest result failed; for a partitioned check (the bar checks: one result
+    per session), whose latest result failed for any session."""
     from trading_pipeline import runs
 
     failed = []
     for checks_def in runs.definitions().asset_checks or []:
-        for key in checks_def.check_keys:
-            hist = inst.event_log_storage.get_asset_check_execution_history(key, limit=1)
-            if hist and hist[0].event and hist[0].event.asset_check_evaluation and not hist[0].event.asset_check_evaluation.passed:
-                failed.append(f"{key.asset_key.to_user_string()}:{key.name}")
+        for spec in checks_def.check_specs:
+            partitioned = spec.partitions_def is not None
+            for info in inst.event_log_storage.get_asset_check_partition_info([spec.key]):
+                # (results of the other kind are from before the check was (un)partitioned)
+                if (info.partition_key is not None) == partitioned and info.latest_execution_status.value == "FAILED":
+                    failed.append(f"{spec.asset_key.to_user_string()}:{spec.name}")
+                    break
     return failed
 
 

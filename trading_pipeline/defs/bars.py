@@ -1,10 +1,17 @@
 """Raw bar assets (daily and intraday), session-partitioned, with blocking quality checks."""
 
 
+import warnings
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import polars as pl
+
+# the record Dagster keeps of which materialization a check result is about; not exported
+# from `dagster` in 1.13 (AssetCheckResult fills it itself, but it cannot name a partition)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
+)
 
 from trading_pipeline import quality, warehouse
 from trading_pipeline.bars import INTRADAY_TIMEFRAMES
@@ -150,19 +157,82 @@ CHECK_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _checked_window(context) -> tuple[datetime, datetime] | None:
-    tags = context.run.tags
-    start = tags.get("dagster/asset_partition_range_start") or tags.get("dagster/partition")
-    end = tags.get("dagster/asset_partition_range_end") or tags.get("dagster/partition")
-    if not start:
-        return None
-    s = SESSIONS.time_window_for_partition_key(start).start
-    e = SESSIONS.time_window_for_partition_key(end).end
-    return s.astimezone(UTC).replace(tzinfo=None), e.astimezone(UTC).replace(tzinfo=None)
+def _naive_utc(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(tzinfo=None)
+
+
+def _checked_partitions(context) -> list[str]:
+    """The session partitions this run checks, in order ([] when the run has no partition:
+    then the whole table is checked and the checks report one unpartitioned result)."""
+    if context.has_partition_key or context.has_partition_key_range:
+        return list(context.partition_keys)
+    return []
+
+
+def _target_materializations(context, asset: dg.AssetKey, keys: list[str]) -> dict:
+    """The latest materialization of each partition in ``keys`` (what each check result is
+    about), as Dagster records it for a check result: the UI shows a partition's check as
+    current only while it targets that partition's latest materialization."""
+    latest = context.instance.event_log_storage.get_latest_storage_id_by_partition(
+        asset, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys)
+    )
+    if not latest:
+        return {}
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, storage_ids=list(latest.values())), limit=len(latest)
+    ).records
+    return {
+        r.partition_key: TargetMaterialization(storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp)
+        for r in records
+    }
+
+
+def _failures_by_partition(failed: list[dict], part: pl.Series, df: pl.DataFrame, keys: list[str]) -> dict:
+    """Split the failed expectations of a check by the session partition of each failing row.
+
+    Every expectation but the column set is evaluated row by row (uniqueness is per
+    (symbol, timeframe, ts), so duplicates share a session): a row breaks it in exactly one
+    partition, and a partition with no failing row passed. An expectation on the table as
+    a whole (or one that failed without naming rows) fails every partition checked.
+    """
+    out: dict[str, list[dict]] = {k: [] for k in keys}
+    for r in failed:
+        rows = r.get("unexpected_rows")
+        base = {"expectation": r["expectation"], "success": False}
+        if not rows:
+            for k in keys:
+                out[k].append(_summary(r))
+            continue
+        examples = dict(zip(r.get("example_rows") or [], r["unexpected_examples"], strict=False))
+        by_key: dict[str, list[int]] = {}
+        for row, p in zip(rows, part.gather(rows).to_list(), strict=True):
+            by_key.setdefault(keys[p], []).append(row)
+        for k, mine in by_key.items():
+            bars = df[mine[:5]].select("symbol", "timeframe", "ts").iter_rows()
+            out[k].append({
+                **base, "unexpected_count": len(mine),
+                "unexpected_examples": [examples[i] for i in mine if i in examples],
+                "bars": [f"{s} {tf} {ts}" for s, tf, ts in bars],
+            })
+    return out
 
 
 def _suite_results(context, wh: WarehouseResource, table: str, asset: dg.AssetKey):
-    window = _checked_window(context)
+    """Run the GX suite on the stored bars of the run's sessions and report each check.
+
+    A run of several sessions (a single-run backfill) checks them in one pass but records
+    one result per check *and session partition*: the checks are partitioned like the
+    asset, and Dagster plans one execution per partition of the run; each one is resolved
+    here as passed or failed for the bars of that session. ``AssetCheckResult`` cannot name
+    a partition (1.13), so the results are yielded as ``AssetCheckEvaluation`` events with
+    the check's output; a failed one is blocking just the same (the step fails after
+    reporting them all, so nothing downstream runs).
+    """
+    keys = _checked_partitions(context)
+    window = None
+    if keys:
+        window = (_naive_utc(SESSIONS.time_window_for_partition_key(keys[0]).start),
+                  _naive_utc(SESSIONS.time_window_for_partition_key(keys[-1]).end))
     con = warehouse.connect(wh.resolved_path(), read_only=True)
     try:
         where, params = ("WHERE ts >= ? AND ts < ?", list(window)) if window else ("", [])
@@ -175,37 +245,77 @@ def _suite_results(context, wh: WarehouseResource, table: str, asset: dg.AssetKe
     finally:
         con.close()
     results = quality.run_suite(df, cal)
+    if not keys:
+        for check, prefixes in CHECK_GROUPS.items():
+            mine = [r for r in results if r["expectation"].startswith(prefixes)]
+            failed = [r for r in mine if not r["success"]]
+            yield dg.AssetCheckResult(
+                asset_key=asset, check_name=check, passed=not failed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata=_metadata(df.height, "all", len(mine), [_summary(r) for r in failed]),
+            )
+        return
+    windows = [SESSIONS.time_window_for_partition_key(k) for k in keys]
+    starts = pl.Series([_naive_utc(w.start) for w in windows], dtype=pl.Datetime("us"))
+    # each row's session: the index in keys of the last partition starting at or before it
+    part = starts.search_sorted(df["ts"].cast(pl.Datetime("us")), side="right").cast(pl.Int64) - 1
+    rows_in = part.value_counts().rows() if df.height else []
+    counts = {keys[p]: n for p, n in rows_in}
+    targets = _target_materializations(context, asset, keys)
+    checks_def = context.op_execution_context.assets_def
     for check, prefixes in CHECK_GROUPS.items():
         mine = [r for r in results if r["expectation"].startswith(prefixes)]
-        failed = [r for r in mine if not r["success"]]
-        yield dg.AssetCheckResult(
-            asset_key=asset,
-            check_name=check,
-            passed=not failed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "rows_checked": dg.MetadataValue.int(df.height),
-                "window": dg.MetadataValue.text(f"{window[0]} .. {window[1]}" if window else "all"),
-                "expectations": dg.MetadataValue.int(len(mine)),
-                "failures": dg.MetadataValue.json(failed),
-            },
-        )
+        failed = _failures_by_partition([r for r in mine if not r["success"]], part, df, keys)
+        spec = CHECK_SPECS[asset][check]
+        # the check's output (as AssetCheckResult would yield it): what downstream steps wait on
+        yield dg.Output(None, output_name=checks_def.get_output_name_for_asset_check_key(spec.key))
+        for k, w in zip(keys, windows, strict=True):
+            yield dg.AssetCheckEvaluation(
+                asset_key=asset, check_name=check, passed=not failed[k],
+                metadata=_metadata(counts.get(k, 0), f"{_naive_utc(w.start)} .. {_naive_utc(w.end)}",
+                                   len(mine), failed[k]),
+                target_materialization_data=targets.get(k),
+                severity=dg.AssetCheckSeverity.ERROR,
+                blocking=spec.blocking,
+                partition=k,
+            )
+
+
+def _summary(result: dict) -> dict:
+    """A failed expectation as the check's metadata shows it (without the row positions)."""
+    return {k: v for k, v in result.items() if k not in ("unexpected_rows", "example_rows")}
+
+
+def _metadata(rows: int, window: str, expectations: int, failures: list[dict]) -> dict:
+    return {
+        "rows_checked": dg.MetadataValue.int(rows),
+        "window": dg.MetadataValue.text(window),
+        "expectations": dg.MetadataValue.int(expectations),
+        "failures": dg.MetadataValue.json(failures),
+    }
 
 
 def _check_specs(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
-    return [
-        dg.AssetCheckSpec(name, asset=asset, blocking=True,
-                          description=f"great-expectations bar suite: {name.replace('_', ' ')}")
-        for name in CHECK_GROUPS
-    ]
+    # partitioned like the asset: a run over a range of sessions plans (and here resolves)
+    # one execution per check and session, which is what the UI shows per partition
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # partitions_def on a check: preview in 1.13
+        return [
+            dg.AssetCheckSpec(name, asset=asset, blocking=True, partitions_def=SESSIONS,
+                              description=f"great-expectations bar suite: {name.replace('_', ' ')}")
+            for name in CHECK_GROUPS
+        ]
 
 
-@dg.multi_asset_check(specs=_check_specs(DAILY), pool=POOL, name="bars_daily_quality")
+CHECK_SPECS = {a: {s.name: s for s in _check_specs(a)} for a in (DAILY, INTRADAY)}
+
+
+@dg.multi_asset_check(specs=list(CHECK_SPECS[DAILY].values()), pool=POOL, name="bars_daily_quality")
 def bars_daily_quality(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
     yield from _suite_results(context, warehouse, "raw.bars_daily", DAILY)
 
 
-@dg.multi_asset_check(specs=_check_specs(INTRADAY), pool=POOL, name="bars_intraday_quality")
+@dg.multi_asset_check(specs=list(CHECK_SPECS[INTRADAY].values()), pool=POOL, name="bars_intraday_quality")
 def bars_intraday_quality(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
     yield from _suite_results(context, warehouse, "raw.bars_intraday", INTRADAY)
 
