@@ -86,6 +86,7 @@ class SnapshotReader:
         self._current: Generation | None = None
         self._failed: tuple[tuple[int, int, int] | None, str] | None = None
         self._opened = 0
+        self.query_limiter: Any = None  # set by trading_api.routers._query (an anyio limiter)
 
     # ---- opening / switching ----------------------------------------------------------------
     def _open(self, fid: tuple[int, int, int]) -> Generation:
