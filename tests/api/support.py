@@ -153,7 +153,9 @@ CLI = "import typer; from trading_api.cli import register; app = typer.Typer(); 
 class Server:
     """A real uvicorn process serving ``trading_api.main:app`` for ``env``."""
 
-    def __init__(self, env: ApiEnv, port: int | None = None, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, env: ApiEnv, port: int | None = None, extra_env: dict[str, str] | None = None, workers: int = 1
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -163,7 +165,7 @@ class Server:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", CLI, "api", "--host", "127.0.0.1", "--port", str(self.port),
-             "--timeout-graceful-shutdown", "3"],
+             "--timeout-graceful-shutdown", "3", "--workers", str(workers)],
             cwd=str(env.home), env=environ, stdout=self._log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
