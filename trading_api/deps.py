@@ -53,6 +53,14 @@ class AppState:
                     raise OpsStoreUnavailable(f"ops store unavailable: {type(exc).__name__}: {exc}") from exc
             return self._store
 
+    def known_key(self, headers: Any) -> dict[str, Any] | None:
+        """The record of the request's key if it was checked active within the TTL, without
+        touching the store (None: not known yet, ask :func:`authenticate` in a thread)."""
+        if self._checker is None:
+            return None
+        key = extract_key(headers)
+        return self._checker.cached(key) if key else None
+
     def checker(self) -> KeyChecker:
         if self._checker is None:
             self._checker = KeyChecker(self.store())
@@ -134,11 +142,7 @@ async def require_api_key(
 
     A key checked within the checker's TTL is answered from memory on the event loop; any
     other check reads the ops store in a worker thread."""
-    record = None
-    checker = state._checker
-    if checker is not None:
-        key = extract_key(request.headers)
-        record = checker.cached(key) if key else None
+    record = state.known_key(request.headers)
     if record is None:
         record = await run_in_threadpool(authenticate, state, request.headers)
     request.state.api_key_id = record["id"]

@@ -73,10 +73,10 @@ class KeyChecker:
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
-    def cached(self, key: str) -> dict[str, Any] | None:
+    def cached(self, key: str | None) -> dict[str, Any] | None:
         """The record if ``key`` was found active within the TTL; None means "ask :meth:`check`"
         (never blocks on the store)."""
-        if not key.startswith(PREFIX) or len(key) > 200:
+        if not key or not key.startswith(PREFIX) or len(key) > 200:
             return None
         hit = self._cache.get(hash_key(key))
         if hit is not None and time.monotonic() - hit[0] < self.ttl:
@@ -85,14 +85,11 @@ class KeyChecker:
 
     def check(self, key: str | None) -> dict[str, Any] | None:
         """The key's record (id, name) when ``key`` is active, else None."""
-        if not key or not key.startswith(PREFIX) or len(key) > 200:
-            return None
+        record = self.cached(key)
+        if record is not None or not key or not key.startswith(PREFIX) or len(key) > 200:
+            return record
         digest = hash_key(key)
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
         row = self.store.find_api_key(digest)
         if row is None or not hmac.compare_digest(row["key_hash"], digest):
             with self._lock:

@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from trading_api.deps import extract_key
-
 if TYPE_CHECKING:
     from trading_api.deps import AppState
 
@@ -58,12 +56,8 @@ class ResponseCache:
                 self._routes.popitem(last=False)
 
     async def _answer(self, scope: Scope, send: Send, key: tuple, route: Any) -> bool:
-        checker = self.state._checker
-        if checker is None:
-            return False
         headers = Headers(scope=scope)
-        api_key = extract_key(headers)
-        record = checker.cached(api_key) if api_key else None
+        record = self.state.known_key(headers)
         if record is None:
             return False
         hit = self.state.reader.peek(key)
@@ -73,11 +67,8 @@ class ResponseCache:
         scope.setdefault("state", {})["api_key_id"] = record["id"]
         if route is not None:
             scope["route"] = route
-        etag = hit.etag.encode()
-        inm = headers.get("if-none-match")
-        not_modified = bool(inm) and hit.etag in (t.strip() for t in inm.split(","))
-        head = [(b"etag", etag), (b"cache-control", b"no-cache")]
-        if not_modified:
+        head = [(k.lower().encode(), v.encode()) for k, v in hit.validators.items()]
+        if etag_matches(hit.etag, headers.get("if-none-match")):
             await send({"type": "http.response.start", "status": 304, "headers": head})
             await send({"type": "http.response.body", "body": b""})
             return True
@@ -85,3 +76,8 @@ class ResponseCache:
         await send({"type": "http.response.start", "status": 200, "headers": head})
         await send({"type": "http.response.body", "body": hit.body})
         return True
+
+
+def etag_matches(etag: str, if_none_match: str | None) -> bool:
+    """Whether a request's ``If-None-Match`` names ``etag`` (answer 304)."""
+    return bool(if_none_match) and etag in (t.strip() for t in if_none_match.split(","))

@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from trading_api.response_cache import SCOPE_KEY
+from trading_api.response_cache import SCOPE_KEY, etag_matches
 from trading_api.snapshot import Generation, SnapshotReader, clean
 
 
@@ -79,6 +79,10 @@ class Encoded:
     body: bytes
     etag: str
 
+    @property
+    def validators(self) -> dict[str, str]:
+        return {"ETag": self.etag, "Cache-Control": "no-cache"}
+
 
 async def snapshot_json(
     request: Request,
@@ -101,11 +105,45 @@ async def snapshot_json(
             reader.cached, full, lambda gen, cur: _encode(gen, key, build(gen, cur)), limiter=_limiter(reader)
         )
     request.scope.setdefault("state", {})[SCOPE_KEY] = full  # see trading_api.response_cache
-    headers = {"ETag": hit.etag, "Cache-Control": "no-cache"}
-    inm = request.headers.get("if-none-match")
-    if inm and hit.etag in (t.strip() for t in inm.split(",")):
-        return Response(status_code=304, headers=headers)
-    return Response(hit.body, media_type="application/json", headers=headers)
+    if etag_matches(hit.etag, request.headers.get("if-none-match")):
+        return Response(status_code=304, headers=hit.validators)
+    return Response(hit.body, media_type="application/json", headers=hit.validators)
+
+
+async def page_json(
+    request: Request,
+    reader: SnapshotReader,
+    table: str,
+    build: Callable[[Filters], None],
+    order: list[str],
+    limit: int,
+    offset: int,
+    make_page: Callable[[int, list[dict[str, Any]]], BaseModel],
+) -> Response:
+    """:func:`snapshot_json` of one page of ``table``: ``make_page(total, rows)``.
+
+    The cache key is derived from what ``build`` filters on (the values it passes to
+    ``Filters.add``), so a route cannot leave a filter out of its key."""
+    probe = _Recorder()
+    build(probe)
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    key = (route, table, tuple(probe.filters), tuple(order), limit, offset)
+
+    def compute(gen: Generation, cur: Any) -> BaseModel:
+        return make_page(*page_rows(gen, cur, table, build, order, limit, offset))
+
+    return await snapshot_json(request, reader, key, compute)
+
+
+class _Recorder:
+    """Stands in for :class:`Filters` to capture the filter values (the cache key) without
+    a schema."""
+
+    def __init__(self) -> None:
+        self.filters: list[tuple[str, str, Any]] = []
+
+    def add(self, column: str, op: str, value: Any) -> None:
+        self.filters.append((column, op, value))
 
 
 def _limiter(reader: SnapshotReader) -> anyio.CapacityLimiter:

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from trading_api.deps import ApiKeyRecord, Reader
 from trading_api.routers._params import QueryDate, field_error
-from trading_api.routers._query import Filters, page_rows, snapshot_json
+from trading_api.routers._query import Filters, page_json
 from trading_api.schemas import AUTH_RESPONSES, Alert, AlertPage
 
 router = APIRouter(tags=["alerts"], responses=AUTH_RESPONSES)
@@ -43,11 +43,7 @@ async def list_alerts(
         f.add("scan", "=", scan)
         f.add("score", ">=", min_score)
 
-    order = ["ts DESC", "score DESC", "alert_id"]
-
-    def compute(gen, cur) -> AlertPage:  # noqa: ANN001
-        total, rows = page_rows(gen, cur, "marts.alerts", build, order, limit, offset)
-        return AlertPage(total=total, limit=limit, offset=offset, items=[Alert(**r) for r in rows])
-
-    key = ("alerts", start, end, kind, symbol and symbol.upper(), scan, min_score, limit, offset)
-    return await snapshot_json(request, reader, key, compute)
+    return await page_json(
+        request, reader, "marts.alerts", build, ["ts DESC", "score DESC", "alert_id"], limit, offset,
+        lambda total, rows: AlertPage(total=total, limit=limit, offset=offset, items=[Alert(**r) for r in rows]),
+    )

@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel
 
 from trading_api.deps import ApiKeyRecord, State, extract_key
+from trading_api.response_cache import etag_matches
 from trading_api.schemas import AUTH_RESPONSES, SnapshotStatus
 
 router = APIRouter(tags=["dashboard"])
@@ -110,8 +111,7 @@ def _static(request: Request, path: Path, media_type: str, cache_control: str) -
         etag = etag[:-1] + '-gz"'
     headers = {"Cache-Control": cache_control, "ETag": etag, "X-Content-Type-Options": "nosniff",
                "Vary": "Accept-Encoding"}
-    inm = request.headers.get("if-none-match")
-    if inm and etag in [t.strip() for t in inm.split(",")]:
+    if etag_matches(etag, request.headers.get("if-none-match")):
         return Response(status_code=304, headers=headers)
     if gz:
         return Response(_gzipped(path, etag), media_type=media_type, headers={**headers, "Content-Encoding": "gzip"})

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from trading_api.deps import ApiKeyRecord, Reader
 from trading_api.routers._params import QueryDate, field_error
-from trading_api.routers._query import Filters, page_rows, snapshot_json
+from trading_api.routers._query import Filters, page_json, page_rows, snapshot_json
 from trading_api.schemas import (
     AUTH_RESPONSES,
     ErrorDetail,
@@ -48,13 +48,10 @@ async def list_scans(
         f.add("session_date", ">=", start)
         f.add("session_date", "<=", end)
 
-    order = ["session_date DESC", "scan", "timeframe"]
-
-    def compute(gen, cur) -> ScanPage:  # noqa: ANN001
-        total, rows = page_rows(gen, cur, "marts.scan_results", build, order, limit, offset)
-        return ScanPage(total=total, limit=limit, offset=offset, items=[_with_id(r) for r in rows])
-
-    return await snapshot_json(request, reader, ("scans", scan, timeframe, start, end, limit, offset), compute)
+    return await page_json(
+        request, reader, "marts.scan_results", build, ["session_date DESC", "scan", "timeframe"], limit, offset,
+        lambda total, rows: ScanPage(total=total, limit=limit, offset=offset, items=[_with_id(r) for r in rows]),
+    )
 
 
 @router.get(

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from trading_api.deps import ApiKeyRecord, Reader
 from trading_api.routers._params import QueryDate, field_error
-from trading_api.routers._query import Filters, page_rows, snapshot_json
+from trading_api.routers._query import Filters, page_json
 from trading_api.schemas import AUTH_RESPONSES, Signal, SignalPage
 
 router = APIRouter(tags=["signals"], responses=AUTH_RESPONSES)
@@ -52,11 +52,7 @@ async def list_signals(
         f.add("direction", "=", direction)
         f.add("score", ">=", min_score)
 
-    order = ["ts DESC", "score DESC", "symbol", "kind"]
-
-    def compute(gen, cur) -> SignalPage:  # noqa: ANN001
-        total, rows = page_rows(gen, cur, "marts.signals", build, order, limit, offset)
-        return SignalPage(total=total, limit=limit, offset=offset, items=[Signal(**r) for r in rows])
-
-    key = ("signals", start, end, kind, symbol and symbol.upper(), scan, timeframe, direction, min_score, limit, offset)
-    return await snapshot_json(request, reader, key, compute)
+    return await page_json(
+        request, reader, "marts.signals", build, ["ts DESC", "score DESC", "symbol", "kind"], limit, offset,
+        lambda total, rows: SignalPage(total=total, limit=limit, offset=offset, items=[Signal(**r) for r in rows]),
+    )
