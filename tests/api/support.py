@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -192,3 +194,37 @@ class Server:
                 self.proc.wait()
         self._log.close()
         return time.monotonic() - t0
+
+
+# ---- WebSocket clients ------------------------------------------------------------------------
+async def recv_json(ws, timeout: float = 5.0) -> dict:  # noqa: ANN001
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def subscribe(ws, channels: list[str], **extra) -> tuple[dict, list[dict]]:  # noqa: ANN001, ANN003
+    """Send a subscribe; returns the ``subscribed`` reply and anything that came before it."""
+    await ws.send(json.dumps({"action": "subscribe", "channels": channels, **extra}))
+    before = []
+    while True:
+        m = await recv_json(ws)
+        if m["type"] == "subscribed":
+            return m, before
+        before.append(m)
+
+
+async def frames(ws, kind: str, timeout: float, done=lambda out: False) -> list[dict]:  # noqa: ANN001
+    """The frames of type ``kind`` received until ``done(frames)`` holds or ``timeout`` s pass."""
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while not done(out):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            m = await recv_json(ws, left)
+        except TimeoutError:
+            break
+        if m["type"] == kind:
+            out.append(m)
+    return out
+

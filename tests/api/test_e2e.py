@@ -13,41 +13,14 @@ import httpx
 import pytest
 import websockets
 
-from tests.api.support import START, ApiEnv, Server, add_signals
+from tests.api.support import START, ApiEnv, Server, add_signals, frames, recv_json, subscribe
 from trading_pipeline.warehouse import writer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
-async def _recv_json(ws, timeout: float = 5.0) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def _subscribe(ws, channels: list[str], since: int | None = None) -> dict:
-    msg: dict = {"action": "subscribe", "channels": channels}
-    if since is not None:
-        msg["since"] = since
-    await ws.send(json.dumps(msg))
-    while True:
-        m = await _recv_json(ws)
-        if m["type"] == "subscribed":
-            return m
-
-
-async def _items(ws, n: int, timeout: float) -> list[dict]:
-    out: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        try:
-            m = await _recv_json(ws, left)
-        except TimeoutError:
-            break
-        if m["type"] == "item":
-            out.append(m)
-    return out
+async def _items(ws, n: int, timeout: float) -> list[dict]:  # noqa: ANN001
+    return await frames(ws, "item", timeout, lambda out: len(out) >= n)
 
 
 def _new_signals(env: ApiEnv, day_offsets: list[int]) -> None:
@@ -59,7 +32,7 @@ def test_push_within_a_second_with_consecutive_seq_and_resume(api_env: ApiEnv, s
     async def scenario() -> None:
         url = f"{server.ws_url}/ws?api_key={api_env.key}"
         async with websockets.connect(url) as ws:
-            sub = await _subscribe(ws, ["signals"])
+            sub = (await subscribe(ws, ["signals"]))[0]
             head0 = sub["head_seq"]
             _new_signals(api_env, [51, 52, 53])
             t0 = time.monotonic()
@@ -79,7 +52,7 @@ def test_push_within_a_second_with_consecutive_seq_and_resume(api_env: ApiEnv, s
         _new_signals(api_env, [55, 56])
         api_env.publish()
         async with websockets.connect(url) as ws:
-            sub = await _subscribe(ws, ["signals"], since=last_seen)
+            sub = (await subscribe(ws, ["signals"], since=last_seen))[0]
             assert sub["replay"] == 3
             got = await _items(ws, 3, timeout=3)
             assert [m["seq"] for m in got] == [last_seen + 1, last_seen + 2, last_seen + 3]
@@ -98,7 +71,7 @@ def test_ws_channels_bars_and_alerts_and_header_auth(api_env: ApiEnv, server: Se
 
     async def scenario() -> None:
         async with websockets.connect(f"{server.ws_url}/ws/market-data", additional_headers={"X-API-Key": api_env.key}) as ws:
-            await _subscribe(ws, ["bars:goog", "alerts"])
+            await subscribe(ws, ["bars:goog", "alerts"])
             with writer(api_env.warehouse) as con:
                 upsert_bars(con, "raw.bars_daily", daily_bars("GOOG", 62), "test")  # 2 new GOOG bars
                 upsert_bars(con, "raw.bars_daily", daily_bars("MSFT", 62, base=150), "test")  # not subscribed
@@ -133,8 +106,8 @@ def test_ws_heartbeat_and_bad_messages(api_env: ApiEnv, server: Server) -> None:
                         json.dumps({"action": "subscribe", "channels": ["signals"], "since": -1}),
                         json.dumps({"action": "fly"})):
                 await ws.send(bad)
-                assert (await _recv_json(ws))["type"] == "error"
-            m = await _recv_json(ws, timeout=5)  # TRADING_WS_HEARTBEAT=2 in the server env
+                assert (await recv_json(ws))["type"] == "error"
+            m = await recv_json(ws, timeout=5)  # TRADING_WS_HEARTBEAT=2 in the server env
             assert m["type"] == "heartbeat"
 
     asyncio.run(scenario())
@@ -146,7 +119,7 @@ def test_shutdown_with_connected_clients_is_prompt(api_env: ApiEnv) -> None:
         async def connect_and_hold() -> float:
             clients = [await websockets.connect(f"{server.ws_url}/ws?api_key={api_env.key}") for _ in range(5)]
             for c in clients:
-                await _subscribe(c, ["signals"])
+                await subscribe(c, ["signals"])
             took = await asyncio.to_thread(server.stop)
             for c in clients:
                 await c.close()

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 import websockets
 
-from tests.api.support import ApiEnv, Server
+from tests.api.support import ApiEnv, Server, frames, recv_json, subscribe
 from trading_api.deps import AppState
 from trading_api.snapshot import SnapshotReader
 from trading_api.ws import Client, Hub
@@ -32,45 +32,12 @@ pytestmark = [pytest.mark.timeout(120)]
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-async def _recv_json(ws, timeout: float = 5.0) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def _subscribe(ws, channels: list[str], **extra) -> tuple[dict, list[dict]]:
-    """Send a subscribe; returns the ``subscribed`` reply and anything that came before it."""
-    await ws.send(json.dumps({"action": "subscribe", "channels": channels, **extra}))
-    before = []
-    while True:
-        m = await _recv_json(ws)
-        if m["type"] == "subscribed":
-            return m, before
-        before.append(m)
-
-
 async def _orders(ws, until_id: int | None = None, n: int | None = None, timeout: float = 8.0, quiet: float = 0.0) -> list[dict]:
     """Order frames until one with ``event_id >= until_id`` (or ``n`` of them), then ``quiet``
     more seconds to catch anything extra (a repeat or an event beyond what was expected)."""
-    out: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while not ((until_id is not None and out and out[-1]["event_id"] >= until_id) or (n is not None and len(out) >= n)):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        try:
-            m = await _recv_json(ws, left)
-        except TimeoutError:
-            break
-        if m["type"] == "order":
-            out.append(m)
-    end = time.monotonic() + quiet
-    while (left := end - time.monotonic()) > 0:
-        try:
-            m = await _recv_json(ws, left)
-        except TimeoutError:
-            break
-        if m["type"] == "order":
-            out.append(m)
-    return out
+    out = await frames(ws, "order", timeout, lambda out: (until_id is not None and bool(out) and out[-1]["event_id"] >= until_id)
+                       or (n is not None and len(out) >= n))
+    return out + await frames(ws, "order", quiet)
 
 
 def _log_ids(env: ApiEnv, after: int = 0) -> list[int]:
@@ -113,7 +80,7 @@ def _post_order(env: ApiEnv, server: Server, key: str, qty: int = 2) -> str:
 def test_live_order_events_have_increasing_ids_and_heads_are_reported(api_env: ApiEnv, server: Server) -> None:
     async def scenario() -> None:
         async with websockets.connect(f"{server.ws_url}/ws?api_key={api_env.key}") as ws:
-            sub, _ = await _subscribe(ws, ["orders"])
+            sub, _ = await subscribe(ws, ["orders"])
             head = sub["orders_head"]
             assert isinstance(head, int) and sub["orders_since"] == head  # live from the head
             coids = [await asyncio.to_thread(_post_order, api_env, server, f"live-{i}") for i in range(3)]
@@ -124,11 +91,11 @@ def test_live_order_events_have_increasing_ids_and_heads_are_reported(api_env: A
             assert [m["data"]["order"]["client_order_id"] for m in got] == [c for c in coids for _ in (0, 1)]
             assert [m["data"]["event"]["to_status"] for m in got] == ["new", "accepted"] * 3
             assert all(m["channel"] == "orders" for m in got)
-            while (m := await _recv_json(ws, 5))["type"] != "heartbeat":  # TRADING_WS_HEARTBEAT=2
+            while (m := await recv_json(ws, 5))["type"] != "heartbeat":  # TRADING_WS_HEARTBEAT=2
                 pass
             assert m["orders_head"] == ids[-1]
             await ws.send(json.dumps({"action": "ping"}))
-            while (m := await _recv_json(ws, 5))["type"] != "pong":
+            while (m := await recv_json(ws, 5))["type"] != "pong":
                 pass
             assert m["orders_head"] == ids[-1]
 
@@ -140,7 +107,7 @@ def test_reconnect_with_orders_since_gets_exactly_the_missed_events_then_live(ap
     async def scenario() -> None:
         url = f"{server.ws_url}/ws?api_key={api_env.key}"
         async with websockets.connect(url) as ws:
-            await _subscribe(ws, ["orders", "signals"])
+            await subscribe(ws, ["orders", "signals"])
             a = await asyncio.to_thread(_post_order, api_env, server, "resume-a")
             seen = await _orders(ws, n=2)
             assert [m["data"]["order"]["client_order_id"] for m in seen] == [a, a]
@@ -156,7 +123,7 @@ def test_reconnect_with_orders_since_gets_exactly_the_missed_events_then_live(ap
         assert len(missed) >= 5  # b: new, accepted, cancel request(s), cancelled; a: fill
 
         async with websockets.connect(url) as ws:
-            sub, _ = await _subscribe(ws, ["orders", "signals"], orders_since=last)
+            sub, _ = await subscribe(ws, ["orders", "signals"], orders_since=last)
             assert sub["orders_since"] == last
             got = await _orders(ws, until_id=missed[-1], quiet=0.8)
             assert [m["event_id"] for m in got] == missed  # the missed ones, in order, each once
@@ -198,7 +165,7 @@ def test_resume_while_orders_keep_arriving_has_no_gap_or_repeat_at_the_boundary(
             await asyncio.sleep(0.5)
             since = _log_ids(api_env)[-1] - 10  # some before and everything during the subscribe
             async with websockets.connect(f"{server.ws_url}/ws?api_key={api_env.key}") as ws:
-                sub, _ = await _subscribe(ws, ["orders"], orders_since=since)
+                sub, _ = await subscribe(ws, ["orders"], orders_since=since)
                 assert sub["orders_since"] == since
                 await asyncio.sleep(1.0)
                 stop.set()
@@ -224,7 +191,7 @@ def test_orders_since_zero_replays_the_whole_log(api_env: ApiEnv, server: Server
 
     async def scenario() -> None:
         async with websockets.connect(f"{server.ws_url}/ws?api_key={api_env.key}") as ws:
-            sub, _ = await _subscribe(ws, ["orders"], orders_since=0)
+            sub, _ = await subscribe(ws, ["orders"], orders_since=0)
             assert sub["orders_since"] == 0
             got = await _orders(ws, until_id=every[-1], quiet=0.8)
             assert [m["event_id"] for m in got] == every
@@ -239,19 +206,19 @@ def test_invalid_orders_since_gets_an_error_and_the_connection_stays_usable(api_
         async with websockets.connect(f"{server.ws_url}/ws?api_key={api_env.key}") as ws:
             for bad in (-1, "3", 1.5, True, 2**60, [1], {"orders": 1}):
                 await ws.send(json.dumps({"action": "subscribe", "channels": ["orders"], "orders_since": bad}))
-                m = await _recv_json(ws)
+                m = await recv_json(ws)
                 assert m["type"] == "error" and "orders_since" in m["detail"], (bad, m)
             await ws.send(json.dumps({"action": "subscribe", "channels": ["signals"], "orders_since": 1}))
-            m = await _recv_json(ws)
+            m = await recv_json(ws)
             assert m["type"] == "error" and "orders channel" in m["detail"]
             # nothing was subscribed by the refused messages
             await ws.send(json.dumps({"action": "unsubscribe", "channels": ["alerts"]}))
-            assert await _recv_json(ws) == {"type": "unsubscribed", "channels": []}
+            assert await recv_json(ws) == {"type": "unsubscribed", "channels": []}
 
             # A resume point beyond the log (the ops store was reset): told so, then live.
-            sub, _ = await _subscribe(ws, ["orders"], orders_since=10**6)
+            sub, _ = await subscribe(ws, ["orders"], orders_since=10**6)
             assert sub["orders_since"] == 10**6
-            gap = await _recv_json(ws)
+            gap = await recv_json(ws)
             assert gap["type"] == "gap" and gap["channel"] == "orders" and gap["orders_head"] == sub["orders_head"]
             coid = await asyncio.to_thread(_post_order, api_env, server, "after-gap")
             got = await _orders(ws, n=2)
