@@ -319,6 +319,11 @@ class RiskEngine:
         """max_leverage x equity - gross exposure of the booked positions (before working orders)."""
         return self.limits.max_leverage * ctx.equity - self._gross(ctx)
 
+    def _opening(self, order: OrderRequest, ctx: RiskContext) -> Decimal:
+        """The part of ``order`` that opens or adds to its symbol's position (after working orders)."""
+        before, after = self._after(order, ctx)
+        return opening_quantity(before, after - before)
+
     def _increases(self, order: OrderRequest, ctx: RiskContext) -> bool:
         before, after = self._after(order, ctx)
         return abs(after) > abs(before)
@@ -444,9 +449,7 @@ class RiskEngine:
         return None
 
     def _buying_power(self, order: OrderRequest, ctx: RiskContext) -> RiskDecision | None:
-        before, _after = self._after(order, ctx)
-        signed = order.quantity if Side(order.side) == Side.BUY else -order.quantity
-        opening = opening_quantity(before, signed)
+        opening = self._opening(order, ctx)
         if opening <= 0:
             return None  # only reduces a position (after working orders): needs no buying power
         if ctx.unpriced_working:
@@ -477,9 +480,7 @@ class RiskEngine:
         return None
 
     def _daily_loss(self, order: OrderRequest, ctx: RiskContext) -> RiskDecision | None:
-        before, _after = self._after(order, ctx)
-        signed = order.quantity if Side(order.side) == Side.BUY else -order.quantity
-        if opening_quantity(before, signed) <= 0:
+        if self._opening(order, ctx) <= 0:
             return None  # past the limit a trader may still cut a position (the kill switch stops all)
         loss = -ctx.daily_pnl
         lim = self.limits.daily_loss_limit
