@@ -84,10 +84,15 @@ def _ensure_raw_columns(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def _session_dates(df: pl.DataFrame, calendar_of: dict[str, str], intraday: bool) -> pl.DataFrame:
-    """Add ``session_date`` (null when the bar is outside every session of its calendar)."""
+    """Add ``session_date`` (null when the bar is outside every session of its calendar).
+
+    Rows come back in the order they came in: callers compare the result with the input
+    row by row, and symbols of different calendars may be interleaved.
+    """
     parts = []
     cal_col = df.with_columns(
-        pl.col("symbol").replace_strict(calendar_of, default="XNYS").alias("_cal")
+        pl.col("symbol").replace_strict(calendar_of, default="XNYS").alias("_cal"),
+        pl.int_range(pl.len()).alias("_row"),
     )
     for cal, part in cal_col.partition_by("_cal", as_dict=True).items():
         name = cal[0]
@@ -100,17 +105,16 @@ def _session_dates(df: pl.DataFrame, calendar_of: dict[str, str], intraday: bool
                 pl.when(pl.col("_ok")).then(pl.col("_d")).otherwise(None).alias("session_date")
             ).drop("_d", "_ok")
         else:
-            part = part.with_columns(pl.int_range(pl.len()).alias("_i")).sort("ts")
-            part = part.join_asof(
+            part = part.sort("ts").join_asof(
                 sched.sort("open_utc"), left_on="ts", right_on="open_utc", strategy="backward"
             ).with_columns(
                 pl.when(pl.col("ts") < pl.col("close_utc")).then(pl.col("session_date"))
                 .otherwise(None).alias("session_date")
-            ).sort("_i").drop("_i", "open_utc", "close_utc")
+            ).drop("open_utc", "close_utc")
         parts.append(part.drop("_cal"))
-    return pl.concat(parts, how="vertical_relaxed") if parts else df.with_columns(
-        pl.lit(None, pl.Date).alias("session_date")
-    )
+    if not parts:
+        return df.with_columns(pl.lit(None, pl.Date).alias("session_date"))
+    return pl.concat(parts, how="vertical_relaxed").sort("_row").drop("_row")
 
 
 def validate(

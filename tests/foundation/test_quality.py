@@ -84,3 +84,61 @@ def test_gx_suite_flags_stored_violations():
     failed = {r["expectation"] for r in run_suite(broken, CAL) if not r["success"]}
     assert any(f.startswith("expect_compound_columns_to_be_unique") for f in failed)
     assert any(f.startswith("expect_column_pair_values_a_to_be_greater_than_b") for f in failed)
+
+
+# Symbols on different calendars, interleaved row by row as a stored table can hold them.
+MIXED_CAL = {"AAA": "XNYS", "BBB": "XNAS", "CCC": "XLON"}
+
+
+def _stored(rows):
+    df = bars([r[:8] for r in rows])
+    return df.with_columns(pl.Series("session_date", [r[8] for r in rows], pl.Date))
+
+
+def test_in_session_matches_rows_by_key_when_calendars_are_interleaved():
+    day = lambda n: datetime(2015, 1, n)  # noqa: E731
+    rows = [
+        ("AAA", "1d", day(5), 10, 11, 9, 10, 1, day(5).date()),
+        ("BBB", "1d", day(6), 10, 11, 9, 10, 1, day(6).date()),
+        ("AAA", "1d", day(7), 10, 11, 9, 10, 1, day(7).date()),
+        ("CCC", "1d", day(7), 10, 11, 9, 10, 1, day(7).date()),
+        ("BBB", "1d", day(8), 10, 11, 9, 10, 1, day(8).date()),
+    ]
+    results = {r["expectation"]: r for r in run_suite(_stored(rows), MIXED_CAL)}
+    in_session = results["expect_column_values_to_be_in_set(in_session)"]
+    assert in_session["success"], in_session
+    assert all(r["success"] for r in results.values()), [r for r in results.values() if not r["success"]]
+    # and a wrong session date on one row is found on that row, not another
+    rows[1] = (*rows[1][:8], day(5).date())
+    bad = {r["expectation"]: r for r in run_suite(_stored(rows), MIXED_CAL)}
+    assert bad["expect_column_values_to_be_in_set(in_session)"]["unexpected_rows"] == [1]
+
+
+def test_intraday_in_session_with_interleaved_calendars():
+    # 15:00 UTC: inside XNYS (14:30-21:00) and XLON (08:00-16:30); 09:00 UTC only XLON
+    rows = [
+        ("AAA", "1m", datetime(2015, 1, 6, 15, 0), 10, 11, 9, 10, 1, datetime(2015, 1, 6).date()),
+        ("CCC", "1m", datetime(2015, 1, 6, 9, 0), 10, 11, 9, 10, 1, datetime(2015, 1, 6).date()),
+        ("AAA", "1m", datetime(2015, 1, 6, 15, 1), 10, 11, 9, 10, 1, datetime(2015, 1, 6).date()),
+        ("CCC", "1m", datetime(2015, 1, 6, 15, 0), 10, 11, 9, 10, 1, datetime(2015, 1, 6).date()),
+    ]
+    results = {r["expectation"]: r for r in run_suite(_stored(rows), MIXED_CAL)}
+    assert results["expect_column_values_to_be_in_set(in_session)"]["success"]
+    v = validate(bars([r[:8] for r in rows]), source="t", calendar_of=MIXED_CAL)
+    assert v.rejected.is_empty() and v.good.height == 4
+
+
+def test_validate_keeps_each_rows_session_when_calendars_are_interleaved():
+    # 2015-01-19 (MLK day): NYSE closed, London open. Interleaved with open days around it.
+    rows = [
+        ("AAA", "1d", datetime(2015, 1, 16), 10, 11, 9, 10, 1),
+        ("CCC", "1d", datetime(2015, 1, 19), 10, 11, 9, 10, 1),
+        ("AAA", "1d", datetime(2015, 1, 19), 10, 11, 9, 10, 1),
+        ("CCC", "1d", datetime(2015, 1, 20), 10, 11, 9, 10, 1),
+    ]
+    v = validate(bars(rows), source="t", calendar_of=MIXED_CAL)
+    assert v.rejected.select("symbol", "rule").rows() == [("AAA", "session")]
+    assert v.good.select("symbol", "session_date").rows() == [
+        ("AAA", datetime(2015, 1, 16).date()), ("CCC", datetime(2015, 1, 19).date()),
+        ("CCC", datetime(2015, 1, 20).date()),
+    ]
