@@ -161,10 +161,11 @@ def validate(
     clean = ok.filter(pl.col("rule").is_null())
     clean = _session_dates(clean, calendar_of, intraday)
     today = now.date()
+    # a bar in the future is "future" even past the end of its calendar (where it has no session)
     clean = clean.with_columns(
-        pl.when(pl.col("session_date").is_null()).then(pl.lit("session"))
-        .when(pl.col("ts").dt.date() > today if not intraday else pl.col("ts") > now)
-        .then(pl.lit("future")).otherwise(None).alias("rule"),
+        pl.when(pl.col("ts").dt.date() > today if not intraday else pl.col("ts") > now)
+        .then(pl.lit("future"))
+        .when(pl.col("session_date").is_null()).then(pl.lit("session")).otherwise(None).alias("rule"),
     ).with_columns(
         pl.when(pl.col("rule") == "session")
         .then(pl.format("{} {} is outside the {} sessions of {}",

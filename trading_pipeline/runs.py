@@ -113,7 +113,9 @@ def run_job(
         all_tags[RANGE_END] = session_key(end or start)
     # the location's console logger (text or JSON per TRADING_LOG_FORMAT, defs/run_logs.py)
     # at the CLI's level: a run config of our own replaces a partitioned job's default one
-    config = with_run_logging(run_config, log_level="WARNING" if quiet else "INFO")
+    # (quiet: CRITICAL, so a failed step's stack trace stays in the run's log and the command
+    # says what failed in its own words)
+    config = with_run_logging(run_config, log_level="CRITICAL" if quiet else "INFO")
     run = lambda: job.execute_in_process(  # noqa: E731
         run_config=config,
         instance=inst,

@@ -262,3 +262,68 @@ def test_kill_9_mid_load_leaves_warehouse_consistent(trading_home, tmp_path):
     inst = runs.instance(get_settings())
     assert not inst.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     assert len(inst.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))) == 1
+
+
+ORCL = "Date,Open,High,Low,Close,Volume\n2013-02-27,30,31,29,30.5,100000\n2013-02-28,30,31,29,30.5,100000\n"
+
+
+def _trading(home, *args, timeout=300):
+    env = {**os.environ, "TRADING_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "trading_pipeline.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_clean_file_loads_after_symbols_of_another_calendar(trading_home, tmp_path):
+    """Issue 20.1: a clean file failed in_session after a scan had stored symbols of another
+    calendar (GOOG on XNAS beside XNYS symbols): the check compared session dates by row
+    position while they were computed calendar by calendar."""
+    goog, orcl = tmp_path / "GOOG.csv", tmp_path / "ORCL.csv"
+    goog.write_text(GOOD)
+    orcl.write_text(ORCL)
+    assert _trading(trading_home, "ingest", str(goog), "--exchange", "XNAS").returncode == 0
+    res = _trading(trading_home, "ingest", str(orcl), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["loaded"] == 2
+    assert table("SELECT symbol, count(*) AS n FROM raw.bars_daily GROUP BY 1 ORDER BY 1").rows() == [
+        ("GOOG", 3), ("ORCL", 2)]
+
+
+def test_failed_check_says_which_rule_symbols_and_sessions_and_what_was_stored(trading_home, tmp_path):
+    """A failed check prints one line per rule (symbols, sessions, rows), no Dagster log lines
+    or stack traces, and a hint that is true: the clean file's bars were stored."""
+    orcl = tmp_path / "ORCL.csv"
+    orcl.write_text(ORCL)
+    assert _trading(trading_home, "ingest", str(orcl)).returncode == 0
+    con = warehouse.connect(get_settings().warehouse_path)
+    con.execute("INSERT INTO raw.bars_daily VALUES ('ZZZZ','1d','2013-02-28','2013-02-28',1,0.5,2,1,1,'manual',now())")
+    con.close()
+    res = _trading(trading_home, "ingest", str(orcl))
+    assert res.returncode == 1
+    err = res.stderr
+    assert "Stack Trace" not in err and "dagster_event" not in err and "Traceback" not in err, err
+    line = next(ln for ln in err.splitlines() if ln.strip().startswith("high_low_consistent:"))
+    assert "1 row(s)" in line and "symbols ZZZZ" in line and "sessions 2013-02-28" in line
+    assert "not from this load" in line
+    assert "unchanged" not in err and "2 bar(s) from this load are stored" in err
+    out = json.loads(_trading(trading_home, "ingest", str(orcl), "--json").stdout)
+    assert out["loaded"] == 2 and out["stored"] is True and out["error"] == "quality checks failed"
+    [failure] = out["runs"][0]["check_failures"]
+    assert failure["check"] == "high_low_consistent" and failure["symbols"] == ["ZZZZ"]
+    assert table("SELECT count(*) AS n FROM raw.bars_daily WHERE symbol = 'ORCL'")["n"][0] == 2
+
+
+@pytest.mark.parametrize("row", ["1999-12-30,30,31,29,30.5,100000", "2030-01-02,30,31,29,30.5,100000"])
+def test_rows_outside_the_loadable_range_are_refused_before_any_run(trading_home, tmp_path, row):
+    """Issues 21.3/21.4: a file reaching before the first session failed after its bars were
+    committed unchecked; a stray 2030 row made the run span every session up to 2030 (minutes).
+    Both are refused up front: exit 2, the row named, nothing stored, no run started."""
+    f = tmp_path / "ORCL.csv"
+    f.write_text(ORCL + row + "\n")
+    t0 = time.monotonic()
+    res = _trading(trading_home, "ingest", str(f))
+    assert res.returncode == 2, res.stderr
+    assert "ORCL.csv row 4" in res.stderr and "nothing was loaded" in res.stderr
+    assert time.monotonic() - t0 < 60  # refused before any partition work (was 670-749 s)
+    assert not get_settings().warehouse_path.exists() or table(
+        "SELECT count(*) AS n FROM raw.bars_daily")["n"][0] == 0
+    assert runs.instance(get_settings()).get_runs() == []

@@ -47,7 +47,7 @@ def test_each_rule_rejects_with_reason():
     assert v.good.is_empty()
     got = dict(zip(v.rejected["row_number"].to_list(), v.rejected["rule"].to_list(), strict=True))
     assert got == {1: "finite", 2: "finite", 3: "positive_price", 4: "positive_price", 5: "high_low",
-                   6: "volume_nonnegative", 7: "session", 8: "session", 9: "high_low"}
+                   6: "volume_nonnegative", 7: "session", 8: "future", 9: "high_low"}
     reasons = v.rejected["reason"].to_list()
     assert "open is NaN" in reasons[0] and "high 9.0 below low 11.0" in reasons[4]
     assert "high 10.5 below max(open 10.0, close 11.0)" in reasons[8]
@@ -142,3 +142,10 @@ def test_validate_keeps_each_rows_session_when_calendars_are_interleaved():
         ("AAA", datetime(2015, 1, 16).date()), ("CCC", datetime(2015, 1, 19).date()),
         ("CCC", datetime(2015, 1, 20).date()),
     ]
+
+
+def test_bar_after_the_calendar_ends_is_future_not_session():
+    """Issue 21.4: a 2030 bar (the calendar ends in 2027) was labelled `session`."""
+    v = validate(bars([("A", "1d", datetime(2030, 1, 2), 10, 11, 9, 10, 1)]), source="t", calendar_of=CAL,
+                 now=datetime(2026, 11, 28))
+    assert v.rejected.select("rule").rows() == [("future",)]

@@ -74,11 +74,19 @@ def ingest(
                 progress.stop()
                 fail(str(exc), "nothing was loaded; fix the file and run the same command again", code=2)
             progress.advance(task)
-        bars = pl.concat([p.bars.select("ts", "timeframe") for p in parsed], how="vertical_relaxed")
+        bars = pl.concat(
+            [p.bars.select("ts", "timeframe", "row_number", pl.lit(p.path.name).alias("file")) for p in parsed],
+            how="vertical_relaxed",
+        )
         dated = bars.filter(pl.col("ts").is_not_null())
         if dated.is_empty():
             progress.stop()
             fail(f"{path}: no rows with a timestamp", code=2)
+        symbols = {s for p in parsed for s in p.bars["symbol"].drop_nulls().unique().to_list()}
+        outside = _outside_loadable_range(dated)
+        if outside:
+            progress.stop()
+            fail(*outside, code=2)
         start, end = dated["ts"].min().date(), dated["ts"].max().date()
         jobs = []
         if (bars["timeframe"] == "1d").any():
@@ -99,21 +107,20 @@ def ingest(
             t0 = time.perf_counter()
             result = runs.run_job(job, settings, run_config={"ops": {op: {"config": cfg}}}, start=start, end=end)
             md = _materialization_metadata(result)
+            failures = _check_failures(result)
             summary["runs"].append({"job": job, "run_id": result.run_id, "success": result.success,
                                      "seconds": round(time.perf_counter() - t0, 2),
-                                     "failed_checks": runs.failed_checks(result)})
-            if not result.success:
-                progress.stop()
-                if json_out:
-                    summary["error"] = runs.failure_message(result)
-                    print_json(summary)
-                    raise typer.Exit(1)
-                fail(f"run {result.run_id} failed: {runs.failure_message(result)}",
-                     "the warehouse is unchanged; see the run in the Dagster UI (make up)")
+                                     "failed_checks": runs.failed_checks(result),
+                                     "check_failures": failures})
+            # what the run stored, failed or not: the bar step commits before the checks run
             summary["loaded"] += md.get("rows_loaded", 0)
             summary["rejected"] += md.get("rows_rejected", 0)
             for k, v in (md.get("rejected_by_rule") or {}).items():
                 summary["rejected_by_rule"][k] = summary["rejected_by_rule"].get(k, 0) + v
+            if not result.success:
+                progress.stop()
+                _ingest_failed(result, summary, failures, stored="rows_loaded" in md,
+                               loaded_symbols=symbols, json_out=json_out)
             progress.advance(run_task)
     if json_out:
         print_json(summary)
@@ -128,6 +135,100 @@ def ingest(
     failed = [c for r in summary["runs"] for c in r["failed_checks"]]
     if failed:
         fail("quality checks failed: " + ", ".join(failed), "downstream scans and orders are blocked until fixed")
+
+
+def _outside_loadable_range(dated: pl.DataFrame) -> tuple[str, str] | None:
+    """Rows the session partitions cannot hold (before the first session) or that cannot be
+    real yet (after today): refused before any run, so nothing is stored and a stray 2030 row
+    does not make the run span every session up to it."""
+    from datetime import UTC, datetime
+
+    from trading_pipeline.calendars import CALENDAR_START
+
+    first = date.fromisoformat(CALENDAR_START)
+    today = datetime.now(UTC).date()
+    early = dated.filter(pl.col("ts").dt.date() < first)
+    late = dated.filter(pl.col("ts").dt.date() > today)
+    if early.is_empty() and late.is_empty():
+        return None
+
+    def where(df: pl.DataFrame) -> str:
+        shown = ", ".join(f"{f} row {r} ({ts:%Y-%m-%d})" for f, r, ts in df.select("file", "row_number", "ts").head(3).iter_rows())
+        return shown + (f" and {df.height - 3:,} more" if df.height > 3 else "")
+
+    parts = []
+    if early.height:
+        parts.append(f"{early.height:,} bar(s) before {first}, the first session this warehouse holds: {where(early)}")
+    if late.height:
+        parts.append(f"{late.height:,} bar(s) after today ({today}): {where(late)}")
+    return ("; ".join(parts) + "; nothing was loaded",
+            "remove those rows (or load from a copy of the file that starts at "
+            f"{first} or later) and run the same command again")
+
+
+def _check_failures(result) -> list[dict]:
+    """Failed bar checks of a run, one entry per rule: how many rows, which symbols and
+    sessions, and example bars (from each session's check result)."""
+    by_check: dict[str, dict] = {}
+    for ev in result.get_asset_check_evaluations():
+        if ev.passed:
+            continue
+        entry = by_check.setdefault(ev.check_name, {"check": ev.check_name, "rows": 0, "symbols": set(),
+                                                    "sessions": set(), "bars": []})
+        if ev.partition:
+            entry["sessions"].add(ev.partition)
+        failures = ev.metadata.get("failures")
+        failures = failures.value if failures is not None else []
+        # a rule has several expectations (high >= open, high >= close ...) that one bad bar
+        # can all break: count the bars once per session
+        entry["rows"] += max((f.get("unexpected_count") or 0 for f in failures), default=0)
+        for f in failures:
+            for bar in f.get("bars", []):
+                entry["symbols"].add(bar.split(" ", 1)[0])
+                if bar not in entry["bars"]:
+                    entry["bars"].append(bar)
+    return [{**e, "symbols": sorted(e["symbols"]), "sessions": sorted(e["sessions"]), "bars": e["bars"][:5]}
+            for e in by_check.values()]
+
+
+def _ingest_failed(result, summary: dict, failures: list[dict], *, stored: bool, loaded_symbols: set[str],
+                   json_out: bool) -> None:
+    """Say what a failed load run stored and why it failed, in a few lines, then exit 1."""
+    from trading_pipeline import runs
+
+    if failures:
+        error = "quality checks failed"
+        lines = [
+            f"  {f['check']}: {f['rows']:,} row(s); symbols {', '.join(f['symbols']) or '?'}; "
+            f"sessions {f['sessions'][0] if f['sessions'] else '?'}"
+            + (f" .. {f['sessions'][-1]}" if len(f["sessions"]) > 1 else "")
+            + (f"; e.g. {', '.join(f['bars'][:3])}" if f["bars"] else "")
+            + ("" if set(f["symbols"]) & loaded_symbols or not f["symbols"] else " (not from this load)")
+            for f in failures
+        ]
+        foreign = all(f["symbols"] and not set(f["symbols"]) & loaded_symbols for f in failures)
+    else:
+        error = runs.failure_message(result).splitlines()[0]
+        lines = []
+    if stored:
+        hint = (f"{summary['loaded']:,} bar(s) from this load are stored; scans and orders stay blocked "
+                "for the failing sessions until their checks pass: fix the bars named above (a bar "
+                "loaded again replaces the stored one) and run the same command again")
+        if failures and foreign:
+            hint = (f"{summary['loaded']:,} bar(s) from this load are stored and passed; the failing bars "
+                    "were already in the warehouse (stored earlier or written another way). Scans and "
+                    "orders stay blocked for those sessions until they are fixed: load corrected bars for "
+                    "those symbols (a bar loaded again replaces the stored one)")
+        if not failures:
+            hint = (f"{summary['loaded']:,} bar(s) from this load are stored but were not checked; run "
+                    "the same command again (loads are idempotent) to check them")
+    else:
+        hint = "nothing from this load was stored; see the run in the Dagster UI (make up)"
+    if json_out:
+        summary.update(error=error, stored=stored, hint=hint)
+        print_json(summary)
+        raise typer.Exit(1)
+    fail(f"run {result.run_id} failed: {error}" + ("".join("\n" + ln for ln in lines)), hint)
 
 
 def _materialization_metadata(result) -> dict:
