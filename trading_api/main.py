@@ -39,6 +39,7 @@ from trading_api.routers import (
     signals,
 )
 from trading_api.routers._params import single_valued_query
+from trading_api.routers.docs import docs_router
 from trading_api.routers.metrics import install_metrics
 from trading_api.snapshot import SnapshotReader, SnapshotUnavailable
 from trading_api.ws import Hub
@@ -147,10 +148,14 @@ def create_app(
         version="0.1.0",
         summary="Signals, market data, scans and alerts from the serving snapshot; orders, positions and risk from the ops store.",
         description=(
-            "Every route except `/health` needs an API key (`trading api-key create NAME`) in `X-API-Key` "
-            "or `Authorization: Bearer`. WebSocket push at `/ws` (key in `api_key` query param or the same headers)."
+            "Every data route needs an API key (`trading api-key create NAME`) in `X-API-Key` "
+            "or `Authorization: Bearer`; `/health`, these docs (`/docs`, `/redoc`, `/openapi.json`) and "
+            "the dashboard's static files are open (they hold no data). WebSocket push at `/ws` "
+            "(key in `api_key` query param or the same headers)."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served by routers/docs.py from local assets (FastAPI's load from a CDN)
+        redoc_url=None,
         dependencies=[Depends(single_valued_query)],
     )
     app.state.trading = state
@@ -183,6 +188,7 @@ def create_app(
     for module in (health, market_data, signals, scans, alerts, orders, positions, portfolio, risk, dashboard):
         app.include_router(module.router)
     app.include_router(ws_router)
+    app.include_router(docs_router(app))
 
     app.add_middleware(ResponseCache, state=state)  # innermost: CORS, logs and metrics see its answers
     app.add_middleware(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -320,3 +321,25 @@ def test_idempotency_keys_are_scoped_per_api_key(client: TestClient, api_env: Ap
     b = client.post("/orders", json={**body, "quantity": "2"}, headers={"Idempotency-Key": "same", "X-API-Key": other})
     assert a.status_code == 201 and b.status_code == 201
     assert a.json()["order"]["client_order_id"] != b.json()["order"]["client_order_id"]
+
+
+def test_docs_and_schema_are_open_and_data_routes_are_not(api_env: ApiEnv) -> None:
+    """Issue 21.9: what the README says. The docs pages, their assets and the schema hold no
+    data and answer without a key; a data route does not."""
+    app = create_app(api_env.settings, poll_interval=0.05, heartbeat=1.0)
+    with TestClient(app) as anon:
+        for path in ("/health", "/docs", "/redoc", "/openapi.json", "/docs-assets/swagger-ui-bundle.js",
+                     "/docs-assets/swagger-ui.css", "/docs-assets/redoc.standalone.js"):
+            assert anon.get(path).status_code == 200, path
+        assert anon.get("/signals").status_code == 401
+        assert anon.get("/docs-assets/../main.py").status_code == 404
+        assert anon.get("/docs-assets/nothing.js").status_code == 404
+
+
+def test_docs_pages_load_their_assets_from_this_server(client: TestClient) -> None:
+    """Issue 20.2: FastAPI's pages load Swagger UI and ReDoc from a CDN (blank offline)."""
+    for page in ("/docs", "/redoc"):
+        body = client.get(page).text
+        srcs = re.findall(r'(?:src|href)="([^"]+)"', body)
+        assert srcs and all(s.startswith("/") for s in srcs), (page, srcs)
+        assert "cdn" not in body.lower() and "fonts.googleapis" not in body

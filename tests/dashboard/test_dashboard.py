@@ -382,3 +382,34 @@ def test_reload_after_the_key_left_the_url_comes_back_to_the_dashboard(
         e for e in browser_page.errors if "status of 401" not in e and "net::ERR_ABORTED" not in e
     ]
     assert unexpected == []
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_api_docs_render_offline_in_chromium(
+    dash_env: ApiEnv, dash_server: DashboardServer, browser_page: BrowserPage
+) -> None:
+    """Issue 20.2: /docs and /redoc were blank offline (their assets came from a CDN). Every
+    request to another host is refused here, as it is on a machine without internet."""
+    page = browser_page.page
+    elsewhere: list[str] = []
+
+    def only_this_server(route) -> None:
+        if route.request.url.startswith(dash_server.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.goto(f"{dash_server.url}/docs", wait_until="load")
+    page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/signals" in p for p in paths) and any("/orders" in p for p in paths), paths
+    page.goto(f"{dash_server.url}/redoc", wait_until="load")
+    page.wait_for_selector("text=Signals, market data", timeout=20_000)  # the API summary, rendered
+    assert page.locator("h1").first.inner_text().startswith("Trading API")
+    # All that ReDoc asks of another host is the attribution logo in its sidebar footer (an
+    # <img>, refused here like everything else): the docs themselves render from this server.
+    assert all(u.endswith("/redoc/logo-mini.svg") for u in elsewhere), elsewhere
+    assert [e for e in browser_page.errors if "logo-mini.svg" not in e] == [], browser_page.errors

@@ -102,7 +102,7 @@ def _gzipped(path: Path, etag: str) -> bytes:
     return gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
 
 
-def _static(request: Request, path: Path, media_type: str, cache_control: str) -> Response:
+def static_file(request: Request, path: Path, media_type: str, cache_control: str) -> Response:
     """The file with an ETag (304 when the browser already has it), gzip-encoded for clients
     that accept it (each encoding its own ETag, ``Vary: Accept-Encoding``)."""
     etag = _etag(path)
@@ -172,7 +172,7 @@ async def dashboard_status(_key: ApiKeyRecord, state: State) -> DashboardStatus:
 @router.get("/static/plotly.min.js", include_in_schema=False)
 def plotly_asset(request: Request) -> Response:
     # Referenced as /static/plotly.min.js?v=<plotly version>: safe to cache for a day.
-    return _static(request, plotly_js(), "text/javascript; charset=utf-8", "public, max-age=86400")
+    return static_file(request, plotly_js(), "text/javascript; charset=utf-8", "public, max-age=86400")
 
 
 @router.get("/static/{name}", include_in_schema=False)
@@ -181,4 +181,4 @@ def static_asset(request: Request, name: str) -> Response:
     if media_type is None:
         return Response("not found\n", status_code=404, media_type="text/plain")
     # Revalidated on every load (cheap 304): a new version shows up without a hard reload.
-    return _static(request, STATIC_DIR / name, media_type, "no-cache")
+    return static_file(request, STATIC_DIR / name, media_type, "no-cache")
