@@ -124,12 +124,40 @@ def run_job(
         raise_on_error=False,
     )
     if not quiet:
-        return run()
-    with _quiet_stdout() as buf:
         result = run()
-    if not result.success:
-        CAPTURED[result.run_id] = buf.getvalue()
+    else:
+        with _quiet_stdout() as buf:
+            result = run()
+        if not result.success:
+            CAPTURED[result.run_id] = buf.getvalue()
+    if result.success:
+        _after_success(result, settings, run_config)
     return result
+
+
+SERVING = dg.AssetKey(["serving", "snapshot"])
+BAR_ASSETS = {dg.AssetKey(["raw", "bars_daily"]): "raw__bars_daily",
+              dg.AssetKey(["raw", "bars_intraday"]): "raw__bars_intraday"}
+
+
+def _after_success(result: dg.ExecuteInProcessResult, settings: Settings, run_config: dict | None) -> None:
+    """Record the home's source at its first load (sources/registry.py), and publish the
+    serving snapshot after a run that changed the warehouse without publishing it (a load,
+    an orders run): the CLI's readers read only the snapshot, never the warehouse."""
+    from trading_pipeline.sources.registry import record_source
+
+    materialized: set[dg.AssetKey] = set()
+    for ev in result.get_asset_materialization_events():
+        materialized.add(ev.asset_key)
+        op = BAR_ASSETS.get(ev.asset_key)
+        md = ev.event_specific_data.materialization.metadata
+        if op and "rows_loaded" in md and md["rows_loaded"].value > 0:
+            cfg = ((run_config or {}).get("ops", {}).get(op) or {}).get("config") or {}
+            record_source(settings, cfg.get("source") or settings.data_source)
+    if materialized and SERVING not in materialized:
+        publish = run_job("publish_serving", settings)
+        if not publish.success:  # the load itself succeeded; readers see the previous snapshot
+            sys.stderr.write(f"warning: publishing the serving snapshot failed: {failure_message(publish)}\n")
 
 
 def _alive(pid: int) -> bool:
@@ -151,7 +179,8 @@ def reap_dead_runs(inst: dg.DagsterInstance) -> list[str]:
     """
     reaped = []
     runs = inst.get_runs(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING,
+                                        dg.DagsterRunStatus.NOT_STARTED],  # died before it started
                               tags={HOST_TAG: socket.gethostname()})
     )
     for run in runs:

@@ -57,6 +57,17 @@ TABLES: tuple[str, ...] = (
     "marts.signals",
     "marts.scan_results",
     "marts.alerts",
+    # for the CLI's readers (`trading sql`, `trading status`), which read this snapshot and
+    # never the warehouse: rejected rows and the ops mirror are small
+    "raw.bars_rejected",
+    "ops.orders",
+    "ops.order_events",
+    "ops.fills",
+    "ops.positions",
+    "ops.accounts",
+    "ops.risk_events",
+    "ops.equity_marks",
+    "ops.portfolio_daily",
 )
 
 # Sort keys on copy: rows of one symbol sit together, so DuckDB's zone maps prune per-symbol
@@ -293,7 +304,7 @@ def publish_snapshot_detailed(
             src_tables = _tables_in(con, src_db)
             prev_tables = _tables_in(con, prev_db) if attached_prev else set()
             counts: dict[str, int] = {}
-            for schema in ("raw", "marts"):
+            for schema in ("raw", "marts", "ops"):
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(new_db)}.{_q(schema)}")
             for table in TABLES:
                 if table not in src_tables:
@@ -312,6 +323,10 @@ def publish_snapshot_detailed(
                     continue
                 counts[table] = con.sql(f"SELECT count(*) FROM {_fq(new_db, table)}").fetchall()[0][0]
 
+            bar_tables = [t for t in ("raw.bars_daily", "raw.bars_intraday") if t in counts]
+            if bar_tables:  # the warehouse's raw.bars view, for the CLI's readers
+                con.execute(f"CREATE VIEW {_fq(new_db, 'raw.bars')} AS "
+                            + " UNION ALL ".join(f"SELECT * FROM {t}" for t in bar_tables))
             new_items = _build_feed(
                 con, new_db, prev_db if attached_prev else None, counts, prev_tables,
                 prev_head=prev_head, sequence=sequence, now=now,
@@ -507,3 +522,34 @@ def snapshot_info(path: Path | str) -> dict | None:
         return dict(zip(cols, row[0], strict=True)) if row else None
     finally:
         con.close()
+
+
+class NoSnapshot(FileNotFoundError):
+    """No serving snapshot has been published in this home yet."""
+
+
+def open_snapshot(serving_dir: Path | str, *, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection to the published snapshot, attached read-only as ``serving`` and made the
+    default catalog, so ``raw.bars_daily`` or ``marts.signals`` resolve as in the warehouse.
+
+    The snapshot file is replaced (``os.replace``), never written in place: this connection
+    keeps reading the generation it opened, and no writer of the warehouse ever waits on it.
+    Attached into an in-memory connection, not ``duckdb.connect(path)``: DuckDB's per-process
+    instance cache could hand back a stale generation.
+    """
+    path = Path(serving_dir) / SNAPSHOT_NAME
+    if not path.exists():
+        raise NoSnapshot(f"no published snapshot at {path}")
+    con = duckdb.connect(config={"memory_limit": memory_limit} if memory_limit else {})
+    try:
+        con.execute(f"ATTACH {_lit(str(path))} AS serving (READ_ONLY)")
+        con.execute("USE serving")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def snapshot_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """``schema.table`` of every table in the snapshot opened by :func:`open_snapshot`."""
+    return _tables_in(con, "serving")

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     risk_file: Path = Field(default=PROJECT_DIR / "risk.yaml")
     sample_symbols: int = Field(default=20, ge=0, description="Synthetic symbols beside GOOG.")
     exchange: str = Field(default="XNYS", description="Default exchange calendar for new symbols.")
+    lock_wait_seconds: float = Field(
+        default=120.0, ge=0,
+        description="How long a warehouse writer (bar load, dbt step, publish) waits for another "
+        "process's DuckDB file lock before failing (TRADING_LOCK_WAIT_SECONDS).",
+    )
 
     alpaca_api_key: str | None = None
     alpaca_secret_key: str | None = None

@@ -1,7 +1,9 @@
 """The DuckDB warehouse: connections, the raw schema, and the atomic bar upsert.
 
 Only Dagster runs write here (one writer per store). Readers outside a run (the CLI's
-``status`` and ``sql``) open it read-only.
+``status`` and ``sql``, the API) read the published serving snapshot instead (serving.py):
+DuckDB lets no writer open a file another process holds, even read-only. Writers wait for
+such a lock up to ``TRADING_LOCK_WAIT_SECONDS`` (``connect``, ``wait_writable``).
 
 The warehouse is a local DuckDB file by default. A location DuckDB opens itself is passed to
 ``duckdb.connect`` unchanged: ``md:<db>`` (MotherDuck), ``ducklake:<metadata>`` (DuckLake),
@@ -160,8 +162,22 @@ def open_error(loc: str, exc: duckdb.Error) -> WarehouseLocationError:
     return err
 
 
-def connect(path: Path | str, read_only: bool = False, retries: float = 30.0) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting up to ``retries`` seconds for another process's lock.
+def is_lock_error(exc: BaseException | str) -> bool:
+    """DuckDB's error when another process holds the file (``Could not set lock on file``)."""
+    text = str(exc).lower()
+    return "could not set lock" in text or "conflicting lock" in text
+
+
+def lock_wait() -> float:
+    """Seconds a writer waits for another process's lock (``TRADING_LOCK_WAIT_SECONDS``)."""
+    from trading_pipeline.settings import get_settings
+
+    return get_settings().lock_wait_seconds
+
+
+def connect(path: Path | str, read_only: bool = False, retries: float | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, waiting up to ``retries`` seconds (default: the
+    ``lock_wait_seconds`` setting) for another process's lock.
 
     A location that is not a file goes to ``duckdb.connect`` unchanged; DuckDB's error when
     it cannot open one (extension missing, no token) comes back as a
@@ -179,13 +195,30 @@ def connect(path: Path | str, read_only: bool = False, retries: float = 30.0) ->
             f"no warehouse at {path}; run `trading demo` or `trading ingest PATH` first"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + retries
+    deadline = time.monotonic() + (lock_wait() if retries is None else retries)
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise
+            time.sleep(0.2)
+
+
+def wait_writable(path: Path | str, deadline: float) -> None:
+    """Return once the warehouse file can be opened for writing (opened and closed at once),
+    or at ``deadline`` (``time.monotonic()``) in any case: the caller's own open then fails
+    with DuckDB's lock error. For writers that open the file in another process (dbt)."""
+    loc = location(path)
+    if not isinstance(loc, Path) or not loc.exists():
+        return
+    while True:
+        try:
+            duckdb.connect(str(loc)).close()
+            return
+        except duckdb.IOException as exc:
+            if not is_lock_error(exc) or time.monotonic() > deadline:
+                return
             time.sleep(0.2)
 
 

@@ -25,7 +25,8 @@ def test_copies_what_exists_and_skips_missing_marts(tmp_path: Path) -> None:
     build_warehouse(wh, with_marts=False)
     r = publish_snapshot_detailed(wh, tmp_path / "serving")
     assert r.path == tmp_path / "serving" / "serving.duckdb"
-    assert set(r.tables) == {"raw.symbols", "raw.bars_daily", "raw.bars_intraday"}
+    # (raw.bars_rejected too: the CLI's readers read the snapshot, not the warehouse)
+    assert set(r.tables) == {"raw.symbols", "raw.bars_daily", "raw.bars_intraday", "raw.bars_rejected"}
     assert r.sequence == 1 and r.new_items == 0  # first sight of bars is history, not news
     meta = snapshot_info(r.path)
     assert meta["sequence"] == 1 and '"raw.bars_daily": 120' in meta["source_rows"]

@@ -28,22 +28,78 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=_default, indent=2) + "\n")
 
 
-def frame_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200) -> Table:
+NESTED = (pl.List, pl.Array, pl.Struct, pl.Object)
+MAX_CELL = 48  # characters a table cell shows before an ellipsis
+MIN_CELL = 6
+
+
+def _is_nested(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, NESTED) or dtype.base_type() in (pl.List, pl.Array, pl.Struct, pl.Object)
+
+
+def nested_as_json(df: pl.DataFrame) -> pl.DataFrame:
+    """Nested columns (lists, structs: ``SHOW ALL TABLES``' column_names...) as JSON text, so
+    CSV can hold them and a table can show them."""
+    cols = [c for c in df.columns if _is_nested(df[c].dtype)]
+    if not cols:
+        return df
+    return df.with_columns(
+        pl.Series(c, [None if v is None else json.dumps(v, default=_default) for v in df[c].to_list()],
+                  dtype=pl.String)
+        for c in cols
+    )
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:,.4f}".rstrip("0").rstrip(".")
+    return " ".join(str(v).split()) if isinstance(v, str) else str(v)  # one line per row
+
+
+def frame_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200, width: int | None = None) -> Table:
+    """A table for people: one line per row (long cells end in an ellipsis, at most
+    ``MAX_CELL`` characters), nested values as JSON text, and only the columns that fit the
+    terminal (the caption names the others; ``--json``/``--csv`` have everything)."""
+    df = nested_as_json(df)
+    shown = df.head(max_rows)
+    cells = {c: [_cell(v) for v in shown[c].to_list()] for c in df.columns}
+    width = width or console.width
+    need = {c: min(max([len(c), *(len(x) for x in cells[c])]), MAX_CELL) for c in df.columns}
+    least = {c: min(need[c], max(MIN_CELL, min(len(c), 12))) for c in df.columns}
+    keep = list(df.columns)
+    while keep and sum(least[c] + 3 for c in keep) + 1 > width:  # 3: padding and border
+        keep.pop()
+    hidden = df.columns[len(keep):]
+    widths = {c: need[c] for c in keep}
+    over = sum(w + 3 for w in widths.values()) + 1 - width
+    while over > 0:  # narrow the widest columns first, never below their least width
+        c = max((c for c in keep if widths[c] > least[c]), key=lambda c: widths[c])
+        widths[c] -= 1
+        over -= 1
     table = Table(title=title, header_style="bold cyan")
-    for c in df.columns:
+    for c in keep:
         justify = "right" if df[c].dtype.is_numeric() else "left"
-        table.add_column(c, justify=justify)
-    for row in df.head(max_rows).iter_rows():
-        table.add_row(*["" if v is None else (f"{v:,.4f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v)) for v in row])
+        table.add_column(c, justify=justify, no_wrap=True, overflow="ellipsis",
+                         min_width=widths[c], max_width=widths[c])
+    for i in range(shown.height):
+        table.add_row(*[cells[c][i] for c in keep])
+    notes = []
     if df.height > max_rows:
-        table.caption = f"{max_rows} of {df.height} rows shown"
+        notes.append(f"{max_rows} of {df.height} rows shown")
+    if hidden:
+        notes.append(f"{len(hidden)} column(s) not shown: {', '.join(hidden)} (select fewer, or --json/--csv)")
+    if notes:
+        table.caption = "; ".join(notes)
     return table
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> None:
     import typer
 
-    err_console.print(f"[bold red]error:[/] {message}")
+    # soft_wrap: one line each, whatever the terminal's width (the terminal may fold it)
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     if hint:
-        err_console.print(f"[yellow]hint:[/] {hint}")
+        err_console.print(f"[yellow]hint:[/] {hint}", soft_wrap=True)
     raise typer.Exit(code)

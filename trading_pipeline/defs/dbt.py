@@ -7,11 +7,13 @@ only runs ``dbt build`` with the scan rules from rules.yaml passed as ``--vars``
 import fcntl
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
+from trading_pipeline import warehouse as wh
 from trading_pipeline.dbt_runner import dbt_env, dbt_executable, vars_json, warehouse_for_dbt
 from trading_pipeline.defs.resources import WarehouseResource
 from trading_pipeline.settings import DBT_PROJECT_DIR, get_settings
@@ -76,14 +78,45 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse
     os.environ["TRADING_WAREHOUSE"] = warehouse_for_dbt(warehouse.resolved_path())
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     try:
-        rules = get_settings().rules_file
-        yield from dbt.cli(["build", "--vars", vars_json(rules)], context=context).stream()
+        yield from _build_waiting_for_lock(context, dbt, warehouse.resolved_path())
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _build_waiting_for_lock(context, dbt: DbtCliResource, path: str):
+    """``dbt build``, retried while another process holds the warehouse's file lock.
+
+    dbt opens the warehouse in its own process and fails at once on DuckDB's lock (a
+    reader holding the file open); it fails before any model, so nothing was built and
+    the build is started again, up to ``TRADING_LOCK_WAIT_SECONDS`` in all.
+    """
+    settings = get_settings()
+    deadline = time.monotonic() + settings.lock_wait_seconds
+    args = ["build", "--vars", vars_json(settings.rules_file)]
+    attempt = 0
+    while True:
+        attempt += 1
+        wh.wait_writable(path, deadline)
+        invocation = dbt.cli(args, context=context, raise_on_error=False)
+        emitted = False
+        for event in invocation.stream():
+            emitted = True
+            yield event
+        if invocation.is_successful():
+            return
+        error = invocation.get_error()
+        if not emitted and error is not None and wh.is_lock_error(error) and time.monotonic() < deadline:
+            context.log.warning(f"event=dbt_lock_retry attempt={attempt}: the warehouse is locked by "
+                                "another process; retrying")
+            time.sleep(1.0)
+            continue
+        if error is not None:
+            raise error
+        return
 
 
 def dbt_resource() -> DbtCliResource:

@@ -42,6 +42,28 @@ scan_intraday_job = dg.define_asset_job(
     config=run_logging(),
 )
 
+# A home whose bars come from files (`trading ingest`) has no source to fetch from: its scan
+# rebuilds the marts from the stored bars and publishes (sources/registry.py home_source).
+scan_daily_stored_job = dg.define_asset_job(
+    "scan_daily_stored",
+    selection=DBT_AND_SERVING - dg.AssetSelection.assets(INTRADAY_ONLY) - FRESHNESS,
+    description="Scan of the stored bars (a file-loaded home): dbt indicators and signals, then publish.",
+    config=run_logging(),
+)
+scan_intraday_stored_job = dg.define_asset_job(
+    "scan_intraday_stored",
+    selection=DBT_AND_SERVING - dg.AssetSelection.assets(DAILY_ONLY) - FRESHNESS,
+    description="Intraday scan of the stored bars (a file-loaded home): dbt, then publish.",
+    config=run_logging(),
+)
+
+
+def _scheduled_source() -> tuple[str | None, str]:
+    from trading_pipeline.sources.registry import home_source, stored_labels
+
+    settings = get_settings()
+    return home_source(settings, stored_labels(settings))
+
 
 def eod_decision(now: datetime, calendar: str = EXCHANGE_CALENDAR) -> tuple[bool, str]:
     """Should the end-of-day scan run at ``now`` (tz-aware)? Returns (run, session or reason)."""
@@ -66,8 +88,13 @@ def eod_scan(context: dg.ScheduleEvaluationContext):
     run, what = eod_decision(context.scheduled_execution_time)
     if not run:
         return dg.SkipReason(what)
+    source, why = _scheduled_source()
+    if source is None:  # nothing to fetch: the home's bars come from files
+        return dg.SkipReason(f"{why}: no source to fetch {what} from; load it with `trading ingest`, "
+                             "then `trading scan`")
     # the 16:15 tick on an early-close day finds the 13:15 run's key and launches nothing
-    return dg.RunRequest(run_key=f"eod-{what}", partition_key=what, run_config=with_run_logging())
+    return dg.RunRequest(run_key=f"eod-{what}", partition_key=what, run_config=with_run_logging(
+        {"ops": {"raw__bars_daily": {"config": {"source": source}}}}))
 
 
 def intraday_decision(now: datetime, calendar: str = EXCHANGE_CALENDAR) -> tuple[bool, str]:

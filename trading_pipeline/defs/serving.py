@@ -4,6 +4,7 @@ import dagster as dg
 
 from trading_pipeline import warehouse as wh
 from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.defs.run_logs import run_logging
 from trading_pipeline.settings import get_settings
 
 POOL = "duckdb_writer"
@@ -29,3 +30,14 @@ def serving_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     md = {k: v for k, v in vars(result).items() if isinstance(v, int | float | str)}
     context.log.info(f"event=snapshot_published {' '.join(f'{k}={v}' for k, v in md.items())}")
     return dg.MaterializeResult(metadata={k: dg.MetadataValue.text(str(v)) for k, v in md.items()})
+
+
+# Publishes the snapshot on its own: after a load or an orders run, which change the
+# warehouse without building the marts (runs.run_job launches it), so the CLI's readers,
+# which read only the snapshot, see the new bars and orders.
+publish_serving_job = dg.define_asset_job(
+    "publish_serving",
+    selection=dg.AssetSelection.assets(SNAPSHOT),
+    description="Publish the serving snapshot (what the API and the CLI's readers read).",
+    config=run_logging(),
+)
