@@ -22,10 +22,13 @@ Kind = Literal["breakout", "crp", "cpr"]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "breakout": {"lookback": 20, "volume_multiple": 1.5, "min_score": 0.0},
+    # CRP defaults for a US equities universe: no absolute volume band (liquid names trade
+    # tens of millions of shares; indices report no volume); volume scored relative to the
+    # symbol's own 20-bar average; stocks from $5 up; a score that needs more than one part.
     "crp": {
-        "min_score": 30.0,
-        "price_band": (50.0, 2000.0),
-        "volume_band": (50_000.0, 5_000_000.0),
+        "min_score": 60.0,
+        "price_band": (5.0, None),
+        "rvol_tiers": (2.0, 1.5, 1.0),
         "top_n": 3,
         "cutoff": time(10, 30),
     },
@@ -33,7 +36,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 ALLOWED_PARAMS: dict[str, set[str]] = {
     "breakout": {"lookback", "volume_multiple", "min_score", "bar_timeframes"},
-    "crp": {"min_score", "price_band", "volume_band", "top_n", "cutoff", "bar_timeframes"},
+    "crp": {"min_score", "price_band", "volume_band", "rvol_tiers", "top_n", "cutoff", "bar_timeframes"},
     "cpr": {"lookback", "min_score", "bar_timeframes"},
 }
 
@@ -48,17 +51,27 @@ class Params(BaseModel):
     lookback: int | None = Field(default=None, ge=2, le=5000)
     volume_multiple: float | None = Field(default=None, gt=0)
     min_score: float | None = None
-    price_band: tuple[float, float] | None = None
-    volume_band: tuple[float, float] | None = None
+    price_band: tuple[float, float | None] | None = None
+    volume_band: tuple[float, float | None] | None = None
+    # relative volume (bar volume / its 20-bar average) at or above each tier earns 1.0,
+    # 0.75, 0.5 of the volume part; below the last, 0.25
+    rvol_tiers: tuple[float, float, float] | None = None
     top_n: int | None = Field(default=None, ge=1)
     cutoff: time | None = None
     bar_timeframes: list[Literal["1m", "5m", "15m", "30m", "1h"]] | None = None
 
     @field_validator("price_band", "volume_band")
     @classmethod
-    def _band(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
-        if v is not None and not (0 <= v[0] <= v[1]):
-            raise ValueError(f"must be [low, high] with 0 <= low <= high, got {list(v)}")
+    def _band(cls, v: tuple[float, float | None] | None) -> tuple[float, float | None] | None:
+        if v is not None and not (0 <= v[0] and (v[1] is None or v[0] <= v[1])):
+            raise ValueError(f"must be [low, high] with 0 <= low <= high (high may be null: no cap), got {list(v)}")
+        return v
+
+    @field_validator("rvol_tiers")
+    @classmethod
+    def _tiers(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and not (v[0] >= v[1] >= v[2] > 0):
+            raise ValueError(f"must be three falling relative volumes, e.g. [2.0, 1.5, 1.0], got {list(v)}")
         return v
 
 
@@ -132,6 +145,8 @@ class Scan(BaseModel):
             "min_volume": _tighter(lo_vol, f.min_volume, max),
             "max_volume": _tighter(hi_vol, f.max_volume, min),
             "top_n": p.top_n if self.kind == "crp" else None,
+            # crp only (a key on every scan would change the others' fingerprints for nothing)
+            **({"rvol_tiers": list(p.rvol_tiers)} if self.kind == "crp" and p.rvol_tiers else {}),
             "cutoff": p.cutoff.strftime("%H:%M:%S")
             if self.kind == "crp" and self.timeframe == "intraday"
             else None,

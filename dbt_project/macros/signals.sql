@@ -112,15 +112,19 @@ scan_{{ i }} as (
 )
 {% endmacro %}
 
-{#- CRP, close-range-pattern: tiered 0-100 score on close position, range, volume and
-    change; fires at score >= min_score inside the price and volume bands, top_n per
-    session. Intraday, each symbol's session is aggregated from the open up to the cutoff
-    time (bars that have ended by then, exchange time), and the signal sits on the last
-    bar used. -#}
+{#- CRP, close-range-pattern: tiered 0-100 score on close position, range, relative volume
+    and change; fires at score >= min_score inside the price (and optional volume) band,
+    top_n per session. Relative volume (rvol) is the bar's volume over its 20-bar average
+    volume (volume_avg_20, TA-Lib SMA up to and including the bar: point in time); a bar with
+    no volume data (an index, or the first 19 bars) gets the neutral 0.5 for that part.
+    Intraday, each symbol's session is aggregated from the open up to the cutoff time (bars
+    that have ended by then, exchange time), rvol is the session's volume per bar so far over
+    the last bar's 20-bar average, and the signal sits on the last bar used. -#}
 {% macro crp_scan(s, i, intraday, full) %}
 scan_{{ i }}_bars as (
   {%- if not intraday %}
-  select symbol, timeframe, ts, session_date, open, high, low, close, volume
+  select symbol, timeframe, ts, session_date, open, high, low, close, volume,
+         case when volume_avg_20 > 0 then volume / volume_avg_20 end as rvol
   from {{ ref('int_indicators') }} ind
   where timeframe in {{ in_list(s.timeframes) }}
     {%- if s.symbols %} and symbol in {{ in_list(s.symbols) }}{% endif %}
@@ -131,7 +135,9 @@ scan_{{ i }}_bars as (
   {%- else %}
   select symbol, timeframe, max(ts) as ts, session_date,
          arg_min(open, ts) as open, max(high) as high, min(low) as low,
-         arg_max(close, ts) as close, sum(volume) as volume
+         arg_max(close, ts) as close, sum(volume) as volume,
+         case when arg_max(volume_avg_20, ts) > 0
+              then sum(volume) / count(*) / arg_max(volume_avg_20, ts) end as rvol
   from (
     select ind.*, timezone(coalesce(sy.timezone, 'America/New_York'), timezone('UTC', ind.ts))
                   + to_minutes(case ind.timeframe when '1m' then 1 when '5m' then 5 when '15m' then 15
@@ -156,8 +162,9 @@ scan_{{ i }}_feat as (
          (close - open) / open as chg,
          case when (high - low) / close <= 0.03 then 1.0
               when (high - low) / close <= 0.045 then 0.67 else 0.17 end as range_part,
-         case when volume > 75000 then 1.0 when volume > 50000 then 0.75
-              when volume > 25000 then 0.5 else 0.25 end as volume_part
+         case when rvol is null then 0.5
+              when rvol >= {{ s.rvol_tiers[0] }} then 1.0 when rvol >= {{ s.rvol_tiers[1] }} then 0.75
+              when rvol >= {{ s.rvol_tiers[2] }} then 0.5 else 0.25 end as volume_part
   from scan_{{ i }}_bars
   where close > 0 and open > 0
     {{ scan_filters(s) }}
@@ -192,9 +199,12 @@ scan_{{ i }} as (
          case when is_long then 'crp_long' else 'crp_short' end as kind,
          case when is_long then 'long' else 'short' end as direction,
          score,
-         printf('%s CRP score %.0f (#%d of session): close at %.0f%% of range, range %.2f%%, volume %.0f, change %+.2f%%',
+         printf('%s CRP score %.0f (#%d of session): close at %.0f%% of range, range %.2f%%, %s, change %+.2f%%',
                 case when is_long then 'long' else 'short' end, score, rank_in_session,
-                cp * 100, rng * 100, volume, chg * 100) as reason,
+                cp * 100, rng * 100,
+                case when rvol is null then 'no volume average'
+                     else printf('volume %.1fx its 20-bar average', rvol) end,
+                chg * 100) as reason,
          close,
          null::double as level,
          '{{ s.fingerprint }}' as rule_fingerprint

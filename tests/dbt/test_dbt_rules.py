@@ -31,8 +31,9 @@ def test_repo_rules_load_and_cover_every_kind():
     assert {s.kind for s in rules.scans} == {"breakout", "crp", "cpr"}
     assert {s.timeframe for s in rules.scans} == {"daily", "intraday"}
     crp = next(s for s in rules.scans if s.name == "crp_daily")
-    assert crp.params.top_n == 3 and crp.params.min_score == 30
-    assert crp.params.price_band == (50, 2000) and crp.params.volume_band == (50_000, 5_000_000)
+    assert crp.params.top_n == 3 and crp.params.min_score == 60
+    assert crp.params.price_band == (5, None) and crp.params.volume_band is None
+    assert crp.params.rvol_tiers == (2.0, 1.5, 1.0)
 
 
 def test_dbt_project_defaults_match_rules_yaml():
