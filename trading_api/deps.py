@@ -72,9 +72,10 @@ class AppState:
     def broker(self, account: str) -> Any:
         """The broker TRADING_BROKER names; paper fills against the snapshot's bars."""
         if self.settings.broker == "paper":
-            from trading_pipeline.brokers.paper import PaperBroker
+            from trading_pipeline.brokers.paper import PaperBroker, paper_clock
 
-            return PaperBroker(self.store(), self.feed(), account=account)
+            feed = self.feed()
+            return PaperBroker(self.store(), feed, account=account, clock=paper_clock(self.settings, feed))
         from trading_pipeline.cli.orders_cmds import make_broker
 
         return make_broker(self.settings, self.store(), account)

@@ -310,6 +310,10 @@ class SnapshotBarFeed:
         )
         return pl.DataFrame(rows) if rows else pl.DataFrame()
 
+    def newest_ts(self) -> datetime | None:
+        rows = self._rows(f"SELECT max(ts) AS ts FROM {self.table} WHERE timeframe = ?", [self.timeframe])
+        return rows[0]["ts"] if rows else None
+
     def last_bar(self, symbol: str) -> dict[str, Any] | None:
         rows = self._rows(
             f"SELECT symbol, timeframe, ts, session_date, open, high, low, close, volume FROM {self.table} "

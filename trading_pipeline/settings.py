@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".trading"), description="Root of all state (TRADING_HOME).")
     data_source: Literal["sample", "files", "alpaca", "ib"] = "sample"
     broker: Literal["paper", "alpaca", "ib"] = "paper"
+    clock: Literal["auto", "market", "wall"] = Field(
+        default="auto",
+        description="The paper broker's 'now': market = the newest stored bar (a replayed or sample "
+        "market), wall = the system clock; auto = market for sample/file homes, wall for alpaca/ib.",
+    )
     account: str = Field(default="paper", description="Account the signal orders trade in.")
     ops_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the ops store; default SQLite in TRADING_HOME."

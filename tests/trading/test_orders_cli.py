@@ -107,3 +107,26 @@ def test_order_submit_is_held_to_buying_power(cli, tmp_path, monkeypatch) -> Non
     assert invoke("order", "submit", "GOOG", "sell", "600", "--json")["action"] == "submitted"
     rejected = invoke("orders", "--status", "rejected", "--json")
     assert len(rejected) == 2 and all(o["reason"].startswith("risk rule buying_power") for o in rejected)
+
+
+@pytest.mark.parametrize("clock, fills", [("auto", True), ("market", True), ("wall", False)])
+def test_manual_order_on_a_historical_market_fills_at_the_next_stored_bar(cli, monkeypatch, clock, fills) -> None:
+    """Issue 20.6: on the sample market (or any file-loaded history) a manual order was stamped
+    with today's wall clock, so no stored bar was ever after it and it never filled. The paper
+    broker's clock is the market's: the newest stored bar (TRADING_CLOCK=auto or market)."""
+    invoke, settings = cli
+    monkeypatch.setenv("TRADING_CLOCK", clock)
+    get_settings.cache_clear()
+    placed = invoke("order", "submit", "GOOG", "buy", "10", "--json")
+    assert placed["order"]["status"] == "accepted"
+    assert invoke("order", "sync", "--json")["changed"] == []  # no bar after the last one yet
+    # the next session arrives (2024-03-06: years before today's date)
+    bar = daily_bars("GOOG", [(104, 106, 103, 105)], start=datetime(2024, 3, 6))
+    with writer(settings.warehouse_path) as con:
+        upsert_bars(con, "raw.bars_daily", bar.with_columns(pl.col("ts").dt.date().alias("session_date")), source="test")
+    synced = invoke("order", "sync", "--json")
+    if fills:
+        [order] = synced["changed"]
+        assert order["status"] == "filled" and Decimal(str(order["avg_fill_price"])) == Decimal("104")
+    else:  # the wall clock puts the order after every stored bar: it waits
+        assert synced["changed"] == []

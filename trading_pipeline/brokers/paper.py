@@ -68,6 +68,10 @@ class BarFeed(Protocol):
         """The latest bar of ``symbol`` as a dict, or None if the symbol has no bars."""
         ...
 
+    def newest_ts(self) -> datetime | None:
+        """The start of the newest bar of any symbol (the market clock), None without bars."""
+        ...
+
 
 class PolarsBarFeed:
     """Bars from an in-memory polars frame: tests and backtests. ``append`` moves time on."""
@@ -88,6 +92,9 @@ class PolarsBarFeed:
             return None
         rows = self.bars.filter(pl.col("symbol") == symbol).sort("ts").tail(1).to_dicts()
         return rows[0] if rows else None
+
+    def newest_ts(self) -> datetime | None:
+        return None if self.bars.is_empty() else self.bars["ts"].max()
 
 
 class DuckDBBarFeed:
@@ -123,6 +130,34 @@ class DuckDBBarFeed:
             [symbol, self.timeframe],
         ).to_dicts()
         return rows[0] if rows else None
+
+    def newest_ts(self) -> datetime | None:
+        return self._query(f"SELECT max(ts) AS ts FROM {self.table} WHERE timeframe = ?", [self.timeframe])["ts"][0]
+
+
+def market_clock(feed: BarFeed) -> Callable[[], datetime]:
+    """'Now' on a market replayed from stored bars: the start of the newest bar the feed has
+    (the wall clock while it has none). An order placed then fills on the next bar, the same
+    rule the signal orders follow; on the bundled sample (which ends in 2013) the wall clock
+    would put every manual order after the last bar there will ever be."""
+
+    def now() -> datetime:
+        return feed.newest_ts() or utcnow()
+
+    return now
+
+
+def paper_clock(settings: Any, feed: BarFeed) -> Callable[[], datetime]:
+    """The paper broker's clock for this home: ``TRADING_CLOCK`` = ``market`` or ``wall``;
+    ``auto`` (the default) is the market clock when the home's bars come from the sample or
+    from files, the wall clock for a live source (alpaca, ib)."""
+    mode = settings.clock
+    if mode == "auto":
+        from trading_pipeline.sources.registry import home_source
+
+        source, _why = home_source(settings)
+        mode = "market" if source in (None, "sample", "synthetic") else "wall"
+    return market_clock(feed) if mode == "market" else utcnow
 
 
 def _session(bar: dict[str, Any]) -> Any:

@@ -43,9 +43,10 @@ def _feed(settings: Settings) -> Any:
 def make_broker(settings: Settings, store: Any, account: str) -> Any:
     """The broker TRADING_BROKER names; paper keeps its book in the same ops store."""
     if settings.broker == "paper":
-        from trading_pipeline.brokers.paper import PaperBroker
+        from trading_pipeline.brokers.paper import PaperBroker, paper_clock
 
-        return PaperBroker(store, _feed(settings), account=account)
+        feed = _feed(settings)
+        return PaperBroker(store, feed, account=account, clock=paper_clock(settings, feed))
     if settings.broker == "alpaca":
         from trading_pipeline.brokers.alpaca import AlpacaBroker
 
@@ -282,6 +283,11 @@ def register(app: typer.Typer) -> None:
             print_json({"changed": [_order_dict(o) for o in changed], "mismatches": [m.__dict__ for m in mismatches]})
             return
         console.print(f"{len(changed)} orders changed")
+        working = store.count_open_orders(account)
+        newest = broker.feed.newest_ts() if hasattr(broker, "feed") else None
+        if working and newest is not None:
+            console.print(f"{working} working order(s) wait for a bar after {newest:%Y-%m-%d %H:%M} "
+                          "(the newest stored bar): load or scan the next session, then sync again")
         for m in mismatches:
             console.print(f"[red]mismatch[/] {m.kind}: {m.detail}")
         if not mismatches:
