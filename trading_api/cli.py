@@ -141,9 +141,18 @@ def register(app: typer.Typer) -> None:
             return
         if not keys:
             typer.echo("no API keys: `trading api-key create NAME`")
+            return
+        from rich.table import Table
+
+        from trading_pipeline.cli.output import console
+
+        table = Table(title=f"API keys ({len(keys)})", title_justify="left")
+        for col in ("id", "name", "created (UTC)", "state"):
+            table.add_column(col, justify="right" if col == "id" else "left")
         for k in keys:
-            state = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
-            typer.echo(f"{k['id']:>4}  {k['name']:<32} created {k['created_at']}  {state}")
+            state = f"revoked {k['revoked_at'][:19]}" if k["revoked_at"] else "[green]active[/]"
+            table.add_row(str(k["id"]), k["name"], (k["created_at"] or "")[:19], state)
+        console.print(table)
 
     @key_app.command("revoke")
     def revoke_cmd(

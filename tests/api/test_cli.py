@@ -42,6 +42,14 @@ def test_api_key_lifecycle(tmp_path, monkeypatch) -> None:
     assert runner.invoke(app, ["api-key", "revoke", str(created["id"])]).exit_code == 1
     assert json.loads(runner.invoke(app, ["api-key", "list", "--json"]).stdout) == []
     assert len(json.loads(runner.invoke(app, ["api-key", "list", "--all", "--json"]).stdout)) == 1
+    # for people: a table with a header row and one row per key (issue 20.7)
+    table = runner.invoke(app, ["api-key", "list", "--all"]).stdout
+    lines = table.splitlines()
+    assert lines[0].startswith("API keys (1)")
+    header = next(ln for ln in lines if "name" in ln and "state" in ln)
+    assert "id" in header and "created (UTC)" in header
+    row = next(ln for ln in lines if "dashboard" in ln)
+    assert f"{created['id']}" in row and "revoked 20" in row
     r = runner.invoke(app, ["api-key", "create", "plain"])
     assert r.exit_code == 0 and r.stdout.strip().startswith("trd_")
     store.close()

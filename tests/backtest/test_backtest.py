@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, time
 from decimal import Decimal
 
@@ -239,6 +240,11 @@ def test_cli_runs_the_job_and_prints_json(trading_home, tmp_path):
     assert report.exists()
     table = CliRunner().invoke(_cli(), ["backtest", "--strategy", "breakout", "--no-store", "--hold", "2"])
     assert table.exit_code == 0 and "By symbol" in table.stdout and "AAA" in table.stdout
+    # one format per kind of number (issue 20.7): the win rate as a percentage like the returns
+    row = next(ln for ln in table.stdout.splitlines() if "AAA" in ln and "│" in ln)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    assert cells[3] == "100.0%" and cells[5].endswith("%"), cells  # win rate and average return
+    assert all(re.fullmatch(r"-?[\d,]+\.\d{2}", cells[i]) for i in (4, 6, 7)), cells  # money
 
 
 def test_job_and_cli_use_the_live_risk_yaml(trading_home, tmp_path, monkeypatch):

@@ -150,3 +150,18 @@ def test_changing_thresholds_changes_the_next_build(tmp_path, dbt):
     load(fresh, synthetic(6, date(2022, 1, 1), date(2023, 6, 30), "1d"))
     dbt(fresh, "run", new_rules)
     assert signal_rows(warehouse) == signal_rows(fresh)
+
+
+def test_rules_table_piped_is_not_folded_at_80_columns(tmp_path):
+    """Issue 20.7: output to a pipe or file was cut to 80 columns (parameters ended in '…')."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env["TRADING_HOME"] = str(tmp_path / "home")
+    out = subprocess.run([sys.executable, "-m", "trading_pipeline.cli.main", "rules"], env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    crp = next(ln for ln in out.splitlines() if "crp_daily" in ln)
+    assert "rvol_tiers" in crp and "…" not in crp, crp
+    assert max(len(ln) for ln in out.splitlines()) > 80

@@ -34,6 +34,19 @@ def _fmt(v: Any, kind: str) -> str:
     return {"pct": f"{v * 100:,.2f}%", "int": f"{int(v):,}", "money": f"{v:,.2f}"}.get(kind, f"{v:,.3f}")
 
 
+def by_symbol_display(by_symbol: Any) -> Any:
+    """The per-symbol table as people read it: rates and returns as percentages, money with
+    two decimals (``--json`` keeps the raw numbers: win_rate as a fraction, avg_return_pct in %)."""
+    import polars as pl
+
+    money = [c for c in ("pnl", "best_pnl", "worst_pnl") if c in by_symbol.columns]
+    return by_symbol.with_columns(
+        *[pl.col(c).map_elements(lambda v: f"{v:,.2f}", return_dtype=pl.String) for c in money],
+        pl.col("avg_return_pct").map_elements(lambda v: f"{v:,.2f}%", return_dtype=pl.String),
+        (pl.col("win_rate") * 100).map_elements(lambda v: f"{v:.1f}%", return_dtype=pl.String),
+    ).rename({"avg_return_pct": "avg_return"})
+
+
 def _summary_table(result: Any) -> Table:
     m = result.metrics
     table = Table(title=f"Backtest {result.config.strategy} ({m.get('start')} to {m.get('end')}, hold {result.config.hold})",
@@ -155,4 +168,4 @@ def register(app: typer.Typer) -> None:
         if result.by_symbol.is_empty():
             console.print("no trades: no signal of this strategy in range became a filled order")
         else:
-            console.print(frame_table(result.by_symbol, title="By symbol", max_rows=50))
+            console.print(frame_table(by_symbol_display(result.by_symbol), title="By symbol", max_rows=50))

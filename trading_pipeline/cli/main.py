@@ -664,7 +664,8 @@ def rules(
         rows.append({"scan": sc["name"], "kind": sc["kind"], "timeframes": ",".join(sc["timeframes"]),
                      "universe": "all" if not sc.get("symbols") else ",".join(sc["symbols"]),
                      "parameters": " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())})
-    console.print(frame_table(pl.DataFrame(rows), title=f"{path} (valid, {len(scans)} scans)"))
+    # the parameters are the point of this table: let them run as long as the line allows
+    console.print(frame_table(pl.DataFrame(rows), title=f"{path} (valid, {len(scans)} scans)", max_cell=160))
 
 
 # ----------------------------------------------------------------------------- demo
@@ -728,8 +729,17 @@ def demo(
         extra = f"{s.get('rows_loaded', 0):,} bars loaded, {s.get('rows_rejected', 0):,} rejected" if "rows_loaded" in s else s["job"]
         console.print(f"[green]✓[/] {s['step']}: {extra}, {s['seconds']} s (run {s['run_id'][:8]})")
     r = summary["result"]
-    console.print(f"signals: {r['signals']:,} in marts.signals; orders: {r['orders']}; "
-                  f"positions: {r['positions']}; equity {r['equity']}")
+    from rich.table import Table
+
+    table = Table(title="demo result", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("signals (marts.signals)", f"{r['signals']:,}")
+    for status, n in sorted(r["orders"].items()):
+        table.add_row(f"orders {status}", f"{n:,}")
+    table.add_row("open positions", f"{r['positions']:,}")
+    table.add_row(f"equity ({settings.account})", r["equity"])
+    console.print(table)
     console.print("next: [bold].venv/bin/trading portfolio[/], [bold].venv/bin/trading orders[/], "
                   "[bold].venv/bin/trading scan --date 2013-03-01[/], [bold]make up[/] for the Dagster UI")
 

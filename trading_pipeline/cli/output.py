@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import date, datetime
 from decimal import Decimal
@@ -12,8 +13,19 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped or captured output has no terminal width; Rich would fold tables at 80 columns. Use a
+# wide line instead (COLUMNS still wins, as for any terminal program).
+PIPE_WIDTH = 200
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=PIPE_WIDTH if wide else None)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def _default(o: Any) -> Any:
@@ -58,7 +70,8 @@ def _cell(v: Any) -> str:
     return " ".join(str(v).split()) if isinstance(v, str) else str(v)  # one line per row
 
 
-def frame_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200, width: int | None = None) -> Table:
+def frame_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200, width: int | None = None,
+                max_cell: int = MAX_CELL) -> Table:
     """A table for people: one line per row (long cells end in an ellipsis, at most
     ``MAX_CELL`` characters), nested values as JSON text, and only the columns that fit the
     terminal (the caption names the others; ``--json``/``--csv`` have everything)."""
@@ -66,7 +79,7 @@ def frame_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200,
     shown = df.head(max_rows)
     cells = {c: [_cell(v) for v in shown[c].to_list()] for c in df.columns}
     width = width or console.width
-    need = {c: min(max([len(c), *(len(x) for x in cells[c])]), MAX_CELL) for c in df.columns}
+    need = {c: min(max([len(c), *(len(x) for x in cells[c])]), max_cell) for c in df.columns}
     least = {c: min(need[c], max(MIN_CELL, min(len(c), 12))) for c in df.columns}
     keep = list(df.columns)
     while keep and sum(least[c] + 3 for c in keep) + 1 > width:  # 3: padding and border
