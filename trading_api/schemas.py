@@ -12,10 +12,10 @@ every keyed route can answer, declared once per router.
 from __future__ import annotations
 
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, field_validator
 
 UtcDateTime = Annotated[
     datetime,
@@ -269,15 +269,32 @@ class OrderRejectedResponse(BaseModel):
     request_id: str | None = None
 
 
+def _quantized(places: int) -> Any:
+    """Serialise a Decimal rounded to ``places`` (money to the cent, prices to 1/10,000,
+    percentages to 1/100): the values are computed from float bars, and 27 digits of
+    784.4329999999993 say nothing a trader can use. Stored values are not changed."""
+    step = Decimal(1).scaleb(-places)
+
+    def ser(value: Decimal) -> Decimal:
+        return value.quantize(step, rounding=ROUND_HALF_EVEN)
+
+    return PlainSerializer(ser, return_type=Decimal, when_used="json")
+
+
+Money = Annotated[Decimal, _quantized(2)]
+Price = Annotated[Decimal, _quantized(4)]
+Percent = Annotated[Decimal, _quantized(2)]
+
+
 class Position(BaseModel):
     account: str
     symbol: str
     quantity: Decimal
-    avg_price: Decimal
-    last_price: Decimal | None = None
-    market_value: Decimal | None = None
-    unrealized_pnl: Decimal | None = None
-    realized_pnl: Decimal
+    avg_price: Price
+    last_price: Price | None = None
+    market_value: Money | None = None
+    unrealized_pnl: Money | None = None
+    realized_pnl: Money
 
 
 class PositionList(BaseModel):
@@ -287,12 +304,12 @@ class PositionList(BaseModel):
 
 class Portfolio(BaseModel):
     account: str
-    starting_cash: Decimal | None
-    cash: Decimal | None
-    equity: Decimal
-    realized_pnl: Decimal
-    unrealized_pnl: Decimal
-    gross_exposure: Decimal
+    starting_cash: Money | None
+    cash: Money | None
+    equity: Money
+    realized_pnl: Money
+    unrealized_pnl: Money
+    gross_exposure: Money
     positions: list[Position]
 
 
@@ -310,14 +327,14 @@ class KillSwitch(BaseModel):
 
 class RiskUsage(BaseModel):
     account: str
-    equity: Decimal
+    equity: Money
     open_orders: int
     orders_last_minute: int
-    daily_pnl: Decimal = Field(description="Equity now minus equity at the start of the day (a loss is negative).")
-    day_start_equity: Decimal | None = Field(default=None, description="The start-of-day equity daily_pnl is measured from.")
-    gross_exposure: Decimal
-    max_concentration_pct: Decimal | None = None
-    buying_power: Decimal | None = Field(
+    daily_pnl: Money = Field(description="Equity now minus equity at the start of the day (a loss is negative).")
+    day_start_equity: Money | None = Field(default=None, description="The start-of-day equity daily_pnl is measured from.")
+    gross_exposure: Money
+    max_concentration_pct: Percent | None = None
+    buying_power: Money | None = Field(
         default=None,
         description="Buying power left for new orders: max_leverage x equity - gross exposure - what working "
         "orders reserve (null when a working order cannot be valued).",

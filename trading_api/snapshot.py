@@ -66,10 +66,14 @@ def _file_id(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
+FLOAT_DECIMALS = 6  # prices to a millionth (FX quotes need 5), scores and indicators alike
+
+
 def clean(value: Any) -> Any:
-    """JSON-safe scalar: NaN/inf floats become None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    """JSON-safe scalar: NaN/inf floats become None; floats are rounded to six decimals, so a
+    stored 784.4329999999993 (binary floating point) is served as 784.433."""
+    if isinstance(value, float):
+        return round(value, FLOAT_DECIMALS) if math.isfinite(value) else None
     return value
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date, timedelta
 
+import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
@@ -238,7 +239,10 @@ def test_positions_and_portfolio_after_a_fill(client: TestClient, api_env: ApiEn
     with writer(api_env.warehouse) as con:
         bars = daily_bars("MSFT", 61, base=150.0)
         bars = bars.with_columns(bars["ts"].dt.offset_by("1000d"), bars["session_date"].dt.offset_by("1000d"))
-        upsert_bars(con, "raw.bars_daily", bars.tail(1), "test")
+        # prices as float bars carry them (binary floating point)
+        last = bars.tail(1).with_columns(open=pl.lit(784.4329999999993), high=pl.lit(790.1),
+                                         low=pl.lit(780.2), close=pl.lit(786.1110000000001))
+        upsert_bars(con, "raw.bars_daily", last, "test")
     api_env.publish()
     state = client.app.state.trading
     broker = PaperBroker(state.store(), SnapshotBarFeed(state.reader), account="paper")
@@ -251,6 +255,22 @@ def test_positions_and_portfolio_after_a_fill(client: TestClient, api_env: ApiEn
     assert pf["account"] == "paper" and pf["positions"][0]["symbol"] == "MSFT"
     risk = client.get("/risk").json()
     assert risk["usage"][0]["account"] == "paper" and float(risk["usage"][0]["gross_exposure"]) > 0
+    # money to the cent, prices to 1/10,000, percentages to 1/100 (issue 20.7: 784.4329999999993
+    # and a 27-digit max_concentration_pct), computed from these float bars
+    money = {"market_value", "unrealized_pnl", "realized_pnl", "starting_cash", "cash", "equity",
+             "gross_exposure", "daily_pnl", "day_start_equity", "buying_power", "max_concentration_pct"}
+    seen = set()
+    for obj in [pos["items"][0], pf, pf["positions"][0], risk["usage"][0]]:
+        for k, v in obj.items():
+            if v is None or isinstance(v, list):
+                continue
+            if k in money:
+                assert re.fullmatch(r"-?\d+\.\d{2}", v), (k, v)
+                seen.add(k)
+            elif k in ("avg_price", "last_price"):
+                assert re.fullmatch(r"-?\d+\.\d{4}", v), (k, v)
+                seen.add(k)
+    assert {"avg_price", "last_price", "market_value", "equity", "max_concentration_pct"} <= seen
 
 
 @pytest.mark.parametrize(

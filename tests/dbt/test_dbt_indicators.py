@@ -309,3 +309,15 @@ def test_crp_defaults_fire_on_liquid_stocks_and_indices_and_score_relative_volum
     for sym in have:
         assert have[sym][0] == "crp_long" and have[sym][1] == pytest.approx(want[sym])
     assert "no volume average" in have["IDX"][2] and "x its 20-bar average" in have["LIQ"][2]
+
+
+def test_scan_results_name_each_symbol_once(warehouse):
+    """Issue 20.7: an intraday scan firing on several bars of one symbol listed it once per bar
+    (`/scans` showed ["EURUSD","EURUSD","EURUSD"])."""
+    rows = query(warehouse, "select scan, timeframe, session_date, n_signals, symbols from marts.scan_results")
+    assert rows.height > 0
+    repeated = rows.filter(pl.col("n_signals") > pl.col("symbols").str.split(",").list.len())
+    assert repeated.height > 0  # sessions with several signals of one symbol exist in the fixture
+    for symbols in rows["symbols"]:
+        names = symbols.split(",")
+        assert len(names) == len(set(names)), symbols
