@@ -16,9 +16,16 @@ echo "create an API key with: .venv/bin/trading api-key create me"
 .venv/bin/trading api --host "$API_HOST" --port "$API_PORT" &
 API_PID=$!
 trap 'kill $API_PID 2>/dev/null || true' EXIT
-.venv/bin/python -c '
+# Run from DAGSTER_HOME: Dagster warns about the repo's dagster.yaml template in the current
+# folder otherwise. `dagster dev` says it is superseded by `dg dev` (the dagster-dg-cli
+# package, not a dependency here); it is the supported command of Dagster 1.13 and does the
+# same, so that notice is filtered out rather than shown on every start.
+ROOT="$PWD"
+cd "$DAGSTER_HOME"
+export PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded"
+"$ROOT/.venv/bin/python" -c '
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 signal.signal(signal.SIGTERM, signal.SIG_DFL)
 os.execv(sys.argv[1], sys.argv[1:])
-' .venv/bin/dagster dev -w workspace.yaml -h "$HOST" -p "$PORT"
+' "$ROOT/.venv/bin/dagster" dev -w "$ROOT/workspace.yaml" -h "$HOST" -p "$PORT"

@@ -41,6 +41,14 @@ def run_fields(record: logging.LogRecord) -> dict[str, str] | None:
     return out
 
 
+def one_line_error(error: str) -> str:
+    """``Class: message`` of a Dagster error text, on one line, without the stack trace."""
+    head = error.split("Stack Trace:", 1)[0]
+    text = " ".join(line.strip() for line in head.splitlines() if line.strip())
+    text = re.sub(r"\b(?:[a-z_][\w]*\.)+(?=[A-Z]\w*(?:Error|Exception|Interrupt)\b)", "", text)
+    return text.replace('"', "'")
+
+
 class TextFormatter(logging.Formatter):
     """``ts=... level=... logger=... message``; a Dagster run's lines start with its context."""
 
@@ -53,8 +61,9 @@ class TextFormatter(logging.Formatter):
             return super().format(record)
         context = " ".join(f"{k}={v}" for k, v in run.items() if k not in ("message", "error"))
         text = f"{context} {run['message']}" if context else run["message"]
-        if "error" in run:
-            text += "\n" + run["error"]
+        if "error" in run:  # one event, one line: the error without its stack trace (the run's
+            # event log in the Dagster UI keeps the whole trace)
+            text += f' error="{one_line_error(run["error"])}"'
         flat = logging.makeLogRecord({**record.__dict__, "msg": text, "args": ()})
         return super().format(flat)
 

@@ -92,3 +92,9 @@ def test_make_up_serves_dagster_ui_and_api(trading_home, tmp_path):
             pytest.fail("make up did not stop within 60 s of SIGINT")
         log.close()
     assert time.monotonic() - t0 < 60
+    # a clean start and stop (issue 20.7): no traceback, no deprecation notice
+    out = (tmp_path / "up.log").read_text()
+    assert "Traceback" not in out and "Stack Trace" not in out and "DagsterLaunchFailedError" not in out, out[-3000:]
+    noise = [ln for ln in out.splitlines() if any(w in ln for w in ("deprecat", "superseded", "SupersessionWarning",
+                                                                     "Found a dagster instance configuration"))]
+    assert noise == [], noise

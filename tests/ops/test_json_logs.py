@@ -197,3 +197,14 @@ def test_daemon_style_runs_follow_trading_log_format(trading_home, monkeypatch, 
     # every line the run logged is JSON with its run_id (no colored default logger beside it)
     assert not [x for x in lines if run_id in x and not x.startswith("{")]
     assert all(x["run_id"] == run_id for x in parsed if "job_name" in x)
+
+
+def test_text_run_lines_are_one_line_with_the_error_but_no_stack_trace():
+    """Issue 20.7: a failed or interrupted run (Ctrl-C on `make up`) printed a stack trace in
+    the middle of the log; an event is one line, the trace stays in the run's event log."""
+    error = ("\n\ndagster._core.errors.DagsterAssetCheckFailedError: 1 blocking asset check failed:\n"
+             "raw/bars_daily: high_low_consistent\n\nStack Trace:\n  File \"x.py\", line 1, in f\n    raise X\n")
+    text = formatter("text").format(dagster_record("Execution of step failed.", error=error))
+    assert "\n" not in text and "Stack Trace" not in text and "x.py" not in text
+    assert text.endswith('error="DagsterAssetCheckFailedError: 1 blocking asset check failed: '
+                         'raw/bars_daily: high_low_consistent"'), text
