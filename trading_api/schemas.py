@@ -160,9 +160,12 @@ class ScanResult(BaseModel):
     @field_validator("symbols", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
+        """Each symbol once, in rank order: a snapshot published before the mart named each
+        symbol once holds one entry per signal (an intraday scan: one per bar)."""
         if v is None:
             return []
-        return [s for s in v.split(",") if s] if isinstance(v, str) else v
+        names = [s for s in v.split(",") if s] if isinstance(v, str) else v
+        return list(dict.fromkeys(names)) if isinstance(names, list) else names
 
 
 class ScanPage(BaseModel):

@@ -128,6 +128,28 @@ def test_scans_and_alerts(client: TestClient) -> None:
     assert client.get("/alerts", params={"symbol": "MSFT"}).json()["total"] == 1
 
 
+def test_scans_name_each_symbol_once(client: TestClient, api_env: ApiEnv) -> None:
+    """Issue 20.7: an intraday scan firing on three bars of EURUSD in one session was served as
+    symbols ["EURUSD","EURUSD","EURUSD"]. The mart now names each symbol once; the API also
+    does for a snapshot whose scan_results still list one entry per signal (this fixture's
+    view, as the mart was)."""
+    from trading_pipeline.warehouse import writer
+
+    day = START + timedelta(days=3)
+    with writer(api_env.warehouse) as con:
+        for hour, (symbol, score) in enumerate([("EURUSD", 70.0), ("GBPUSD", 80.0), ("EURUSD", 90.0), ("EURUSD", 60.0)]):
+            con.execute(
+                "INSERT INTO marts.signals VALUES ('crp_intraday', ?, '1h', ?, ?, 'crp_long', 'long', ?, 'r', 1.1, NULL, 'fp', now()::TIMESTAMP)",
+                [symbol, f"{day.isoformat()} {10 + hour:02d}:00:00", day, score],
+            )
+    api_env.publish()
+    items = client.get("/scans", params={"timeframe": "1h"}).json()["items"]
+    assert len(items) == 1 and items[0]["n_signals"] == 4
+    assert items[0]["symbols"] == ["EURUSD", "GBPUSD"] and items[0]["top_symbol"] == "EURUSD"
+    detail = client.get(f"/scans/{items[0]['id']}").json()
+    assert detail["result"]["symbols"] == ["EURUSD", "GBPUSD"] and len(detail["signals"]) == 4
+
+
 def test_before_marts_exist_reads_degrade_gracefully(tmp_path) -> None:
     from tests.api.support import build_warehouse
     from trading_pipeline.serving import publish_snapshot
