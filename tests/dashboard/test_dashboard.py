@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import httpx
+import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
@@ -23,6 +24,7 @@ from trading_api.main import create_app
 from trading_api.routers import dashboard
 from trading_pipeline.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
 from trading_pipeline.ops_store import OpsStore
+from trading_pipeline.warehouse import upsert_bars, writer
 
 
 @pytest.fixture
@@ -413,3 +415,74 @@ def test_api_docs_render_offline_in_chromium(
     # <img>, refused here like everything else): the docs themselves render from this server.
     assert all(u.endswith("/redoc/logo-mini.svg") for u in elsewhere), elsewhere
     assert [e for e in browser_page.errors if "logo-mini.svg" not in e] == [], browser_page.errors
+
+
+def _hourly(symbol: str, start: datetime, sessions: int, hours: int = 8) -> pl.DataFrame:
+    """Hourly bars on weekdays only (nights and the weekend are closed)."""
+    rows, day, price = [], start, 1.10
+    while len({r["session_date"] for r in rows}) < sessions:
+        if day.weekday() < 5:
+            for h in range(hours):
+                ts = day + timedelta(hours=h)
+                price += 0.001
+                rows.append({"symbol": symbol, "timeframe": "1h", "ts": ts, "session_date": ts.date(),
+                             "open": price, "high": price + 0.002, "low": price - 0.002, "close": price + 0.001,
+                             "volume": 0.0})
+        day += timedelta(days=1)
+    return pl.DataFrame(rows, schema_overrides={"ts": pl.Datetime("us")})
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_first_load_charts_a_series_that_exists_and_errors_clear(
+    dash_env: ApiEnv, browser_page: BrowserPage
+) -> None:
+    """Issue 20.5: the newest signal was EURUSD on 1h; the page charted EURUSD at 1d (no such
+    bars): a red 404 banner and an empty chart, and banner lines piled up per symbol."""
+    from trading_pipeline.serving import publish_snapshot
+
+    bars = _hourly("EURUSD", datetime(2013, 3, 4, 8), sessions=6)
+    many = bars["ts"].tail(40).to_list()  # signals on the last 40 bars
+    with writer(dash_env.warehouse) as con:
+        upsert_bars(con, "raw.bars_intraday", bars, "test")
+        for i, ts in enumerate(many):  # 40 signals on the chart, the newest of them all
+            con.execute(
+                "INSERT INTO marts.signals VALUES ('breakout_intraday', 'EURUSD', '1h', ?, ?, 'breakout_up', 'long', ?, "
+                "'test', 1.1, NULL, 'fp', now()::TIMESTAMP)", [ts, ts.date(), float(i)])
+    publish_snapshot(dash_env.warehouse, dash_env.serving_dir)
+    server = DashboardServer(dash_env)
+    try:
+        page = browser_page.page
+        page.goto(f"{server.url}/?api_key={dash_env.key}", wait_until="load")
+        page.wait_for_function(CANDLES, timeout=20_000)
+        info = page.evaluate(CANDLES)
+        assert info["name"] == "EURUSD" and info["n"] == bars.height
+        assert page.locator("#timeframe").input_value() == "1h"
+        assert page.locator("#banner").is_hidden()
+        # closed hours skipped: one rangebreak per night and weekend between the 6 sessions
+        breaks = page.evaluate("() => document.getElementById('chart').layout.xaxis.rangebreaks")
+        assert len(breaks) == 5 and all(len(b["bounds"]) == 2 for b in breaks)
+        # markers thinned to the strongest 25 by default; "all" shows every one, "none" none
+        markers = "() => document.getElementById('chart').data.filter(t => t.mode === 'markers').reduce((n, t) => n + t.x.length, 0)"
+        assert page.evaluate(markers) == 25
+        page.select_option("#markers", "all")
+        page.wait_for_function(f"() => ({markers})() === 40")
+        page.select_option("#markers", "none")
+        page.wait_for_function(f"() => ({markers})() === 0")
+        # a timeframe without bars: said in the chart area, no error banner; then it clears
+        page.select_option("#timeframe", "1d")
+        page.wait_for_function("() => !document.getElementById('chart-empty').hidden")
+        assert "No 1d bars for EURUSD" in page.locator("#chart-empty").inner_text()
+        assert page.locator("#banner").is_hidden()
+        # a symbol that does not exist anywhere: one line, replaced (not piled up) by the next
+        for sym in ("NOPE1", "NOPE2", "GOOG"):
+            page.fill("#symbol-input", sym)
+            page.click("#symbol-form button[type=submit]")
+            page.wait_for_timeout(400)
+        page.select_option("#timeframe", "1d")
+        page.wait_for_function("() => { const c = document.getElementById('chart'); "
+                               "const t = c.data && c.data.find(x => x.type === 'candlestick'); return t && t.name === 'GOOG'; }")
+        assert page.locator("#banner").is_hidden(), page.locator("#banner").inner_text()
+        assert [e for e in browser_page.errors if "404" not in e] == [], browser_page.errors
+    finally:
+        server.stop()

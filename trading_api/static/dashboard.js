@@ -30,6 +30,8 @@
   var state = {
     symbol: (params.get("symbol") || "").toUpperCase(),
     timeframe: params.get("timeframe") || "1d",
+    timeframeChosen: params.has("timeframe"), // else follow the selected signal's timeframe
+    markers: "top", // signal markers on the chart: top (strongest MARKERS_TOP), all, none
     snapshotOk: null,
     sequence: null,
     headSeq: 0,
@@ -95,28 +97,36 @@
 
   // ---- REST ---------------------------------------------------------------------------------
   // Resolves to the JSON body, or null after putting the reason in the banner.
-  function api(path, label) {
+  // `key` names the banner line (default: the label), so a later success clears it.
+  function api(path, label, key, opts) {
+    key = key || label;
+    opts = opts || {};
     return fetch(path, { headers: { "X-API-Key": apiKey, Accept: "application/json" }, cache: "no-store" })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) {
           var detail = body && body.detail !== undefined ? body.detail : r.statusText;
           if (typeof detail !== "string") detail = JSON.stringify(detail);
           if (r.ok) {
-            setProblem("api:" + label, null);
+            setProblem("api:" + key, null);
             return body;
+          }
+          if (r.status === 404 && opts.notFound) { // an answer, not a fault: the caller says it
+            setProblem("api:" + key, null);
+            opts.notFound(detail);
+            return null;
           }
           if (r.status === 401) {
             setProblem("auth", "The API key was refused (" + detail + "). Create one with `trading api-key create NAME` and open /?api_key=…", true);
           } else if (r.status === 503) {
-            setProblem("api:" + label, label + ": not available yet (" + detail + "); retrying.");
+            setProblem("api:" + key, label + ": not available yet (" + detail + "); retrying.");
           } else {
-            setProblem("api:" + label, label + ": " + r.status + " " + detail, true);
+            setProblem("api:" + key, label + ": " + r.status + " " + detail, true);
           }
           return null;
         });
       })
       .catch(function (err) {
-        setProblem("api:" + label, label + ": cannot reach the API (" + err.message + ")", true);
+        setProblem("api:" + key, label + ": cannot reach the API (" + err.message + ")", true);
         return null;
       });
   }
@@ -172,7 +182,12 @@
       state.latest = new Map();
       page.items.forEach(function (s) { noteSignal(s, false); });
       renderWatchlist();
-      if (!state.symbol && state.latest.size) state.symbol = state.latest.keys().next().value;
+      if (!state.symbol && state.latest.size) {
+        // the newest signal's series: a symbol and timeframe that have bars
+        var first = state.latest.values().next().value;
+        state.symbol = first.symbol;
+        if (!state.timeframeChosen) setTimeframe(first.timeframe);
+      }
       scheduleChart(0);
     });
   }
@@ -191,6 +206,7 @@
     sigs.forEach(function (s) {
       var tr = el("tr", "main-row");
       tr.dataset.symbol = s.symbol;
+      tr.dataset.timeframe = s.timeframe || "";
       if (s.symbol === state.symbol) tr.classList.add("selected");
       tr.appendChild(td(s.symbol));
       var k = td("");
@@ -200,6 +216,7 @@
       tr.appendChild(td(when(s.session_date || s.ts)));
       var tr2 = el("tr", "reason-row");
       tr2.dataset.symbol = s.symbol;
+      tr2.dataset.timeframe = s.timeframe || "";
       if (s.symbol === state.symbol) tr2.classList.add("selected");
       var r = td(s.reason || "", "reason");
       r.colSpan = 4;
@@ -208,10 +225,18 @@
     });
     fillBody("watchlist", rows, "watchlist-empty");
   }
-  function select(symbol) {
+  function setTimeframe(tf) {
+    if (!tf || !$("timeframe").querySelector('option[value="' + tf + '"]')) return;
+    state.timeframe = tf;
+    $("timeframe").value = tf;
+  }
+  // A watchlist row brings its signal's timeframe (bars exist there); typing a symbol keeps
+  // the timeframe shown.
+  function select(symbol, timeframe) {
     symbol = (symbol || "").trim().toUpperCase();
     if (!symbol) return;
     state.symbol = symbol;
+    if (timeframe && !state.timeframeChosen) setTimeframe(timeframe);
     $("symbol-input").value = symbol;
     renderWatchlist();
     scheduleChart(0);
@@ -231,11 +256,21 @@
     }
     var q = "/market-data/" + encodeURIComponent(symbol) + "?timeframe=" + tf + "&limit=" + CHART_BARS;
     var sq = "/signals?symbol=" + encodeURIComponent(symbol) + "&timeframe=" + tf + "&limit=500";
-    Promise.all([api(q, "market data " + symbol), api(sq, "signals " + symbol)]).then(function (res) {
+    var missing = null;
+    var notFound = function (detail) { missing = detail; };
+    Promise.all([
+      api(q, "market data " + symbol, "chart", { notFound: notFound }),
+      api(sq, "signals " + symbol, "chart-signals"),
+    ]).then(function (res) {
       if (symbol !== state.symbol || tf !== state.timeframe) return; // a newer selection won
       var md = res[0];
-      if (!md) { showChartMessage("No " + tf + " bars for " + symbol + "."); return; }
-      renderChart(md, res[1] ? res[1].items : []);
+      if (!md) {
+        showChartMessage(missing ? "No " + tf + " bars for " + symbol + ": pick another timeframe or symbol."
+                                 : "No chart for " + symbol + " " + tf + " (see above).");
+        return;
+      }
+      state.chartData = [md, res[1] ? res[1].items : []];
+      renderChart(md, state.chartData[1]);
     });
   }
   function showChartMessage(text) {
@@ -262,6 +297,30 @@
       for (var t = a + 86400000; t < b && out.length < 20000; t += 86400000) out.push(new Date(t).toISOString().slice(0, 10));
     }
     return out;
+  }
+  // Closed hours of an intraday series (nights, weekends, holidays): every gap between two
+  // bars longer than 1.5 bars becomes a rangebreak, so sessions sit side by side.
+  function utcMs(ts) { return Date.parse(/(Z|[+-]\d\d:\d\d)$/.test(ts) ? ts : ts + "Z"); } // naive = UTC
+  var TF_MS = { "1m": 60000, "5m": 300000, "15m": 900000, "30m": 1800000, "1h": 3600000 };
+  function closedHours(xs, tf) {
+    var step = TF_MS[tf];
+    if (!step) return [];
+    var out = [];
+    for (var i = 1; i < xs.length && out.length < 5000; i++) {
+      var a = utcMs(xs[i - 1]), b = utcMs(xs[i]);
+      if (b - a > 1.5 * step) {
+        out.push({ bounds: [new Date(a + step).toISOString().slice(0, 19), new Date(b).toISOString().slice(0, 19)] });
+      }
+    }
+    return out;
+  }
+  // Which signals get a marker: the strongest MARKERS_TOP on the bars shown (default), all, or none.
+  var MARKERS_TOP = 25;
+  function shownSignals(signals, byTs) {
+    if (state.markers === "none") return [];
+    var onChart = signals.filter(function (s) { return byTs.has(String(s.ts)); });
+    if (state.markers === "all") return onChart;
+    return onChart.slice().sort(function (a, b) { return (Number(b.score) || 0) - (Number(a.score) || 0); }).slice(0, MARKERS_TOP);
   }
   function renderChart(md, signals) {
     var bars = md.bars;
@@ -291,7 +350,7 @@
     // Signal markers at the bar they fired on: below the low for long, above the high for short.
     var byTs = new Map(bars.map(function (b) { return [String(b.ts), b]; }));
     [["long", "triangle-up", COLORS.up], ["short", "triangle-down", COLORS.down]].forEach(function (d) {
-      var pts = signals.filter(function (s) { return direction(s) === d[0] && byTs.has(String(s.ts)); });
+      var pts = shownSignals(signals, byTs).filter(function (s) { return direction(s) === d[0]; });
       if (!pts.length) return;
       traces.push({
         type: "scatter", mode: "markers", name: "signals " + d[0], xaxis: "x", yaxis: "y",
@@ -337,11 +396,13 @@
       showlegend: true,
       uirevision: md.symbol + "|" + md.timeframe, // keep zoom across live refreshes of the same chart
     };
-    if (md.timeframe === "1d") layout.xaxis.rangebreaks = [{ values: missingDays(x) }];
+    layout.xaxis.rangebreaks = md.timeframe === "1d" ? [{ values: missingDays(x) }] : closedHours(x, md.timeframe);
     $("chart-empty").hidden = true;
     $("chart").hidden = false;
     $("chart-title").textContent = md.symbol + " · " + md.timeframe;
-    $("chart-sub").textContent = bars.length + " bars to " + when(x[x.length - 1]) + (signals.length ? " · " + signals.length + " signals" : "");
+    var marked = shownSignals(signals, byTs).length;
+    $("chart-sub").textContent = bars.length + " bars to " + when(x[x.length - 1]) +
+      (signals.length ? " · " + signals.length + " signals" + (marked < signals.length ? ", " + marked + " marked" : "") : "");
     window.Plotly.react("chart", traces, layout, {
       responsive: true, displaylogo: false, scrollZoom: true,
       modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toImage"],
@@ -522,7 +583,7 @@
   // ---- wiring -----------------------------------------------------------------------------------
   $("watchlist").addEventListener("click", function (ev) {
     var tr = ev.target.closest("tr[data-symbol]");
-    if (tr) select(tr.dataset.symbol);
+    if (tr) select(tr.dataset.symbol, tr.dataset.timeframe);
   });
   $("positions").addEventListener("click", function (ev) {
     var tr = ev.target.closest("tr[data-symbol]");
@@ -535,7 +596,13 @@
   $("timeframe").value = state.timeframe;
   $("timeframe").addEventListener("change", function () {
     state.timeframe = $("timeframe").value;
+    state.timeframeChosen = true;
     scheduleChart(0);
+  });
+  $("markers").value = state.markers;
+  $("markers").addEventListener("change", function () {
+    state.markers = $("markers").value;
+    if (state.chartData) renderChart(state.chartData[0], state.chartData[1]);
   });
   if (state.symbol) $("symbol-input").value = state.symbol;
 
