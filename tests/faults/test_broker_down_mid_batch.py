@@ -20,7 +20,7 @@ from trading_pipeline import runs, warehouse
 from trading_pipeline.settings import get_settings
 
 pytestmark = [pytest.mark.timeout(400)]
-SRC = {"source": "sample", "synthetic_symbols": 12}
+SRC = {"source": "sample", "synthetic_symbols": 20}  # two CRP buys on 2013-02-22 (SYN0010, SYN0015)
 
 
 def test_broker_outage_mid_batch_then_reconciled(trading_home, monkeypatch):

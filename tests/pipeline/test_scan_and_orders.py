@@ -12,7 +12,7 @@ from trading_pipeline import runs, warehouse
 from trading_pipeline.defs.bars import CHECK_GROUPS, SESSIONS
 from trading_pipeline.settings import get_settings
 
-SRC = {"source": "sample", "synthetic_symbols": 4}
+SRC = {"source": "sample", "synthetic_symbols": 20}  # as the demo: CRP (min_score 60) signals on TRADE_DAY
 TRADE_DAY = date(2013, 2, 22)
 
 
