@@ -12,7 +12,9 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from functools import lru_cache
 
@@ -93,6 +95,13 @@ def session_key(d: date) -> str:
     return d.isoformat()
 
 
+def session_keys(start: date, end: date | None = None) -> list[str]:
+    """The session partitions from ``start`` to ``end`` (inclusive), as a range run holds them."""
+    from trading_pipeline.defs.bars import SESSIONS
+
+    return SESSIONS.get_partition_keys_in_range(dg.PartitionKeyRange(session_key(start), session_key(end or start)))
+
+
 def run_job(
     name: str,
     settings: Settings,
@@ -103,7 +112,10 @@ def run_job(
     partition: str | None = None,
     tags: dict[str, str] | None = None,
     quiet: bool = True,
+    on_step: Callable[[int, int, str], None] | None = None,
 ) -> dg.ExecuteInProcessResult:
+    """Run ``name`` in this process; ``on_step(done, total, step)`` is told as steps finish
+    (read from the run's event log every half second), for a progress bar on long runs."""
     job = definitions().resolve_job_def(name)
     inst = instance(settings)
     reap_dead_runs(inst)
@@ -116,23 +128,60 @@ def run_job(
     # (quiet: CRITICAL, so a failed step's stack trace stays in the run's log and the command
     # says what failed in its own words)
     config = with_run_logging(run_config, log_level="CRITICAL" if quiet else "INFO")
+    run_id = str(uuid.uuid4())
     run = lambda: job.execute_in_process(  # noqa: E731
         run_config=config,
         instance=inst,
         partition_key=partition,
         tags=all_tags,
         raise_on_error=False,
+        run_id=run_id,
     )
-    if not quiet:
-        result = run()
-    else:
-        with _quiet_stdout() as buf:
+    with _step_progress(inst, run_id, len(job.graph.nodes), on_step):
+        if not quiet:
             result = run()
+        else:
+            with _quiet_stdout() as buf:
+                result = run()
         if not result.success:
             CAPTURED[result.run_id] = buf.getvalue()
     if result.success:
         _after_success(result, settings, run_config)
     return result
+
+
+@contextlib.contextmanager
+def _step_progress(inst: dg.DagsterInstance, run_id: str, total: int,
+                   on_step: Callable[[int, int, str], None] | None) -> Iterator[None]:
+    """While the block runs, report finished steps of ``run_id`` to ``on_step``."""
+    if on_step is None:
+        yield
+        return
+    stop = threading.Event()
+    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
+             dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED}
+
+    def watch() -> None:
+        seen = (-1, "")
+        while not stop.wait(0.5):
+            try:
+                events = inst.all_logs(run_id, of_type=kinds)
+            except Exception:  # the run's log may not exist yet
+                continue
+            done = sum(1 for e in events if e.dagster_event and e.dagster_event.event_type != dg.DagsterEventType.STEP_START)
+            running = [e.step_key for e in events if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START]
+            now = (done, running[-1] if running else "")
+            if now != seen:
+                seen = now
+                on_step(done, total, now[1])
+
+    thread = threading.Thread(target=watch, name="run-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=2)
 
 
 SERVING = dg.AssetKey(["serving", "snapshot"])

@@ -327,3 +327,21 @@ def test_rows_outside_the_loadable_range_are_refused_before_any_run(trading_home
     assert not get_settings().warehouse_path.exists() or table(
         "SELECT count(*) AS n FROM raw.bars_daily")["n"][0] == 0
     assert runs.instance(get_settings()).get_runs() == []
+
+
+def test_a_run_reports_its_steps_as_they_finish(trading_home, tmp_path):
+    """Issue 20.7: long runs showed a spinner without counts; run_job reports finished steps
+    (what `trading demo` draws as 'steps: dbt_models 3/4')."""
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD)
+    seen: list[tuple[int, int, str]] = []
+    result = runs.run_job(
+        "ingest_daily_bars", get_settings(),
+        run_config={"ops": {"raw__bars_daily": {"config": {"source": "files", "path": str(f)}}}},
+        start=date(2013, 2, 25), end=date(2013, 3, 8), on_step=lambda *a: seen.append(a),
+    )
+    assert result.success
+    assert seen and {t for _, t, _ in seen} == {2}  # the bar asset and its checks
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
+    assert {s for _, _, s in seen if s} <= {"raw__bars_daily", "bars_daily_quality"}
+    assert runs.session_keys(date(2013, 2, 25), date(2013, 3, 10)) == RANGE_KEYS  # a Sunday end

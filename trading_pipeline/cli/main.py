@@ -708,11 +708,19 @@ def demo(
     summary: dict = {"home": str(settings.home), "steps": []}
     with _progress() as progress:
         task = progress.add_task("demo pipeline", total=len(steps))
+        step_task = progress.add_task("", total=None)
         for label, job, ops, start, end in steps:
-            progress.update(task, description=label)
+            sessions = f" ({len(runs.session_keys(start, end)):,} sessions)" if start else ""
+            progress.update(task, description=label + sessions)
+            progress.reset(step_task, total=None, description="  starting the run")
+
+            def on_step(done: int, total: int, step: str, _t=step_task) -> None:
+                progress.update(_t, completed=done, total=total,
+                                description=f"  steps: {step.replace('__', '/') or ('finishing' if done else 'starting')}")
+
             t0 = time.perf_counter()
             cfg = {"ops": {op: {"config": c} for op, c in ops.items()}}
-            result = runs.run_job(job, settings, run_config=cfg, start=start, end=end)
+            result = runs.run_job(job, settings, run_config=cfg, start=start, end=end, on_step=on_step)
             md = _materialization_metadata(result)
             summary["steps"].append({"step": label, "job": job, "run_id": result.run_id, "success": result.success,
                                      "seconds": round(time.perf_counter() - t0, 2), **md,
