@@ -98,6 +98,19 @@ class MarketData(BaseModel):
     bars: list[Bar]
 
 
+class Series(BaseModel):
+    symbol: str
+    timeframe: str
+    bars: int
+    first_ts: UtcDateTime | None = None
+    last_ts: UtcDateTime | None = None
+
+
+class SeriesList(BaseModel):
+    count: int
+    items: list[Series] = Field(description="Every symbol and timeframe GET /market-data/{symbol} has bars for.")
+
+
 # ---- signals, scans, alerts ---------------------------------------------------------------
 class Signal(BaseModel):
     model_config = ConfigDict(extra="allow")

@@ -15,7 +15,7 @@ from trading_api.main import create_app
 from trading_pipeline.ops_store import OpsStore
 
 PROTECTED = [
-    "/signals", "/market-data/GOOG", "/scans", "/scans/crp_daily:1d:2024-02-10", "/alerts",
+    "/signals", "/market-data", "/market-data/GOOG", "/scans", "/scans/crp_daily:1d:2024-02-10", "/alerts",
     "/orders", "/positions", "/portfolio", "/risk",
 ]
 
@@ -112,6 +112,21 @@ def test_market_data_with_indicators(client: TestClient) -> None:
     assert r.status_code == 200 and r.json()["source"] == "raw.bars_intraday" and r.json()["count"] == 10
     assert client.get("/market-data/NOPE").status_code == 404
     assert client.get("/market-data/GOOG", params={"timeframe": "7m"}).status_code == 422
+
+
+def test_market_data_lists_the_series_it_can_serve(client: TestClient) -> None:
+    """Issue 20.5: a client (the dashboard) picks a symbol and timeframe that have bars, instead
+    of guessing EURUSD at 1d and getting a 404."""
+    body = client.get("/market-data").json()
+    series = {(s["symbol"], s["timeframe"]): s for s in body["items"]}
+    assert body["count"] == len(body["items"]) == len(series)
+    assert ("EURUSD", "1h") in series and ("EURUSD", "1d") not in series and ("GOOG", "1d") in series
+    assert [s["symbol"] for s in body["items"]] == sorted(s["symbol"] for s in body["items"])
+    for (symbol, tf), s in series.items():  # each one is what GET /market-data/{symbol} serves
+        md = client.get(f"/market-data/{symbol}", params={"timeframe": tf, "limit": 10_000}).json()
+        assert s["bars"] == md["count"] and s["last_ts"] == md["bars"][-1]["ts"] and s["first_ts"] == md["bars"][0]["ts"]
+    assert client.get("/market-data", params={"symbol": "eurusd"}).json()["items"] == [series["EURUSD", "1h"]]
+    assert client.get("/market-data", params={"symbol": "NOPE"}).json() == {"count": 0, "items": []}
 
 
 def test_scans_and_alerts(client: TestClient) -> None:

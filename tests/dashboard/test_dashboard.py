@@ -12,12 +12,13 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.support import ApiEnv
+from tests.api.support import ApiEnv, add_signals
 from tests.dashboard.conftest import (
     GOOG_BARS,
     BrowserPage,
     DashboardServer,
     artifacts_dir,
+    goog_bars,
     new_signal,
 )
 from trading_api.main import create_app
@@ -486,3 +487,86 @@ def test_first_load_charts_a_series_that_exists_and_errors_clear(
         assert [e for e in browser_page.errors if "404" not in e] == [], browser_page.errors
     finally:
         server.stop()
+
+
+MARKERS = ("() => document.getElementById('chart').data.filter(t => t.mode === 'markers')"
+           ".reduce((n, t) => n + t.x.length, 0)")
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_without_signals_the_first_load_charts_a_listed_series_and_symbols_move_to_a_timeframe_they_have(
+    dash_env: ApiEnv, browser_page: BrowserPage
+) -> None:
+    """Issue 20.5: a series that exists comes from the API (GET /market-data), not only from a
+    signal: with no signal at all the page still charts one; a symbol typed at a timeframe it
+    has no bars for is charted at one it has, and a symbol with no bars is said so, without a
+    404 in the browser's console or the banner."""
+    from trading_pipeline.serving import publish_snapshot
+
+    with writer(dash_env.warehouse) as con:
+        con.execute("DELETE FROM marts.signals")
+        upsert_bars(con, "raw.bars_intraday", _hourly("EURUSD", datetime(2013, 3, 4, 8), sessions=3), "test")
+    publish_snapshot(dash_env.warehouse, dash_env.serving_dir)
+    server = DashboardServer(dash_env)
+    try:
+        page = browser_page.page
+        not_found: list[str] = []
+        page.on("response", lambda r: not_found.append(r.url) if r.status == 404 else None)
+        page.goto(f"{server.url}/?api_key={dash_env.key}", wait_until="load")
+        page.wait_for_function(CANDLES, timeout=20_000)
+        info = page.evaluate(CANDLES)  # the first series listed: EURUSD 1h (symbols in order)
+        assert info["name"] == "EURUSD" and page.locator("#timeframe").input_value() == "1h"
+        candle_of = "() => document.getElementById('chart').data.find(t => t.type === 'candlestick').name"
+        page.fill("#symbol-input", "GOOG")  # GOOG has daily bars only
+        page.click("#symbol-form button[type=submit]")
+        page.wait_for_function(f"() => ({candle_of})() === 'GOOG'")
+        assert page.locator("#timeframe").input_value() == "1d"
+        page.fill("#symbol-input", "NOPE")
+        page.click("#symbol-form button[type=submit]")
+        page.wait_for_function("() => !document.getElementById('chart-empty').hidden")
+        assert page.locator("#chart-empty").inner_text() == "No bars for NOPE in the snapshot."
+        page.select_option("#timeframe", "1h")  # chosen by hand: kept, said when the symbol lacks it
+        page.fill("#symbol-input", "MSFT")
+        page.click("#symbol-form button[type=submit]")
+        page.wait_for_function(f"() => ({candle_of})() === 'MSFT'")
+        assert page.locator("#timeframe").input_value() == "1d"
+        page.select_option("#timeframe", "1h")
+        page.wait_for_function("() => !document.getElementById('chart-empty').hidden")
+        assert page.locator("#chart-empty").inner_text() == "No 1h bars for MSFT; it has 1d bars."
+        assert page.locator("#banner").is_hidden()
+        assert not_found == [] and browser_page.errors == [], (not_found, browser_page.errors)
+    finally:
+        server.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_top_signal_markers_rank_within_each_scan_and_all_are_drawn(
+    dash_env: ApiEnv, dash_server: DashboardServer, browser_page: BrowserPage
+) -> None:
+    """Issue 20.5: markers are thinned to the strongest 25, but scores are on each scan's own
+    scale: 40 narrow-CPR days scored 100 (no direction) took every place from the CRP (0-100)
+    and breakout (~1-3) signals, and were not drawn either, so the chart said "25 marked" and
+    showed none."""
+    from trading_pipeline.serving import publish_snapshot
+
+    sessions = goog_bars()["session_date"].to_list()
+    with writer(dash_env.warehouse) as con:
+        add_signals(con, [("GOOG", d, "cpr_narrow", 100.0) for d in sessions[-140:-100]], scan="cpr_daily")
+        con.execute("UPDATE marts.signals SET direction = 'neutral' WHERE kind = 'cpr_narrow'")
+        add_signals(con, [("GOOG", d, "breakout_up", 1.0 + i / 10) for i, d in enumerate(sessions[-90:-60])],
+                    scan="breakout_daily")
+    publish_snapshot(dash_env.warehouse, dash_env.serving_dir)
+    page = browser_page.page
+    page.goto(f"{dash_server.url}/?api_key={dash_env.key}&symbol=GOOG", wait_until="load")
+    page.wait_for_function(CANDLES, timeout=20_000)
+    page.wait_for_function(f"() => ({MARKERS})() > 0", timeout=10_000)
+    drawn = page.evaluate("""() => Object.fromEntries(document.getElementById('chart').data
+        .filter(t => t.mode === 'markers').map(t => [t.name, t.x.length]))""")
+    assert sum(drawn.values()) == 25, drawn
+    assert set(drawn) == {"signals long", "signals short", "signals neutral"}, drawn
+    assert "73 signals, 25 marked" in page.locator("#chart-sub").inner_text()
+    page.select_option("#markers", "all")
+    page.wait_for_function(f"() => ({MARKERS})() === 73")
+    assert browser_page.errors == []

@@ -1,4 +1,5 @@
-"""GET /market-data/{symbol}: bars with their indicators, from the snapshot."""
+"""GET /market-data/{symbol}: bars with their indicators, from the snapshot; GET /market-data:
+which symbols and timeframes have bars (what a client can chart)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi.responses import Response
 from trading_api.deps import ApiKeyRecord, Reader
 from trading_api.routers._params import QueryDateTime, field_error
 from trading_api.routers._query import snapshot_json
-from trading_api.schemas import AUTH_RESPONSES, Bar, ErrorDetail, MarketData
+from trading_api.schemas import AUTH_RESPONSES, Bar, ErrorDetail, MarketData, Series, SeriesList
 from trading_api.snapshot import clean
 from trading_pipeline.orders import to_naive_utc
 
@@ -19,6 +20,59 @@ router = APIRouter(tags=["market data"], responses=AUTH_RESPONSES)
 BAR_FIELDS = ("symbol", "timeframe", "ts", "session_date", "open", "high", "low", "close", "volume")
 _HIDDEN = {"source", "ingested_at", "computed_at"}
 Timeframe = Literal["1m", "5m", "15m", "30m", "1h", "1d"]
+
+
+TIMEFRAMES: tuple[str, ...] = Timeframe.__args__  # type: ignore[attr-defined]
+SERIES_ORDER = ("1d", "1h", "30m", "15m", "5m", "1m")  # how GET /market-data lists a symbol's series
+_SYMBOL = r"^[A-Za-z0-9][A-Za-z0-9._\-/=^]{0,31}$"
+
+
+def _source(gen: Any, timeframe: str) -> str | None:
+    """The snapshot table GET /market-data/{symbol} reads ``timeframe`` bars from."""
+    if timeframe == "1d":
+        candidates = ("marts.indicators_daily", "raw.bars_daily")
+    else:
+        candidates = ("marts.indicators_intraday", "raw.bars_intraday")
+    return next((t for t in candidates if gen.has(t)), None)
+
+
+@router.get("/market-data", response_model=SeriesList, summary="Symbols and timeframes that have bars")
+async def list_series(
+    request: Request,
+    _key: ApiKeyRecord,
+    reader: Reader,
+    symbol: Annotated[str | None, Query(pattern=_SYMBOL, description="Only this symbol's series.")] = None,
+) -> Response:
+    """Every (symbol, timeframe) that GET /market-data/{symbol} answers with bars, with the
+    number of bars and the first and last bar's start, ordered by symbol, then daily first
+    and intraday from the longest bar down."""
+    sym = symbol.upper() if symbol else None
+
+    def compute(gen: Any, cur: Any) -> SeriesList:
+        items: list[Series] = []
+        for table in dict.fromkeys(t for t in (_source(gen, "1d"), _source(gen, "1h")) if t):
+            daily = table.endswith("_daily")
+            has_tf = "timeframe" in gen.columns[table]
+            where, params = [], []
+            if daily and has_tf:
+                where.append("timeframe = '1d'")
+            if sym is not None:
+                where.append("symbol = ?")
+                params.append(sym)
+            tf = "timeframe" if has_tf else "NULL"
+            rows = cur.execute(
+                f"SELECT symbol, {tf}, count(*), min(ts), max(ts) FROM {table}"
+                f"{' WHERE ' + ' AND '.join(where) if where else ''} GROUP BY ALL",
+                params,
+            ).fetchall()
+            for s, t, n, first, last in rows:
+                t = "1d" if daily else t
+                if t in TIMEFRAMES and t in SERIES_ORDER:
+                    items.append(Series(symbol=s, timeframe=t, bars=n, first_ts=first, last_ts=last))
+        items.sort(key=lambda x: (x.symbol, SERIES_ORDER.index(x.timeframe)))
+        return SeriesList(count=len(items), items=items)
+
+    return await snapshot_json(request, reader, ("market-data-series", sym), compute)
 
 
 @router.get(
@@ -45,11 +99,7 @@ async def market_data(
     if start and end and start > end:
         raise field_error(("query", "end"), "end is before start")
     def compute(gen: Any, cur: Any) -> MarketData:
-        if timeframe == "1d":
-            candidates = ("marts.indicators_daily", "raw.bars_daily")
-        else:
-            candidates = ("marts.indicators_intraday", "raw.bars_intraday")
-        source = next((t for t in candidates if gen.has(t)), None)
+        source = _source(gen, timeframe)
         if source is None:
             raise HTTPException(404, f"no {timeframe} bars in the serving snapshot yet")
         cols = gen.columns[source]

@@ -32,6 +32,7 @@
     timeframe: params.get("timeframe") || "1d",
     timeframeChosen: params.has("timeframe"), // else follow the selected signal's timeframe
     markers: "top", // signal markers on the chart: top (strongest MARKERS_TOP), all, none
+    series: null, // symbol -> timeframes with bars (GET /market-data), null until known
     snapshotOk: null,
     sequence: null,
     headSeq: 0,
@@ -177,19 +178,47 @@
 
   // ---- watchlist (latest signal per symbol) -------------------------------------------------
   function loadSnapshotData() {
-    api("/signals?limit=500", "signals").then(function (page) {
-      if (!page) return;
-      state.latest = new Map();
-      page.items.forEach(function (s) { noteSignal(s, false); });
-      renderWatchlist();
-      if (!state.symbol && state.latest.size) {
-        // the newest signal's series: a symbol and timeframe that have bars
-        var first = state.latest.values().next().value;
-        state.symbol = first.symbol;
-        if (!state.timeframeChosen) setTimeframe(first.timeframe);
+    Promise.all([api("/signals?limit=500", "signals"), api("/market-data", "series")]).then(function (res) {
+      var page = res[0];
+      var list = res[1];
+      if (list) {
+        state.series = new Map();
+        list.items.forEach(function (x) {
+          if (!state.series.has(x.symbol)) state.series.set(x.symbol, []);
+          state.series.get(x.symbol).push(x.timeframe); // daily first, then the longest bars
+        });
+      }
+      if (page) {
+        state.latest = new Map();
+        page.items.forEach(function (s) { noteSignal(s, false); });
+        renderWatchlist();
+      }
+      if (!state.symbol) {
+        // The newest signal whose series has bars; with no such signal, the first series listed.
+        var pick = null;
+        state.latest.forEach(function (s) { if (!pick && hasBars(s.symbol, s.timeframe)) pick = s; });
+        if (!pick && list && list.items.length) pick = list.items[0];
+        if (pick) {
+          state.symbol = pick.symbol;
+          if (!state.timeframeChosen) setTimeframe(pick.timeframe);
+          $("symbol-input").value = pick.symbol;
+          renderWatchlist();
+        }
+      } else if (!state.timeframeChosen) {
+        fitTimeframe(state.symbol, state.timeframe);
       }
       scheduleChart(0);
     });
+  }
+  function timeframesOf(symbol) { return state.series ? state.series.get(symbol) || [] : null; }
+  function hasBars(symbol, tf) {
+    var tfs = timeframesOf(symbol);
+    return tfs === null ? !!tf : tfs.indexOf(tf) >= 0; // unknown listing: trust the signal
+  }
+  // Chart `symbol` at `want` if it has bars there, else at the first timeframe it has.
+  function fitTimeframe(symbol, want) {
+    var tfs = timeframesOf(symbol);
+    setTimeframe(tfs && tfs.length && tfs.indexOf(want) < 0 ? tfs[0] : want);
   }
   function noteSignal(sig, render) {
     var cur = state.latest.get(sig.symbol);
@@ -230,13 +259,14 @@
     state.timeframe = tf;
     $("timeframe").value = tf;
   }
-  // A watchlist row brings its signal's timeframe (bars exist there); typing a symbol keeps
-  // the timeframe shown.
+  // A watchlist row brings its signal's timeframe (until a timeframe is picked by hand), typing
+  // keeps the one shown; either way, if the symbol has no bars there (GET /market-data), the
+  // chart moves to a timeframe it has.
   function select(symbol, timeframe) {
     symbol = (symbol || "").trim().toUpperCase();
     if (!symbol) return;
     state.symbol = symbol;
-    if (timeframe && !state.timeframeChosen) setTimeframe(timeframe);
+    fitTimeframe(symbol, timeframe && !state.timeframeChosen ? timeframe : state.timeframe);
     $("symbol-input").value = symbol;
     renderWatchlist();
     scheduleChart(0);
@@ -252,6 +282,16 @@
     var tf = state.timeframe;
     if (!symbol || state.snapshotOk !== true) {
       showChartMessage(state.snapshotOk ? "No symbol selected: pick one from the watchlist or type it above." : "Waiting for a snapshot…");
+      return;
+    }
+    var tfs = timeframesOf(symbol);
+    if (tfs && tfs.indexOf(tf) < 0) { // known not to exist: say so, without asking for a 404
+      setProblem("api:chart", null);
+      setProblem("api:chart-signals", null);
+      $("chart-title").textContent = symbol + " · " + tf;
+      $("chart-sub").textContent = "";
+      showChartMessage(tfs.length ? "No " + tf + " bars for " + symbol + "; it has " + tfs.join(", ") + " bars."
+                                  : "No bars for " + symbol + " in the snapshot.");
       return;
     }
     var q = "/market-data/" + encodeURIComponent(symbol) + "?timeframe=" + tf + "&limit=" + CHART_BARS;
@@ -315,13 +355,30 @@
     return out;
   }
   // Which signals get a marker: the strongest MARKERS_TOP on the bars shown (default), all, or none.
+  // Scores are on each scan's own scale (a breakout's ~1-3, CRP's 0-100), so "strongest" ranks a
+  // signal within its scan: the best of every scan, then the second best of every scan, and so on
+  // (newer first among equals).
   var MARKERS_TOP = 25;
   function shownSignals(signals, byTs) {
     if (state.markers === "none") return [];
     var onChart = signals.filter(function (s) { return byTs.has(String(s.ts)); });
-    if (state.markers === "all") return onChart;
-    return onChart.slice().sort(function (a, b) { return (Number(b.score) || 0) - (Number(a.score) || 0); }).slice(0, MARKERS_TOP);
+    if (state.markers === "all" || onChart.length <= MARKERS_TOP) return onChart;
+    var byScan = new Map();
+    onChart.forEach(function (s) {
+      var k = s.scan || s.kind;
+      if (!byScan.has(k)) byScan.set(k, []);
+      byScan.get(k).push(s);
+    });
+    var rank = new Map(); // signal -> its place in its scan (0 = the scan's best)
+    byScan.forEach(function (list) {
+      list.sort(function (a, b) { return (Number(b.score) || 0) - (Number(a.score) || 0); });
+      list.forEach(function (s, i) { rank.set(s, i); });
+    });
+    return onChart.slice().sort(function (a, b) {
+      return rank.get(a) - rank.get(b) || String(b.ts).localeCompare(String(a.ts));
+    }).slice(0, MARKERS_TOP);
   }
+  function side(s) { var d = direction(s); return d === "long" || d === "short" ? d : "neutral"; }
   function renderChart(md, signals) {
     var bars = md.bars;
     var x = bars.map(function (b) { return String(b.ts); });
@@ -347,18 +404,23 @@
     line("ema_12", "EMA 12", COLORS.ema_12, { line: { color: COLORS.ema_12, width: 1, dash: "dash" } });
     line("ema_26", "EMA 26", COLORS.ema_26, { line: { color: COLORS.ema_26, width: 1, dash: "dash" } });
 
-    // Signal markers at the bar they fired on: below the low for long, above the high for short.
+    // Signal markers at the bar they fired on: below the low for long, above the high for short,
+    // at the close for the others (a narrow CPR says no direction).
     var byTs = new Map(bars.map(function (b) { return [String(b.ts), b]; }));
-    [["long", "triangle-up", COLORS.up], ["short", "triangle-down", COLORS.down]].forEach(function (d) {
-      var pts = shownSignals(signals, byTs).filter(function (s) { return direction(s) === d[0]; });
+    var shown = shownSignals(signals, byTs);
+    [["long", "triangle-up", COLORS.up], ["short", "triangle-down", COLORS.down], ["neutral", "diamond", COLORS.sma_20]].forEach(function (d) {
+      var pts = shown.filter(function (s) { return side(s) === d[0]; });
       if (!pts.length) return;
       traces.push({
         type: "scatter", mode: "markers", name: "signals " + d[0], xaxis: "x", yaxis: "y",
         x: pts.map(function (s) { return String(s.ts); }),
-        y: pts.map(function (s) { var b = byTs.get(String(s.ts)); return d[0] === "long" ? b.low * 0.985 : b.high * 1.015; }),
+        y: pts.map(function (s) {
+          var b = byTs.get(String(s.ts));
+          return d[0] === "long" ? b.low * 0.985 : d[0] === "short" ? b.high * 1.015 : b.close;
+        }),
         text: pts.map(function (s) { return s.kind + " (" + num(s.score) + "): " + (s.reason || ""); }),
         hoverinfo: "text+x",
-        marker: { symbol: d[1], size: 11, color: d[2], line: { color: "#0f1419", width: 1 } },
+        marker: { symbol: d[1], size: d[0] === "neutral" ? 8 : 11, color: d[2], line: { color: "#0f1419", width: 1 } },
       });
     });
 
@@ -400,7 +462,7 @@
     $("chart-empty").hidden = true;
     $("chart").hidden = false;
     $("chart-title").textContent = md.symbol + " · " + md.timeframe;
-    var marked = shownSignals(signals, byTs).length;
+    var marked = shown.length;
     $("chart-sub").textContent = bars.length + " bars to " + when(x[x.length - 1]) +
       (signals.length ? " · " + signals.length + " signals" + (marked < signals.length ? ", " + marked + " marked" : "") : "");
     window.Plotly.react("chart", traces, layout, {
