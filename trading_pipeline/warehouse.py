@@ -18,9 +18,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import polars as pl
+
+if TYPE_CHECKING:  # imported where used: readers such as `trading status` never need it
+    import polars as pl
 
 SCHEMAS = ("raw", "staging", "intermediate", "marts", "ops")
 
@@ -256,6 +259,8 @@ def upsert_bars(
     re-running the same load changes nothing, and a load that dies half-way (even
     ``kill -9``) is rolled back by DuckDB's WAL.
     """
+    import polars as pl
+
     staged = bars.with_columns(
         pl.lit(source).alias("source"),
         pl.lit(None, dtype=pl.Datetime("us")).alias("ingested_at"),

@@ -11,17 +11,19 @@ import os
 import time
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 
-import polars as pl  # noqa: E402
 import typer  # noqa: E402
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 
 from trading_pipeline.cli.output import console, err_console, fail, frame_table, print_json  # noqa: E402
 from trading_pipeline.settings import get_settings  # noqa: E402
+
+if TYPE_CHECKING:  # polars is imported by the commands that use it (0.4 s at start-up)
+    import polars as pl
 
 app = typer.Typer(
     name="trading",
@@ -56,6 +58,8 @@ def ingest(
     json_out: JsonOpt = False,
 ) -> None:
     """Load bars from CSV/Parquet through the same Dagster assets the schedules use."""
+    import polars as pl
+
     from trading_pipeline import runs
     from trading_pipeline.sources.files import BarFileError, discover, read_bar_file
 
@@ -142,6 +146,8 @@ def _outside_loadable_range(dated: pl.DataFrame) -> tuple[str, str] | None:
     real yet (after today): refused before any run, so nothing is stored and a stray 2030 row
     does not make the run span every session up to it."""
     from datetime import UTC, datetime
+
+    import polars as pl
 
     from trading_pipeline.calendars import CALENDAR_START
 
@@ -309,17 +315,19 @@ def status(json_out: JsonOpt = False) -> None:
             print_json(info)
             return
         fail(f"no warehouse at {settings.warehouse_path}", "run `trading demo` or `trading ingest PATH` first")
-    bars, rejected, symbols, tables, snap = pl.DataFrame(), 0, 0, [], None
+    bars: list[dict] = []
+    rejected, symbols, tables, snap = 0, 0, [], None
     if published or not _reads_snapshot(settings):
         con, what = _open_reader(settings)
         try:
             have = _relations(con, what)
             parts = [f"SELECT timeframe, symbol, ts FROM {t}" for t in ("raw.bars_daily", "raw.bars_intraday") if t in have]
-            if parts:
-                bars = warehouse.fetch_frame(con,
+            if parts:  # plain rows, not a polars frame: status stays quick to start
+                rel = con.sql(
                     f"""SELECT timeframe, count(DISTINCT symbol) AS symbols, count(*) AS bars,
                               min(ts)::VARCHAR AS first_bar, max(ts)::VARCHAR AS last_bar
                        FROM ({' UNION ALL '.join(parts)}) GROUP BY timeframe ORDER BY timeframe""")
+                bars = [dict(zip(rel.columns, row, strict=True)) for row in rel.fetchall()]
             if "raw.bars_rejected" in have:
                 rejected = warehouse.fetch_one(con, "SELECT count(*) FROM raw.bars_rejected")[0]
             if "raw.symbols" in have:
@@ -336,7 +344,7 @@ def status(json_out: JsonOpt = False) -> None:
         warnings.append("nothing published yet (the CLI reads the serving snapshot): run `trading scan`")
     lr = state["last_run"]
     info.update(
-        symbols=symbols, rejected_rows=rejected, bars=bars.to_dicts(), models=tables, snapshot=snap,
+        symbols=symbols, rejected_rows=rejected, bars=bars, models=tables, snapshot=snap,
         last_run=({k: lr[k] for k in ("run_id", "job", "status")} | ({"dead": lr["dead"]} if lr.get("dead") else {})
                   if lr else None),
         failed_checks=state["failed_checks"], warnings=warnings,
@@ -345,8 +353,15 @@ def status(json_out: JsonOpt = False) -> None:
         print_json(info)
         return
     console.print(f"[bold]TRADING_HOME[/] {settings.home}")
-    if bars.height:
-        console.print(frame_table(bars, title=f"bars ({symbols} symbols, {rejected} rejected rows)"))
+    if bars:
+        from rich.table import Table
+
+        table = Table(title=f"bars ({symbols} symbols, {rejected} rejected rows)", header_style="bold cyan")
+        for col in bars[0]:
+            table.add_column(col, justify="right" if col in ("symbols", "bars") else "left")
+        for row in bars:
+            table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()])
+        console.print(table)
     if snap:
         console.print(f"as of snapshot #{snap['sequence']} published {snap['published_at']} UTC")
     if lr:
@@ -548,6 +563,8 @@ def _scan_refusal(settings, session: date, symbol: str | None, intraday: bool) -
 
 
 def _session_signals(settings, session: date, symbol: str | None, intraday: bool) -> pl.DataFrame:
+    import polars as pl
+
     from trading_pipeline import warehouse
 
     con, _ = _open_reader(settings)
@@ -645,6 +662,8 @@ def rules(
     json_out: JsonOpt = False,
 ) -> None:
     """List the scans in the rules file and validate it (exit 2 with the problem if invalid)."""
+    import polars as pl
+
     from trading_pipeline.rules import RulesError, dbt_vars, load_rules
 
     settings = get_settings()

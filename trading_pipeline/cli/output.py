@@ -7,11 +7,13 @@ import os
 import sys
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # polars costs 0.4 s to import: only the commands that print frames load it
+    import polars as pl
 
 # Piped or captured output has no terminal width; Rich would fold tables at 80 columns. Use a
 # wide line instead (COLUMNS still wins, as for any terminal program).
@@ -40,18 +42,22 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=_default, indent=2) + "\n")
 
 
-NESTED = (pl.List, pl.Array, pl.Struct, pl.Object)
 MAX_CELL = 48  # characters a table cell shows before an ellipsis
 MIN_CELL = 6
 
 
 def _is_nested(dtype: pl.DataType) -> bool:
-    return isinstance(dtype, NESTED) or dtype.base_type() in (pl.List, pl.Array, pl.Struct, pl.Object)
+    import polars as pl
+
+    nested = (pl.List, pl.Array, pl.Struct, pl.Object)
+    return isinstance(dtype, nested) or dtype.base_type() in nested
 
 
 def nested_as_json(df: pl.DataFrame) -> pl.DataFrame:
     """Nested columns (lists, structs: ``SHOW ALL TABLES``' column_names...) as JSON text, so
     CSV can hold them and a table can show them."""
+    import polars as pl
+
     cols = [c for c in df.columns if _is_nested(df[c].dtype)]
     if not cols:
         return df
