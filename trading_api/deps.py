@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from trading_api.keys import KeyChecker
+from trading_api.keys import KeyChecker, extract_key
 from trading_api.snapshot import SnapshotBarFeed, SnapshotReader
 from trading_pipeline.settings import Settings
 
@@ -106,18 +106,6 @@ def get_store(state: Annotated[AppState, Depends(get_state)]) -> OpsStore:
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `trading api-key create NAME`.")
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
-
-
-def extract_key(headers: Any, query: Any | None = None) -> str | None:
-    key = headers.get("x-api-key")
-    if not key:
-        auth = headers.get("authorization") or ""
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() == "bearer" and token:
-            key = token.strip()
-    if not key and query is not None:
-        key = query.get("api_key")
-    return key or None
 
 
 def authenticate(state: AppState, headers: Any) -> dict[str, Any]:

@@ -101,3 +101,17 @@ class KeyChecker:
                 self._cache.clear()
             self._cache[digest] = (now, record)
         return record
+
+
+def extract_key(headers: Any, query: Any | None = None) -> str | None:
+    """The API key a request carries: ``X-API-Key``, ``Authorization: Bearer``, or (WebSocket
+    clients, the dashboard's first load) the ``api_key`` query parameter."""
+    key = headers.get("x-api-key")
+    if not key:
+        auth = headers.get("authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            key = token.strip()
+    if not key and query is not None:
+        key = query.get("api_key")
+    return key or None

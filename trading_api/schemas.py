@@ -216,6 +216,11 @@ class Order(BaseModel):
     cancel_requested: bool = False
 
 
+def order_model(o: Any) -> Order:
+    """The API's view of a domain order (``trading_pipeline.orders.Order``)."""
+    return Order(**o.record())
+
+
 class OrderList(BaseModel):
     count: int
     items: list[Order]

@@ -70,16 +70,29 @@ import os
 import time
 from collections import deque
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
-from trading_api.deps import extract_key
+from trading_api.keys import KeyChecker, extract_key
+from trading_api.schemas import order_model
 from trading_api.snapshot import SnapshotReader, SnapshotUnavailable
 
 if TYPE_CHECKING:
-    from trading_api.deps import AppState
+    from trading_pipeline.ops_store import OpsStore
+
+
+class HubState(Protocol):
+    """What the hub needs of the app's state (``deps.AppState`` is one): the snapshot reader,
+    the ops store for order events, and the key checker. A protocol, so that this module
+    does not import ``deps`` (which holds the hub: the two would import each other)."""
+
+    reader: SnapshotReader
+
+    def store(self) -> OpsStore: ...
+
+    def checker(self) -> KeyChecker: ...
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -262,7 +275,7 @@ class Hub:
 
     def __init__(
         self,
-        state: AppState,
+        state: HubState,
         *,
         poll_interval: float = 0.2,
         heartbeat: float = 15.0,
@@ -430,8 +443,6 @@ class Hub:
 
     def _read_order_log(self, after: int, upto: int | None) -> list[tuple[int, str]]:
         """Order events with ``after < id <= upto`` (one page), each serialised once."""
-        from trading_api.routers.orders import order_model
-
         out = []
         for event_id, e, order in self.state.store().order_event_log(after, upto_id=upto, limit=self.order_page):
             event = {

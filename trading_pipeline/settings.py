@@ -6,6 +6,7 @@ DuckDB warehouse, serving snapshots, the operational store and ``DAGSTER_HOME``.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,21 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 SAMPLE_DATA_DIR = PACKAGE_DIR / "sample_data"
 DBT_PROJECT_DIR = PROJECT_DIR / "dbt_project"
+
+
+MEMORY = ":memory:"
+# DuckDB reads "<prefix>:..." (2+ word characters; "C:" stays a Windows drive) as a location
+# for the extension of that name, or its alias ("md" is MotherDuck, "s3" goes to httpfs)
+LOCATION_PREFIX = re.compile(r"^(\w{2,}):")
+
+
+def location(path: Path | str) -> Path | str:
+    """A file location as a ``Path``; any other location (``md:``, ``ducklake:``, ``:memory:``)
+    as the string given, unchanged (``Path`` would turn ``s3://b/x`` into ``s3:/b/x``)."""
+    text = str(path)
+    if text.startswith(MEMORY) or LOCATION_PREFIX.match(text):
+        return text
+    return Path(path)
 
 
 class Settings(BaseSettings):
@@ -83,11 +99,9 @@ class Settings(BaseSettings):
     @property
     def warehouse_path(self) -> Path | str:
         """A ``Path`` for a warehouse file; an ``md:``/``ducklake:``/``:memory:`` location as
-        the string given (``trading_pipeline.warehouse.location``)."""
+        the string given (:func:`location`)."""
         if not self.warehouse:
             return self.home / "warehouse.duckdb"
-        from trading_pipeline.warehouse import location
-
         loc = location(self.warehouse)
         return loc.expanduser().resolve() if isinstance(loc, Path) else loc
 

@@ -13,7 +13,6 @@ their folder created, an existence check and the lock retry.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+
+from trading_pipeline.settings import LOCATION_PREFIX, MEMORY, location
 
 if TYPE_CHECKING:  # imported where used: readers such as `trading status` never need it
     import polars as pl
@@ -71,10 +72,8 @@ RAW_DDL = [
 ]
 
 
-MEMORY = ":memory:"
-# DuckDB reads "<prefix>:..." (2+ word characters; "C:" stays a Windows drive) as a location
-# for the extension of that name, or its alias ("md" is MotherDuck, "s3" goes to httpfs)
-_PREFIX = re.compile(r"^(\w{2,}):")
+# MEMORY, LOCATION_PREFIX and location() parse the TRADING_WAREHOUSE setting: they live in settings
+# (which must not import this module), and are used here under the same names
 # what a location needs beyond DuckDB itself: (what it is, extension, and what else)
 _NEEDS = {
     "md": ("MotherDuck", "motherduck", "a MotherDuck token in MOTHERDUCK_TOKEN and network access"),
@@ -96,15 +95,6 @@ class WarehouseLocationError(RuntimeError):
     duckdb_error: duckdb.Error | None = None
 
 
-def location(path: Path | str) -> Path | str:
-    """A file location as a ``Path``; any other location (``md:``, ``ducklake:``, ``:memory:``)
-    as the string given, unchanged (``Path`` would turn ``s3://b/x`` into ``s3:/b/x``)."""
-    text = str(path)
-    if text.startswith(MEMORY) or _PREFIX.match(text):
-        return text
-    return Path(path)
-
-
 def is_file(path: Path | str) -> bool:
     return isinstance(location(path), Path)
 
@@ -116,7 +106,7 @@ def kind(path: Path | str) -> str:
         return "file"
     if loc.startswith(MEMORY):
         return "memory"
-    return _PREFIX.match(loc).group(1).lower()  # type: ignore[union-attr]
+    return LOCATION_PREFIX.match(loc).group(1).lower()  # type: ignore[union-attr]
 
 
 def exists(path: Path | str) -> bool:

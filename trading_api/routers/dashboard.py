@@ -25,7 +25,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel
 
-from trading_api.deps import ApiKeyRecord, State, extract_key
+from trading_api.deps import ApiKeyRecord, State
+from trading_api.keys import extract_key
 from trading_api.response_cache import etag_matches
 from trading_api.schemas import AUTH_RESPONSES, SnapshotStatus
 

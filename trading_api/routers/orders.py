@@ -31,6 +31,7 @@ from trading_api.schemas import (
     OrderRejectedResponse,
     OrderResult,
     RiskRejectionResponse,
+    order_model,
 )
 
 router = APIRouter(tags=["orders"], responses=AUTH_RESPONSES)
@@ -38,10 +39,6 @@ log = logging.getLogger(__name__)
 
 _COID = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
 StatusFilter = Literal["open", "new", "accepted", "partially_filled", "filled", "cancelled", "rejected", "expired"]
-
-
-def order_model(o: Any) -> Order:
-    return Order(**o.record())
 
 
 # OpenAPI links: the order a POST answers with can be read and cancelled by its id.
