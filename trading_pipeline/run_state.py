@@ -30,7 +30,8 @@ INDICATORS, SIGNALS, SNAPSHOT = "intermediate/int_indicators", "marts/signals", 
 LIVE = ("STARTED", "STARTING", "QUEUED", "NOT_STARTED")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,7 +46,7 @@ def dead_reason(status: str, tags: dict[str, str]) -> str | None:
     if status not in ("NOT_STARTED", "STARTING", "STARTED"):  # an in-process run may die before it starts
         return None
     pid = int(tags.get(PID_TAG, "0") or 0)
-    if not pid or tags.get(HOST_TAG) != socket.gethostname() or pid == os.getpid() or _alive(pid):
+    if not pid or tags.get(HOST_TAG) != socket.gethostname() or pid == os.getpid() or alive(pid):
         return None
     return f"process {pid} is gone (killed?); the next run marks it failed"
 

@@ -21,9 +21,9 @@ from functools import lru_cache
 import dagster as dg
 
 from trading_pipeline.defs.run_logs import with_run_logging
+from trading_pipeline.run_state import HOST_TAG, PID_TAG, alive
 from trading_pipeline.settings import Settings
 
-PID_TAG, HOST_TAG = "trading/pid", "trading/host"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 # what a quiet run printed (dbt's log, compute-log tee), by run id, for failure messages
@@ -209,16 +209,6 @@ def _after_success(result: dg.ExecuteInProcessResult, settings: Settings, run_co
             sys.stderr.write(f"warning: publishing the serving snapshot failed: {failure_message(publish)}\n")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_dead_runs(inst: dg.DagsterInstance) -> list[str]:
     """Fail runs this host started in-process whose process is gone (``kill -9``, OOM).
 
@@ -234,7 +224,7 @@ def reap_dead_runs(inst: dg.DagsterInstance) -> list[str]:
     )
     for run in runs:
         pid = int(run.tags.get(PID_TAG, "0") or 0)
-        if pid and pid != os.getpid() and not _alive(pid):
+        if pid and pid != os.getpid() and not alive(pid):
             inst.report_run_failed(run, f"process {pid} ended before the run did (killed?); marked failed")
             inst.event_log_storage.free_concurrency_slots_for_run(run.run_id)
             reaped.append(run.run_id)
