@@ -9,7 +9,7 @@ table is generated (see ``bench_signals``) and written to marts.signals; then
 of the backtest (load + replay) and bars/second over every daily bar in range.
 
 The signals here are bench input, NOT the product's breakout definition: those live in
-dbt (design decision 3). This rule only has to produce a realistic number of signals.
+dbt (docs/decisions.md #3). This rule only has to produce a realistic number of signals.
 """
 
 from __future__ import annotations

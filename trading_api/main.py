@@ -2,7 +2,7 @@
 
 ``create_app(settings)`` builds it (tests pass their own settings); ``app`` is what uvicorn
 loads (``uvicorn trading_api.main:app`` or ``trading api``). The app never opens the
-warehouse (design decision 1): market data, signals, scans and alerts come from the serving
+warehouse (docs/decisions.md #1): market data, signals, scans and alerts come from the serving
 snapshot; orders, positions, risk and API keys from the ops store.
 """
 

@@ -1,6 +1,6 @@
 """Backtests that replay the signals the scans produced, through the live order rules.
 
-Nothing here computes a signal (design decision 3): the signals come from
+Nothing here computes a signal (docs/decisions.md #3): the signals come from
 ``marts.signals``, exactly as the live scan wrote them. A simulated clock steps session by
 session over ``raw.bars_daily``:
 
@@ -13,7 +13,7 @@ session over ``raw.bars_daily``:
    :class:`~trading_pipeline.risk.RiskEngine` the live order job uses.
 
 So an order from a signal on bar t fills at bar t+1's open, never on the signal's bar
-(decision 5), and every order passes the risk rules (decision 8). Like the live pipeline, a
+(#5), and every order passes the risk rules (#8). Like the live pipeline, a
 sell signal closes a long and opens no short unless ``allow_short``; one position per symbol
 at a time (a repeat signal while holding is skipped, an opposite one exits).
 

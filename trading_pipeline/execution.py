@@ -1,6 +1,6 @@
 """The order pipeline, without Dagster: signals -> sizing -> risk -> ops store -> broker.
 
-The order of steps is what makes a retried job safe (design decision 6):
+The order of steps is what makes a retried job safe (docs/decisions.md #6):
 
 1. the client order id is computed from (strategy, account, symbol, signal bar, side), so a
    re-run of the same signals computes the same ids;

@@ -1,4 +1,4 @@
-"""Pre-trade risk: no order reaches a broker without passing these rules (design decision 8).
+"""Pre-trade risk: no order reaches a broker without passing these rules (docs/decisions.md #8).
 
 Limits come from one YAML file (``risk.yaml``, see its comments). Every limit is a strict
 ceiling: an order is rejected when the checked value REACHES the limit, so "max 10 open

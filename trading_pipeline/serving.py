@@ -1,4 +1,4 @@
-"""The serving snapshot: what the API reads instead of the warehouse (design decision 1).
+"""The serving snapshot: what the API reads instead of the warehouse (docs/decisions.md #1).
 
 The warehouse has one writer (Dagster runs), and DuckDB lets no other process open a file a
 writer holds, so after each build this module copies the tables the API needs into a NEW

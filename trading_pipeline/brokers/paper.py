@@ -1,6 +1,6 @@
 """The paper broker: fills against real bars, keeps its book in the ops store.
 
-Point in time (design decision 5): an order acts no earlier than the first bar that STARTS
+Point in time (docs/decisions.md #5): an order acts no earlier than the first bar that STARTS
 after the order was submitted. A market order fills at that bar's open; a limit order fills
 on the first such bar that trades through its limit (buy: low < limit; sell: high > limit)
 at the better of the open and the limit. Slippage (bps, against us; never past a limit)

@@ -1,4 +1,4 @@
-"""The serving snapshot the API reads (decision 1: the API never opens the warehouse)."""
+"""The serving snapshot the API reads (docs/decisions.md #1: the API never opens the warehouse)."""
 
 import dagster as dg
 
