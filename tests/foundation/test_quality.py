@@ -149,3 +149,27 @@ def test_bar_after_the_calendar_ends_is_future_not_session():
     v = validate(bars([("A", "1d", datetime(2030, 1, 2), 10, 11, 9, 10, 1)]), source="t", calendar_of=CAL,
                  now=datetime(2026, 11, 28))
     assert v.rejected.select("rule").rows() == [("future",)]
+
+
+def test_suite_matches_session_dates_by_key_with_four_calendars_shuffled():
+    """Issue 21.2: stored bars of four calendars (XNYS, XNAS, XLON, 24/7) shuffled row by row,
+    daily and intraday: the session dates validate() gave them all pass in_session, and one
+    wrong session date is found on its own row, whatever the order."""
+    import random
+
+    cal = {"NY1": "XNYS", "NQ1": "XNAS", "LN1": "XLON", "FX1": "24/7", "NY2": "XNYS"}
+    daily = [(s, "1d", datetime(2015, 1, day), 10, 11, 9, 10, 1) for s in cal for day in range(12, 24)]
+    intraday = [(s, "1m", datetime(2015, 1, 14, h, m), 10, 11, 9, 10, 1)
+                for s in cal for h in (9, 15, 16, 20) for m in (0, 31)]
+    for rows in (daily, intraday):
+        v = validate(bars(rows), source="t", calendar_of=cal)
+        stored = v.good.sample(fraction=1.0, shuffle=True, seed=3)
+        res = {r["expectation"]: r for r in run_suite(stored, cal)}
+        assert res["expect_column_values_to_be_in_set(in_session)"]["success"], rows[0][1]
+        assert v.good.height > 0 and v.rejected["rule"].unique().to_list() in ([], ["session"])
+        i = random.Random(5).randrange(stored.height)
+        wrong = stored.with_columns(
+            pl.when(pl.int_range(pl.len()) == i).then(pl.col("session_date") - pl.duration(days=1))
+            .otherwise(pl.col("session_date")).alias("session_date"))
+        bad = {r["expectation"]: r for r in run_suite(wrong, cal)}
+        assert bad["expect_column_values_to_be_in_set(in_session)"]["unexpected_rows"] == [i]
