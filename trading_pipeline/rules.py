@@ -22,21 +22,32 @@ Kind = Literal["breakout", "crp", "cpr"]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "breakout": {"lookback": 20, "volume_multiple": 1.5, "min_score": 0.0},
-    # CRP defaults for a US equities universe: no absolute volume band (liquid names trade
-    # tens of millions of shares; indices report no volume); volume scored relative to the
-    # symbol's own 20-bar average; stocks from $5 up; a score that needs more than one part.
+    # CRP defaults for a US equities universe (issue 21.5): volume scored relative to the
+    # symbol's own average of the previous 20 bars (current bar excluded); bars with no volume
+    # (indices) get the neutral volume part and skip every volume filter; an absolute
+    # liquidity floor on the average dollar volume, no upper cap; stocks from $5 up; a
+    # min_score that needs more than one strong part (README "CRP" has the sample figures).
     "crp": {
         "min_score": 60.0,
         "price_band": (5.0, None),
+        "min_avg_dollar_volume": 5_000_000.0,
+        "rvol_lookback": 20,
         "rvol_tiers": (2.0, 1.5, 1.0),
+        "close_within": 0.02,
+        "range_tiers": (0.03, 0.045),
+        "change_tiers": (0.01, 0.0),
         "top_n": 3,
         "cutoff": time(10, 30),
     },
     "cpr": {"lookback": 20, "min_score": 0.0},
 }
+# intraday CRP compares the session's window from the open to the cutoff (10:30: about a
+# fifth of a day's volume), so its floor is lower than the daily $5M
+INTRADAY_CRP_MIN_AVG_DOLLAR_VOLUME = 1_000_000.0
 ALLOWED_PARAMS: dict[str, set[str]] = {
     "breakout": {"lookback", "volume_multiple", "min_score", "bar_timeframes"},
-    "crp": {"min_score", "price_band", "volume_band", "rvol_tiers", "top_n", "cutoff", "bar_timeframes"},
+    "crp": {"min_score", "price_band", "volume_band", "min_avg_dollar_volume", "rvol_lookback", "rvol_tiers",
+            "close_within", "range_tiers", "change_tiers", "top_n", "cutoff", "bar_timeframes"},
     "cpr": {"lookback", "min_score", "bar_timeframes"},
 }
 
@@ -53,9 +64,20 @@ class Params(BaseModel):
     min_score: float | None = None
     price_band: tuple[float, float | None] | None = None
     volume_band: tuple[float, float | None] | None = None
-    # relative volume (bar volume / its 20-bar average) at or above each tier earns 1.0,
-    # 0.75, 0.5 of the volume part; below the last, 0.25
+    # crp: relative volume rvol = volume / average volume of the previous rvol_lookback bars
+    # (intraday: sessions); at or above each of rvol_tiers it earns 1.0, 0.75, 0.5 of the
+    # volume part, below the last 0.25
+    rvol_lookback: int | None = Field(default=None, ge=1, le=500)
     rvol_tiers: tuple[float, float, float] | None = None
+    # crp: average dollar volume (close x volume) of the same previous bars must reach this;
+    # 0 = no floor. Bars with no volume data (indices) are exempt.
+    min_avg_dollar_volume: float | None = Field(default=None, ge=0)
+    # crp: close within this fraction of the range from the high (long) / low (short) -> 1.0
+    close_within: float | None = Field(default=None, ge=0, le=1)
+    # crp: (H-L)/C <= range_tiers[0] -> 1.0, <= [1] -> 0.67, else 0.17
+    range_tiers: tuple[float, float] | None = None
+    # crp: (C-O)/O > change_tiers[0] -> 1.0, > [1] -> 0.5, else 0.2 (mirrored for shorts)
+    change_tiers: tuple[float, float] | None = None
     top_n: int | None = Field(default=None, ge=1)
     cutoff: time | None = None
     bar_timeframes: list[Literal["1m", "5m", "15m", "30m", "1h"]] | None = None
@@ -73,6 +95,29 @@ class Params(BaseModel):
         if v is not None and not (v[0] >= v[1] >= v[2] > 0):
             raise ValueError(f"must be three falling relative volumes, e.g. [2.0, 1.5, 1.0], got {list(v)}")
         return v
+
+    @field_validator("range_tiers", "change_tiers")
+    @classmethod
+    def _two_tiers(cls, v: tuple[float, float] | None, info) -> tuple[float, float] | None:
+        if v is None:
+            return v
+        if info.field_name == "range_tiers" and not (0 < v[0] <= v[1]):
+            raise ValueError(f"must be two rising ranges (H-L)/C, e.g. [0.03, 0.045], got {list(v)}")
+        if info.field_name == "change_tiers" and not (v[0] >= v[1] >= 0):
+            raise ValueError(f"must be two falling changes (C-O)/O, e.g. [0.01, 0.0], got {list(v)}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # the absolute volume tiers (25k/50k/75k shares) were replaced by relative volume
+        if isinstance(data, dict) and "volume_tiers" in data:
+            raise ValueError(
+                "volume_tiers is no longer used: the CRP volume part is scored on relative volume, "
+                "set rvol_tiers (e.g. [2.0, 1.5, 1.0]) and rvol_lookback instead; for an absolute "
+                "liquidity floor use min_avg_dollar_volume or volume_band"
+            )
+        return data
 
 
 class Filters(BaseModel):
@@ -118,7 +163,10 @@ class Scan(BaseModel):
             )
         if self.timeframe == "daily" and self.params.bar_timeframes:
             raise ValueError("params.bar_timeframes only applies to intraday scans")
-        for key, value in DEFAULTS[self.kind].items():
+        defaults = dict(DEFAULTS[self.kind])
+        if self.kind == "crp" and self.timeframe == "intraday":
+            defaults["min_avg_dollar_volume"] = INTRADAY_CRP_MIN_AVG_DOLLAR_VOLUME
+        for key, value in defaults.items():
             if getattr(self.params, key) is None:
                 setattr(self.params, key, value)
         return self
@@ -146,7 +194,18 @@ class Scan(BaseModel):
             "max_volume": _tighter(hi_vol, f.max_volume, min),
             "top_n": p.top_n if self.kind == "crp" else None,
             # crp only (a key on every scan would change the others' fingerprints for nothing)
-            **({"rvol_tiers": list(p.rvol_tiers)} if self.kind == "crp" and p.rvol_tiers else {}),
+            **(
+                {
+                    "min_avg_dollar_volume": float(p.min_avg_dollar_volume or 0.0),
+                    "rvol_lookback": p.rvol_lookback,
+                    "rvol_tiers": list(p.rvol_tiers),
+                    "close_within": p.close_within,
+                    "range_tiers": list(p.range_tiers),
+                    "change_tiers": list(p.change_tiers),
+                }
+                if self.kind == "crp"
+                else {}
+            ),
             "cutoff": p.cutoff.strftime("%H:%M:%S")
             if self.kind == "crp" and self.timeframe == "intraday"
             else None,

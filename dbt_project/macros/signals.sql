@@ -112,69 +112,167 @@ scan_{{ i }} as (
 )
 {% endmacro %}
 
-{#- CRP, close-range-pattern: tiered 0-100 score on close position, range, relative volume
-    and change; fires at score >= min_score inside the price (and optional volume) band,
-    top_n per session. Relative volume (rvol) is the bar's volume over its 20-bar average
-    volume (volume_avg_20, TA-Lib SMA up to and including the bar: point in time); a bar with
-    no volume data (an index, or the first 19 bars) gets the neutral 0.5 for that part.
+{#- CRP, close-range-pattern (README "CRP"): tiered 0-100 score on close position, range,
+    relative volume and change; fires at score >= min_score inside the price band, above the
+    liquidity floor (and inside the optional volume band), top_n per session.
+
+    Relative volume rvol = volume / the average volume of the previous rvol_lookback bars of
+    the symbol (the current bar excluded: point in time, and a spike does not dilute its own
+    average); null until that many previous bars exist. The liquidity floor compares the
+    average dollar volume (close x volume) of the same previous bars (as many as exist, at
+    least one) with min_avg_dollar_volume. A bar with no volume data (volume null or 0 and no
+    volume in its previous bars: an index) gets the neutral 0.5 volume part and skips the
+    floor and every volume filter; a bar whose rvol is not known yet also scores 0.5.
+
     Intraday, each symbol's session is aggregated from the open up to the cutoff time (bars
-    that have ended by then, exchange time), rvol is the session's volume per bar so far over
-    the last bar's 20-bar average, and the signal sits on the last bar used. -#}
+    that have ended by then, exchange time) and the signal sits on the last bar used; rvol is
+    that window's volume per bar over the same window's average volume per bar in the previous
+    rvol_lookback sessions of the symbol, and the floor uses those windows' dollar volume. -#}
 {% macro crp_scan(s, i, intraday, full) %}
-scan_{{ i }}_bars as (
-  {%- if not intraday %}
-  select symbol, timeframe, ts, session_date, open, high, low, close, volume,
-         case when volume_avg_20 > 0 then volume / volume_avg_20 end as rvol
+{%- set n = s.rvol_lookback %}
+{%- if not intraday %}
+{%- if not full %}
+scan_{{ i }}_from as (  -- per series, the first bar of a recomputed session
+  select ind.symbol, ind.timeframe, min(ind.bar_index) as from_index
   from {{ ref('int_indicators') }} ind
-  where timeframe in {{ in_list(s.timeframes) }}
-    {%- if s.symbols %} and symbol in {{ in_list(s.symbols) }}{% endif %}
+  join scope_sessions ss on ss.timeframe = ind.timeframe and ss.session_date = ind.session_date
+  where ind.timeframe in {{ in_list(s.timeframes) }}
+    {%- if s.symbols %} and ind.symbol in {{ in_list(s.symbols) }}{% endif %}
+  group by all
+),
+{%- endif %}
+scan_{{ i }}_hist as (  -- those bars and the {{ n }} before each series' first one
+  select ind.symbol, ind.timeframe, ind.ts, ind.session_date, ind.open, ind.high, ind.low,
+         ind.close, coalesce(ind.volume, 0) as volume, ind.bar_index,
+         {% if full %}0{% else %}f.from_index{% endif %} as from_index
+  from {{ ref('int_indicators') }} ind
+  {%- if not full %}
+  join scan_{{ i }}_from f on f.symbol = ind.symbol and f.timeframe = ind.timeframe
+  {%- endif %}
+  where ind.timeframe in {{ in_list(s.timeframes) }}
+    {%- if s.symbols %} and ind.symbol in {{ in_list(s.symbols) }}{% endif %}
+    {%- if not full %} and ind.bar_index >= f.from_index - {{ n }}{% endif %}
+),
+scan_{{ i }}_trail as (
+  select *,
+         count(*) over w as n_prev,
+         avg(volume) over w as vol_avg,
+         avg(close * volume) over w as dollar_avg,
+         coalesce(max(volume) over w, 0) as prev_max_volume
+  from scan_{{ i }}_hist
+  window w as (partition by symbol, timeframe order by bar_index
+               rows between {{ n }} preceding and 1 preceding)
+),
+scan_{{ i }}_bars as (
+  select symbol, timeframe, ts, session_date, open, high, low, close, volume,
+         volume > 0 or prev_max_volume > 0 as has_volume,
+         case when n_prev = {{ n }} and vol_avg > 0 then volume / vol_avg end as rvol,
+         dollar_avg
+  from scan_{{ i }}_trail t
+  where bar_index >= from_index
     {%- if not full %}
     and exists (select 1 from scope_sessions ss
-                where ss.timeframe = ind.timeframe and ss.session_date = ind.session_date)
+                where ss.timeframe = t.timeframe and ss.session_date = t.session_date)
     {%- endif %}
-  {%- else %}
+),
+{%- else %}
+scan_{{ i }}_sessions as (  -- every session of every series (its first bar), for the trailing window
+  select symbol, timeframe, session_date,
+         lag(session_date, {{ n }}) over (partition by symbol, timeframe order by session_date) as back_n
+  from {{ ref('int_indicators') }}
+  where timeframe in {{ in_list(s.timeframes) }} and session_bar_index = 0
+    {%- if s.symbols %} and symbol in {{ in_list(s.symbols) }}{% endif %}
+),
+{%- if not full %}
+scan_{{ i }}_from as (  -- per series, {{ n }} sessions before its first recomputed session
+  select se.symbol, se.timeframe, min(coalesce(se.back_n, date '0001-01-01')) as from_session
+  from scan_{{ i }}_sessions se
+  join scope_sessions ss on ss.timeframe = se.timeframe and ss.session_date = se.session_date
+  group by all
+),
+{%- endif %}
+scan_{{ i }}_win as (  -- each series' session from the open up to the cutoff, as one bar
   select symbol, timeframe, max(ts) as ts, session_date,
          arg_min(open, ts) as open, max(high) as high, min(low) as low,
-         arg_max(close, ts) as close, sum(volume) as volume,
-         case when arg_max(volume_avg_20, ts) > 0
-              then sum(volume) / count(*) / arg_max(volume_avg_20, ts) end as rvol
+         arg_max(close, ts) as close, sum(volume) as volume, count(*) as n_bars,
+         sum(close * volume) as dollar_volume
   from (
-    select ind.*, timezone(coalesce(sy.timezone, 'America/New_York'), timezone('UTC', ind.ts))
-                  + to_minutes(case ind.timeframe when '1m' then 1 when '5m' then 5 when '15m' then 15
-                                  when '30m' then 30 when '1h' then 60 else 0 end) as local_end
+    select ind.symbol, ind.timeframe, ind.ts, ind.session_date, ind.open, ind.high, ind.low,
+           ind.close, coalesce(ind.volume, 0) as volume,
+           timezone(coalesce(sy.timezone, 'America/New_York'), timezone('UTC', ind.ts))
+             + to_minutes(case ind.timeframe when '1m' then 1 when '5m' then 5 when '15m' then 15
+                             when '30m' then 30 when '1h' then 60 else 0 end) as local_end
     from {{ ref('int_indicators') }} ind
     left join {{ ref('stg_symbols') }} sy on sy.symbol = ind.symbol
+    {%- if not full %}
+    join scan_{{ i }}_from f on f.symbol = ind.symbol and f.timeframe = ind.timeframe
+    {%- endif %}
     where ind.timeframe in {{ in_list(s.timeframes) }}
       {%- if s.symbols %} and ind.symbol in {{ in_list(s.symbols) }}{% endif %}
-      {%- if not full %}
-      and exists (select 1 from scope_sessions ss
-                  where ss.timeframe = ind.timeframe and ss.session_date = ind.session_date)
-      {%- endif %}
+      {%- if not full %} and ind.session_date >= f.from_session{% endif %}
   ) b
   where local_end <= session_date + time '{{ s.cutoff }}'
   group by symbol, timeframe, session_date
-  {%- endif %}
 ),
+scan_{{ i }}_trail as (  -- sessions without bars before the cutoff count as missing
+  select se.symbol, se.timeframe, se.session_date, w.ts, w.open, w.high, w.low, w.close,
+         w.volume, w.n_bars,
+         count(w.volume) over p as n_prev,
+         avg(w.volume / w.n_bars) over p as vol_avg_per_bar,
+         avg(w.dollar_volume) over p as dollar_avg,
+         coalesce(max(w.volume) over p, 0) as prev_max_volume
+  from scan_{{ i }}_sessions se
+  left join scan_{{ i }}_win w
+    on w.symbol = se.symbol and w.timeframe = se.timeframe and w.session_date = se.session_date
+  {%- if not full %}
+  join scan_{{ i }}_from f on f.symbol = se.symbol and f.timeframe = se.timeframe
+  where se.session_date >= f.from_session
+  {%- endif %}
+  window p as (partition by se.symbol, se.timeframe order by se.session_date
+               rows between {{ n }} preceding and 1 preceding)
+),
+scan_{{ i }}_bars as (
+  select symbol, timeframe, ts, session_date, open, high, low, close, volume,
+         volume > 0 or prev_max_volume > 0 as has_volume,
+         case when n_prev = {{ n }} and vol_avg_per_bar > 0
+              then volume / n_bars / vol_avg_per_bar end as rvol,
+         dollar_avg
+  from scan_{{ i }}_trail t
+  where ts is not null
+    {%- if not full %}
+    and exists (select 1 from scope_sessions ss
+                where ss.timeframe = t.timeframe and ss.session_date = t.session_date)
+    {%- endif %}
+),
+{%- endif %}
 scan_{{ i }}_feat as (
   select *,
          case when high = low then 0.5 else (close - low) / (high - low) end as cp,
          (high - low) / close as rng,
          (close - open) / open as chg,
-         case when (high - low) / close <= 0.03 then 1.0
-              when (high - low) / close <= 0.045 then 0.67 else 0.17 end as range_part,
-         case when rvol is null then 0.5
+         case when (high - low) / close <= {{ s.range_tiers[0] }} then 1.0
+              when (high - low) / close <= {{ s.range_tiers[1] }} then 0.67 else 0.17 end as range_part,
+         case when not has_volume or rvol is null then 0.5
               when rvol >= {{ s.rvol_tiers[0] }} then 1.0 when rvol >= {{ s.rvol_tiers[1] }} then 0.75
               when rvol >= {{ s.rvol_tiers[2] }} then 0.5 else 0.25 end as volume_part
   from scan_{{ i }}_bars
   where close > 0 and open > 0
-    {{ scan_filters(s) }}
+    {%- if s.min_price is not none %} and close >= {{ s.min_price }}{% endif %}
+    {%- if s.max_price is not none %} and close <= {{ s.max_price }}{% endif %}
+    {%- if s.min_volume is not none %} and (not has_volume or volume >= {{ s.min_volume }}){% endif %}
+    {%- if s.max_volume is not none %} and (not has_volume or volume <= {{ s.max_volume }}){% endif %}
+    {%- if s.min_avg_dollar_volume %} and (not has_volume or dollar_avg >= {{ s.min_avg_dollar_volume }}){% endif %}
 ),
 scan_{{ i }}_scored as (
   select *,
-         100 * (0.4 * case when cp >= 0.98 then 1.0 else 0.25 end + 0.3 * range_part + 0.2 * volume_part
-                + 0.1 * case when chg > 0.01 then 1.0 when chg > 0 then 0.5 else 0.2 end) as score_long,
-         100 * (0.4 * case when cp <= 0.02 then 1.0 else 0.25 end + 0.3 * range_part + 0.2 * volume_part
-                + 0.1 * case when chg < -0.01 then 1.0 when chg < 0 then 0.5 else 0.2 end) as score_short
+         100 * (0.4 * case when cp >= 1 - {{ s.close_within }} then 1.0 else 0.25 end
+                + 0.3 * range_part + 0.2 * volume_part
+                + 0.1 * case when chg > {{ s.change_tiers[0] }} then 1.0
+                             when chg > {{ s.change_tiers[1] }} then 0.5 else 0.2 end) as score_long,
+         100 * (0.4 * case when cp <= {{ s.close_within }} then 1.0 else 0.25 end
+                + 0.3 * range_part + 0.2 * volume_part
+                + 0.1 * case when chg < -{{ s.change_tiers[0] }} then 1.0
+                             when chg < -{{ s.change_tiers[1] }} then 0.5 else 0.2 end) as score_short
   from scan_{{ i }}_feat
 ),
 scan_{{ i }}_eligible as (
@@ -202,8 +300,9 @@ scan_{{ i }} as (
          printf('%s CRP score %.0f (#%d of session): close at %.0f%% of range, range %.2f%%, %s, change %+.2f%%',
                 case when is_long then 'long' else 'short' end, score, rank_in_session,
                 cp * 100, rng * 100,
-                case when rvol is null then 'no volume average'
-                     else printf('volume %.1fx its 20-bar average', rvol) end,
+                case when not has_volume then 'no volume reported (neutral)'
+                     when rvol is null then 'volume average not known yet (neutral)'
+                     else printf('volume %.1fx its previous {{ n }}-{{ "session" if intraday else "bar" }} average', rvol) end,
                 chg * 100) as reason,
          close,
          null::double as level,

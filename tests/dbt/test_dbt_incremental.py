@@ -21,23 +21,32 @@ LATE_DAILY = ("SYN0001", datetime(2023, 8, 1))
 LATE_INTRADAY = ("SYN0000", datetime(2024, 3, 6, 15, 0))
 CORRECT_DAILY = ("SYN0002", datetime(2023, 9, 15))
 CORRECT_INTRADAY = ("SYN0001", datetime(2024, 3, 6, 16, 30))
+# 30m bars over 30+ sessions: intraday CRP's relative volume reads the previous 20 sessions;
+# a corrected bar inside a 10:30 window (volume x3) changes the next sessions' rvol
+CORRECT_30M = ("SYN0001", datetime(2024, 3, 6, 14, 30))
 
 
 def final_bars() -> pl.DataFrame:
     daily = synthetic(4, date(2021, 1, 1), LAST.date(), "1d")
     intraday = synthetic(2, date(2024, 3, 4), date(2024, 3, 8), "1m")
-    return pl.concat([daily, intraday])
+    half_hour = synthetic(2, date(2024, 1, 16), date(2024, 3, 8), "30m")
+    return pl.concat([daily, intraday, half_hour])
 
 
 def is_bar(key) -> pl.Expr:
     return (pl.col("symbol") == key[0]) & (pl.col("ts") == key[1])
 
 
+def is_30m_bar(key) -> pl.Expr:
+    return is_bar(key) & (pl.col("timeframe") == "30m")
+
+
 def corrected(bars: pl.DataFrame) -> pl.DataFrame:
     """The same bars with two of them corrected (close +4%, high widened to match)."""
-    fix = is_bar(CORRECT_DAILY) | is_bar(CORRECT_INTRADAY)
+    fix = is_bar(CORRECT_DAILY) | is_bar(CORRECT_INTRADAY) | is_30m_bar(CORRECT_30M)
     return bars.with_columns(
         close=pl.when(fix).then(pl.col("close") * 1.04).otherwise(pl.col("close")),
+        volume=pl.when(is_30m_bar(CORRECT_30M)).then(pl.col("volume") * 3).otherwise(pl.col("volume")),
     ).with_columns(high=pl.max_horizontal("high", "close"))
 
 
@@ -58,7 +67,7 @@ def steps(bars: pl.DataFrame) -> list[pl.DataFrame]:
     step4 = pl.concat(
         [
             bars.filter((daily & (pl.col("ts") == LAST)) | (~daily & (sess == date(2024, 3, 8)))),
-            corrected(bars).filter(is_bar(CORRECT_DAILY) | is_bar(CORRECT_INTRADAY)),
+            corrected(bars).filter(is_bar(CORRECT_DAILY) | is_bar(CORRECT_INTRADAY) | is_30m_bar(CORRECT_30M)),
         ]
     )
     return [step1, step2, step3, step4]
@@ -148,3 +157,11 @@ def test_signals_are_point_in_time(built):
     assert early.height > 50
     assert set(early["kind"]) >= {"breakout_up", "crp_long", "cpr_narrow"}
     assert early.drop("rule_fingerprint").equals(final.drop("rule_fingerprint"))
+
+
+def test_intraday_crp_relative_volume_reads_previous_sessions(built):
+    """With 20+ sessions of 30m bars, intraday CRP scores the 10:30 window's volume against
+    the same window in the previous 20 sessions (so the incremental == full check above
+    covers the trailing window across builds and the corrected bar)."""
+    rows = query(built["full"], "select reason from marts.signals where scan = 'crp_intraday' and timeframe = '30m'")
+    assert any("x its previous 20-session average" in r for r in rows["reason"]), rows

@@ -155,34 +155,60 @@ def test_breakouts_follow_the_definition(warehouse):
     assert reason.startswith("close ") and "above 20-bar high" in reason and reason.endswith("x volume")
 
 
-def crp_scores(bars: pl.DataFrame, tiers=(2.0, 1.5, 1.0)) -> pl.DataFrame:
-    """The documented CRP score (rules.yaml), computed here from the bars and TA-Lib's 20-bar
-    volume average, independently of the SQL."""
-    c, h, lo, o, v = pl.col("close"), pl.col("high"), pl.col("low"), pl.col("open"), pl.col("volume")
+CRP = {  # the defaults in rules.yaml (crp_daily), as documented there and in the README
+    "min_score": 60.0, "min_price": 5.0, "min_avg_dollar_volume": 5_000_000.0, "lookback": 20,
+    "rvol_tiers": (2.0, 1.5, 1.0), "close_within": 0.02, "range_tiers": (0.03, 0.045),
+    "change_tiers": (0.01, 0.0), "top_n": 3,
+}
+
+
+def crp_scores(bars: pl.DataFrame, p: dict = CRP) -> pl.DataFrame:
+    """The documented CRP score, computed here from the bars alone, independently of the SQL.
+
+    rvol = volume / mean volume of the previous `lookback` bars of the symbol (current bar
+    excluded; null until that many exist); avg dollar volume = mean close x volume of the
+    previous bars (up to `lookback`, at least one); a bar with no volume now or in its previous
+    bars (an index) has no volume data: neutral volume part, exempt from the floor."""
+    n = p["lookback"]
+    rows = []
+    for _, g in bars.sort("symbol", "timeframe", "ts").group_by("symbol", "timeframe", maintain_order=True):
+        vol = g["volume"].fill_null(0.0).to_list()
+        close = g["close"].to_list()
+        avg, adv, has_vol = [], [], []
+        for k in range(len(vol)):
+            prev = vol[max(0, k - n):k]
+            prev_dv = [c * v for c, v in zip(close[max(0, k - n):k], prev, strict=True)]
+            avg.append(sum(prev) / n if len(prev) == n else None)
+            adv.append(sum(prev_dv) / len(prev_dv) if prev_dv else None)
+            has_vol.append(vol[k] > 0 or any(v > 0 for v in prev))
+        rows.append(g.with_columns(vol0=pl.Series(vol), avg_prev=pl.Series(avg, dtype=pl.Float64),
+                                   adv_prev=pl.Series(adv, dtype=pl.Float64), has_volume=pl.Series(has_vol)))
+    bars = pl.concat(rows)
+    c, h, lo, o = pl.col("close"), pl.col("high"), pl.col("low"), pl.col("open")
     cp = pl.when(h == lo).then(0.5).otherwise((c - lo) / (h - lo))
     r = (h - lo) / c
     chg = (c - o) / o
-    range_part = pl.when(r <= 0.03).then(1.0).when(r <= 0.045).then(0.67).otherwise(0.17)
-    bars = pl.concat([
-        g.with_columns(pl.Series("avg20", talib.SMA(g["volume"].to_numpy().astype("float64"), 20)).fill_nan(None))
-        for _, g in bars.sort("symbol", "timeframe", "ts").group_by("symbol", "timeframe", maintain_order=True)
-    ])
-    rvol = pl.when(pl.col("avg20") > 0).then(v / pl.col("avg20"))
-    vol_part = (pl.when(rvol.is_null()).then(0.5).when(rvol >= tiers[0]).then(1.0).when(rvol >= tiers[1]).then(0.75)
-                .when(rvol >= tiers[2]).then(0.5).otherwise(0.25))
-    long_ = 100 * (0.4 * pl.when(cp >= 0.98).then(1.0).otherwise(0.25) + 0.3 * range_part + 0.2 * vol_part
-                   + 0.1 * pl.when(chg > 0.01).then(1.0).when(chg > 0).then(0.5).otherwise(0.2))
-    short = 100 * (0.4 * pl.when(cp <= 0.02).then(1.0).otherwise(0.25) + 0.3 * range_part + 0.2 * vol_part
-                   + 0.1 * pl.when(chg < -0.01).then(1.0).when(chg < 0).then(0.5).otherwise(0.2))
-    return bars.with_columns(score_long=long_, score_short=short).with_columns(
+    rt, ct, vt, w = p["range_tiers"], p["change_tiers"], p["rvol_tiers"], p["close_within"]
+    range_part = pl.when(r <= rt[0]).then(1.0).when(r <= rt[1]).then(0.67).otherwise(0.17)
+    rvol = pl.when(pl.col("avg_prev") > 0).then(pl.col("vol0") / pl.col("avg_prev"))
+    vol_part = (pl.when(~pl.col("has_volume") | rvol.is_null()).then(0.5).when(rvol >= vt[0]).then(1.0)
+                .when(rvol >= vt[1]).then(0.75).when(rvol >= vt[2]).then(0.5).otherwise(0.25))
+    long_ = 100 * (0.4 * pl.when(cp >= 1 - w).then(1.0).otherwise(0.25) + 0.3 * range_part + 0.2 * vol_part
+                   + 0.1 * pl.when(chg > ct[0]).then(1.0).when(chg > ct[1]).then(0.5).otherwise(0.2))
+    short = 100 * (0.4 * pl.when(cp <= w).then(1.0).otherwise(0.25) + 0.3 * range_part + 0.2 * vol_part
+                   + 0.1 * pl.when(chg < -ct[0]).then(1.0).when(chg < -ct[1]).then(0.5).otherwise(0.2))
+    return bars.with_columns(rvol=rvol, volume_part=vol_part, score_long=long_, score_short=short).with_columns(
         score=pl.max_horizontal("score_long", "score_short"),
         kind=pl.when(pl.col("score_long") >= pl.col("score_short")).then(pl.lit("crp_long")).otherwise(pl.lit("crp_short")),
+        eligible=(pl.col("close") >= p["min_price"])
+        & (~pl.col("has_volume") | (pl.col("adv_prev") >= p["min_avg_dollar_volume"])).fill_null(False),
     )
 
 
 def test_crp_daily_follows_the_definition(warehouse):
     bars = query(warehouse, "select * from intermediate.int_indicators where timeframe = '1d'")
-    scored = crp_scores(bars).filter((pl.col("close") >= 5) & (pl.col("score") >= 60))
+    every = crp_scores(bars).filter(pl.col("eligible"))
+    scored = every.filter(pl.col("score") >= 60)
     want = (
         scored.sort(["session_date", "score", "symbol"], descending=[False, True, False])
         .group_by("session_date", maintain_order=True)
@@ -202,6 +228,10 @@ def test_crp_daily_follows_the_definition(warehouse):
     )["m"][0]
     eligible = scored.group_by("session_date").len()["len"].max()
     assert per_session == min(3, eligible)  # top_n = 3 caps each session
+    # the threshold filters: many eligible bars score under 60, and none of them is a signal
+    low = every.filter(pl.col("score") < 60).select("symbol", "ts")
+    assert low.height > every.height / 2
+    assert low.join(have.select("symbol", "ts"), on=["symbol", "ts"], how="semi").is_empty()
 
 
 def test_intraday_crp_uses_bars_up_to_the_cutoff(warehouse):
@@ -258,27 +288,35 @@ def test_docs_generate(warehouse, dbt, dbt_target):
     assert (dbt_target / "catalog.json").exists()
 
 
+CRP_CASES = {
+    # symbol: (price, usual volume, event bar's volume, event closes at the high?); each
+    # symbol has its one event bar on its own session, so top_n never decides (quiet bars
+    # close mid-range and flat on their usual volume: 10 + 30 + 10 + 2 = 52, no signal)
+    "LIQ": (150.0, 20_000_000.0, 50_000_000.0, True),  # a liquid stock: 20M shares a day, 2.5x
+    "IDX": (4000.0, 0.0, 0.0, True),                   # an index: volume 0 on every bar
+    "THIN": (40.0, 1_000_000.0, 100_000.0, True),      # closes at the high on 0.1x its volume
+    "MID": (60.0, 2_000_000.0, 2_000_000.0, False),    # closes mid-range on its usual volume
+    "SPIKE": (90.0, 1_000_000.0, 2_000_000.0, True),   # exactly 2x the previous 20 bars
+    "ILLIQ": (8.0, 100_000.0, 300_000.0, True),        # $0.8M a day: under the $5M floor
+    "PENNY": (3.0, 5_000_000.0, 15_000_000.0, True),   # $15M a day but under $5
+}
+
+
 def _crp_case_bars() -> pl.DataFrame:
-    """30 quiet sessions, then one last bar per symbol (see the test for what each is)."""
+    """25 quiet sessions, then one event bar per symbol on its own session (see CRP_CASES)."""
     from trading_pipeline.calendars import session_dates
 
-    days = session_dates("XNYS", date(2024, 1, 2), date(2024, 2, 20))[:31]
+    days = session_dates("XNYS", date(2024, 1, 2), date(2024, 3, 29))[:25 + 2 * len(CRP_CASES)]
     rows = []
-    cases = {
-        # symbol: (price, usual volume, last bar's volume, last bar closes at the high?)
-        "LIQ": (150.0, 20_000_000.0, 50_000_000.0, True),   # a liquid stock: 20M shares a day
-        "IDX": (4000.0, 0.0, 0.0, True),                    # an index: no volume reported
-        "THIN": (40.0, 1_000_000.0, 300_000.0, True),       # closes at the high on 0.3x volume
-        "MID": (60.0, 2_000_000.0, 2_000_000.0, False),     # closes mid-range, average volume
-    }
-    for sym, (px, vol, last_vol, at_high) in cases.items():
+    for k, (sym, (px, vol, event_vol, at_high)) in enumerate(CRP_CASES.items()):
+        event = 25 + 2 * k
         for i, d in enumerate(days):
-            if i < len(days) - 1:
+            if i != event:
                 o, h, lo, c, v = px, px * 1.01, px * 0.99, px, vol
             elif at_high:  # up 1.4% on a 2.5% range, closing at the high
-                o, h, lo, c, v = px, px * 1.014, px * 0.989, px * 1.014, last_vol
+                o, h, lo, c, v = px, px * 1.014, px * 0.989, px * 1.014, event_vol
             else:  # up 0.5%, closing in the middle of a 2.5% range
-                o, h, lo, c, v = px, px * 1.0175, px * 0.9925, px * 1.005, last_vol
+                o, h, lo, c, v = px, px * 1.0175, px * 0.9925, px * 1.005, event_vol
             rows.append((sym, "1d", datetime(d.year, d.month, d.day), d, o, h, lo, c, v))
     return pl.DataFrame(
         rows, orient="row",
@@ -287,28 +325,68 @@ def _crp_case_bars() -> pl.DataFrame:
     )
 
 
-def test_crp_defaults_fire_on_liquid_stocks_and_indices_and_score_relative_volume(tmp_path, dbt):
-    """Issue 21.5: the old volume band [50k, 5M] shut out liquid stocks and every index, and the
-    absolute volume tiers gave every liquid bar full credit. Now volume counts relative to the
-    symbol's own 20-bar average, an index's missing volume is neutral, and min_score filters."""
-    path = tmp_path / "w.duckdb"
+@pytest.fixture(scope="module")
+def crp_cases(tmp_path_factory, dbt):
+    from trading_pipeline.settings import PROJECT_DIR
+
+    path = tmp_path_factory.mktemp("wh_crp_cases") / "w.duckdb"
     bars = _crp_case_bars()
     load(path, bars)
-    dbt(path, "build", None, ["--select", "+signals"])
-    have = {r[0]: r[1:] for r in query(
-        path, "select symbol, kind, score, reason from marts.signals where scan = 'crp_daily'").rows()}
-    last = bars["session_date"].max()
-    want = crp_scores(bars).filter(pl.col("session_date") == last)
-    want = {r[0]: r[1] for r in want.select("symbol", "score").rows()}
-    # the reference computation: close 0.4 + range 0.3 + volume (rvol tier) + momentum 0.1
-    assert want["LIQ"] == pytest.approx(100.0)    # 50M on a ~21.5M average: rvol >= 2
-    assert want["IDX"] == pytest.approx(90.0)     # no volume: the neutral 0.5 of 0.2
-    assert want["THIN"] == pytest.approx(85.0)    # 0.3x its average: 0.25 of 0.2
-    assert want["MID"] == pytest.approx(55.0)     # mid-range close, average volume
-    assert set(have) == {"LIQ", "IDX", "THIN"}    # MID is under min_score 60: no signal
-    for sym in have:
-        assert have[sym][0] == "crp_long" and have[sym][1] == pytest.approx(want[sym])
-    assert "no volume average" in have["IDX"][2] and "x its 20-bar average" in have["LIQ"][2]
+    dbt(path, "build", PROJECT_DIR / "rules.yaml", ["--select", "+signals"])  # the repo's rules
+    have = query(path, "select symbol, ts, kind, score, reason from marts.signals where scan = 'crp_daily'")
+    return bars, have
+
+
+def test_crp_defaults_fire_on_liquid_stocks_and_indices(crp_cases):
+    """Issue 21.5: the old volume band [50k, 5M] shut out a stock trading 20M shares a day and
+    every index bar (volume 0); with the defaults both fire on a strong bar."""
+    bars, have = crp_cases
+    by_symbol = {r["symbol"]: r for r in have.iter_rows(named=True)}
+    assert {"LIQ", "IDX"} <= set(by_symbol)
+    assert by_symbol["LIQ"]["kind"] == "crp_long" and "2.5x its previous 20-bar average" in by_symbol["LIQ"]["reason"]
+    assert by_symbol["IDX"]["kind"] == "crp_long" and "no volume reported (neutral)" in by_symbol["IDX"]["reason"]
+    # the floor and the price band: a $0.8M/day stock and a $3 stock do not fire whatever the score
+    assert "ILLIQ" not in by_symbol and "PENNY" not in by_symbol
+
+
+def test_crp_scores_equal_the_documented_formula(crp_cases):
+    """Each signal's score equals the formula computed here from the bars; for a few bars the
+    parts are spelled out: 100 x (0.4 close + 0.3 range + 0.2 volume + 0.1 momentum)."""
+    bars, have = crp_cases
+    want = crp_scores(bars)
+    fired = want.filter(pl.col("eligible") & (pl.col("score") >= CRP["min_score"])).sort("symbol", "ts")
+    assert have.sort("symbol", "ts").select("symbol", "ts", "kind").equals(fired.select("symbol", "ts", "kind"))
+    assert np.allclose(have.sort("symbol", "ts")["score"].to_numpy(), fired["score"].to_numpy(), atol=1e-9)
+    event = {r["symbol"]: r for r in want.filter(pl.col("close") != pl.col("open")).iter_rows(named=True)}
+    # LIQ: 50M on a 20M average: rvol 2.5 -> volume part 1.0: 40 + 30 + 20 + 10
+    assert event["LIQ"]["rvol"] == pytest.approx(50 / 20) and event["LIQ"]["score"] == pytest.approx(100.0)
+    # IDX: no volume anywhere: the neutral 0.5 volume part: 40 + 30 + 10 + 10
+    assert event["IDX"]["rvol"] is None and event["IDX"]["score"] == pytest.approx(90.0)
+    # SPIKE: 2M on the previous 20 bars' 1M is exactly 2.0 (an average that included the bar
+    # itself would be 1.05M and give 1.9x, the 0.75 tier: 95)
+    assert event["SPIKE"]["rvol"] == pytest.approx(2.0) and event["SPIKE"]["score"] == pytest.approx(100.0)
+    assert {r["symbol"]: r["score"] for r in have.iter_rows(named=True)}["SPIKE"] == pytest.approx(100.0)
+
+
+def test_crp_tiny_relative_volume_scores_the_volume_part_low(crp_cases):
+    bars, have = crp_cases
+    thin = crp_scores(bars).filter((pl.col("symbol") == "THIN") & (pl.col("volume") < 1_000_000)).row(0, named=True)
+    assert thin["rvol"] == pytest.approx(0.1) and thin["volume_part"] == 0.25  # the lowest tier
+    row = have.filter(pl.col("symbol") == "THIN").row(0, named=True)
+    # 40 + 30 + 0.25 x 20 + 10 = 85: the volume part costs it 15 points against a 2x day
+    assert row["score"] == pytest.approx(85.0) and "0.1x its previous 20-bar average" in row["reason"]
+
+
+def test_crp_min_score_removes_low_scoring_bars(crp_cases):
+    """MID closes mid-range on its usual volume: 10 + 30 + 10 + 5 = 55 < min_score 60, no
+    signal; the quiet bars (52) never fire either."""
+    bars, have = crp_cases
+    want = crp_scores(bars)
+    mid = want.filter((pl.col("symbol") == "MID") & (pl.col("close") != pl.col("open"))).row(0, named=True)
+    assert mid["eligible"] and mid["score"] == pytest.approx(55.0)
+    assert "MID" not in set(have["symbol"])
+    assert want.filter(pl.col("eligible") & (pl.col("score") < 60)).height > 100
+    assert have["score"].min() >= 60 and have.height == len(CRP_CASES) - 3  # all but MID, ILLIQ, PENNY
 
 
 def test_scan_results_name_each_symbol_once(warehouse):

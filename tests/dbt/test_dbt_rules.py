@@ -33,7 +33,33 @@ def test_repo_rules_load_and_cover_every_kind():
     crp = next(s for s in rules.scans if s.name == "crp_daily")
     assert crp.params.top_n == 3 and crp.params.min_score == 60
     assert crp.params.price_band == (5, None) and crp.params.volume_band is None
-    assert crp.params.rvol_tiers == (2.0, 1.5, 1.0)
+    assert crp.params.rvol_tiers == (2.0, 1.5, 1.0) and crp.params.rvol_lookback == 20
+    assert crp.params.min_avg_dollar_volume == 5_000_000
+    assert crp.params.range_tiers == (0.03, 0.045) and crp.params.change_tiers == (0.01, 0.0)
+    assert crp.params.close_within == 0.02
+
+
+def test_crp_old_rules_still_load_and_new_keys_default(tmp_path):
+    """Issue 21.5: a rules file written for the old defaults (price and volume bands, no
+    relative-volume keys) still loads; the new keys take their defaults, the volume band
+    stays an absolute filter, and the gone absolute volume tiers get an error naming rvol_tiers."""
+    old = [{"name": "crp_daily", "kind": "crp", "timeframe": "daily",
+            "params": {"min_score": 30, "price_band": [50, 2000], "volume_band": [50_000, 5_000_000], "top_n": 3}},
+           {"name": "crp_intraday", "kind": "crp", "timeframe": "intraday", "params": {"cutoff": "10:30"}}]
+    daily, intraday = dbt_vars(load_rules(write_rules(tmp_path, old)))["scans"]
+    assert (daily["min_price"], daily["max_price"], daily["min_volume"], daily["max_volume"]) == (50, 2000, 50_000, 5_000_000)
+    assert daily["rvol_lookback"] == 20 and daily["rvol_tiers"] == [2.0, 1.5, 1.0]
+    assert daily["min_avg_dollar_volume"] == 5_000_000 and intraday["min_avg_dollar_volume"] == 1_000_000
+    assert intraday["min_score"] == 60 and intraday["min_price"] == 5 and intraday["max_volume"] is None
+    old[0]["params"]["volume_tiers"] = [25_000, 50_000, 75_000]
+    with pytest.raises(RulesError, match="volume_tiers is no longer used.*set rvol_tiers"):
+        load_rules(write_rules(tmp_path, old))
+    for key, bad, msg in [("rvol_tiers", [1.0, 1.5, 2.0], "three falling"), ("range_tiers", [0.05, 0.03], "two rising"),
+                          ("change_tiers", [-0.01, 0.0], "two falling"), ("rvol_lookback", 0, "must be >= 1"),
+                          ("min_avg_dollar_volume", -1, "must be >= 0")]:
+        scans = [dict(old[1], params={key: bad})]
+        with pytest.raises(RulesError, match=f"scan 'crp_intraday': {key} .*{msg}"):
+            load_rules(write_rules(tmp_path, scans))
 
 
 def test_dbt_project_defaults_match_rules_yaml():
@@ -164,4 +190,8 @@ def test_rules_table_piped_is_not_folded_at_80_columns(tmp_path):
                          capture_output=True, text=True, timeout=120, check=True).stdout
     crp = next(ln for ln in out.splitlines() if "crp_daily" in ln)
     assert "rvol_tiers" in crp and "…" not in crp, crp
+    for shown in ("min_score=60", "min_price=5", "min_avg_dollar_volume=5000000", "rvol_lookback=20",
+                  "rvol_tiers=[2.0, 1.5, 1.0]", "range_tiers=[0.03, 0.045]", "change_tiers=[0.01, 0.0]",
+                  "close_within=0.02"):
+        assert shown in crp, (shown, crp)
     assert max(len(ln) for ln in out.splitlines()) > 80

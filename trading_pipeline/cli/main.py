@@ -682,9 +682,17 @@ def rules(
                   if k not in ("name", "kind", "timeframes", "symbols", "fingerprint") and v is not None}
         rows.append({"scan": sc["name"], "kind": sc["kind"], "timeframes": ",".join(sc["timeframes"]),
                      "universe": "all" if not sc.get("symbols") else ",".join(sc["symbols"]),
-                     "parameters": " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())})
-    # the parameters are the point of this table: let them run as long as the line allows
-    console.print(frame_table(pl.DataFrame(rows), title=f"{path} (valid, {len(scans)} scans)", max_cell=160))
+                     "parameters": " ".join(f"{k}={v:.15g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())})
+    # the parameters are the point of this table: let them run as long as the line allows, and
+    # piped (no terminal, no COLUMNS) as long as they are
+    out = console
+    if rows and not console.is_terminal and "COLUMNS" not in os.environ:
+        from rich.console import Console
+
+        need = sum(max(len(k), *(len(str(r[k])) for r in rows)) + 3 for k in rows[0]) + 1
+        out = Console(width=max(console.width, need))
+    out.print(frame_table(pl.DataFrame(rows), title=f"{path} (valid, {len(scans)} scans)", width=out.width,
+                          max_cell=400))
 
 
 # ----------------------------------------------------------------------------- demo
