@@ -41,6 +41,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _processes_of(home: Path) -> list[str]:
+    """Live processes started with TRADING_HOME=home outside this test's session (read from
+    /proc), as 'pid cmdline'."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if f"TRADING_HOME={home}".encode() not in (d / "environ").read_bytes().split(b"\0"):
+                continue
+            stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            if stat[0] == "Z" or int(stat[3]) == os.getsid(0):
+                continue  # a zombie (already exited), or this test's own helper (same session)
+            cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{d.name} {cmdline[:160]}")
+        except OSError:
+            continue
+    return found
+
+
 def test_make_up_serves_dagster_ui_and_api(trading_home, tmp_path):
     f = tmp_path / "GOOG.csv"
     f.write_text(GOOD)
@@ -81,6 +101,20 @@ def test_make_up_serves_dagster_ui_and_api(trading_home, tmp_path):
         assert any(r["jobName"] == "ingest_daily_bars" and r["status"] == "SUCCESS" for r in runs)
         # the API runs beside it
         assert httpx.get(f"http://127.0.0.1:{aport}/health", timeout=10).status_code in (200, 503)
+        # Stop while a run the daemon launched (the sample_replay sensor's, every 30 s) is starting:
+        # Ctrl-C used to reach the run's worker as it started, and the daemon printed a
+        # DagsterLaunchFailedError traceback (issue 20.7).
+        starting = '{ runsOrError(filter: {statuses: [STARTING]}) { ... on Runs { results { runId } } } }'
+        deadline, seen = time.monotonic() + 120, []
+        while not seen and time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+            try:
+                r = httpx.post(f"http://127.0.0.1:{dport}/graphql", json={"query": starting}, timeout=5)
+                seen = r.json()["data"]["runsOrError"]["results"]
+            except (httpx.HTTPError, KeyError, ValueError, TypeError):
+                pass
+            time.sleep(0.1)
+        assert seen, "no run was launched within 120 s"
     finally:
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
@@ -92,6 +126,13 @@ def test_make_up_serves_dagster_ui_and_api(trading_home, tmp_path):
             pytest.fail("make up did not stop within 60 s of SIGINT")
         log.close()
     assert time.monotonic() - t0 < 60
+    assert proc.returncode == 0, proc.returncode
+    # nothing of it is left running (code server, run workers): every process of this home is gone
+    # (a code server left behind would live on until its 45 s heartbeat timeout)
+    deadline = time.monotonic() + 15
+    while _processes_of(trading_home) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_of(trading_home) == [], _processes_of(trading_home)
     # a clean start and stop (issue 20.7): no traceback, no deprecation notice
     out = (tmp_path / "up.log").read_text()
     assert "Traceback" not in out and "Stack Trace" not in out and "DagsterLaunchFailedError" not in out, out[-3000:]
