@@ -204,6 +204,64 @@ def _good_cols(df: pl.DataFrame) -> list[pl.Expr]:
 # great-expectations suite, evaluated by the blocking asset checks on stored bars
 # --------------------------------------------------------------------------------------
 
+# the suite's expectations grouped by the rule (asset check) they state; defs/bars.py reports
+# one blocking check per group, ingest() refuses a load whose own bars break any of them
+CHECK_GROUPS: dict[str, tuple[str, ...]] = {
+    "columns_not_null": ("expect_table_columns_to_match_set", "expect_column_values_to_not_be_null"),
+    "positive_prices": ("expect_column_values_to_be_between(open", "expect_column_values_to_be_between(high",
+                        "expect_column_values_to_be_between(low", "expect_column_values_to_be_between(close"),
+    "high_low_consistent": ("expect_column_pair_values_a_to_be_greater_than_b",),
+    "volume_nonnegative": ("expect_column_values_to_be_between(volume",),
+    "unique_keys": ("expect_compound_columns_to_be_unique",),
+    "in_session": ("expect_column_values_to_be_in_set(in_session",),
+    "no_future_bars": ("expect_column_values_to_be_between(ts",),
+}
+
+
+def _session_key(d) -> str:
+    """The session partition of a date (weekends fall in Friday's, as defs/bars.SESSIONS)."""
+    from datetime import timedelta
+
+    return (d - timedelta(days=max(0, d.weekday() - 4))).isoformat()
+
+
+def failures_by_rule(results: list[dict], df: pl.DataFrame) -> list[dict]:
+    """The failed expectations of ``run_suite(df)``, one entry per rule (check group): how
+    many bars break it, which symbols and session partitions they are in, and up to five
+    example bars (``SYMBOL TIMEFRAME TS``)."""
+    out = []
+    for check, prefixes in CHECK_GROUPS.items():
+        failed = [r for r in results if r["expectation"].startswith(prefixes) and not r["success"]]
+        if not failed:
+            continue
+        rows: set[int] = set()
+        for r in failed:
+            # an expectation on the table as a whole (the column set) names no row: all of them
+            rows.update(range(df.height) if r.get("unexpected_rows") is None else r["unexpected_rows"])
+        bad = df[sorted(rows)] if rows else df.clear()
+        out.append({
+            "check": check,
+            "rows": bad.height,
+            "symbols": sorted(bad["symbol"].drop_nulls().unique().to_list()),
+            "sessions": sorted({_session_key(t.date()) for t in bad["ts"].drop_nulls().to_list()}),
+            "bars": [f"{s} {tf} {ts}" for s, tf, ts in bad.head(5).select("symbol", "timeframe", "ts").iter_rows()],
+        })
+    return out
+
+
+def describe_failures(failures: list[dict]) -> list[str]:
+    """One line per failed rule: rows, symbols, sessions and example bars."""
+    lines = []
+    for f in failures:
+        sessions = f["sessions"]
+        span = (sessions[0] + (f" .. {sessions[-1]}" if len(sessions) > 1 else "")) if sessions else "?"
+        syms = f["symbols"]
+        shown = ", ".join(syms[:10]) + (f" and {len(syms) - 10:,} more" if len(syms) > 10 else "")
+        lines.append(f"{f['check']}: {f['rows']:,} row(s); symbols {shown or '?'}; sessions {span}"
+                     + (f"; e.g. {', '.join(f['bars'][:3])}" if f["bars"] else ""))
+    return lines
+
+
 def _gx():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx

@@ -118,7 +118,7 @@ def run_job(
     (read from the run's event log every half second), for a progress bar on long runs."""
     job = definitions().resolve_job_def(name)
     inst = instance(settings)
-    reap_dead_runs(inst)
+    reap_dead_runs(inst, settings)
     all_tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     if start is not None:
         all_tags[RANGE_START] = session_key(start)
@@ -209,12 +209,39 @@ def _after_success(result: dg.ExecuteInProcessResult, settings: Settings, run_co
             sys.stderr.write(f"warning: publishing the serving snapshot failed: {failure_message(publish)}\n")
 
 
-def reap_dead_runs(inst: dg.DagsterInstance) -> list[str]:
+def _committed_by(settings: Settings | None, run_id: str) -> str:
+    """What a dead run's load committed, from the warehouse's own record (raw.bar_loads,
+    written in the load's transaction after the bar suite passed on its bars)."""
+    if settings is None:
+        return ""
+    from trading_pipeline import warehouse
+
+    try:
+        con = warehouse.connect(settings.warehouse_path, read_only=True)
+    except Exception:  # no warehouse yet, or a writer holds it: say nothing rather than guess
+        return ""
+    try:
+        rows = con.sql("SELECT symbol, bars FROM raw.bar_loads WHERE run_id = ? ORDER BY symbol",
+                       params=[run_id]).fetchall()
+    except Exception:  # no load has recorded anything in this warehouse yet
+        rows = []
+    finally:
+        con.close()
+    if not rows:
+        return "; nothing from its load was committed"
+    shown = ", ".join(s for s, _ in rows[:10]) + (f" and {len(rows) - 10:,} more" if len(rows) > 10 else "")
+    return (f"; its load had committed {sum(n for _, n in rows):,} bar(s) ({shown}), checked before the "
+            "commit (raw.bar_loads); run the load again to record its check results")
+
+
+def reap_dead_runs(inst: dg.DagsterInstance, settings: Settings | None = None) -> list[str]:
     """Fail runs this host started in-process whose process is gone (``kill -9``, OOM).
 
     Such a run stays STARTED forever and keeps its ``duckdb_writer`` pool slot, so every
-    later run would wait for it. Its writes were never committed (one transaction per
-    load), so marking it failed and freeing its slots is all the recovery there is.
+    later run would wait for it. A load commits in one transaction, after the bar suite
+    passed on its bars: killed before the commit, nothing of it is stored; killed after,
+    its bars are stored and checked, and raw.bar_loads says which. The failure message
+    says which of the two happened (with ``settings``, from the warehouse).
     """
     reaped = []
     runs = inst.get_runs(
@@ -225,7 +252,8 @@ def reap_dead_runs(inst: dg.DagsterInstance) -> list[str]:
     for run in runs:
         pid = int(run.tags.get(PID_TAG, "0") or 0)
         if pid and pid != os.getpid() and not alive(pid):
-            inst.report_run_failed(run, f"process {pid} ended before the run did (killed?); marked failed")
+            inst.report_run_failed(run, f"process {pid} ended before the run did (killed?); marked failed"
+                                   + _committed_by(settings, run.run_id))
             inst.event_log_storage.free_concurrency_slots_for_run(run.run_id)
             reaped.append(run.run_id)
     return reaped

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, datetime
 
 import dagster as dg
 import pytest
@@ -288,28 +288,121 @@ def test_clean_file_loads_after_symbols_of_another_calendar(trading_home, tmp_pa
         ("GOOG", 3), ("ORCL", 2)]
 
 
-def test_failed_check_says_which_rule_symbols_and_sessions_and_what_was_stored(trading_home, tmp_path):
-    """A failed check prints one line per rule (symbols, sessions, rows), no Dagster log lines
-    or stack traces, and a hint that is true: the clean file's bars were stored."""
+def _bad_bar(symbol, ts):
+    """A bar written another way (a manual INSERT, not a load): high below low."""
+    con = warehouse.connect(get_settings().warehouse_path)
+    con.execute(f"INSERT INTO raw.bars_daily VALUES ('{symbol}','1d','{ts}','{ts[:10]}',1,0.5,2,1,1,'manual',now())")
+    con.close()
+
+
+def test_checks_judge_the_symbols_the_load_wrote_not_others_in_its_sessions(trading_home, tmp_path):
+    """Issue 20.1: after a scan, a clean ORCL file failed its checks on bars of other symbols
+    (SYN...) stored in the same sessions. A load's checks judge what it wrote: the stored bars
+    of its symbols in its sessions."""
     orcl = tmp_path / "ORCL.csv"
     orcl.write_text(ORCL)
     assert _trading(trading_home, "ingest", str(orcl)).returncode == 0
-    con = warehouse.connect(get_settings().warehouse_path)
-    con.execute("INSERT INTO raw.bars_daily VALUES ('ZZZZ','1d','2013-02-28','2013-02-28',1,0.5,2,1,1,'manual',now())")
-    con.close()
+    _bad_bar("ZZZZ", "2013-02-28")  # another symbol, same session
+    res = _trading(trading_home, "ingest", str(orcl), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["loaded"] == 2 and out["runs"][0]["failed_checks"] == []
+    inst = runs.instance(get_settings())
+    evals = [rec.evaluation for key in runs.definitions().resolve_asset_graph().asset_check_keys
+             for rec in inst.event_log_storage.get_asset_check_execution_history(key, limit=100)
+             if rec.run_id == out["runs"][0]["run_id"]]
+    assert evals and all(e.passed for e in evals)
+    assert {e.metadata["scope"].value for e in evals} == {"symbols loaded by this run"}
+    assert sum(e.metadata["rows_checked"].value for e in evals if e.check_name == "in_session") == 2
+    # a run of the checks alone (no load) still judges every stored bar of the session
+    job = runs.definitions().resolve_job_def("ingest_daily_bars")
+    only_checks = job.get_subset(asset_selection=set(), asset_check_selection={
+        dg.AssetCheckKey(DAILY, c) for c in CHECK_GROUPS})
+    alone = only_checks.execute_in_process(instance=inst, partition_key="2013-02-28", raise_on_error=False)
+    assert not alone.success
+    assert runs.failed_checks(alone) == ["raw/bars_daily:high_low_consistent"]
+    assert table("SELECT symbol, count(*) AS n FROM raw.bars_daily GROUP BY 1 ORDER BY 1").rows() == [
+        ("ORCL", 2), ("ZZZZ", 1)]
+
+
+def test_failed_check_says_which_rule_symbols_and_sessions_and_what_was_stored(trading_home, tmp_path):
+    """A failed check prints one line per rule (symbols, sessions, rows), no Dagster log lines
+    or stack traces, and a hint that is true: the clean file's bars were stored (and checked
+    before their commit); the failing bar was stored another way."""
+    orcl = tmp_path / "ORCL.csv"
+    orcl.write_text(ORCL)
+    assert _trading(trading_home, "ingest", str(orcl)).returncode == 0
+    _bad_bar("ORCL", "2013-02-28 12:00:00")  # in a loaded session, not a bar the file has
     res = _trading(trading_home, "ingest", str(orcl))
     assert res.returncode == 1
     err = res.stderr
     assert "Stack Trace" not in err and "dagster_event" not in err and "Traceback" not in err, err
-    line = next(ln for ln in err.splitlines() if ln.strip().startswith("high_low_consistent:"))
-    assert "1 row(s)" in line and "symbols ZZZZ" in line and "sessions 2013-02-28" in line
-    assert "not from this load" in line
-    assert "unchanged" not in err and "2 bar(s) from this load are stored" in err
+    lines = [ln.strip() for ln in err.splitlines() if ln.startswith("  ") and "row(s);" in ln]
+    rules = {ln.split(":", 1)[0]: ln for ln in lines}
+    assert set(rules) == {"high_low_consistent"}, err
+    line = rules["high_low_consistent"]
+    assert "1 row(s)" in line and "symbols ORCL;" in line and "sessions 2013-02-28" in line, line
+    assert "ORCL 1d 2013-02-28 12:00:00" in line
+    assert "unchanged" not in err and "2 bar(s) from this load are stored and passed" in err
     out = json.loads(_trading(trading_home, "ingest", str(orcl), "--json").stdout)
     assert out["loaded"] == 2 and out["stored"] is True and out["error"] == "quality checks failed"
-    [failure] = out["runs"][0]["check_failures"]
-    assert failure["check"] == "high_low_consistent" and failure["symbols"] == ["ZZZZ"]
-    assert table("SELECT count(*) AS n FROM raw.bars_daily WHERE symbol = 'ORCL'")["n"][0] == 2
+    assert [f["check"] for f in out["runs"][0]["check_failures"]] == ["high_low_consistent"]
+    assert table("SELECT count(*) AS n FROM raw.bars_daily WHERE symbol = 'ORCL'")["n"][0] == 3
+
+
+def test_a_load_commits_only_bars_the_suite_passed_and_records_them(trading_home, tmp_path):
+    """Issue 21.3: a run killed after its commit left its bars stored unchecked, with no record
+    of what it stored. The load runs the bar suite on what it wrote inside its transaction and
+    records each symbol it stored in raw.bar_loads in that same transaction: whatever happens
+    to the run afterwards (here SIGKILL as soon as its materialization is recorded), what it
+    committed was checked, and the warehouse says so; the next run reports the dead run."""
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD)
+    env = {**os.environ, "TRADING_HOME": str(trading_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "trading_pipeline.cli.main", "ingest", str(f)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    inst = runs.instance(get_settings())
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if inst.fetch_materializations(dg.AssetRecordsFilter(asset_key=DAILY), limit=1).records:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    [run] = inst.get_runs()
+    assert table("SELECT count(*) AS n FROM raw.bars_daily")["n"][0] == 3
+    loads = table("SELECT run_id, symbol, timeframe, bars, first_ts::DATE::VARCHAR AS first, "
+                  "last_ts::DATE::VARCHAR AS last, checked_at IS NOT NULL AS checked FROM raw.bar_loads")
+    assert loads.rows() == [(run.run_id, "GOOG", "1d", 3, "2013-02-27", "2013-03-01", True)]
+    # the next command reaps the dead run and says what it had committed
+    assert _trading(trading_home, "ingest", str(f)).returncode == 0
+    dead = inst.get_run_by_id(run.run_id)
+    assert dead.status == dg.DagsterRunStatus.FAILURE
+    failure = [e for e in inst.all_logs(run.run_id) if e.dagster_event and e.dagster_event.is_run_failure]
+    assert "committed 3 bar(s) (GOOG), checked before the commit" in failure[-1].dagster_event.message
+
+
+def test_suite_failure_on_a_loads_own_bars_rolls_it_back(tmp_path):
+    """The pre-commit check itself, on a real DuckDB file: a written bar that breaks the suite
+    (put there directly, as a bug in the row rules would) fails the load, naming rule, symbol
+    and session, and nothing of it is recorded."""
+    import polars as pl
+
+    from trading_pipeline.ingest import LoadCheckError, _check_and_record
+
+    with warehouse.writer(tmp_path / "w.duckdb") as con:
+        con.execute("INSERT INTO raw.symbols VALUES ('GOOG','XNAS','XNAS','America/New_York','USD','equity',NULL,now())")
+        con.execute("BEGIN TRANSACTION")
+        con.execute("INSERT INTO raw.bars_daily VALUES ('GOOG','1d','2013-02-27','2013-02-27',1,0.5,2,1,1,'t',now())")
+        written = pl.DataFrame({"symbol": ["GOOG"], "timeframe": ["1d"], "ts": [datetime(2013, 2, 27)]}
+                               ).select(pl.col("symbol"), pl.col("timeframe"), pl.col("ts").cast(pl.Datetime("us")))
+        with pytest.raises(LoadCheckError) as exc:
+            _check_and_record(con, {"1d": written}, "r1", None)
+        con.execute("ROLLBACK")
+        assert [f["check"] for f in exc.value.failures] == ["high_low_consistent"]
+        assert "high_low_consistent: 1 row(s); symbols GOOG; sessions 2013-02-27" in str(exc.value)
+        assert con.sql("SELECT count(*) FROM raw.bars_daily").fetchall() == [(0,)]
 
 
 @pytest.mark.parametrize("row", ["1999-12-30,30,31,29,30.5,100000", "2030-01-02,30,31,29,30.5,100000"])

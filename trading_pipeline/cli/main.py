@@ -86,7 +86,6 @@ def ingest(
         if dated.is_empty():
             progress.stop()
             fail(f"{path}: no rows with a timestamp", code=2)
-        symbols = {s for p in parsed for s in p.bars["symbol"].drop_nulls().unique().to_list()}
         outside = _outside_loadable_range(dated)
         if outside:
             progress.stop()
@@ -111,7 +110,8 @@ def ingest(
             t0 = time.perf_counter()
             result = runs.run_job(job, settings, run_config={"ops": {op: {"config": cfg}}}, start=start, end=end)
             md = _materialization_metadata(result)
-            failures = _check_failures(result)
+            refused = _load_refused(result)  # the suite failed on the load's bars: rolled back
+            failures = refused if refused is not None else _check_failures(result)
             summary["runs"].append({"job": job, "run_id": result.run_id, "success": result.success,
                                      "seconds": round(time.perf_counter() - t0, 2),
                                      "failed_checks": runs.failed_checks(result),
@@ -123,8 +123,8 @@ def ingest(
                 summary["rejected_by_rule"][k] = summary["rejected_by_rule"].get(k, 0) + v
             if not result.success:
                 progress.stop()
-                _ingest_failed(result, summary, failures, stored="rows_loaded" in md,
-                               loaded_symbols=symbols, json_out=json_out)
+                _ingest_failed(result, summary, failures, stored=refused is None and "rows_loaded" in md,
+                               json_out=json_out)
             progress.advance(run_task)
     if json_out:
         print_json(summary)
@@ -167,9 +167,24 @@ def _outside_loadable_range(dated: pl.DataFrame) -> tuple[str, str] | None:
         parts.append(f"{early.height:,} bar(s) before {first}, the first session this warehouse holds: {where(early)}")
     if late.height:
         parts.append(f"{late.height:,} bar(s) after today ({today}): {where(late)}")
+    fix = []
+    if early.height:
+        fix.append(f"the earliest loadable date is {first}: drop the rows before it")
+    if late.height:
+        fix.append("drop the rows dated after today (a bar cannot be in the future)")
     return ("; ".join(parts) + "; nothing was loaded",
-            "remove those rows (or load from a copy of the file that starts at "
-            f"{first} or later) and run the same command again")
+            "; ".join(fix) + ", then run the same command again")
+
+
+def _load_refused(result) -> list[dict] | None:
+    """The failed rules when a load was rolled back because the bar suite failed on the bars
+    it was about to commit (ingest.LoadCheckError, the step's failure metadata), else None."""
+    for event in result.all_events:
+        data = event.step_failure_data if event.is_step_failure else None
+        md = data.user_failure_data.metadata if data is not None and data.user_failure_data else {}
+        if "check_failures" in md:
+            return [{**f, "stored": False} for f in md["check_failures"].value]
+    return None
 
 
 def _check_failures(result) -> list[dict]:
@@ -197,39 +212,37 @@ def _check_failures(result) -> list[dict]:
             for e in by_check.values()]
 
 
-def _ingest_failed(result, summary: dict, failures: list[dict], *, stored: bool, loaded_symbols: set[str],
-                   json_out: bool) -> None:
-    """Say what a failed load run stored and why it failed, in a few lines, then exit 1."""
-    from trading_pipeline import runs
+def _ingest_failed(result, summary: dict, failures: list[dict], *, stored: bool, json_out: bool) -> None:
+    """Say what a failed load run stored and why it failed, in a few lines, then exit 1.
 
-    if failures:
+    ``stored`` is False when the bar step failed before its commit (the load rolled back,
+    e.g. because the bar suite failed on its own bars): then nothing from it is stored.
+    A load only commits bars that passed the suite, so a check failing after the commit is
+    about other stored bars of the loaded symbols in the loaded sessions."""
+    from trading_pipeline import quality, runs
+
+    lines = ["  " + ln for ln in quality.describe_failures(failures)]
+    if failures and not stored:
+        error = "the bars of this load fail the quality checks"
+    elif failures:
         error = "quality checks failed"
-        lines = [
-            f"  {f['check']}: {f['rows']:,} row(s); symbols {', '.join(f['symbols']) or '?'}; "
-            f"sessions {f['sessions'][0] if f['sessions'] else '?'}"
-            + (f" .. {f['sessions'][-1]}" if len(f["sessions"]) > 1 else "")
-            + (f"; e.g. {', '.join(f['bars'][:3])}" if f["bars"] else "")
-            + ("" if set(f["symbols"]) & loaded_symbols or not f["symbols"] else " (not from this load)")
-            for f in failures
-        ]
-        foreign = all(f["symbols"] and not set(f["symbols"]) & loaded_symbols for f in failures)
     else:
         error = runs.failure_message(result).splitlines()[0]
-        lines = []
-    if stored:
-        hint = (f"{summary['loaded']:,} bar(s) from this load are stored; scans and orders stay blocked "
-                "for the failing sessions until their checks pass: fix the bars named above (a bar "
-                "loaded again replaces the stored one) and run the same command again")
-        if failures and foreign:
-            hint = (f"{summary['loaded']:,} bar(s) from this load are stored and passed; the failing bars "
-                    "were already in the warehouse (stored earlier or written another way). Scans and "
-                    "orders stay blocked for those sessions until they are fixed: load corrected bars for "
-                    "those symbols (a bar loaded again replaces the stored one)")
-        if not failures:
-            hint = (f"{summary['loaded']:,} bar(s) from this load are stored but were not checked; run "
-                    "the same command again (loads are idempotent) to check them")
+    n = summary["loaded"]
+    if not stored:
+        hint = ("nothing from this load was stored (its transaction was rolled back): fix the bars named "
+                "above and run the same command again" if failures else
+                "nothing from this load was stored (its transaction was rolled back); see the run in the "
+                "Dagster UI (make up)")
+    elif failures:
+        hint = (f"{n:,} bar(s) from this load are stored and passed the checks before their commit; the "
+                "bars named above were already stored for these symbols (earlier, or written another way). "
+                "Scans and orders stay blocked for those sessions until they are fixed: load corrected "
+                "bars (a bar loaded again replaces the stored one) or delete them")
     else:
-        hint = "nothing from this load was stored; see the run in the Dagster UI (make up)"
+        hint = (f"{n:,} bar(s) from this load are stored and passed the bar suite before their commit, but "
+                "the run failed after it, so Dagster has no check results for them: run the same command "
+                "again (loads are idempotent) to record them")
     if json_out:
         summary.update(error=error, stored=stored, hint=hint)
         print_json(summary)

@@ -17,7 +17,7 @@ from trading_pipeline import quality, warehouse
 from trading_pipeline.bars import INTRADAY_TIMEFRAMES
 from trading_pipeline.defs.resources import WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging
-from trading_pipeline.ingest import Batch, IngestResult, ingest, known_symbols
+from trading_pipeline.ingest import Batch, IngestResult, LoadCheckError, ingest, known_symbols
 from trading_pipeline.settings import get_settings
 from trading_pipeline.sources.registry import make_source
 
@@ -84,11 +84,18 @@ def _load(context, config: BarsConfig, wh: WarehouseResource, intraday: bool) ->
     if config.exchange:
         exchange_for = lambda _s: config.exchange  # noqa: E731
     with warehouse.writer(wh.resolved_path()) as con:
-        result = ingest(
-            con, batches, window=(start, end), exchange_for=exchange_for,
-            name_of=getattr(source, "name_of", None), default_exchange=settings.exchange,
-            run_id=context.run_id,
-        )
+        try:
+            result = ingest(
+                con, batches, window=(start, end), exchange_for=exchange_for,
+                name_of=getattr(source, "name_of", None), default_exchange=settings.exchange,
+                run_id=context.run_id,
+            )
+        except LoadCheckError as exc:  # rolled back: the run fails with nothing stored
+            raise dg.Failure(
+                description=str(exc), allow_retries=False,
+                metadata={"check_failures": dg.MetadataValue.json(exc.failures),
+                          "rows_stored": dg.MetadataValue.int(0)},
+            ) from None
     context.log.info(
         f"event=bars_loaded loaded={result.loaded} rejected={result.rejected} "
         f"rules={result.rejected_by_rule} symbols={len(result.symbols)}"
@@ -145,16 +152,7 @@ def bars_intraday(context: dg.AssetExecutionContext, config: BarsConfig, warehou
 
 # ---- blocking quality checks: the great-expectations suite on what is stored ----------
 
-CHECK_GROUPS: dict[str, tuple[str, ...]] = {
-    "columns_not_null": ("expect_table_columns_to_match_set", "expect_column_values_to_not_be_null"),
-    "positive_prices": ("expect_column_values_to_be_between(open", "expect_column_values_to_be_between(high",
-                        "expect_column_values_to_be_between(low", "expect_column_values_to_be_between(close"),
-    "high_low_consistent": ("expect_column_pair_values_a_to_be_greater_than_b",),
-    "volume_nonnegative": ("expect_column_values_to_be_between(volume",),
-    "unique_keys": ("expect_compound_columns_to_be_unique",),
-    "in_session": ("expect_column_values_to_be_in_set(in_session",),
-    "no_future_bars": ("expect_column_values_to_be_between(ts",),
-}
+CHECK_GROUPS = quality.CHECK_GROUPS  # one blocking check per rule of the suite
 
 
 def _naive_utc(t: datetime) -> datetime:
@@ -233,9 +231,29 @@ def _suite_results(context, wh: WarehouseResource, table: str, asset: dg.AssetKe
     if keys:
         window = (_naive_utc(SESSIONS.time_window_for_partition_key(keys[0]).start),
                   _naive_utc(SESSIONS.time_window_for_partition_key(keys[-1]).end))
+    run_id = context.op_execution_context.run_id
+    targets = _target_materializations(context, asset, keys) if keys else {}
+    # a load (a run that stores bars and feeds nothing else, e.g. `trading ingest`) judges
+    # what it wrote: the stored bars of the symbols it wrote (raw.bar_loads, recorded in the
+    # load's transaction) in its sessions, never other symbols sharing those sessions. A run
+    # whose bars feed other assets (a scan: dbt reads every stored bar) gates them on every
+    # stored bar of its sessions, and so does a run of the checks alone.
+    feeds_others = bool(context.op_execution_context.job_def.asset_layer.selected_asset_keys - {DAILY, INTRADAY})
+    loaded_here = not feeds_others and (any(t.run_id == run_id for t in targets.values()) or (
+        not keys and _materialized_in_run(context, asset)))
     con = warehouse.connect(wh.resolved_path(), read_only=True)
     try:
-        where, params = ("WHERE ts >= ? AND ts < ?", list(window)) if window else ("", [])
+        conds, params = (["ts >= ?", "ts < ?"], list(window)) if window else ([], [])
+        scope = "all symbols"
+        if loaded_here:
+            has_loads = con.sql("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'raw' "
+                                "AND table_name = 'bar_loads'").fetchall()[0][0]
+            tf_cond = "timeframe = '1d'" if asset == DAILY else "timeframe <> '1d'"
+            conds.append(f"symbol IN (SELECT symbol FROM raw.bar_loads WHERE run_id = ? AND {tf_cond})"
+                         if has_loads else "FALSE")
+            params += [run_id] if has_loads else []
+            scope = "symbols loaded by this run"
+        where = ("WHERE " + " AND ".join(conds)) if conds else ""
         df = warehouse.fetch_frame(
             con,
             f"SELECT symbol, timeframe, ts, session_date, open, high, low, close, volume "
@@ -252,7 +270,7 @@ def _suite_results(context, wh: WarehouseResource, table: str, asset: dg.AssetKe
             yield dg.AssetCheckResult(
                 asset_key=asset, check_name=check, passed=not failed,
                 severity=dg.AssetCheckSeverity.ERROR,
-                metadata=_metadata(df.height, "all", len(mine), [_summary(r) for r in failed]),
+                metadata=_metadata(df.height, "all", len(mine), [_summary(r) for r in failed], scope),
             )
         return
     windows = [SESSIONS.time_window_for_partition_key(k) for k in keys]
@@ -261,7 +279,6 @@ def _suite_results(context, wh: WarehouseResource, table: str, asset: dg.AssetKe
     part = starts.search_sorted(df["ts"].cast(pl.Datetime("us")), side="right").cast(pl.Int64) - 1
     rows_in = part.value_counts().rows() if df.height else []
     counts = {keys[p]: n for p, n in rows_in}
-    targets = _target_materializations(context, asset, keys)
     checks_def = context.op_execution_context.assets_def
     for check, prefixes in CHECK_GROUPS.items():
         mine = [r for r in results if r["expectation"].startswith(prefixes)]
@@ -273,7 +290,7 @@ def _suite_results(context, wh: WarehouseResource, table: str, asset: dg.AssetKe
             yield dg.AssetCheckEvaluation(
                 asset_key=asset, check_name=check, passed=not failed[k],
                 metadata=_metadata(counts.get(k, 0), f"{_naive_utc(w.start)} .. {_naive_utc(w.end)}",
-                                   len(mine), failed[k]),
+                                   len(mine), failed[k], scope),
                 target_materialization_data=targets.get(k),
                 severity=dg.AssetCheckSeverity.ERROR,
                 blocking=spec.blocking,
@@ -286,10 +303,17 @@ def _summary(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in ("unexpected_rows", "example_rows")}
 
 
-def _metadata(rows: int, window: str, expectations: int, failures: list[dict]) -> dict:
+def _materialized_in_run(context, asset: dg.AssetKey) -> bool:
+    """Whether this run materialized ``asset`` (an unpartitioned run)."""
+    records = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset), limit=1).records
+    return bool(records) and records[0].run_id == context.op_execution_context.run_id
+
+
+def _metadata(rows: int, window: str, expectations: int, failures: list[dict], scope: str) -> dict:
     return {
         "rows_checked": dg.MetadataValue.int(rows),
         "window": dg.MetadataValue.text(window),
+        "scope": dg.MetadataValue.text(scope),
         "expectations": dg.MetadataValue.int(expectations),
         "failures": dg.MetadataValue.json(failures),
     }
