@@ -21,9 +21,9 @@ from functools import lru_cache
 import dagster as dg
 
 from trading_pipeline.defs.run_logs import with_run_logging
-from trading_pipeline.run_state import HOST_TAG, PID_TAG, alive
 from trading_pipeline.settings import Settings
 
+PID_TAG, HOST_TAG = "trading/pid", "trading/host"  # as run_state.py reads them (it imports this module)
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 # what a quiet run printed (dbt's log, compute-log tee), by run id, for failure messages
@@ -232,6 +232,18 @@ def _committed_by(settings: Settings | None, run_id: str) -> str:
     shown = ", ".join(s for s, _ in rows[:10]) + (f" and {len(rows) - 10:,} more" if len(rows) > 10 else "")
     return (f"; its load had committed {sum(n for _, n in rows):,} bar(s) ({shown}), checked before the "
             "commit (raw.bar_loads); run the load again to record its check results")
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (run_state.py has the same check: it
+    imports this module, so it cannot be imported from there)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def reap_dead_runs(inst: dg.DagsterInstance, settings: Settings | None = None) -> list[str]:
