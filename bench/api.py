@@ -35,9 +35,9 @@ import polars as pl
 import websockets
 
 from trading_api.keys import create_key
-from trading_pipeline.ops_store import OpsStore
-from trading_pipeline.serving import publish_snapshot
-from trading_pipeline.warehouse import upsert_bars, writer
+from trading_pipeline.marketdata.warehouse import upsert_bars, writer
+from trading_pipeline.serving.publish import publish_snapshot
+from trading_pipeline.trading.store import OpsStore
 
 SYMBOLS = [f"S{i:02d}" for i in range(20)]
 CLI = "import typer; from trading_api.cli import register; app = typer.Typer(); register(app); app()"

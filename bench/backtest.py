@@ -26,9 +26,9 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trading_pipeline.backtest import run_backtest  # noqa: E402
-from trading_pipeline.sources.synthetic import SyntheticBarSource  # noqa: E402
-from trading_pipeline.warehouse import upsert_bars, writer  # noqa: E402
+from trading_pipeline.backtest.engine import run_backtest  # noqa: E402
+from trading_pipeline.marketdata.sources.synthetic import SyntheticBarSource  # noqa: E402
+from trading_pipeline.marketdata.warehouse import upsert_bars, writer  # noqa: E402
 
 
 def make_bars(n_symbols: int, years: int, end: date) -> pl.DataFrame:

@@ -30,10 +30,11 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     os.environ["TRADING_HOME"] = str(tmp / "home")
-    from trading_pipeline import runs, warehouse
-    from trading_pipeline.ingest import Batch, ingest
+    from trading_pipeline import runs
+    from trading_pipeline.marketdata import warehouse
+    from trading_pipeline.marketdata.ingest import Batch, ingest
+    from trading_pipeline.marketdata.sources.synthetic import SyntheticBarSource
     from trading_pipeline.settings import get_settings
-    from trading_pipeline.sources.synthetic import SyntheticBarSource
 
     cases = [
         ("daily", args.daily_symbols, "1d", date(2023, 1, 3), date(2023, 12, 29), "ingest_daily_bars", "raw__bars_daily"),

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import polars as pl
 
-from trading_pipeline.brokers.base import OrderRequest, OrderType, Side
-from trading_pipeline.brokers.paper import PaperBroker, PolarsBarFeed
-from trading_pipeline.execution import submit_order, sync_open_orders
-from trading_pipeline.ops_store import OpsStore
-from trading_pipeline.risk import RiskContext, RiskEngine, RiskLimits
 from trading_pipeline.settings import PROJECT_DIR
+from trading_pipeline.trading.brokers.base import OrderRequest, OrderType, Side
+from trading_pipeline.trading.brokers.paper import PaperBroker, PolarsBarFeed
+from trading_pipeline.trading.execution import submit_order, sync_open_orders
+from trading_pipeline.trading.risk import RiskContext, RiskEngine, RiskLimits
+from trading_pipeline.trading.store import OpsStore
 
 SYMBOLS = [f"S{i:02d}" for i in range(20)]
 T0 = datetime(2024, 3, 4)

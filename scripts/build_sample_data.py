@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-OUT = Path(__file__).resolve().parents[1] / "trading_pipeline" / "sample_data"
+OUT = Path(__file__).resolve().parents[1] / "trading_pipeline" / "marketdata" / "sample_data"
 
 
 def _load(name: str, symbol: str, timeframe: str, fmt: str) -> pl.DataFrame:

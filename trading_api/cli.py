@@ -17,8 +17,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def _store() -> Any:
-    from trading_pipeline.ops_store import OpsStore
     from trading_pipeline.settings import get_settings
+    from trading_pipeline.trading.store import OpsStore
 
     return OpsStore.from_settings(get_settings())
 

@@ -17,7 +17,7 @@ from trading_pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from trading_api.ws import Hub
-    from trading_pipeline.ops_store import OpsStore
+    from trading_pipeline.trading.store import OpsStore
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class AppState:
             return self._store
         with self._lock:
             if self._store is None:
-                from trading_pipeline.ops_store import OpsStore
+                from trading_pipeline.trading.store import OpsStore
 
                 try:
                     if self.settings.ops_url is None:
@@ -72,7 +72,7 @@ class AppState:
     def broker(self, account: str) -> Any:
         """The broker TRADING_BROKER names; paper fills against the snapshot's bars."""
         if self.settings.broker == "paper":
-            from trading_pipeline.brokers.paper import PaperBroker, paper_clock
+            from trading_pipeline.trading.brokers.paper import PaperBroker, paper_clock
 
             feed = self.feed()
             return PaperBroker(self.store(), feed, account=account, clock=paper_clock(self.settings, feed))

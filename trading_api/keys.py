@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from trading_pipeline.ops_store import OpsStore
+from trading_pipeline.trading.store import OpsStore
 
 PREFIX = "trd_"
 

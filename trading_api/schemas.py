@@ -217,7 +217,7 @@ class Order(BaseModel):
 
 
 def order_model(o: Any) -> Order:
-    """The API's view of a domain order (``trading_pipeline.orders.Order``)."""
+    """The API's view of a domain order (``trading_pipeline.trading.orders.Order``)."""
     return Order(**o.record())
 
 

@@ -285,7 +285,7 @@ class SnapshotReader:
 
 
 class SnapshotBarFeed:
-    """The paper broker's :class:`~trading_pipeline.brokers.paper.BarFeed` over the snapshot.
+    """The paper broker's :class:`~trading_pipeline.trading.brokers.paper.BarFeed` over the snapshot.
 
     The API may not open the warehouse, so manual orders are priced and filled against the
     bars the snapshot carries (the same rows, one publish behind at most).

@@ -80,7 +80,7 @@ from trading_api.schemas import order_model
 from trading_api.snapshot import SnapshotReader, SnapshotUnavailable
 
 if TYPE_CHECKING:
-    from trading_pipeline.ops_store import OpsStore
+    from trading_pipeline.trading.store import OpsStore
 
 
 class HubState(Protocol):

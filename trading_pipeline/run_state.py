@@ -159,7 +159,6 @@ def _read_api(settings: Settings) -> dict:
     import dagster as dg
 
     from trading_pipeline import runs
-
     inst = runs.instance(settings)
     out: dict = {"last_run": None, "failed_checks": [], "materialized": {}}
     last = inst.get_runs(limit=1)

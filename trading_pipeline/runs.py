@@ -193,7 +193,7 @@ def _after_success(result: dg.ExecuteInProcessResult, settings: Settings, run_co
     """Record the home's source at its first load (sources/registry.py), and publish the
     serving snapshot after a run that changed the warehouse without publishing it (a load,
     an orders run): the CLI's readers read only the snapshot, never the warehouse."""
-    from trading_pipeline.sources.registry import record_source
+    from trading_pipeline.marketdata.sources.registry import record_source
 
     materialized: set[dg.AssetKey] = set()
     for ev in result.get_asset_materialization_events():
@@ -214,8 +214,7 @@ def _committed_by(settings: Settings | None, run_id: str) -> str:
     written in the load's transaction after the bar suite passed on its bars)."""
     if settings is None:
         return ""
-    from trading_pipeline import warehouse
-
+    from trading_pipeline.marketdata import warehouse
     try:
         con = warehouse.connect(settings.warehouse_path, read_only=True)
     except Exception:  # no warehouse yet, or a writer holds it: say nothing rather than guess

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
-SAMPLE_DATA_DIR = PACKAGE_DIR / "sample_data"
+SAMPLE_DATA_DIR = PACKAGE_DIR / "marketdata" / "sample_data"
 DBT_PROJECT_DIR = PROJECT_DIR / "dbt_project"
 
 

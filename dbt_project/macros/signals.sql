@@ -1,6 +1,6 @@
 {#-
   Signal definitions (DESIGN.md "Signal definitions"); every threshold comes from the
-  `scans` var, which trading_pipeline.rules.dbt_vars() builds from rules.yaml.
+  `scans` var, which trading_pipeline.scans.rules.dbt_vars() builds from rules.yaml.
 
   Incremental scope. `signals` stores `as_of` (the newest int_indicators.computed_at it has
   seen) and each scan's `rule_fingerprint`. A build recomputes:

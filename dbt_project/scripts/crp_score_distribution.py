@@ -15,17 +15,17 @@ import duckdb
 import polars as pl
 import yaml
 
-from trading_pipeline import dbt_runner
-from trading_pipeline.rules import load_rules
-from trading_pipeline.settings import PROJECT_DIR
-from trading_pipeline.sources.sample import (
+from trading_pipeline.marketdata.sources.sample import (
     DAILY_END,
     DAILY_START,
     INTRADAY_END,
     INTRADAY_START,
     SampleBarSource,
 )
-from trading_pipeline.warehouse import upsert_bars, writer
+from trading_pipeline.marketdata.warehouse import upsert_bars, writer
+from trading_pipeline.scans import dbt_runner
+from trading_pipeline.scans.rules import load_rules
+from trading_pipeline.settings import PROJECT_DIR
 
 
 def with_session_date(bars: pl.DataFrame) -> pl.DataFrame:

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from tests.api.support import ApiEnv, Server, build_warehouse
 from trading_api.keys import create_key
 from trading_api.main import create_app
-from trading_pipeline.ops_store import OpsStore
-from trading_pipeline.serving import publish_snapshot
+from trading_pipeline.serving.publish import publish_snapshot
 from trading_pipeline.settings import PROJECT_DIR, Settings
+from trading_pipeline.trading.store import OpsStore
 
 
 @pytest.fixture

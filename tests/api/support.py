@@ -17,9 +17,9 @@ import duckdb
 import httpx
 import polars as pl
 
-from trading_pipeline.serving import publish_snapshot
+from trading_pipeline.marketdata.warehouse import upsert_bars, writer
+from trading_pipeline.serving.publish import publish_snapshot
 from trading_pipeline.settings import Settings
-from trading_pipeline.warehouse import upsert_bars, writer
 
 START = date(2024, 1, 1)
 SYMBOLS = ("GOOG", "MSFT")

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from trading_api.cli import RedactKeys, register
 from trading_api.keys import KeyChecker, hash_key
-from trading_pipeline.ops_store import OpsStore
+from trading_pipeline.trading.store import OpsStore
 
 
 def _app() -> typer.Typer:

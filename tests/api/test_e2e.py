@@ -14,7 +14,7 @@ import pytest
 import websockets
 
 from tests.api.support import START, ApiEnv, Server, add_signals, frames, recv_json, subscribe
-from trading_pipeline.warehouse import writer
+from trading_pipeline.marketdata.warehouse import writer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -67,7 +67,7 @@ def test_push_within_a_second_with_consecutive_seq_and_resume(api_env: ApiEnv, s
 
 def test_ws_channels_bars_and_alerts_and_header_auth(api_env: ApiEnv, server: Server) -> None:
     from tests.api.support import daily_bars
-    from trading_pipeline.warehouse import upsert_bars
+    from trading_pipeline.marketdata.warehouse import upsert_bars
 
     async def scenario() -> None:
         async with websockets.connect(f"{server.ws_url}/ws/market-data", additional_headers={"X-API-Key": api_env.key}) as ws:
@@ -134,7 +134,7 @@ def test_shutdown_with_connected_clients_is_prompt(api_env: ApiEnv) -> None:
 
 WRITER = """
 import sys, time
-from trading_pipeline.warehouse import connect
+from trading_pipeline.marketdata.warehouse import connect
 con = connect(sys.argv[1])
 con.execute("BEGIN TRANSACTION")
 con.execute("INSERT INTO marts.signals SELECT * FROM marts.signals LIMIT 1")

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from tests.api.support import ApiEnv, add_signals
 from trading_api.keys import create_key, revoke_key
 from trading_api.main import create_app
-from trading_pipeline.ops_store import OpsStore
-from trading_pipeline.serving import publish_snapshot
-from trading_pipeline.warehouse import writer
+from trading_pipeline.marketdata.warehouse import writer
+from trading_pipeline.serving.publish import publish_snapshot
+from trading_pipeline.trading.store import OpsStore
 
 URL = "/signals?limit=5&kind=crp_long"
 

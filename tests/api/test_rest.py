@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from tests.api.support import START, ApiEnv
 from trading_api.keys import create_key, revoke_key
 from trading_api.main import create_app
-from trading_pipeline.ops_store import OpsStore
+from trading_pipeline.trading.store import OpsStore
 
 PROTECTED = [
     "/signals", "/market-data", "/market-data/GOOG", "/scans", "/scans/crp_daily:1d:2024-02-10", "/alerts",
@@ -148,7 +148,7 @@ def test_scans_name_each_symbol_once(client: TestClient, api_env: ApiEnv) -> Non
     symbols ["EURUSD","EURUSD","EURUSD"]. The mart now names each symbol once; the API also
     does for a snapshot whose scan_results still list one entry per signal (this fixture's
     view, as the mart was)."""
-    from trading_pipeline.warehouse import writer
+    from trading_pipeline.marketdata.warehouse import writer
 
     day = START + timedelta(days=3)
     with writer(api_env.warehouse) as con:
@@ -167,7 +167,7 @@ def test_scans_name_each_symbol_once(client: TestClient, api_env: ApiEnv) -> Non
 
 def test_before_marts_exist_reads_degrade_gracefully(tmp_path) -> None:
     from tests.api.support import build_warehouse
-    from trading_pipeline.serving import publish_snapshot
+    from trading_pipeline.serving.publish import publish_snapshot
     from trading_pipeline.settings import PROJECT_DIR, Settings
 
     settings = Settings(home=tmp_path, risk_file=PROJECT_DIR / "risk.yaml")
@@ -264,14 +264,14 @@ def test_kill_switch_blocks_api_orders(client: TestClient, api_env: ApiEnv) -> N
 
 def test_positions_and_portfolio_after_a_fill(client: TestClient, api_env: ApiEnv) -> None:
     from trading_api.snapshot import SnapshotBarFeed
-    from trading_pipeline.brokers.paper import PaperBroker
-    from trading_pipeline.execution import sync_open_orders
+    from trading_pipeline.trading.brokers.paper import PaperBroker
+    from trading_pipeline.trading.execution import sync_open_orders
 
     r = client.post("/orders", json={"symbol": "MSFT", "side": "buy", "quantity": "3"})
     assert r.status_code == 201
     # the paper broker fills on the first bar after the order: publish one, then sync
     from tests.api.support import daily_bars
-    from trading_pipeline.warehouse import upsert_bars, writer
+    from trading_pipeline.marketdata.warehouse import upsert_bars, writer
 
     with writer(api_env.warehouse) as con:
         bars = daily_bars("MSFT", 61, base=150.0)

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.api.support import ApiEnv, Server, add_signals
-from trading_pipeline.serving import publish_snapshot
-from trading_pipeline.warehouse import writer
+from trading_pipeline.marketdata.warehouse import writer
+from trading_pipeline.serving.publish import publish_snapshot
 
 pytestmark = pytest.mark.e2e
 URL = "/signals?limit=5"

@@ -10,7 +10,7 @@ from tests.api.support import START, ApiEnv, add_signals
 from trading_api.deps import AppState
 from trading_api.snapshot import SnapshotReader
 from trading_api.ws import Client, Hub
-from trading_pipeline.warehouse import writer
+from trading_pipeline.marketdata.warehouse import writer
 
 
 class FakeSocket:
@@ -63,7 +63,7 @@ def test_slow_client_is_dropped_and_fast_client_gets_everything(api_env: ApiEnv)
 
 
 def test_resume_with_since_older_than_the_window_reports_a_gap(api_env: ApiEnv) -> None:
-    from trading_pipeline.serving import publish_snapshot
+    from trading_pipeline.serving.publish import publish_snapshot
 
     async def scenario() -> None:
         with writer(api_env.warehouse) as con:

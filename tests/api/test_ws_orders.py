@@ -24,9 +24,9 @@ from tests.api.support import ApiEnv, Server, frames, recv_json, subscribe
 from trading_api.deps import AppState
 from trading_api.snapshot import SnapshotReader
 from trading_api.ws import Client, Hub
-from trading_pipeline.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
-from trading_pipeline.ops_store import OpsStore, order_events
-from trading_pipeline.orders import Order, utcnow
+from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
+from trading_pipeline.trading.orders import Order, utcnow
+from trading_pipeline.trading.store import OpsStore, order_events
 
 pytestmark = [pytest.mark.timeout(120)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from trading_pipeline import warehouse as wh
+from trading_pipeline.marketdata import warehouse as wh
 
 # AAA: six sessions; the prices make the hand-checked P&L easy to follow.
 SESSIONS = [date(2024, 1, 2), date(2024, 1, 3), date(2024, 1, 4), date(2024, 1, 5), date(2024, 1, 8), date(2024, 1, 9)]

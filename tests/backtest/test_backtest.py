@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 from tests.backtest.conftest import AAA, BBB, SESSIONS, build_warehouse, signal
-from trading_pipeline import warehouse as wh
-from trading_pipeline.backtest import BacktestError, reporting_progress, run_backtest
-from trading_pipeline.backtest_report import render_html, write_report
+from trading_pipeline.backtest.engine import BacktestError, reporting_progress, run_backtest
+from trading_pipeline.backtest.report import render_html, write_report
+from trading_pipeline.marketdata import warehouse as wh
 
 NO_COSTS = {"slippage_bps": 0, "commission_per_share": Decimal("0.01"), "commission_min": 1}
 
@@ -58,9 +58,9 @@ def test_slippage_uses_the_paper_broker_formula(tiny_warehouse):
 
 def test_fill_matches_a_real_paper_broker(tiny_warehouse, tmp_path):
     """Same order, real PaperBroker + OpsStore: the same fill price and commission."""
-    from trading_pipeline.brokers.base import OrderRequest, OrderType, Side, TimeInForce
-    from trading_pipeline.brokers.paper import PaperBroker, PolarsBarFeed
-    from trading_pipeline.ops_store import OpsStore
+    from trading_pipeline.trading.brokers.base import OrderRequest, OrderType, Side, TimeInForce
+    from trading_pipeline.trading.brokers.paper import PaperBroker, PolarsBarFeed
+    from trading_pipeline.trading.store import OpsStore
 
     r = run_backtest(tiny_warehouse, strategy="breakout", hold=2, slippage_bps=10,
                      commission_per_share=Decimal("0.01"), commission_min=1)
@@ -138,7 +138,7 @@ def test_open_position_marked_at_end(tiny_warehouse):
 
 
 def test_risk_rejection_is_recorded(tiny_warehouse):
-    from trading_pipeline.risk import RiskLimits
+    from trading_pipeline.trading.risk import RiskLimits
 
     r = run_backtest(tiny_warehouse, strategy="breakout", limits=RiskLimits(max_order_notional=Decimal(5000)))
     assert r.trades.height == 0
@@ -292,8 +292,8 @@ WIDE = {"max_order_notional": Decimal(10**6), "max_order_quantity": Decimal(10**
 def test_buying_power_keeps_a_cash_account_out_of_debt(tmp_path):
     """Two entries of 60% of equity on one session: the second would spend more than the
     cash (the first is still waiting to fill), so it is refused; with 2x leverage it fits."""
-    from trading_pipeline.risk import RiskLimits
-    from trading_pipeline.sizing import Sizing
+    from trading_pipeline.trading.risk import RiskLimits
+    from trading_pipeline.trading.sizing import Sizing
 
     sigs = [signal("AAA", SESSIONS[1], "breakout_up", "long"), signal("BBB", SESSIONS[1], "breakout_up", "long")]
     path = build_warehouse(tmp_path / "w.duckdb", signals=sigs)
@@ -319,7 +319,7 @@ FALLING = [(10.0, 10.5, 9.5, 10.0), (10.0, 10.5, 9.5, 10.0), (10.0, 10.5, 7.5, 8
     (3, "1500", False),     # the next day the old (unrealized) loss is not today's
 ])
 def test_daily_loss_in_the_backtest_is_the_change_since_the_previous_close(tmp_path, bbb_signal, limit, blocked):
-    from trading_pipeline.risk import RiskLimits
+    from trading_pipeline.trading.risk import RiskLimits
 
     sigs = [signal("AAA", SESSIONS[0], "breakout_up", "long"), signal("BBB", SESSIONS[bbb_signal], "breakout_up", "long")]
     path = build_warehouse(tmp_path / "w.duckdb", prices={"AAA": FALLING, "BBB": BBB}, signals=sigs)

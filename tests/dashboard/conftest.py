@@ -1,6 +1,6 @@
 """Fixtures for the dashboard: a warehouse from the bundled GOOG bars, a real server, chromium.
 
-The warehouse holds the last 300 GOOG daily bars from ``trading_pipeline/sample_data`` and a
+The warehouse holds the last 300 GOOG daily bars from ``trading_pipeline/marketdata/sample_data`` and a
 short synthetic MSFT series, ``marts.indicators_daily`` computed with TA-Lib (the same
 library the dbt models must match), and a few ``marts.signals`` rows. Nothing is mocked:
 the server is uvicorn in a subprocess and the browser is Debian's chromium.
@@ -18,11 +18,11 @@ import talib
 
 from tests.api.support import MARTS_DDL, ApiEnv, Server, add_signals, daily_bars
 from trading_api.keys import create_key
-from trading_pipeline.ops_store import OpsStore
+from trading_pipeline.marketdata.warehouse import upsert_bars, writer
 from trading_pipeline.settings import PROJECT_DIR, Settings
-from trading_pipeline.warehouse import upsert_bars, writer
+from trading_pipeline.trading.store import OpsStore
 
-SAMPLE = PROJECT_DIR / "trading_pipeline" / "sample_data" / "GOOG_1d.parquet"
+SAMPLE = PROJECT_DIR / "trading_pipeline" / "marketdata" / "sample_data" / "GOOG_1d.parquet"
 GOOG_BARS = 300
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -102,7 +102,7 @@ def build_dashboard_warehouse(path: Path) -> date:
 
 
 def make_env(tmp_path: Path, with_snapshot: bool = True) -> ApiEnv:
-    from trading_pipeline.serving import publish_snapshot
+    from trading_pipeline.serving.publish import publish_snapshot
 
     home = tmp_path / "home"
     home.mkdir()

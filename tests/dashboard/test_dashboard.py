@@ -23,9 +23,9 @@ from tests.dashboard.conftest import (
 )
 from trading_api.main import create_app
 from trading_api.routers import dashboard
-from trading_pipeline.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
-from trading_pipeline.ops_store import OpsStore
-from trading_pipeline.warehouse import upsert_bars, writer
+from trading_pipeline.marketdata.warehouse import upsert_bars, writer
+from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
+from trading_pipeline.trading.store import OpsStore
 
 
 @pytest.fixture
@@ -440,7 +440,7 @@ def test_first_load_charts_a_series_that_exists_and_errors_clear(
 ) -> None:
     """Issue 20.5: the newest signal was EURUSD on 1h; the page charted EURUSD at 1d (no such
     bars): a red 404 banner and an empty chart, and banner lines piled up per symbol."""
-    from trading_pipeline.serving import publish_snapshot
+    from trading_pipeline.serving.publish import publish_snapshot
 
     bars = _hourly("EURUSD", datetime(2013, 3, 4, 8), sessions=6)
     many = bars["ts"].tail(40).to_list()  # signals on the last 40 bars
@@ -502,7 +502,7 @@ def test_without_signals_the_first_load_charts_a_listed_series_and_symbols_move_
     signal: with no signal at all the page still charts one; a symbol typed at a timeframe it
     has no bars for is charted at one it has, and a symbol with no bars is said so, without a
     404 in the browser's console or the banner."""
-    from trading_pipeline.serving import publish_snapshot
+    from trading_pipeline.serving.publish import publish_snapshot
 
     with writer(dash_env.warehouse) as con:
         con.execute("DELETE FROM marts.signals")
@@ -549,7 +549,7 @@ def test_top_signal_markers_rank_within_each_scan_and_all_are_drawn(
     scale: 40 narrow-CPR days scored 100 (no direction) took every place from the CRP (0-100)
     and breakout (~1-3) signals, and were not drawn either, so the chart said "25 marked" and
     showed none."""
-    from trading_pipeline.serving import publish_snapshot
+    from trading_pipeline.serving.publish import publish_snapshot
 
     sessions = goog_bars()["session_date"].to_list()
     with writer(dash_env.warehouse) as con:

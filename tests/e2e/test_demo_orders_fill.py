@@ -59,8 +59,8 @@ def test_manual_cli_and_api_orders_on_a_demo_home_fill_at_the_next_session(demo_
 
     from trading_api.keys import create_key
     from trading_api.main import create_app
-    from trading_pipeline.ops_store import OpsStore
     from trading_pipeline.settings import PROJECT_DIR, Settings
+    from trading_pipeline.trading.store import OpsStore
 
     home = demo_home
     cli_order = trading_json(home, "order", "submit", "GOOG", "buy", "5")

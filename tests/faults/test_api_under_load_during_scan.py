@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.api.support import ApiEnv, Server
-from tests.scans import scan_daily, scan_daily_script
+from tests.scans.runs import scan_daily, scan_daily_script
 from trading_pipeline.settings import get_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
@@ -29,7 +29,7 @@ CLIENTS, MAX_REQUESTS = 100, 20_000
 
 def test_100_clients_see_no_error_while_the_pipeline_writes(trading_home):
     from trading_api.keys import create_key
-    from trading_pipeline.ops_store import OpsStore
+    from trading_pipeline.trading.store import OpsStore
 
     settings = get_settings()
     scan_daily(SRC, date(2012, 9, 3), date(2013, 2, 20))

@@ -14,9 +14,10 @@ from datetime import date
 
 import pytest
 
-from tests.scans import scan_daily
+from tests.scans.runs import scan_daily
 from tests.stubs.alpaca_stub import AlpacaStub
-from trading_pipeline import runs, warehouse
+from trading_pipeline import runs
+from trading_pipeline.marketdata import warehouse
 from trading_pipeline.settings import get_settings
 
 pytestmark = [pytest.mark.timeout(400)]
@@ -47,7 +48,7 @@ def test_broker_outage_mid_batch_then_reconciled(trading_home, monkeypatch):
         stub.pass_next(3)
         stub.drop_next(100_000)
         first = runs.run_job("trade_signals", get_settings())
-        from trading_pipeline.ops_store import OpsStore
+        from trading_pipeline.trading.store import OpsStore
 
         store = OpsStore.from_settings(get_settings())
         recorded = store.list_orders(limit=1000)

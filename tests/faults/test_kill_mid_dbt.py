@@ -16,8 +16,9 @@ from datetime import date
 
 import pytest
 
-from tests.scans import scan_daily_script
-from trading_pipeline import runs, warehouse
+from tests.scans.runs import scan_daily_script
+from trading_pipeline import runs
+from trading_pipeline.marketdata import warehouse
 from trading_pipeline.settings import get_settings
 
 pytestmark = [pytest.mark.timeout(600)]

@@ -10,7 +10,7 @@ import pytest
 
 from trading_pipeline.defs import freshness
 from trading_pipeline.defs.resources import WarehouseResource
-from trading_pipeline.warehouse import upsert_bars, writer
+from trading_pipeline.marketdata.warehouse import upsert_bars, writer
 
 
 def _bars(sessions: list[date], symbol: str = "GOOG") -> pl.DataFrame:

@@ -20,11 +20,11 @@ from tests.api.support import build_warehouse
 from trading_api.keys import create_key
 from trading_api.main import create_app
 from trading_api.routers.metrics import MetricsMiddleware, install_metrics
-from trading_pipeline.brokers.base import OrderStatus, Side
-from trading_pipeline.ops_store import OpsStore
-from trading_pipeline.orders import Order
-from trading_pipeline.serving import publish_snapshot
+from trading_pipeline.serving.publish import publish_snapshot
 from trading_pipeline.settings import PROJECT_DIR, Settings
+from trading_pipeline.trading.brokers.base import OrderStatus, Side
+from trading_pipeline.trading.orders import Order
+from trading_pipeline.trading.store import OpsStore
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 import websockets
 
 from tests.api.support import ApiEnv, Server
-from tests.scans import scan_daily
-from trading_pipeline import warehouse
+from tests.scans.runs import scan_daily
+from trading_pipeline.marketdata import warehouse
 from trading_pipeline.settings import get_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -27,7 +27,7 @@ SRC = {"source": "sample", "synthetic_symbols": 3}
 
 def test_signals_from_a_dagster_scan_are_pushed_and_rest_never_fails(trading_home):
     from trading_api.keys import create_key
-    from trading_pipeline.ops_store import OpsStore
+    from trading_pipeline.trading.store import OpsStore
 
     settings = get_settings()
     scan_daily(SRC, date(2012, 9, 3), date(2013, 2, 26))  # history: a first snapshot exists

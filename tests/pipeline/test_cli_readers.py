@@ -19,9 +19,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.scans import scan_daily_script
-from trading_pipeline import warehouse
-from trading_pipeline.serving import publish_snapshot
+from tests.scans.runs import scan_daily_script
+from trading_pipeline.marketdata import warehouse
+from trading_pipeline.serving.publish import publish_snapshot
 
 pytestmark = [pytest.mark.timeout(900)]
 TRADING = [sys.executable, "-m", "trading_pipeline.cli.main"]
@@ -171,7 +171,7 @@ def test_readers_in_a_loop_never_fail_a_scan(tmp_path):
 
 
 def test_file_loaded_home_never_gets_the_sample(tmp_path):
-    from trading_pipeline.sources.synthetic import SyntheticBarSource
+    from trading_pipeline.marketdata.sources.synthetic import SyntheticBarSource
 
     home = tmp_path / "home"
     bars = SyntheticBarSource(["ACME"]).fetch_bars(None, date(2012, 3, 1), date(2013, 2, 22), "1d")

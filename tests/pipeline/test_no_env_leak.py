@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import date
 
-from tests.scans import scan_daily
+from tests.scans.runs import scan_daily
 
 
 def test_scan_does_not_leak_the_warehouse_path(trading_home):

@@ -7,9 +7,10 @@ from datetime import date
 import dagster as dg
 import pytest
 
-from tests.scans import scan_daily
-from trading_pipeline import runs, warehouse
+from tests.scans.runs import scan_daily
+from trading_pipeline import runs
 from trading_pipeline.defs.bars import CHECK_GROUPS, SESSIONS
+from trading_pipeline.marketdata import warehouse
 from trading_pipeline.settings import get_settings
 
 SRC = {"source": "sample", "synthetic_symbols": 20}  # as the demo: CRP (min_score 60) signals on TRADE_DAY

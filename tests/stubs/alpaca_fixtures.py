@@ -13,8 +13,8 @@ from decimal import Decimal
 import pytest
 
 from tests.stubs.alpaca_stub import AlpacaStub
-from trading_pipeline.brokers.alpaca import AlpacaBroker
-from trading_pipeline.sources.alpaca import AlpacaBarSource
+from trading_pipeline.marketdata.sources.alpaca import AlpacaBarSource
+from trading_pipeline.trading.brokers.alpaca import AlpacaBroker
 
 STUB_KEY = "stub-key"
 STUB_SECRET = "stub-secret"

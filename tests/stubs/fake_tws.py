@@ -804,6 +804,6 @@ def intraday_bars(
 
 
 def _frame(rows: list[tuple]) -> pl.DataFrame:
-    from trading_pipeline.bars import SOURCE_SCHEMA
+    from trading_pipeline.marketdata.bars import SOURCE_SCHEMA
 
     return pl.DataFrame(rows, schema=SOURCE_SCHEMA, orient="row")

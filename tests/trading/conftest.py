@@ -9,9 +9,9 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from trading_pipeline.brokers.paper import PaperBroker, PolarsBarFeed
-from trading_pipeline.ops_store import OpsStore
-from trading_pipeline.risk import RiskEngine, RiskLimits
+from trading_pipeline.trading.brokers.paper import PaperBroker, PolarsBarFeed
+from trading_pipeline.trading.risk import RiskEngine, RiskLimits
+from trading_pipeline.trading.store import OpsStore
 
 T0 = datetime(2024, 3, 4)  # a Monday; daily bars have ts at session-date midnight
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from trading_pipeline.brokers.base import (
+from trading_pipeline.trading.brokers.base import (
     BrokerError,
     BrokerOrder,
     OrderRequest,
@@ -17,8 +17,8 @@ from trading_pipeline.brokers.base import (
     OrderType,
     Side,
 )
-from trading_pipeline.brokers.paper import PaperBroker, PolarsBarFeed
-from trading_pipeline.execution import (
+from trading_pipeline.trading.brokers.paper import PaperBroker, PolarsBarFeed
+from trading_pipeline.trading.execution import (
     cancel_order,
     execute_signals,
     reconcile,
@@ -26,8 +26,8 @@ from trading_pipeline.execution import (
     submit_order,
     sync_open_orders,
 )
-from trading_pipeline.ops_store import paper_orders
-from trading_pipeline.sizing import Sizing
+from trading_pipeline.trading.sizing import Sizing
+from trading_pipeline.trading.store import paper_orders
 
 from .conftest import T0, daily_bars
 
@@ -152,7 +152,7 @@ def test_kill_switch_also_holds_back_recorded_orders(broker, store, risk_engine)
 
 
 def test_risk_rejection_is_recorded_on_the_order(broker, store, loose_limits) -> None:
-    from trading_pipeline.risk import RiskEngine
+    from trading_pipeline.trading.risk import RiskEngine
 
     eng = RiskEngine(loose_limits.model_copy(update={"max_order_notional": D(5000)}), store)
     res = run(broker, store, eng, sigs=signals(symbols=["AAA"]))
@@ -165,7 +165,7 @@ def test_risk_rejection_is_recorded_on_the_order(broker, store, loose_limits) ->
 def test_buying_power_holds_a_batch_of_signal_buys_to_the_cash(store, feed, clock, loose_limits) -> None:
     """Each order is 40% of equity, under every per-order limit; together the third would
     spend more than the cash: working buys and the broker's commission count."""
-    from trading_pipeline.risk import RiskEngine
+    from trading_pipeline.trading.risk import RiskEngine
 
     broker = PaperBroker(store, feed, account="acct", starting_cash=D(100000), clock=clock,
                          commission_per_share=D("0.01"), commission_min=D(1))

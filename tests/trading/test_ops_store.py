@@ -11,9 +11,9 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from trading_pipeline.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
-from trading_pipeline.ops_store import MIGRATIONS, OpsStore
-from trading_pipeline.orders import Order
+from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
+from trading_pipeline.trading.orders import Order
+from trading_pipeline.trading.store import MIGRATIONS, OpsStore
 
 D = Decimal
 T = datetime(2024, 3, 4, 15)
@@ -78,7 +78,7 @@ def test_orders_round_trip_with_history(store) -> None:
 def test_illegal_transition_leaves_store_unchanged(store) -> None:
     import pytest
 
-    from trading_pipeline.orders import IllegalTransition
+    from trading_pipeline.trading.orders import IllegalTransition
 
     store.insert_order(order())
     with pytest.raises(IllegalTransition):
@@ -162,9 +162,9 @@ WRITER = textwrap.dedent(
     import sys, time
     from decimal import Decimal as D
     from datetime import datetime
-    from trading_pipeline.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
-    from trading_pipeline.ops_store import OpsStore
-    from trading_pipeline.orders import Order
+    from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
+    from trading_pipeline.trading.store import OpsStore
+    from trading_pipeline.trading.orders import Order
 
     import faulthandler, pathlib
     faulthandler.dump_traceback_later(20, exit=True)  # a hang fails fast, showing where

@@ -16,7 +16,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from trading_pipeline.brokers.base import (
+from trading_pipeline.trading.brokers.base import (
     BrokerError,
     BrokerFill,
     BrokerOrder,
@@ -24,9 +24,9 @@ from trading_pipeline.brokers.base import (
     OrderStatus,
     Side,
 )
-from trading_pipeline.brokers.paper import PaperBroker
-from trading_pipeline.ops_store import paper_orders
-from trading_pipeline.orders import Order
+from trading_pipeline.trading.brokers.paper import PaperBroker
+from trading_pipeline.trading.orders import Order
+from trading_pipeline.trading.store import paper_orders
 
 from .conftest import T0
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from trading_pipeline.brokers.base import OrderStatus, OrderType, Side, TimeInForce
-from trading_pipeline.orders import TRANSITIONS, IllegalTransition, Order, client_order_id
+from trading_pipeline.trading.brokers.base import OrderStatus, OrderType, Side, TimeInForce
+from trading_pipeline.trading.orders import TRANSITIONS, IllegalTransition, Order, client_order_id
 
 S = OrderStatus
 

@@ -12,9 +12,9 @@ import typer
 from typer.testing import CliRunner
 
 from trading_pipeline.cli.orders_cmds import register
-from trading_pipeline.orders import utcnow
+from trading_pipeline.marketdata.warehouse import upsert_bars, writer
 from trading_pipeline.settings import get_settings
-from trading_pipeline.warehouse import upsert_bars, writer
+from trading_pipeline.trading.orders import utcnow
 
 from .conftest import daily_bars
 

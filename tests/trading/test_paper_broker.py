@@ -8,7 +8,8 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from trading_pipeline.brokers.base import (
+from trading_pipeline.marketdata.warehouse import upsert_bars, writer
+from trading_pipeline.trading.brokers.base import (
     BrokerError,
     OrderRequest,
     OrderStatus,
@@ -16,9 +17,8 @@ from trading_pipeline.brokers.base import (
     Side,
     TimeInForce,
 )
-from trading_pipeline.brokers.paper import DuckDBBarFeed, PaperBroker, PolarsBarFeed
-from trading_pipeline.ops_store import OpsStore
-from trading_pipeline.warehouse import upsert_bars, writer
+from trading_pipeline.trading.brokers.paper import DuckDBBarFeed, PaperBroker, PolarsBarFeed
+from trading_pipeline.trading.store import OpsStore
 
 from .conftest import T0, daily_bars
 
@@ -187,8 +187,8 @@ FILLER = """
 import sys
 from datetime import datetime
 import polars as pl
-from trading_pipeline.brokers.paper import PaperBroker, PolarsBarFeed
-from trading_pipeline.ops_store import OpsStore
+from trading_pipeline.trading.brokers.paper import PaperBroker, PolarsBarFeed
+from trading_pipeline.trading.store import OpsStore
 store = OpsStore(sys.argv[1])
 b = PaperBroker(store, PolarsBarFeed(pl.read_parquet(sys.argv[2])), account="acct", clock=lambda: datetime(2024, 3, 5))
 print(len(b.process_bars()))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from trading_pipeline.brokers.base import (
+from trading_pipeline.settings import PROJECT_DIR
+from trading_pipeline.trading.brokers.base import (
     BrokerFill,
     BrokerOrder,
     OrderRequest,
@@ -17,9 +18,8 @@ from trading_pipeline.brokers.base import (
     OrderType,
     Side,
 )
-from trading_pipeline.orders import Order
-from trading_pipeline.risk import RiskContext, RiskEngine, RiskLimits
-from trading_pipeline.settings import PROJECT_DIR
+from trading_pipeline.trading.orders import Order
+from trading_pipeline.trading.risk import RiskContext, RiskEngine, RiskLimits
 
 D = Decimal
 NOW = datetime(2024, 3, 4, 15, 0)

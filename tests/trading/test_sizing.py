@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from trading_pipeline.sizing import Sizing
+from trading_pipeline.trading.sizing import Sizing
 
 D = Decimal
 

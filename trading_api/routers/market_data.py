@@ -13,7 +13,7 @@ from trading_api.routers._params import QueryDateTime, field_error
 from trading_api.routers._query import snapshot_json
 from trading_api.schemas import AUTH_RESPONSES, Bar, ErrorDetail, MarketData, Series, SeriesList
 from trading_api.snapshot import clean
-from trading_pipeline.orders import to_naive_utc
+from trading_pipeline.trading.orders import to_naive_utc
 
 router = APIRouter(tags=["market data"], responses=AUTH_RESPONSES)
 

@@ -172,8 +172,8 @@ def ops_counts(state: AppState) -> tuple[dict[str, int], dict[str, int]]:
     """(orders by status with every status present, risk rejections by rule) from the ops store."""
     import sqlalchemy as sa
 
-    from trading_pipeline.brokers.base import OrderStatus
-    from trading_pipeline.ops_store import orders, risk_events
+    from trading_pipeline.trading.brokers.base import OrderStatus
+    from trading_pipeline.trading.store import orders, risk_events
 
     store = state.store()
     with store.reading() as conn:

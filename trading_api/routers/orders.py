@@ -150,16 +150,16 @@ def create_order(
         Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="Retry-safe: the same key returns the same order."),
     ] = None,
 ) -> Any:
-    from trading_pipeline.brokers.base import (
+    from trading_pipeline.trading.brokers.base import (
         BrokerError,
         OrderRequest,
         OrderType,
         Side,
         TimeInForce,
     )
-    from trading_pipeline.execution import submit_order
-    from trading_pipeline.orders import client_order_id, utcnow
-    from trading_pipeline.risk import RiskEngine
+    from trading_pipeline.trading.execution import submit_order
+    from trading_pipeline.trading.orders import client_order_id, utcnow
+    from trading_pipeline.trading.risk import RiskEngine
 
     symbol = body.symbol.upper()
     if body.order_type == "limit" and body.limit_price is None:
@@ -218,9 +218,9 @@ def create_order(
     summary="Cancel a working order",
 )
 def cancel(_key: ApiKeyRecord, state: State, store: Store, client_order_id: Annotated[str, Path(pattern=_COID)]) -> Order:
-    from trading_pipeline.brokers.base import BrokerError
-    from trading_pipeline.execution import cancel_order
-    from trading_pipeline.orders import IllegalTransition
+    from trading_pipeline.trading.brokers.base import BrokerError
+    from trading_pipeline.trading.execution import cancel_order
+    from trading_pipeline.trading.orders import IllegalTransition
 
     existing = store.get_order(client_order_id)
     if existing is None:

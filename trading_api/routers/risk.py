@@ -20,7 +20,7 @@ def risk(
     account: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._\-]{1,64}$")] = None,
     events: Annotated[int, Query(ge=0, le=1000, description="How many recent risk rejections to include.")] = 20,
 ) -> RiskStatus:
-    from trading_pipeline.risk import RiskContext, RiskEngine, RiskLimits
+    from trading_pipeline.trading.risk import RiskContext, RiskEngine, RiskLimits
 
     try:
         limits = RiskLimits.from_yaml(state.settings.risk_file)

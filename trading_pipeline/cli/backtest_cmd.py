@@ -60,8 +60,8 @@ def _summary_table(result: Any) -> Table:
 
 
 def _check_strategy(path: Path | str, strategy: str) -> None:
-    from trading_pipeline import warehouse as wh
-    from trading_pipeline.backtest import valid_strategies
+    from trading_pipeline.backtest.engine import valid_strategies
+    from trading_pipeline.marketdata import warehouse as wh
 
     con = wh.connect(path, read_only=True)
     try:
@@ -91,14 +91,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Replay stored signals: next-open fills, live sizing and risk rules, daily equity."""
         from trading_pipeline import runs
-        from trading_pipeline import warehouse as wh
-        from trading_pipeline.backtest import (
+        from trading_pipeline.backtest.engine import (
             BacktestError,
             load_stored,
             reporting_progress,
             run_backtest,
         )
-        from trading_pipeline.risk import RiskLimits
+        from trading_pipeline.marketdata import warehouse as wh
+        from trading_pipeline.trading.risk import RiskLimits
 
         settings = get_settings()
         path = settings.warehouse_path
@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
                         fail(str(exc), code=2)
 
         if report is not None:
-            from trading_pipeline.backtest_report import write_report
+            from trading_pipeline.backtest.report import write_report
 
             written = write_report(result, report)
             err_console.print(f"report written to {written}")

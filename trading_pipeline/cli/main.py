@@ -61,7 +61,7 @@ def ingest(
     import polars as pl
 
     from trading_pipeline import runs
-    from trading_pipeline.sources.files import BarFileError, discover, read_bar_file
+    from trading_pipeline.marketdata.sources.files import BarFileError, discover, read_bar_file
 
     settings = get_settings()
     try:
@@ -149,7 +149,7 @@ def _outside_loadable_range(dated: pl.DataFrame) -> tuple[str, str] | None:
 
     import polars as pl
 
-    from trading_pipeline.calendars import CALENDAR_START
+    from trading_pipeline.marketdata.calendars import CALENDAR_START
 
     first = date.fromisoformat(CALENDAR_START)
     today = datetime.now(UTC).date()
@@ -219,8 +219,8 @@ def _ingest_failed(result, summary: dict, failures: list[dict], *, stored: bool,
     e.g. because the bar suite failed on its own bars): then nothing from it is stored.
     A load only commits bars that passed the suite, so a check failing after the commit is
     about other stored bars of the loaded symbols in the loaded sessions."""
-    from trading_pipeline import quality, runs
-
+    from trading_pipeline import runs
+    from trading_pipeline.marketdata import quality
     lines = ["  " + ln for ln in quality.describe_failures(failures)]
     if failures and not stored:
         error = "the bars of this load fail the quality checks"
@@ -279,15 +279,14 @@ def _materialization_metadata(result) -> dict:
 
 
 def _reads_snapshot(settings, live: bool = False) -> bool:
-    from trading_pipeline import warehouse
-
+    from trading_pipeline.marketdata import warehouse
     return warehouse.is_file(settings.warehouse_path) and not live
 
 
 def _open_reader(settings, live: bool = False):
     """(read-only connection, what it reads) for the CLI's readers, or a clear error (exit 1)."""
-    from trading_pipeline import serving, warehouse
-
+    from trading_pipeline.marketdata import warehouse
+    from trading_pipeline.serving import publish as serving
     if _reads_snapshot(settings, live):
         try:
             return serving.open_snapshot(settings.serving_dir), "snapshot"
@@ -304,8 +303,8 @@ def _open_reader(settings, live: bool = False):
 
 
 def _relations(con, what: str) -> set[str]:
-    from trading_pipeline import serving, warehouse
-
+    from trading_pipeline.marketdata import warehouse
+    from trading_pipeline.serving import publish as serving
     if what == "snapshot":
         return serving.snapshot_tables(con)
     return {r[0] for r in warehouse.fetch_frame(
@@ -317,8 +316,8 @@ def status(json_out: JsonOpt = False) -> None:
     """Bars per timeframe (symbols, date ranges), the last run (dead if its process is gone),
     failed checks, and whether the marts are out of date. Reads the published snapshot and
     Dagster's run records; never waits on a running scan."""
-    from trading_pipeline import run_state, warehouse
-
+    from trading_pipeline import run_state
+    from trading_pipeline.marketdata import warehouse
     settings = get_settings()
     info: dict = {"home": str(settings.home), "warehouse": str(settings.warehouse_path)}
     published = (settings.serving_dir / "serving.duckdb").exists()
@@ -445,8 +444,7 @@ def _latest_session(settings, intraday: bool) -> date | None:
 def _home_facts(settings) -> dict:
     """What the published snapshot says about the home: symbols (with calendars), stored
     sessions, bar source labels. Empty when nothing is published."""
-    from trading_pipeline import serving
-
+    from trading_pipeline.serving import publish as serving
     facts: dict = {"symbols": {}, "labels": [], "last_daily": None, "last_intraday": None,
                    "first_daily": None, "first_intraday": None}
     try:
@@ -469,8 +467,7 @@ def _home_facts(settings) -> dict:
 
 def _stored_sessions(settings, session: date, intraday: bool, symbol: str | None) -> tuple[bool, date | None, date | None]:
     """(bars stored on ``session``, the stored session before it, the one after) from the snapshot."""
-    from trading_pipeline import serving
-
+    from trading_pipeline.serving import publish as serving
     table = "raw.bars_intraday" if intraday else "raw.bars_daily"
     try:
         con = serving.open_snapshot(settings.serving_dir)
@@ -504,9 +501,9 @@ def _scan_refusal(settings, session: date, symbol: str | None, intraday: bool) -
     the source nor the home knows."""
     from datetime import UTC, datetime, timedelta
 
-    from trading_pipeline import calendars
-    from trading_pipeline.sources import sample
-    from trading_pipeline.sources.registry import home_source
+    from trading_pipeline.marketdata import calendars
+    from trading_pipeline.marketdata.sources import sample
+    from trading_pipeline.marketdata.sources.registry import home_source
 
     facts = _home_facts(settings)
     source, why = home_source(settings, facts["labels"])
@@ -578,8 +575,7 @@ def _scan_refusal(settings, session: date, symbol: str | None, intraday: bool) -
 def _session_signals(settings, session: date, symbol: str | None, intraday: bool) -> pl.DataFrame:
     import polars as pl
 
-    from trading_pipeline import warehouse
-
+    from trading_pipeline.marketdata import warehouse
     con, _ = _open_reader(settings)
     try:
         if "marts.signals" not in _relations(con, "snapshot" if _reads_snapshot(settings) else "warehouse"):
@@ -635,7 +631,6 @@ def scan(
     if error:
         refuse(error, hint)
     from trading_pipeline import runs
-
     op = "raw__bars_intraday" if intraday else "raw__bars_daily"
     if source is None:  # a file-loaded home: scan its stored bars, fetch nothing
         job, run_config, partition = ("scan_intraday_stored" if intraday else "scan_daily_stored"), None, None
@@ -677,7 +672,7 @@ def rules(
     """List the scans in the rules file and validate it (exit 2 with the problem if invalid)."""
     import polars as pl
 
-    from trading_pipeline.rules import RulesError, dbt_vars, load_rules
+    from trading_pipeline.scans.rules import RulesError, dbt_vars, load_rules
 
     settings = get_settings()
     path = path or settings.rules_file
@@ -726,7 +721,7 @@ def demo(
     → scan → the paper broker fills the orders at the next open → portfolio and P&L.
     """
     from trading_pipeline import runs
-    from trading_pipeline.sources import sample
+    from trading_pipeline.marketdata.sources import sample
 
     settings = get_settings()
     try:
@@ -793,8 +788,8 @@ def demo(
 
 
 def _demo_result(settings) -> dict:
-    from trading_pipeline import warehouse
-    from trading_pipeline.ops_store import OpsStore
+    from trading_pipeline.marketdata import warehouse
+    from trading_pipeline.trading.store import OpsStore
 
     con = warehouse.connect(settings.warehouse_path, read_only=True)
     try:

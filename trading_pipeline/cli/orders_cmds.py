@@ -29,13 +29,13 @@ class KillSwitchAction(StrEnum):
 
 
 def _store(settings: Settings) -> Any:
-    from trading_pipeline.ops_store import OpsStore
+    from trading_pipeline.trading.store import OpsStore
 
     return OpsStore.from_settings(settings)
 
 
 def _feed(settings: Settings) -> Any:
-    from trading_pipeline.brokers.paper import DuckDBBarFeed
+    from trading_pipeline.trading.brokers.paper import DuckDBBarFeed
 
     return DuckDBBarFeed(settings.warehouse_path, timeframe="1d")
 
@@ -43,26 +43,25 @@ def _feed(settings: Settings) -> Any:
 def make_broker(settings: Settings, store: Any, account: str) -> Any:
     """The broker TRADING_BROKER names; paper keeps its book in the same ops store."""
     if settings.broker == "paper":
-        from trading_pipeline.brokers.paper import PaperBroker, paper_clock
+        from trading_pipeline.trading.brokers.paper import PaperBroker, paper_clock
 
         feed = _feed(settings)
         return PaperBroker(store, feed, account=account, clock=paper_clock(settings, feed))
     if settings.broker == "alpaca":
-        from trading_pipeline.brokers.alpaca import AlpacaBroker
+        from trading_pipeline.trading.brokers.alpaca import AlpacaBroker
 
         return AlpacaBroker.from_settings(settings)
-    from trading_pipeline.brokers.ib import IBBroker
+    from trading_pipeline.trading.brokers.ib import IBBroker
 
     return IBBroker.from_settings(settings)
 
 
 def last_prices(settings: Settings, symbols: list[str]) -> dict[str, Decimal]:
     """Last daily closes from the warehouse; empty when there is no warehouse yet."""
-    from trading_pipeline import warehouse
-
+    from trading_pipeline.marketdata import warehouse
     if not warehouse.exists(settings.warehouse_path) or not symbols:
         return {}
-    from trading_pipeline.execution import prices_from_feed
+    from trading_pipeline.trading.execution import prices_from_feed
 
     return prices_from_feed(_feed(settings), symbols)
 
@@ -101,8 +100,8 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Orders in the ops store, newest first, with their status and reason."""
-        from trading_pipeline.brokers.base import OrderStatus
-        from trading_pipeline.orders import OPEN_STATUSES
+        from trading_pipeline.trading.brokers.base import OrderStatus
+        from trading_pipeline.trading.orders import OPEN_STATUSES
 
         statuses: list[str] | None = None
         if status:
@@ -202,16 +201,16 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Submit one order through the risk engine and the ops store to the broker."""
-        from trading_pipeline.brokers.base import (
+        from trading_pipeline.trading.brokers.base import (
             BrokerError,
             OrderRequest,
             OrderType,
             Side,
             TimeInForce,
         )
-        from trading_pipeline.execution import submit_order
-        from trading_pipeline.orders import client_order_id, utcnow
-        from trading_pipeline.risk import RiskEngine
+        from trading_pipeline.trading.execution import submit_order
+        from trading_pipeline.trading.orders import client_order_id, utcnow
+        from trading_pipeline.trading.risk import RiskEngine
 
         if side.lower() not in ("buy", "sell"):
             fail(f"side must be buy or sell, got {side!r}", code=2)
@@ -249,9 +248,9 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Cancel a working order at the broker and record it."""
-        from trading_pipeline.brokers.base import BrokerError
-        from trading_pipeline.execution import cancel_order
-        from trading_pipeline.orders import IllegalTransition
+        from trading_pipeline.trading.brokers.base import BrokerError
+        from trading_pipeline.trading.execution import cancel_order
+        from trading_pipeline.trading.orders import IllegalTransition
 
         settings = get_settings()
         store = _store(settings)
@@ -270,7 +269,7 @@ def register(app: typer.Typer) -> None:
     @order_app.command("sync")
     def sync_cmd(account: AccountOpt = DEFAULT_ACCOUNT, json_out: JsonOpt = False) -> None:
         """Advance the paper broker against new bars, pull fills into the store, and reconcile."""
-        from trading_pipeline.execution import reconcile, sync_open_orders
+        from trading_pipeline.trading.execution import reconcile, sync_open_orders
 
         settings = get_settings()
         store = _store(settings)

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 
-from trading_pipeline import warehouse as wh
 from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.marketdata import warehouse as wh
 
 POOL = "duckdb_writer"
 
@@ -88,9 +88,9 @@ def store_result(con, result, dagster_run_id: str = "") -> dict[str, int]:
     "paper fill model; store trades, equity and metrics in marts.backtest_*.",
 )
 def run_backtest_op(context: dg.OpExecutionContext, config: BacktestRunConfig, warehouse: WarehouseResource) -> dict:
-    from trading_pipeline.backtest import run_backtest
-    from trading_pipeline.risk import RiskLimits
+    from trading_pipeline.backtest.engine import run_backtest
     from trading_pipeline.settings import get_settings
+    from trading_pipeline.trading.risk import RiskLimits
 
     path = warehouse.resolved_path()
     result = run_backtest(

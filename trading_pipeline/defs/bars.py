@@ -13,13 +13,19 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
 )
 
-from trading_pipeline import quality, warehouse
-from trading_pipeline.bars import INTRADAY_TIMEFRAMES
 from trading_pipeline.defs.resources import WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging
-from trading_pipeline.ingest import Batch, IngestResult, LoadCheckError, ingest, known_symbols
+from trading_pipeline.marketdata import quality, warehouse
+from trading_pipeline.marketdata.bars import INTRADAY_TIMEFRAMES
+from trading_pipeline.marketdata.ingest import (
+    Batch,
+    IngestResult,
+    LoadCheckError,
+    ingest,
+    known_symbols,
+)
+from trading_pipeline.marketdata.sources.registry import make_source
 from trading_pipeline.settings import get_settings
-from trading_pipeline.sources.registry import make_source
 
 SESSIONS = dg.TimeWindowPartitionsDefinition(
     cron_schedule="0 0 * * 1-5", start="2000-01-03", fmt="%Y-%m-%d", timezone="UTC", end_offset=1

@@ -13,9 +13,9 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-from trading_pipeline import warehouse as wh
-from trading_pipeline.dbt_runner import dbt_env, dbt_executable, vars_json, warehouse_for_dbt
 from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.marketdata import warehouse as wh
+from trading_pipeline.scans.dbt_runner import dbt_env, dbt_executable, vars_json, warehouse_for_dbt
 from trading_pipeline.settings import DBT_PROJECT_DIR, get_settings
 
 POOL = "duckdb_writer"

@@ -23,9 +23,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from trading_pipeline import calendars, warehouse
 from trading_pipeline.defs.resources import WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging, with_run_logging
+from trading_pipeline.marketdata import calendars, warehouse
 from trading_pipeline.settings import get_settings
 
 POOL = "duckdb_writer"

@@ -16,9 +16,9 @@ from decimal import Decimal
 import dagster as dg
 import polars as pl
 
-from trading_pipeline import warehouse as wh
 from trading_pipeline.defs.resources import WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging, with_run_logging
+from trading_pipeline.marketdata import warehouse as wh
 from trading_pipeline.settings import Settings, get_settings
 
 POOL = "duckdb_writer"
@@ -57,11 +57,11 @@ def _market_time(con, timeframe: str) -> datetime | None:
 
 def open_book(settings: Settings, account: str, market_time: datetime | None) -> Book:
     from trading_pipeline.cli.orders_cmds import make_broker
-    from trading_pipeline.ops_store import OpsStore
+    from trading_pipeline.trading.store import OpsStore
 
     store = OpsStore.from_settings(settings)
     if settings.broker == "paper":
-        from trading_pipeline.brokers.paper import DuckDBBarFeed, PaperBroker
+        from trading_pipeline.trading.brokers.paper import DuckDBBarFeed, PaperBroker
 
         clock = (lambda: market_time) if market_time is not None else None
         kwargs = {"clock": clock} if clock else {}
@@ -119,7 +119,7 @@ def _mirror(con, store) -> dict[str, int]:
 
 def _mark_close(store, prices: dict[str, Decimal], now: datetime) -> None:
     """Each account's equity at this session's close, in the ops store: tomorrow's daily loss
-    limit measures from it (trading_pipeline/risk.py)."""
+    limit measures from it (trading_pipeline/trading/risk.py)."""
     for account in store.list_accounts():
         pf = store.portfolio(account)
         store.record_equity_mark(account, now.date(), pf.equity(prices), pf.unrealized_pnl(prices), now)
@@ -156,9 +156,9 @@ def _portfolio_daily(con, store, session: str, prices: dict[str, Decimal]) -> in
     "plus ops.portfolio_daily (cash, equity, P&L per account and session).",
 )
 def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: WarehouseResource):
-    from trading_pipeline.execution import execute_signals, sync_open_orders
-    from trading_pipeline.risk import RiskEngine
-    from trading_pipeline.sizing import Sizing
+    from trading_pipeline.trading.execution import execute_signals, sync_open_orders
+    from trading_pipeline.trading.risk import RiskEngine
+    from trading_pipeline.trading.sizing import Sizing
 
     settings = get_settings()
     account = config.account or settings.account
@@ -206,7 +206,7 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
 
 @dg.asset_check(asset=ORDERS, name="reconciliation", description="Broker positions and open orders equal the ops store's.")
 def reconciliation(context: dg.AssetCheckExecutionContext):
-    from trading_pipeline.execution import reconcile
+    from trading_pipeline.trading.execution import reconcile
 
     settings = get_settings()
     con = wh.connect(settings.warehouse_path, read_only=True) if wh.exists(settings.warehouse_path) else None

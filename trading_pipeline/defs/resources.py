@@ -5,8 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from trading_pipeline.marketdata.warehouse import location
 from trading_pipeline.settings import Settings, get_settings
-from trading_pipeline.warehouse import location
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from trading_pipeline import calendars
 from trading_pipeline.defs.bars import DAILY, FRESHNESS, INTRADAY, SESSIONS
 from trading_pipeline.defs.run_logs import run_logging, with_run_logging
+from trading_pipeline.marketdata import calendars
 from trading_pipeline.settings import get_settings
 
 ORDERS = dg.AssetKey(["ops", "orders"])
@@ -59,7 +59,7 @@ scan_intraday_stored_job = dg.define_asset_job(
 
 
 def _scheduled_source() -> tuple[str | None, str]:
-    from trading_pipeline.sources.registry import home_source, stored_labels
+    from trading_pipeline.marketdata.sources.registry import home_source, stored_labels
 
     settings = get_settings()
     return home_source(settings, stored_labels(settings))

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from trading_pipeline import warehouse as wh
 from trading_pipeline.defs.resources import WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging
+from trading_pipeline.marketdata import warehouse as wh
 from trading_pipeline.settings import get_settings
 
 POOL = "duckdb_writer"
@@ -22,7 +22,7 @@ SNAPSHOT = dg.AssetKey(["serving", "snapshot"])
     "(new file, then os.replace) after each scan; the API reopens it when it changes.",
 )
 def serving_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    from trading_pipeline.serving import publish_snapshot_detailed
+    from trading_pipeline.serving.publish import publish_snapshot_detailed
 
     settings = get_settings()
     with wh.writer(warehouse.resolved_path()) as con:

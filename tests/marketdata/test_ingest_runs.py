@@ -1,0 +1,441 @@
+"""Bars reach the warehouse only through real Dagster runs, idempotently and atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, datetime
+
+import dagster as dg
+import pytest
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from typer.testing import CliRunner
+
+from trading_pipeline import runs
+from trading_pipeline.cli.main import app
+from trading_pipeline.defs.bars import CHECK_GROUPS, DAILY, SESSIONS
+from trading_pipeline.marketdata import warehouse
+from trading_pipeline.settings import get_settings
+
+GOOD = "Date,Open,High,Low,Close,Volume\n2013-02-27,794.8,804.8,791.1,799.8,2522000\n2013-02-28,801.1,806.2,799.0,801.2,2265800\n2013-03-01,797.8,807.1,796.2,806.2,2175400\n"
+runner = CliRunner()
+# the session partitions of ingest_file's range (2013-02-25 .. 2013-03-08): ten weekdays
+RANGE_KEYS = SESSIONS.get_partition_keys_in_range(dg.PartitionKeyRange("2013-02-25", "2013-03-08"))
+
+
+def table(sql):
+    con = warehouse.connect(get_settings().warehouse_path, read_only=True)
+    try:
+        return warehouse.fetch_frame(con, sql)
+    finally:
+        con.close()
+
+
+def ingest_file(path, **cfg):
+    return runs.run_job(
+        "ingest_daily_bars", get_settings(),
+        run_config={"ops": {"raw__bars_daily": {"config": {"source": "files", "path": str(path), **cfg}}}},
+        start=date(2013, 2, 25), end=date(2013, 3, 8),
+    )
+
+
+def test_ingest_twice_changes_nothing(trading_home, tmp_path):
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD)
+    r1 = ingest_file(f)
+    assert r1.success
+    first = table("SELECT symbol, ts, open, high, low, close, volume, session_date FROM raw.bars_daily ORDER BY ts")
+    assert first.height == 3
+    assert table("SELECT symbol, exchange, calendar FROM raw.symbols").rows() == [("GOOG", "XNYS", "XNYS")]
+    r2 = ingest_file(f)
+    assert r2.success
+    assert table("SELECT symbol, ts, open, high, low, close, volume, session_date FROM raw.bars_daily ORDER BY ts").equals(first)
+    # the run is recorded in the instance under TRADING_HOME, with all seven checks passing
+    # for each session of the range (the checks are partitioned like the asset)
+    evals = r2.get_asset_check_evaluations()
+    assert sorted((e.check_name, e.partition) for e in evals) == sorted(
+        (c, k) for c in CHECK_GROUPS for k in RANGE_KEYS
+    )
+    assert all(e.passed for e in evals)
+    inst = runs.instance(get_settings())
+    assert {r.run_id for r in inst.get_runs()} >= {r1.run_id, r2.run_id}
+
+
+def test_bad_rows_rejected_with_reason_good_rows_loaded(trading_home, tmp_path):
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD + "2013-03-04,800,790,795,805,100\n2013-03-05,abc,810,795,805,100\n")
+    assert ingest_file(f).success
+    assert table("SELECT count(*) AS n FROM raw.bars_daily")["n"][0] == 3
+    rej = table("SELECT source, row_number, rule, reason, run_id FROM raw.bars_rejected ORDER BY row_number")
+    assert rej["row_number"].to_list() == [5, 6]
+    assert rej["rule"].to_list() == ["high_low", "type"]
+    assert rej["source"].to_list() == ["GOOG.csv", "GOOG.csv"]
+    assert rej["run_id"][0]
+
+
+def test_failed_load_leaves_warehouse_exactly_as_before(trading_home, tmp_path):
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "GOOG.csv").write_text(GOOD)
+    assert ingest_file(good).success
+    before = table("SELECT * EXCLUDE (ingested_at) FROM raw.bars_daily ORDER BY ts")
+    # a folder where one file is fine (and would change prices) and one is half-written
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "GOOG.csv").write_text(GOOD.replace("806.2,2175400", "999.0,1"))
+    (mixed / "MSFT.csv").write_text(GOOD + "2013-03-04,27.8,2")
+    result = ingest_file(mixed)
+    assert not result.success
+    assert "MSFT.csv, row 5" in runs.failure_message(result)
+    assert table("SELECT * EXCLUDE (ingested_at) FROM raw.bars_daily ORDER BY ts").equals(before)
+    assert table("SELECT count(*) AS n FROM raw.symbols")["n"][0] == 1
+
+
+def check_executions(run_id: str) -> dict[tuple[str, str, str | None], str]:
+    """Every row of Dagster's asset_check_executions for the run, (asset, check, partition)
+    -> status, for every check the code location defines."""
+    inst = runs.instance(get_settings())
+    out = {}
+    for key in runs.definitions().resolve_asset_graph().asset_check_keys:
+        for rec in inst.event_log_storage.get_asset_check_execution_history(key, limit=10_000):
+            if rec.run_id == run_id:
+                out[(key.asset_key.to_user_string(), key.name, rec.partition)] = rec.status.value
+    return out
+
+
+def test_range_run_resolves_every_planned_check_execution(trading_home, tmp_path):
+    """Regression: a run over a range of sessions left one PLANNED row per check and session
+    in Dagster's asset_check_executions, never resolved (the UI lists them as skipped
+    executions), while the results went to rows of their own without a partition. Now the
+    checks are partitioned like the asset and each planned execution is resolved."""
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD)
+    result = ingest_file(f)
+    assert result.success
+    rows = check_executions(result.run_id)
+    assert rows == {("raw/bars_daily", c, k): "SUCCEEDED" for c in CHECK_GROUPS for k in RANGE_KEYS}
+    # nothing PLANNED anywhere in the instance
+    inst = runs.instance(get_settings())
+    planned = [
+        (key, rec.partition)
+        for key in runs.definitions().resolve_asset_graph().asset_check_keys
+        for rec in inst.event_log_storage.get_asset_check_execution_history(
+            key, limit=10_000, status={AssetCheckExecutionRecordStatus.PLANNED})
+    ]
+    assert planned == []
+    # what the UI shows per partition (Dagster's asset check state): every session passed,
+    # each result about that session's latest materialization (made by this run)
+    assert {e.partition for e in result.get_asset_materialization_events()} == set(RANGE_KEYS)
+    for name in CHECK_GROUPS:
+        key = dg.AssetCheckKey(DAILY, name)
+        state = inst.event_log_storage.get_asset_check_state([(key, SESSIONS)])[key]
+        shown = {s.value: set(sub.subset_value.get_partition_keys())
+                 for s, sub in state.subsets.items() if not sub.is_empty}
+        assert shown == {"SUCCEEDED": set(RANGE_KEYS)}, name
+        for rec in inst.event_log_storage.get_asset_check_execution_history(key, limit=100):
+            target = rec.evaluation.target_materialization_data
+            assert target.run_id == result.run_id
+            assert target.storage_id == inst.fetch_materializations(
+                dg.AssetRecordsFilter(DAILY, asset_partitions=[rec.partition]), limit=1
+            ).records[0].storage_id
+
+
+def test_stored_bad_bars_fail_blocking_checks(trading_home, tmp_path):
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD)
+    assert ingest_file(f).success
+    # a bar that bypassed ingest (a manual INSERT): high below low, on a Saturday
+    con = warehouse.connect(get_settings().warehouse_path)
+    con.execute("""INSERT INTO raw.bars_daily VALUES ('GOOG','1d','2013-03-02','2013-03-02',1,0.5,2,1,1,'manual',now())""")
+    con.close()
+    result = ingest_file(f)
+    assert not result.success  # blocking: the check step fails the run
+    failed = set(runs.failed_checks(result))
+    assert failed == {"raw/bars_daily:high_low_consistent", "raw/bars_daily:in_session"}
+    # recorded per session: FAILED for the one the bar is in (a Saturday: Friday's partition,
+    # 2013-03-01), passed for the others; nothing left PLANNED
+    rows = check_executions(result.run_id)
+    bad = {(c, "2013-03-01") for c in ("high_low_consistent", "in_session")}
+    assert rows == {("raw/bars_daily", c, k): "FAILED" if (c, k) in bad else "SUCCEEDED"
+                    for c in CHECK_GROUPS for k in RANGE_KEYS}
+    ev = next(e for e in result.get_asset_check_evaluations()
+              if e.check_name == "high_low_consistent" and e.partition == "2013-03-01")
+    assert not ev.passed and ev.blocking
+    assert {b for x in ev.metadata["failures"].value for b in x["bars"]} == {"GOOG 1d 2013-03-02 00:00:00"}
+    # `trading status` reports both, once each
+    status = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert sorted(status["failed_checks"]) == sorted(failed)
+
+
+def test_cli_ingest_json_and_status(trading_home, tmp_path):
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD + "2013-03-04,800,790,795,805,100\n")
+    res = runner.invoke(app, ["ingest", str(f), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["loaded"] == 3 and out["rejected"] == 1 and out["rejected_by_rule"] == {"high_low": 1}
+    status = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert status["bars"][0]["bars"] == 3 and status["symbols"] == 1
+    assert status["last_run"]["status"] == "SUCCESS" and status["failed_checks"] == []
+    rows = json.loads(runner.invoke(app, ["sql", "SELECT symbol, count(*) AS n FROM raw.bars GROUP BY 1", "--json"]).stdout)
+    assert rows == [{"symbol": "GOOG", "n": 3}]
+    csv = runner.invoke(app, ["sql", "SELECT symbol FROM raw.symbols", "--csv"]).stdout
+    assert csv.splitlines() == ["symbol", "GOOG"]
+
+
+def test_cli_sql_is_read_only_and_errors_are_clear(trading_home, tmp_path):
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD)
+    assert runner.invoke(app, ["ingest", str(f)]).exit_code == 0
+    res = runner.invoke(app, ["sql", "DELETE FROM raw.bars_daily"])
+    assert res.exit_code == 2 and "read-only" in res.output.lower()
+    assert table("SELECT count(*) AS n FROM raw.bars_daily")["n"][0] == 3
+
+
+def test_cli_ingest_bad_file_exit_code_and_message(trading_home, tmp_path):
+    f = tmp_path / "GOOG.csv"
+    f.write_text("Date,Open,High,Low,Close\n2013-03-01,1,2,0.5,1.5\n")
+    res = runner.invoke(app, ["ingest", str(f)])
+    assert res.exit_code == 2
+    assert "missing column(s): volume" in res.output and "nothing was loaded" in res.output
+
+
+def _big_parquet(path, n_symbols, sessions):
+    """Valid daily bars for many symbols over a few sessions (few partitions, many rows)."""
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(7)
+    n = n_symbols * len(sessions)
+    close = rng.uniform(20, 200, n)
+    pl.DataFrame({
+        "symbol": np.repeat([f"K{i:05d}" for i in range(n_symbols)], len(sessions)),
+        "date": np.tile(np.array(sessions, dtype="datetime64[D]"), n_symbols),
+        "open": close, "high": close * 1.01, "low": close * 0.99, "close": close,
+        "volume": rng.integers(1000, 100000, n).astype(float),
+    }).write_parquet(path)
+    return n
+
+
+@pytest.mark.slow
+def test_kill_9_mid_load_leaves_warehouse_consistent(trading_home, tmp_path):
+    """`trading ingest` killed with SIGKILL while it writes is rolled back; the re-run completes."""
+    from trading_pipeline.marketdata.calendars import session_dates
+
+    env = {**os.environ, "TRADING_HOME": str(trading_home)}
+    trading = [sys.executable, "-m", "trading_pipeline.cli.main"]
+    small = tmp_path / "GOOG.csv"
+    small.write_text(GOOD)
+    subprocess.run([*trading, "ingest", str(small)], env=env, check=True, timeout=300, capture_output=True)
+    before = table("SELECT count(*) AS n, sum(close) AS s FROM raw.bars_daily").row(0)
+    assert before[0] == 3
+
+    big = tmp_path / "big.parquet"
+    n = _big_parquet(big, 12_000, session_dates("XNYS", date(2023, 1, 3), date(2023, 1, 31)))
+    # DuckDB writes big inserts straight into the database file before the commit, so the
+    # file growing marks the write phase
+    db = get_settings().warehouse_path
+    size0 = db.stat().st_size
+    proc = subprocess.Popen([*trading, "ingest", str(big)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.stat().st_size > size0 + 2_000_000:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the load finished before it could be killed; make it bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert table("SELECT count(*) AS n, sum(close) AS s FROM raw.bars_daily").row(0) == before
+    assert table("SELECT count(*) AS n FROM raw.symbols")["n"][0] == 1
+
+    done = subprocess.run([*trading, "ingest", str(big), "--json"], env=env, timeout=600, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["loaded"] == n
+    after = table("SELECT count(*) AS n, count(DISTINCT (symbol, ts)) AS k FROM raw.bars_daily").row(0)
+    assert after == (n + 3, n + 3)
+    # the killed run was reaped: marked failed, its duckdb_writer pool slot freed
+    import dagster as dg
+
+    inst = runs.instance(get_settings())
+    assert not inst.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert len(inst.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))) == 1
+
+
+ORCL = "Date,Open,High,Low,Close,Volume\n2013-02-27,30,31,29,30.5,100000\n2013-02-28,30,31,29,30.5,100000\n"
+
+
+def _trading(home, *args, timeout=300):
+    env = {**os.environ, "TRADING_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "trading_pipeline.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_clean_file_loads_after_symbols_of_another_calendar(trading_home, tmp_path):
+    """Issue 20.1: a clean file failed in_session after a scan had stored symbols of another
+    calendar (GOOG on XNAS beside XNYS symbols): the check compared session dates by row
+    position while they were computed calendar by calendar."""
+    goog, orcl = tmp_path / "GOOG.csv", tmp_path / "ORCL.csv"
+    goog.write_text(GOOD)
+    orcl.write_text(ORCL)
+    assert _trading(trading_home, "ingest", str(goog), "--exchange", "XNAS").returncode == 0
+    res = _trading(trading_home, "ingest", str(orcl), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["loaded"] == 2
+    assert table("SELECT symbol, count(*) AS n FROM raw.bars_daily GROUP BY 1 ORDER BY 1").rows() == [
+        ("GOOG", 3), ("ORCL", 2)]
+
+
+def _bad_bar(symbol, ts):
+    """A bar written another way (a manual INSERT, not a load): high below low."""
+    con = warehouse.connect(get_settings().warehouse_path)
+    con.execute(f"INSERT INTO raw.bars_daily VALUES ('{symbol}','1d','{ts}','{ts[:10]}',1,0.5,2,1,1,'manual',now())")
+    con.close()
+
+
+def test_checks_judge_the_symbols_the_load_wrote_not_others_in_its_sessions(trading_home, tmp_path):
+    """Issue 20.1: after a scan, a clean ORCL file failed its checks on bars of other symbols
+    (SYN...) stored in the same sessions. A load's checks judge what it wrote: the stored bars
+    of its symbols in its sessions."""
+    orcl = tmp_path / "ORCL.csv"
+    orcl.write_text(ORCL)
+    assert _trading(trading_home, "ingest", str(orcl)).returncode == 0
+    _bad_bar("ZZZZ", "2013-02-28")  # another symbol, same session
+    res = _trading(trading_home, "ingest", str(orcl), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["loaded"] == 2 and out["runs"][0]["failed_checks"] == []
+    inst = runs.instance(get_settings())
+    evals = [rec.evaluation for key in runs.definitions().resolve_asset_graph().asset_check_keys
+             for rec in inst.event_log_storage.get_asset_check_execution_history(key, limit=100)
+             if rec.run_id == out["runs"][0]["run_id"]]
+    assert evals and all(e.passed for e in evals)
+    assert {e.metadata["scope"].value for e in evals} == {"symbols loaded by this run"}
+    assert sum(e.metadata["rows_checked"].value for e in evals if e.check_name == "in_session") == 2
+    # a run of the checks alone (no load) still judges every stored bar of the session
+    job = runs.definitions().resolve_job_def("ingest_daily_bars")
+    only_checks = job.get_subset(asset_selection=set(), asset_check_selection={
+        dg.AssetCheckKey(DAILY, c) for c in CHECK_GROUPS})
+    alone = only_checks.execute_in_process(instance=inst, partition_key="2013-02-28", raise_on_error=False)
+    assert not alone.success
+    assert runs.failed_checks(alone) == ["raw/bars_daily:high_low_consistent"]
+    assert table("SELECT symbol, count(*) AS n FROM raw.bars_daily GROUP BY 1 ORDER BY 1").rows() == [
+        ("ORCL", 2), ("ZZZZ", 1)]
+
+
+def test_failed_check_says_which_rule_symbols_and_sessions_and_what_was_stored(trading_home, tmp_path):
+    """A failed check prints one line per rule (symbols, sessions, rows), no Dagster log lines
+    or stack traces, and a hint that is true: the clean file's bars were stored (and checked
+    before their commit); the failing bar was stored another way."""
+    orcl = tmp_path / "ORCL.csv"
+    orcl.write_text(ORCL)
+    assert _trading(trading_home, "ingest", str(orcl)).returncode == 0
+    _bad_bar("ORCL", "2013-02-28 12:00:00")  # in a loaded session, not a bar the file has
+    res = _trading(trading_home, "ingest", str(orcl))
+    assert res.returncode == 1
+    err = res.stderr
+    assert "Stack Trace" not in err and "dagster_event" not in err and "Traceback" not in err, err
+    lines = [ln.strip() for ln in err.splitlines() if ln.startswith("  ") and "row(s);" in ln]
+    rules = {ln.split(":", 1)[0]: ln for ln in lines}
+    assert set(rules) == {"high_low_consistent"}, err
+    line = rules["high_low_consistent"]
+    assert "1 row(s)" in line and "symbols ORCL;" in line and "sessions 2013-02-28" in line, line
+    assert "ORCL 1d 2013-02-28 12:00:00" in line
+    assert "unchanged" not in err and "2 bar(s) from this load are stored and passed" in err
+    out = json.loads(_trading(trading_home, "ingest", str(orcl), "--json").stdout)
+    assert out["loaded"] == 2 and out["stored"] is True and out["error"] == "quality checks failed"
+    assert [f["check"] for f in out["runs"][0]["check_failures"]] == ["high_low_consistent"]
+    assert table("SELECT count(*) AS n FROM raw.bars_daily WHERE symbol = 'ORCL'")["n"][0] == 3
+
+
+def test_a_load_commits_only_bars_the_suite_passed_and_records_them(trading_home, tmp_path):
+    """Issue 21.3: a run killed after its commit left its bars stored unchecked, with no record
+    of what it stored. The load runs the bar suite on what it wrote inside its transaction and
+    records each symbol it stored in raw.bar_loads in that same transaction: whatever happens
+    to the run afterwards (here SIGKILL as soon as its materialization is recorded), what it
+    committed was checked, and the warehouse says so; the next run reports the dead run."""
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD)
+    env = {**os.environ, "TRADING_HOME": str(trading_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "trading_pipeline.cli.main", "ingest", str(f)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    inst = runs.instance(get_settings())
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if inst.fetch_materializations(dg.AssetRecordsFilter(asset_key=DAILY), limit=1).records:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    [run] = inst.get_runs()
+    assert table("SELECT count(*) AS n FROM raw.bars_daily")["n"][0] == 3
+    loads = table("SELECT run_id, symbol, timeframe, bars, first_ts::DATE::VARCHAR AS first, "
+                  "last_ts::DATE::VARCHAR AS last, checked_at IS NOT NULL AS checked FROM raw.bar_loads")
+    assert loads.rows() == [(run.run_id, "GOOG", "1d", 3, "2013-02-27", "2013-03-01", True)]
+    # the next command reaps the dead run and says what it had committed
+    assert _trading(trading_home, "ingest", str(f)).returncode == 0
+    dead = inst.get_run_by_id(run.run_id)
+    assert dead.status == dg.DagsterRunStatus.FAILURE
+    failure = [e for e in inst.all_logs(run.run_id) if e.dagster_event and e.dagster_event.is_run_failure]
+    assert "committed 3 bar(s) (GOOG), checked before the commit" in failure[-1].dagster_event.message
+
+
+def test_suite_failure_on_a_loads_own_bars_rolls_it_back(tmp_path):
+    """The pre-commit check itself, on a real DuckDB file: a written bar that breaks the suite
+    (put there directly, as a bug in the row rules would) fails the load, naming rule, symbol
+    and session, and nothing of it is recorded."""
+    import polars as pl
+
+    from trading_pipeline.marketdata.ingest import LoadCheckError, _check_and_record
+
+    with warehouse.writer(tmp_path / "w.duckdb") as con:
+        con.execute("INSERT INTO raw.symbols VALUES ('GOOG','XNAS','XNAS','America/New_York','USD','equity',NULL,now())")
+        con.execute("BEGIN TRANSACTION")
+        con.execute("INSERT INTO raw.bars_daily VALUES ('GOOG','1d','2013-02-27','2013-02-27',1,0.5,2,1,1,'t',now())")
+        written = pl.DataFrame({"symbol": ["GOOG"], "timeframe": ["1d"], "ts": [datetime(2013, 2, 27)]}
+                               ).select(pl.col("symbol"), pl.col("timeframe"), pl.col("ts").cast(pl.Datetime("us")))
+        with pytest.raises(LoadCheckError) as exc:
+            _check_and_record(con, {"1d": written}, "r1", None)
+        con.execute("ROLLBACK")
+        assert [f["check"] for f in exc.value.failures] == ["high_low_consistent"]
+        assert "high_low_consistent: 1 row(s); symbols GOOG; sessions 2013-02-27" in str(exc.value)
+        assert con.sql("SELECT count(*) FROM raw.bars_daily").fetchall() == [(0,)]
+
+
+@pytest.mark.parametrize("row", ["1999-12-30,30,31,29,30.5,100000", "2030-01-02,30,31,29,30.5,100000"])
+def test_rows_outside_the_loadable_range_are_refused_before_any_run(trading_home, tmp_path, row):
+    """Issues 21.3/21.4: a file reaching before the first session failed after its bars were
+    committed unchecked; a stray 2030 row made the run span every session up to 2030 (minutes).
+    Both are refused up front: exit 2, the row named, nothing stored, no run started."""
+    f = tmp_path / "ORCL.csv"
+    f.write_text(ORCL + row + "\n")
+    t0 = time.monotonic()
+    res = _trading(trading_home, "ingest", str(f))
+    assert res.returncode == 2, res.stderr
+    assert "ORCL.csv row 4" in res.stderr and "nothing was loaded" in res.stderr
+    assert time.monotonic() - t0 < 60  # refused before any partition work (was 670-749 s)
+    assert not get_settings().warehouse_path.exists() or table(
+        "SELECT count(*) AS n FROM raw.bars_daily")["n"][0] == 0
+    assert runs.instance(get_settings()).get_runs() == []
+
+
+def test_a_run_reports_its_steps_as_they_finish(trading_home, tmp_path):
+    """Issue 20.7: long runs showed a spinner without counts; run_job reports finished steps
+    (what `trading demo` draws as 'steps: dbt_models 3/4')."""
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD)
+    seen: list[tuple[int, int, str]] = []
+    result = runs.run_job(
+        "ingest_daily_bars", get_settings(),
+        run_config={"ops": {"raw__bars_daily": {"config": {"source": "files", "path": str(f)}}}},
+        start=date(2013, 2, 25), end=date(2013, 3, 8), on_step=lambda *a: seen.append(a),
+    )
+    assert result.success
+    assert seen and {t for _, t, _ in seen} == {2}  # the bar asset and its checks
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
+    assert {s for _, _, s in seen if s} <= {"raw__bars_daily", "bars_daily_quality"}
+    assert runs.session_keys(date(2013, 2, 25), date(2013, 3, 10)) == RANGE_KEYS  # a Sunday end

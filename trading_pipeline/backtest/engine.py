@@ -1,0 +1,752 @@
+"""Backtests that replay the signals the scans produced, through the live order rules.
+
+Nothing here computes a signal (docs/decisions.md #3): the signals come from
+``marts.signals``, exactly as the live scan wrote them. A simulated clock steps session by
+session over ``raw.bars_daily``:
+
+1. at each session's OPEN, orders working since the previous close fill at that bar's open,
+   with the paper broker's own fill formula (slippage and commission, from
+   :class:`~trading_pipeline.trading.brokers.paper.PaperBroker`, imported, not copied);
+2. at its CLOSE, positions are marked to the close (the equity curve), positions held for
+   ``hold`` sessions get an exit order, and that session's signals become orders through
+   the same :class:`~trading_pipeline.trading.sizing.Sizing` and
+   :class:`~trading_pipeline.trading.risk.RiskEngine` the live order job uses.
+
+So an order from a signal on bar t fills at bar t+1's open, never on the signal's bar
+(#5), and every order passes the risk rules (#8). Like the live pipeline, a
+sell signal closes a long and opens no short unless ``allow_short``; one position per symbol
+at a time (a repeat signal while holding is skipped, an opposite one exits).
+
+This is the fast path: instead of a PaperBroker + OpsStore round trip per order (SQLite
+writes, far too slow for 500 symbols x 10 years), the book is an in-memory
+:class:`~trading_pipeline.trading.positions.Portfolio`, and the risk engine runs without a store,
+so the one rule that needs the store (the kill switch) does not apply; every other rule
+gets a :class:`~trading_pipeline.trading.risk.RiskContext` built from the simulated book, with the
+same definitions as the live one: today's P&L is equity at this close minus equity at the
+previous session's close, and buying power is reserved by the orders still waiting to fill
+(their opening quantity x last close + the fill model's commission).
+Results are deterministic: no clock, no randomness, everything sorted.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from trading_pipeline.marketdata import warehouse as wh
+from trading_pipeline.trading.brokers.base import OrderRequest, OrderType, Side, TimeInForce
+from trading_pipeline.trading.brokers.paper import PaperBroker, to_decimal
+from trading_pipeline.trading.execution import signal_side
+from trading_pipeline.trading.positions import Portfolio
+from trading_pipeline.trading.risk import RiskContext, RiskEngine, RiskLimits, opening_quantity
+from trading_pipeline.trading.sizing import Sizing
+
+ZERO = Decimal(0)
+ACCOUNT = "backtest"
+TRADING_DAYS = 252
+STRATEGY_KINDS: dict[str, tuple[str, ...]] = {
+    "breakout": ("breakout_up", "breakout_down"),
+    "crp": ("crp_long", "crp_short"),
+}
+
+ProgressCallback = Callable[[int, int], None]  # (sessions done, sessions total)
+
+TRADE_SCHEMA: dict[str, Any] = {
+    "trade_id": pl.Int64,
+    "symbol": pl.Utf8,
+    "direction": pl.Utf8,
+    "signal_kind": pl.Utf8,
+    "signal_session": pl.Date,
+    "entry_session": pl.Date,
+    "entry_ts": pl.Datetime("us"),
+    "entry_price": pl.Float64,
+    "exit_signal_session": pl.Date,
+    "exit_session": pl.Date,
+    "exit_ts": pl.Datetime("us"),
+    "exit_price": pl.Float64,
+    "exit_reason": pl.Utf8,
+    "quantity": pl.Float64,
+    "commission": pl.Float64,
+    "pnl": pl.Float64,
+    "return_pct": pl.Float64,
+    "sessions_held": pl.Int64,
+    "is_open": pl.Boolean,
+}
+EQUITY_SCHEMA: dict[str, Any] = {
+    "session_date": pl.Date,
+    "cash": pl.Float64,
+    "market_value": pl.Float64,
+    "gross_exposure": pl.Float64,
+    "equity": pl.Float64,
+    "daily_return": pl.Float64,
+    "drawdown": pl.Float64,
+    "open_positions": pl.Int64,
+}
+REJECTION_SCHEMA: dict[str, Any] = {
+    "session_date": pl.Date,
+    "symbol": pl.Utf8,
+    "side": pl.Utf8,
+    "quantity": pl.Float64,
+    "purpose": pl.Utf8,
+    "rule": pl.Utf8,
+    "reason": pl.Utf8,
+}
+BY_SYMBOL_SCHEMA: dict[str, Any] = {
+    "symbol": pl.Utf8,
+    "trades": pl.Int64,
+    "wins": pl.Int64,
+    "win_rate": pl.Float64,
+    "pnl": pl.Float64,
+    "avg_return_pct": pl.Float64,
+    "best_pnl": pl.Float64,
+    "worst_pnl": pl.Float64,
+}
+
+
+class BacktestError(ValueError):
+    """A backtest that cannot run as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    strategy: str
+    symbols: tuple[str, ...] | None = None
+    start: date | None = None
+    end: date | None = None
+    hold: int | None = 5
+    initial_cash: Decimal = Decimal("100000")
+    slippage_bps: Decimal = Decimal("5")
+    commission_per_share: Decimal = Decimal("0.005")
+    commission_min: Decimal = Decimal("1")
+    allow_short: bool = False
+    exit_on_opposite: bool = True
+    sizing: Sizing = field(default_factory=Sizing)
+    limits: RiskLimits = field(default_factory=RiskLimits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "symbols": list(self.symbols) if self.symbols else None,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+            "hold": self.hold,
+            "initial_cash": str(self.initial_cash),
+            "slippage_bps": str(self.slippage_bps),
+            "commission_per_share": str(self.commission_per_share),
+            "commission_min": str(self.commission_min),
+            "allow_short": self.allow_short,
+            "exit_on_opposite": self.exit_on_opposite,
+            "sizing": self.sizing.model_dump(mode="json"),
+            "limits": self.limits.model_dump(mode="json"),
+        }
+
+    def run_id(self) -> str:
+        """Same parameters, same id: storing a re-run replaces the earlier rows."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return "bt-" + hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class BacktestResult:
+    config: BacktestConfig
+    trades: pl.DataFrame
+    equity: pl.DataFrame
+    by_symbol: pl.DataFrame
+    metrics: dict[str, Any]
+    rejections: pl.DataFrame
+    bars_processed: int = 0
+    signals_used: int = 0
+    run_id: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """Metrics, the per-symbol breakdown and the parameters, JSON-ready."""
+        return {
+            "run_id": self.run_id,
+            "config": self.config.to_dict(),
+            "metrics": self.metrics,
+            "by_symbol": self.by_symbol.to_dicts(),
+            "rejections": self.rejections.height,
+        }
+
+
+# ---------------------------------------------------------------------------- loading
+
+def _tables(con: Any) -> set[str]:
+    rows = con.sql("SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()
+    return {r[0] for r in rows}
+
+
+def _rule_scan_names() -> list[str]:
+    try:
+        from trading_pipeline.scans.rules import load_rules
+        from trading_pipeline.settings import get_settings
+
+        return [s.name for s in load_rules(get_settings().rules_file).scans]
+    except Exception:  # noqa: BLE001 - a broken rules file must not hide the warehouse's scans
+        return []
+
+
+def valid_strategies(con: Any) -> list[str]:
+    """``breakout``, ``crp``, and every scan name in rules.yaml or in marts.signals."""
+    names = set(_rule_scan_names())
+    if "marts.signals" in _tables(con):
+        names |= {r[0] for r in con.sql("SELECT DISTINCT scan FROM marts.signals WHERE scan IS NOT NULL").fetchall()}
+    return list(STRATEGY_KINDS) + sorted(names - set(STRATEGY_KINDS))
+
+
+def _range_sql(cfg: BacktestConfig, alias: str = "") -> tuple[str, list[Any]]:
+    p = f"{alias}." if alias else ""
+    sql, params = "", []
+    if cfg.symbols:
+        sql += f" AND {p}symbol IN (SELECT unnest(?::VARCHAR[]))"
+        params.append(list(cfg.symbols))
+    if cfg.start:
+        sql += f" AND {p}session_date >= ?::DATE"
+        params.append(cfg.start)
+    if cfg.end:
+        sql += f" AND {p}session_date <= ?::DATE"
+        params.append(cfg.end)
+    return sql, params
+
+
+def load_signals(con: Any, cfg: BacktestConfig) -> pl.DataFrame:
+    tables = _tables(con)
+    if "marts.signals" not in tables:
+        raise BacktestError("the warehouse has no marts.signals table; run `trading scan` (or `trading demo`) first")
+    if cfg.strategy in STRATEGY_KINDS:
+        where, params = "s.kind IN (SELECT unnest(?::VARCHAR[]))", [list(STRATEGY_KINDS[cfg.strategy])]
+    else:
+        valid = valid_strategies(con)
+        if cfg.strategy not in valid:
+            raise BacktestError(f"unknown strategy {cfg.strategy!r}; valid strategies: {', '.join(valid)}")
+        where, params = "s.scan = ?", [cfg.strategy]
+    rng, rparams = _range_sql(cfg, "s")
+    has_ind = "marts.indicators_daily" in tables
+    atr = "i.atr_14" if has_ind else "NULL::DOUBLE"
+    join = "LEFT JOIN marts.indicators_daily i ON i.symbol = s.symbol AND i.session_date = s.session_date" if has_ind else ""
+    return wh.fetch_frame(
+        con,
+        f"""SELECT s.symbol, s.ts, s.session_date, s.kind, s.direction, s.score, {atr} AS atr_14
+            FROM marts.signals s {join}
+            WHERE s.timeframe = '1d' AND {where} {rng}
+            QUALIFY row_number() OVER (PARTITION BY s.symbol, s.ts, s.kind ORDER BY s.scan) = 1
+            ORDER BY s.session_date, s.ts, s.symbol, s.kind""",
+        params + rparams,
+    )
+
+
+def load_sessions(con: Any, cfg: BacktestConfig) -> list[date]:
+    rng, params = _range_sql(cfg)
+    rows = con.sql(
+        f"SELECT DISTINCT session_date FROM raw.bars_daily WHERE timeframe = '1d' {rng} ORDER BY 1", params=params
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def load_bars(con: Any, cfg: BacktestConfig, symbols: Sequence[str]) -> pl.DataFrame:
+    if not symbols:
+        return pl.DataFrame()
+    rng, params = _range_sql(cfg)
+    return wh.fetch_frame(
+        con,
+        f"""SELECT symbol, session_date, ts, open, close FROM raw.bars_daily
+            WHERE timeframe = '1d' AND symbol IN (SELECT unnest(?::VARCHAR[])) {rng}
+            ORDER BY symbol, ts""",
+        [list(symbols), *params],
+    )
+
+
+# ---------------------------------------------------------------------------- the replay
+
+def _fill_model(cfg: BacktestConfig) -> PaperBroker:
+    """The paper broker's slippage and commission rules without its store (no book needed)."""
+    broker = PaperBroker.__new__(PaperBroker)
+    broker.slippage_bps = Decimal(cfg.slippage_bps)
+    broker.commission_per_share = Decimal(cfg.commission_per_share)
+    broker.commission_min = Decimal(cfg.commission_min)
+    return broker
+
+
+@dataclass
+class _Order:
+    symbol: str
+    side: Side
+    quantity: Decimal
+    purpose: str  # entry | exit
+    reason: str
+    signal_session: date
+    signal_kind: str | None = None
+
+
+@dataclass
+class _Close:
+    """The simulated book at one session's close, when orders are decided."""
+
+    index: int
+    session: date
+    equity: Decimal
+    prices: dict[str, Decimal]
+    daily_pnl: Decimal  # equity now - equity at the previous session's close
+    day_start_equity: Decimal
+    gross_exposure: Decimal
+    now: datetime
+    committed: Decimal = ZERO  # buying power reserved by orders waiting to fill
+    orders_sent: int = 0
+
+
+@dataclass
+class _Book:
+    portfolio: Portfolio
+    risk: RiskEngine
+    pending: dict[str, _Order]
+    rejections: list[dict[str, Any]]
+    price: Callable[[int, str], Decimal | None]
+    commission: Callable[[Decimal], Decimal]
+
+    def reserved(self, order: _Order, index: int) -> Decimal:
+        """Buying power a working order holds (as RiskContext.from_store counts it live)."""
+        signed = order.quantity if order.side == Side.BUY else -order.quantity
+        opening = opening_quantity(self.portfolio.quantity(order.symbol), signed)
+        if opening <= 0:
+            return ZERO
+        px = self.price(index, order.symbol)
+        assert px is not None  # an order is only made for a symbol with a close
+        return opening * px + self.commission(order.quantity)
+
+
+def _submit(order: _Order, *, close: _Close, book: _Book) -> bool:
+    """Risk-check one order at the close (as the live order job does); queue it if approved."""
+    ctx_prices = dict(close.prices)
+    last = book.price(close.index, order.symbol)
+    if last is not None:
+        ctx_prices[order.symbol] = last
+    request = OrderRequest(
+        f"{ACCOUNT}-{order.symbol}-{close.session.isoformat()}-{order.side.value}", ACCOUNT, order.symbol,
+        order.side, order.quantity, OrderType.MARKET, None, TimeInForce.DAY,
+    )
+    ctx = RiskContext(
+        account=ACCOUNT, equity=close.equity,
+        positions={p.symbol: p.quantity for p in book.portfolio.open_positions()},
+        last_prices=ctx_prices, open_orders=len(book.pending), orders_last_minute=close.orders_sent,
+        daily_pnl=close.daily_pnl, day_start_equity=close.day_start_equity, now=close.now,
+        gross_exposure=close.gross_exposure, committed=close.committed, commission=book.commission,
+    )
+    decision = book.risk.check(request, ctx)
+    if not decision.approved:
+        book.rejections.append({
+            "session_date": close.session, "symbol": order.symbol, "side": order.side.value,
+            "quantity": float(order.quantity), "purpose": order.purpose,
+            "rule": decision.rule, "reason": decision.reason,
+        })
+        return False
+    book.pending[order.symbol] = order
+    close.committed += book.reserved(order, close.index)
+    close.orders_sent += 1
+    return True
+
+
+@dataclass
+class _OpenTrade:
+    trade_id: int
+    symbol: str
+    direction: str
+    signal_kind: str | None
+    signal_session: date
+    entry_index: int
+    entry_ts: datetime
+    entry_price: Decimal
+    quantity: Decimal
+    realized: Decimal  # so far: minus the entry commission
+    commission: Decimal
+
+
+def replay(
+    signals: pl.DataFrame,
+    bars: pl.DataFrame,
+    sessions: list[date],
+    cfg: BacktestConfig,
+    progress: ProgressCallback | None = None,
+) -> BacktestResult:
+    """Step the clock over ``sessions``; see the module docstring for the rules."""
+    fills = _fill_model(cfg)
+    risk = RiskEngine(cfg.limits, store=None)
+    pf = Portfolio(account=ACCOUNT, starting_cash=Decimal(cfg.initial_cash))
+    n = len(sessions)
+    sess_index = {d: i for i, d in enumerate(sessions)}
+    symbols = sorted(set(bars["symbol"].to_list())) if bars.height else []
+    sym_index = {s: j for j, s in enumerate(symbols)}
+    opens = np.full((n, len(symbols)), np.nan)
+    closes = np.full((n, len(symbols)), np.nan)
+    bar_ts: dict[tuple[int, int], datetime] = {}
+    if bars.height:
+        bi = np.array([sess_index[d] for d in bars["session_date"].to_list()], dtype=np.int64)
+        bj = np.array([sym_index[s] for s in bars["symbol"].to_list()], dtype=np.int64)
+        opens[bi, bj] = bars["open"].to_numpy()
+        closes[bi, bj] = bars["close"].to_numpy()
+        bar_ts = dict(zip(zip(bi.tolist(), bj.tolist(), strict=True), bars["ts"].to_list(), strict=True))
+    # last known close at each session (point in time: forward-filled, never backward)
+    last_close = closes.copy()
+    for i in range(1, n):
+        gap = np.isnan(last_close[i])
+        last_close[i, gap] = last_close[i - 1, gap]
+
+    by_session: dict[int, list[dict[str, Any]]] = {}
+    for row in signals.iter_rows(named=True):
+        i = sess_index.get(row["session_date"])
+        if i is not None and row["symbol"] in sym_index:
+            by_session.setdefault(i, []).append(row)
+
+    pending: dict[str, _Order] = {}
+    open_trades: dict[str, _OpenTrade] = {}
+    trades: list[dict[str, Any]] = []
+    rejections: list[dict[str, Any]] = []
+    equity_rows: list[dict[str, Any]] = []
+    next_trade_id = 1
+    hold = cfg.hold if cfg.hold and cfg.hold > 0 else None
+
+    def price(i: int, sym: str) -> Decimal | None:
+        x = last_close[i, sym_index[sym]]
+        return None if math.isnan(x) else to_decimal(x)
+
+    book = _Book(pf, risk, pending, rejections, price, fills.commission)
+    prev_equity = pf.starting_cash
+
+    for i, session in enumerate(sessions):
+        # ---- the open: working orders fill at this bar's open (the first bar after submit)
+        for sym in sorted(pending):
+            j = sym_index[sym]
+            o = opens[i, j]
+            if math.isnan(o):
+                continue  # no bar for the symbol this session: the order keeps working
+            order = pending.pop(sym)
+            px = fills._slipped(to_decimal(o), order.side)
+            commission = fills.commission(order.quantity)
+            realized = pf.apply_fill(sym, order.side, order.quantity, px, commission)
+            ts = bar_ts[(i, j)]
+            if order.purpose == "entry":
+                open_trades[sym] = _OpenTrade(
+                    next_trade_id, sym, "long" if order.side == Side.BUY else "short", order.signal_kind,
+                    order.signal_session, i, ts, px, order.quantity, realized, commission,
+                )
+                next_trade_id += 1
+            else:
+                t = open_trades.pop(sym)
+                trades.append(_trade_row(t, sessions, exit_index=i, exit_ts=ts, exit_price=px,
+                                         exit_reason=order.reason, exit_signal_session=order.signal_session,
+                                         pnl=t.realized + realized, commission=t.commission + commission))
+
+        # ---- the close: mark to market
+        prices = {s: p for s in open_trades if (p := price(i, s)) is not None}
+        equity = pf.equity(prices)
+        gross = pf.gross_exposure(prices)
+        assert pf.cash is not None
+        equity_rows.append({
+            "session_date": session, "cash": float(pf.cash), "market_value": float(equity - pf.cash),
+            "gross_exposure": float(gross), "equity": float(equity), "open_positions": len(open_trades),
+        })
+        close = _Close(i, session, equity, prices, equity - prev_equity, prev_equity, gross,
+                       datetime.combine(session, time(23, 59)))
+        close.committed = sum((book.reserved(o, i) for o in pending.values()), ZERO)
+        prev_equity = equity
+        submit = functools.partial(_submit, close=close, book=book)
+
+        # ---- exits first (they free risk room), then this session's signals
+        if hold is not None:
+            for sym in sorted(open_trades):
+                t = open_trades[sym]
+                if sym not in pending and i - t.entry_index + 1 >= hold:
+                    side = Side.SELL if t.direction == "long" else Side.BUY
+                    submit(_Order(sym, side, abs(pf.quantity(sym)), "exit", "hold", session))
+        for row in by_session.get(i, []):
+            sym = row["symbol"]
+            try:
+                side = signal_side(row["direction"])
+            except ValueError:
+                continue  # neutral signals (cpr_narrow) carry no side: nothing to trade
+            if sym in pending:
+                continue  # one working order per symbol
+            held = pf.quantity(sym)
+            if held != 0:
+                if (held > 0) == (side == Side.BUY) or not cfg.exit_on_opposite:
+                    continue  # already holding this way: one position per symbol
+                submit(_Order(sym, side, abs(held), "exit", "opposite_signal", session, row["kind"]))
+                continue
+            if side == Side.SELL and not cfg.allow_short:
+                continue  # like the live pipeline: a sell signal opens no short
+            last = price(i, sym)
+            if last is None or last <= 0:
+                continue
+            atr = row.get("atr_14")
+            try:
+                qty = cfg.sizing.quantity(equity=equity, price=last,
+                                          atr=None if atr is None else to_decimal(atr))
+            except ValueError as exc:
+                rejections.append({"session_date": session, "symbol": sym, "side": side.value, "quantity": 0.0,
+                                   "purpose": "entry", "rule": "sizing", "reason": str(exc)})
+                continue
+            if qty > 0:
+                submit(_Order(sym, side, qty, "entry", "signal", session, row["kind"]))
+        if progress is not None:
+            progress(i + 1, n)
+
+    # positions still open at the end are marked to the last close (no exit commission)
+    for sym in sorted(open_trades):
+        t = open_trades[sym]
+        last = price(n - 1, sym) or t.entry_price
+        unreal = pf.positions[sym].unrealized_pnl(last)
+        trades.append(_trade_row(t, sessions, exit_index=None, exit_ts=None, exit_price=last, exit_reason="open",
+                                 exit_signal_session=None, pnl=t.realized + unreal, commission=t.commission))
+    trades_df = pl.DataFrame(trades, schema=TRADE_SCHEMA).sort("trade_id")
+    equity_df = _equity_frame(equity_rows, cfg)
+    result = BacktestResult(
+        config=cfg,
+        trades=trades_df,
+        equity=equity_df,
+        by_symbol=breakdown(trades_df),
+        metrics=compute_metrics(equity_df, trades_df, cfg),
+        rejections=pl.DataFrame(rejections, schema=REJECTION_SCHEMA),
+        bars_processed=int(bars.height),
+        signals_used=int(signals.height),
+        run_id=cfg.run_id(),
+    )
+    result.metrics["rejected_orders"] = result.rejections.height
+    result.metrics["unfilled_orders"] = len(pending)
+    return result
+
+
+def _trade_row(t: _OpenTrade, sessions: list[date], *, exit_index: int | None, exit_ts: datetime | None,
+               exit_price: Decimal, exit_reason: str, exit_signal_session: date | None, pnl: Decimal,
+               commission: Decimal) -> dict[str, Any]:
+    cost = t.entry_price * t.quantity
+    last_index = exit_index if exit_index is not None else len(sessions) - 1
+    return {
+        "trade_id": t.trade_id, "symbol": t.symbol, "direction": t.direction, "signal_kind": t.signal_kind,
+        "signal_session": t.signal_session, "entry_session": sessions[t.entry_index], "entry_ts": t.entry_ts,
+        "entry_price": float(t.entry_price), "exit_signal_session": exit_signal_session,
+        "exit_session": sessions[exit_index] if exit_index is not None else None, "exit_ts": exit_ts,
+        "exit_price": float(exit_price), "exit_reason": exit_reason, "quantity": float(t.quantity),
+        "commission": float(commission), "pnl": float(pnl),
+        "return_pct": float(pnl / cost * 100) if cost else 0.0,
+        "sessions_held": last_index - t.entry_index + (0 if exit_index is not None else 1),
+        "is_open": exit_index is None,
+    }
+
+
+def _equity_frame(rows: list[dict[str, Any]], cfg: BacktestConfig) -> pl.DataFrame:
+    base = pl.DataFrame(rows, schema={k: v for k, v in EQUITY_SCHEMA.items() if k not in ("daily_return", "drawdown")})
+    init = float(cfg.initial_cash)
+    return base.with_columns(
+        (pl.col("equity") / pl.col("equity").shift(1).fill_null(init) - 1).alias("daily_return"),
+        (pl.col("equity") / pl.max_horizontal(pl.col("equity").cum_max(), pl.lit(init)) - 1).alias("drawdown"),
+    ).select(list(EQUITY_SCHEMA))
+
+
+# ---------------------------------------------------------------------------- statistics
+
+def breakdown(trades: pl.DataFrame) -> pl.DataFrame:
+    """Per-symbol trades, wins and P&L (open trades at their mark), best symbol first."""
+    if trades.is_empty():
+        return pl.DataFrame(schema=BY_SYMBOL_SCHEMA)
+    return (
+        trades.group_by("symbol")
+        .agg(
+            pl.len().cast(pl.Int64).alias("trades"),
+            (pl.col("pnl") > 0).sum().cast(pl.Int64).alias("wins"),
+            pl.col("pnl").sum().alias("pnl"),
+            pl.col("return_pct").mean().alias("avg_return_pct"),
+            pl.col("pnl").max().alias("best_pnl"),
+            pl.col("pnl").min().alias("worst_pnl"),
+        )
+        .with_columns((pl.col("wins") / pl.col("trades")).alias("win_rate"))
+        .select(list(BY_SYMBOL_SCHEMA))
+        .sort(["pnl", "symbol"], descending=[True, False])
+    )
+
+
+def _clean(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 10)
+
+
+def compute_metrics(equity: pl.DataFrame, trades: pl.DataFrame, cfg: BacktestConfig) -> dict[str, Any]:
+    """Returns, risk and trade statistics. Ratios are annualised with 252 sessions, rf = 0."""
+    init = float(cfg.initial_cash)
+    n = equity.height
+    final = float(equity["equity"][-1]) if n else init
+    total = final / init - 1
+    rets = equity["daily_return"].to_numpy() if n else np.array([])
+    annual = (1 + total) ** (TRADING_DAYS / n) - 1 if n and total > -1 else None
+    vol = float(np.std(rets, ddof=1)) if n > 1 else None
+    mean = float(np.mean(rets)) if n else None
+    sharpe = mean / vol * math.sqrt(TRADING_DAYS) if vol and mean is not None else None
+    downside = float(np.sqrt(np.mean(np.minimum(rets, 0) ** 2))) if n else None
+    sortino = mean / downside * math.sqrt(TRADING_DAYS) if downside and mean is not None else None
+    closed = trades.filter(~pl.col("is_open")) if trades.height else trades
+    wins = closed.filter(pl.col("pnl") > 0)["pnl"].sum() if closed.height else 0.0
+    losses = -closed.filter(pl.col("pnl") < 0)["pnl"].sum() if closed.height else 0.0
+    return {
+        "initial_cash": init,
+        "final_equity": _clean(final),
+        "total_return": _clean(total),
+        "annual_return": _clean(annual),
+        "volatility": _clean(vol * math.sqrt(TRADING_DAYS)) if vol is not None else None,
+        "sharpe": _clean(sharpe),
+        "sortino": _clean(sortino),
+        "max_drawdown": _clean(float(equity["drawdown"].min())) if n else 0.0,
+        "trades": closed.height,
+        "open_trades": trades.height - closed.height,
+        "win_rate": _clean(closed.filter(pl.col("pnl") > 0).height / closed.height) if closed.height else None,
+        "profit_factor": _clean(wins / losses) if losses else None,
+        "net_pnl": _clean(final - init),
+        "commission": _clean(float(trades["commission"].sum())) if trades.height else 0.0,
+        "exposure": _clean(float((equity["open_positions"] > 0).mean())) if n else 0.0,
+        "avg_gross_exposure_pct": _clean(float((equity["gross_exposure"] / equity["equity"]).mean() * 100)) if n else 0.0,
+        "sessions": n,
+        "start": equity["session_date"][0].isoformat() if n else None,
+        "end": equity["session_date"][-1].isoformat() if n else None,
+    }
+
+
+# ---------------------------------------------------------------------------- entry point
+
+def _as_date(x: date | str | None) -> date | None:
+    if x is None or x == "":
+        return None
+    return x if isinstance(x, date) else date.fromisoformat(str(x))
+
+
+def make_config(
+    *,
+    strategy: str,
+    symbols: Sequence[str] | None = None,
+    start: date | str | None = None,
+    end: date | str | None = None,
+    hold: int | None = 5,
+    initial_cash: float | Decimal = 100_000,
+    slippage_bps: float | Decimal = Decimal("5"),
+    commission_per_share: float | Decimal = Decimal("0.005"),
+    commission_min: float | Decimal = Decimal("1"),
+    allow_short: bool = False,
+    exit_on_opposite: bool = True,
+    sizing: Sizing | None = None,
+    limits: RiskLimits | None = None,
+) -> BacktestConfig:
+    if not strategy:
+        raise BacktestError(f"no strategy given; use one of: {', '.join(STRATEGY_KINDS)} or a scan name from rules.yaml")
+    if hold is not None and hold < 0:
+        raise BacktestError(f"hold must be >= 0 sessions (0 = exit only on the opposite signal), got {hold}")
+    s, e = _as_date(start), _as_date(end)
+    if s and e and s > e:
+        raise BacktestError(f"start {s} is after end {e}")
+    if not hold and not exit_on_opposite:
+        raise BacktestError("with hold 0 and no opposite-signal exit, positions would never close")
+    return BacktestConfig(
+        strategy=strategy,
+        symbols=tuple(sorted({x.upper() for x in symbols})) if symbols else None,
+        start=s, end=e, hold=hold,
+        initial_cash=to_decimal(initial_cash), slippage_bps=to_decimal(slippage_bps),
+        commission_per_share=to_decimal(commission_per_share), commission_min=to_decimal(commission_min),
+        allow_short=allow_short, exit_on_opposite=exit_on_opposite,
+        sizing=sizing or Sizing(), limits=limits or RiskLimits(),
+    )
+
+
+def run_backtest(
+    warehouse_path: Path | str,
+    *,
+    strategy: str,
+    symbols: Sequence[str] | None = None,
+    start: date | str | None = None,
+    end: date | str | None = None,
+    hold: int | None = 5,
+    initial_cash: float | Decimal = 100_000,
+    slippage_bps: float | Decimal = Decimal("5"),
+    commission_per_share: float | Decimal = Decimal("0.005"),
+    commission_min: float | Decimal = Decimal("1"),
+    allow_short: bool = False,
+    exit_on_opposite: bool = True,
+    sizing: Sizing | None = None,
+    limits: RiskLimits | None = None,
+    progress: ProgressCallback | None = None,
+) -> BacktestResult:
+    """Replay ``strategy``'s signals from the warehouse (opened read-only)."""
+    cfg = make_config(
+        strategy=strategy, symbols=symbols, start=start, end=end, hold=hold, initial_cash=initial_cash,
+        slippage_bps=slippage_bps, commission_per_share=commission_per_share, commission_min=commission_min,
+        allow_short=allow_short, exit_on_opposite=exit_on_opposite, sizing=sizing, limits=limits,
+    )
+    progress = progress or _progress_hook
+    con = wh.connect(warehouse_path, read_only=True)
+    try:
+        signals = load_signals(con, cfg)
+        sessions = load_sessions(con, cfg)
+        traded = sorted(set(signals["symbol"].to_list())) if signals.height else []
+        bars = load_bars(con, cfg, traded)
+    finally:
+        con.close()
+    return replay(signals, bars, sessions, cfg, progress)
+
+
+# A process-wide progress hook: the CLI runs the backtest inside an in-process Dagster run,
+# where it cannot pass a callback through run config.
+_progress_hook: ProgressCallback | None = None
+
+
+class reporting_progress:  # noqa: N801 - used as a context manager
+    """``with reporting_progress(cb):`` every backtest in this process reports to ``cb``."""
+
+    def __init__(self, callback: ProgressCallback) -> None:
+        self.callback = callback
+
+    def __enter__(self) -> None:
+        global _progress_hook
+        self._previous, _progress_hook = _progress_hook, self.callback
+
+    def __exit__(self, *exc: object) -> None:
+        global _progress_hook
+        _progress_hook = self._previous
+
+
+# ---------------------------------------------------------------------------- stored runs
+
+def config_from_dict(d: dict[str, Any]) -> BacktestConfig:
+    """The inverse of :meth:`BacktestConfig.to_dict` (as stored in marts.backtest_runs)."""
+    return BacktestConfig(
+        strategy=d["strategy"], symbols=tuple(d["symbols"]) if d.get("symbols") else None,
+        start=_as_date(d.get("start")), end=_as_date(d.get("end")), hold=d.get("hold"),
+        initial_cash=Decimal(d["initial_cash"]), slippage_bps=Decimal(d["slippage_bps"]),
+        commission_per_share=Decimal(d["commission_per_share"]), commission_min=Decimal(d["commission_min"]),
+        allow_short=bool(d.get("allow_short")), exit_on_opposite=bool(d.get("exit_on_opposite", True)),
+        sizing=Sizing.model_validate(d["sizing"]), limits=RiskLimits.model_validate(d["limits"]),
+    )
+
+
+def load_stored(con: Any, run_id: str) -> BacktestResult:
+    """A backtest the ``backtest`` job stored in marts.backtest_* (read-only is enough)."""
+    if "marts.backtest_runs" not in _tables(con):
+        raise BacktestError("no stored backtests: the warehouse has no marts.backtest_runs table")
+    row = wh.fetch_one(
+        con, "SELECT config_json, metrics_json, bars_processed, signals_used FROM marts.backtest_runs WHERE run_id = ?",
+        [run_id],
+    )
+    if row is None:
+        raise BacktestError(f"no stored backtest with run id {run_id!r}")
+    trades = wh.fetch_frame(con, "SELECT * EXCLUDE (run_id) FROM marts.backtest_trades WHERE run_id = ? ORDER BY trade_id", [run_id])
+    equity = wh.fetch_frame(con, "SELECT * EXCLUDE (run_id) FROM marts.backtest_equity WHERE run_id = ? ORDER BY session_date", [run_id])
+    trades = pl.DataFrame(schema=TRADE_SCHEMA) if trades.is_empty() else trades.select(list(TRADE_SCHEMA)).cast(TRADE_SCHEMA)
+    equity = pl.DataFrame(schema=EQUITY_SCHEMA) if equity.is_empty() else equity.select(list(EQUITY_SCHEMA)).cast(EQUITY_SCHEMA)
+    return BacktestResult(
+        config=config_from_dict(json.loads(row[0])), trades=trades, equity=equity, by_symbol=breakdown(trades),
+        metrics=json.loads(row[1]), rejections=pl.DataFrame(schema=REJECTION_SCHEMA),
+        bars_processed=int(row[2] or 0), signals_used=int(row[3] or 0), run_id=run_id,
+    )

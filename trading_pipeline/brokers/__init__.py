@@ -1,1 +1,0 @@
-"""Brokers behind one protocol; see :mod:`trading_pipeline.brokers.base`."""

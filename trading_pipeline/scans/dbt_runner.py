@@ -1,0 +1,153 @@
+"""How to call dbt on the warehouse: the command line and environment, from any cwd.
+
+Dagster (dagster-dbt ``DbtCliResource``) and the CLI both use these so a build always
+sees the same project, profile, warehouse and rules. Nothing here bypasses dbt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from trading_pipeline.scans.rules import Rules, dbt_vars, load_rules
+from trading_pipeline.settings import DBT_PROJECT_DIR, PROJECT_DIR
+
+DEFAULT_RULES_FILE = PROJECT_DIR / "rules.yaml"
+
+
+def dbt_executable() -> str:
+    """The dbt next to this interpreter (the project's .venv), else the one on PATH."""
+    here = Path(sys.executable).parent / "dbt"
+    if here.exists():
+        return str(here)
+    found = shutil.which("dbt")
+    if not found:
+        raise FileNotFoundError("dbt executable not found next to python or on PATH")
+    return found
+
+
+def warehouse_for_dbt(warehouse_path: Path | str) -> str:
+    """The warehouse as the dbt profile gets it (``TRADING_WAREHOUSE``): a file as an absolute
+    path, ``md:``/``ducklake:`` locations unchanged. An in-memory database is refused: dbt runs
+    in its own process and would build into an empty database of its own."""
+    from trading_pipeline.marketdata import warehouse as wh
+    loc = wh.location(warehouse_path)
+    if isinstance(loc, Path):
+        return str(loc.resolve())
+    if wh.kind(loc) == "memory":
+        raise wh.WarehouseLocationError(
+            f"dbt runs in its own process and cannot build into the warehouse {loc!r} "
+            f"({wh.describe(loc)}); use a DuckDB file, md:<db> or ducklake:<metadata>"
+        )
+    return loc
+
+
+def dbt_env(
+    warehouse_path: Path | str,
+    base: Mapping[str, str] | None = None,
+    target_path: Path | str | None = None,
+) -> dict[str, str]:
+    """Environment for a dbt process: profile dir, warehouse path, no telemetry.
+
+    ``target_path`` moves dbt's target/ and logs/ out of the project (tests, parallel runs).
+    """
+    env = dict(os.environ if base is None else base)
+    if target_path is not None:
+        env["DBT_TARGET_PATH"] = str(Path(target_path))
+        env["DBT_LOG_PATH"] = str(Path(target_path) / "logs")
+    env.update(
+        {
+            "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
+            "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
+            "TRADING_WAREHOUSE": warehouse_for_dbt(warehouse_path),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        }
+    )
+    return env
+
+
+def vars_json(rules: Rules | Path | str | None = None) -> str:
+    """rules (a Rules, a path, or None for the repo's rules.yaml) as a --vars JSON string."""
+    if rules is None:
+        rules = DEFAULT_RULES_FILE
+    if not isinstance(rules, Rules):
+        rules = load_rules(rules)
+    return json.dumps(dbt_vars(rules), separators=(",", ":"))
+
+
+def dbt_args(args: Sequence[str], rules: Rules | Path | str | None = None) -> list[str]:
+    """dbt arguments (without the executable) with --project-dir, --profiles-dir and --vars.
+
+    For dagster-dbt: ``dbt.cli(dbt_args(["build"]), context=context)`` with a
+    ``DbtCliResource(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)`` whose
+    process has ``TRADING_WAREHOUSE`` set (see ``dbt_env``).
+    """
+    out = list(args)
+    if "--project-dir" not in out:
+        out += ["--project-dir", str(DBT_PROJECT_DIR)]
+    if "--profiles-dir" not in out:
+        out += ["--profiles-dir", str(DBT_PROJECT_DIR)]
+    if out and out[0] in {"build", "run", "test", "compile", "parse", "docs", "ls", "list", "show"}:
+        if "--vars" not in out:
+            out += ["--vars", vars_json(rules)]
+    return out
+
+
+def dbt_command(
+    args: Sequence[str], warehouse_path: Path | str, rules: Rules | Path | str | None = None
+) -> list[str]:
+    """Full argv for ``subprocess`` (run it with ``env=dbt_env(warehouse_path)``)."""
+    del warehouse_path  # the path travels in the environment (profiles.yml reads it)
+    return [dbt_executable(), *dbt_args(args, rules)]
+
+
+def run_dbt(
+    args: Sequence[str],
+    warehouse_path: Path | str,
+    rules: Rules | Path | str | None = None,
+    check: bool = True,
+    capture: bool = True,
+    target_path: Path | str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run dbt to completion from any cwd; raise with dbt's output when it fails."""
+    proc = subprocess.run(
+        dbt_command(args, warehouse_path, rules),
+        env=dbt_env(warehouse_path, target_path=target_path),
+        cwd=str(DBT_PROJECT_DIR),
+        capture_output=capture,
+        text=True,
+    )
+    if check and proc.returncode != 0:
+        raise DbtError(args, proc.returncode, (proc.stdout or "") + (proc.stderr or ""))
+    return proc
+
+
+class DbtError(RuntimeError):
+    def __init__(self, args: Sequence[str], returncode: int, output: str) -> None:
+        super().__init__(f"dbt {' '.join(args[:1])} failed (exit {returncode}):\n{output[-4000:]}")
+        self.returncode = returncode
+        self.output = output
+
+
+def build(
+    warehouse_path: Path | str,
+    rules: Rules | Path | str | None = None,
+    select: str | None = None,
+    extra: Sequence[str] = (),
+    target_path: Path | str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``dbt build`` of the whole project (or ``select``) on ``warehouse_path``."""
+    args: list[str] = ["build", *extra]
+    if select:
+        args += ["--select", select]
+    return run_dbt(args, warehouse_path, rules, target_path=target_path)
+
+
+def scan_vars(rules: Rules | Path | str | None = None) -> dict[str, Any]:
+    return json.loads(vars_json(rules))

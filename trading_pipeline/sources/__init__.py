@@ -1,1 +1,0 @@
-"""Market-data sources behind one protocol; see :mod:`trading_pipeline.sources.base`."""

@@ -1,0 +1,1 @@
+"""Brokers behind one protocol; see :mod:`trading_pipeline.trading.brokers.base`."""

@@ -1,0 +1,538 @@
+"""Interactive Brokers (TWS / IB Gateway) behind the :class:`Broker` protocol, via ib_async.
+
+Threading model: ib_async is asyncio-based and its blocking helpers (``IB.connect``,
+``IB.reqPositions`` ...) spin the *calling thread's* event loop, which fails inside a running
+loop (FastAPI) and ties the connection to one thread (Dagster ops). So :class:`IBSession` owns
+a private event loop in a daemon thread; every IB call is a coroutine submitted to that loop
+with ``run_coroutine_threadsafe`` and awaited with a timeout. The public methods are plain
+synchronous calls, safe from any thread with or without a running loop (we don't use
+``util.patchAsyncio``/nest_asyncio). Operations are serialised per session. They block the
+caller until TWS answers, so call them from FastAPI ``def`` routes (thread pool), not from
+``async def`` ones.
+
+Idempotency: our ``client_order_id`` travels in IB's ``orderRef``. Before placing, ``submit``
+looks for an order with that ref in the session and in TWS's open and completed orders, and
+returns it instead of placing again, so a retry after a dropped connection never doubles
+an order.
+
+One TWS client id allows one connection: give each process its own ``client_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from ib_async import IB, LimitOrder, MarketOrder, Stock, Trade
+from ib_async.order import OrderStatus as IBStatus
+from ib_async.util import UNSET_DOUBLE
+
+from trading_pipeline.trading.brokers.base import (
+    BrokerAccount,
+    BrokerError,
+    BrokerFill,
+    BrokerOrder,
+    BrokerPosition,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Side,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# IB error codes that are answers to our own cancel, not rejections.
+_CANCEL_CODES = frozenset({202, 10148})
+_STATUS = {
+    IBStatus.PendingSubmit: OrderStatus.NEW,
+    IBStatus.ApiPending: OrderStatus.NEW,
+    IBStatus.PreSubmitted: OrderStatus.ACCEPTED,
+    IBStatus.Submitted: OrderStatus.ACCEPTED,
+    IBStatus.ApiUpdate: OrderStatus.ACCEPTED,
+    IBStatus.PendingCancel: OrderStatus.ACCEPTED,
+    IBStatus.ValidationError: OrderStatus.ACCEPTED,
+    IBStatus.Filled: OrderStatus.FILLED,
+    IBStatus.Cancelled: OrderStatus.CANCELLED,
+    IBStatus.ApiCancelled: OrderStatus.CANCELLED,
+    IBStatus.Inactive: OrderStatus.REJECTED,
+}
+
+
+def connection_help(host: str, port: int, client_id: int) -> str:
+    return (
+        f"cannot reach TWS/IB Gateway at {host}:{port} (client id {client_id}). Start TWS or "
+        "IB Gateway, enable 'ActiveX and Socket Clients' in its API settings, and check "
+        "TRADING_IB_HOST / TRADING_IB_PORT (TWS paper 7497, live 7496; Gateway paper 4002, "
+        "live 4001) and that no other process uses TRADING_IB_CLIENT_ID"
+    )
+
+
+class IBUnavailable(ConnectionError):
+    """TWS could not be reached or the connection was lost (retrying may help).
+
+    ``dropped`` is True when an established connection broke mid-call: reconnecting at once
+    is reasonable then, unlike after a refused connection or a timeout.
+    """
+
+    def __init__(self, message: str, *, dropped: bool = False) -> None:
+        super().__init__(message)
+        self.dropped = dropped
+
+
+class IBSession:
+    """One ib_async ``IB`` client driven by a private event loop in a daemon thread.
+
+    Connects on demand (and reconnects after a drop) at the start of every :meth:`run`;
+    after :meth:`close` the next ``run`` starts over. Use :meth:`shared` so that several
+    brokers or sources in one process reuse one connection per client id (TWS refuses a
+    second connection with the same id).
+    """
+
+    _registry: dict[tuple[str, int, int], IBSession] = {}
+    _registry_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, host: str, port: int, client_id: int, **kwargs: Any) -> IBSession:
+        """The process-wide session for this TWS and client id (the first caller's options win)."""
+        with cls._registry_lock:
+            key = (host, port, client_id)
+            if key not in cls._registry:
+                cls._registry[key] = cls(host, port, client_id, **kwargs)
+            return cls._registry[key]
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: int,
+        *,
+        readonly: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        self.host, self.port, self.client_id = host, port, client_id
+        self.readonly = readonly
+        self.timeout = timeout
+        self._ib: IB | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._serial: asyncio.Lock | None = None
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def main() -> None:
+                    asyncio.set_event_loop(loop)  # eventkit looks the loop up through the policy
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=main, name="ib-session", daemon=True)
+                self._thread.start()
+                ready.wait(5)
+                self._loop = loop
+            return self._loop
+
+    async def _connected(self) -> IB:
+        if self._ib is None:
+            self._ib = IB()
+            self._ib.RaiseRequestErrors = True
+        ib = self._ib
+        if not ib.isConnected():
+            if ib.client.isConnected():  # half-open after a drop: clear it first
+                ib.disconnect()
+            connect = asyncio.ensure_future(
+                ib.connectAsync(
+                    self.host,
+                    self.port,
+                    self.client_id,
+                    timeout=self.timeout,
+                    readonly=self.readonly,
+                )
+            )
+            refused: list[str] = []
+
+            def on_error(req_id: int, code: int, message: str, contract: Any) -> None:
+                if (
+                    code == 326
+                ):  # client id already in use: TWS hangs up, don't wait for the timeout
+                    refused.append(message)
+                    connect.cancel()
+
+            ib.errorEvent += on_error
+            try:
+                await connect
+            except asyncio.CancelledError:
+                if not refused:
+                    raise
+                raise IBUnavailable(
+                    f"TWS at {self.host}:{self.port} refused client id {self.client_id}: "
+                    f"{refused[0]} Set TRADING_IB_CLIENT_ID (or client_id=) to an id no other "
+                    "process uses"
+                ) from None
+            except (OSError, TimeoutError) as e:
+                raise IBUnavailable(
+                    f"{connection_help(self.host, self.port, self.client_id)}: {e!r}"
+                ) from e
+            finally:
+                ib.errorEvent -= on_error
+            if not ib.isConnected():
+                raise IBUnavailable(connection_help(self.host, self.port, self.client_id))
+        return ib
+
+    def run(self, fn: Callable[[IB], Awaitable[T]], timeout: float | None = None) -> T:
+        """Connect if needed, then run ``await fn(ib)`` on the session loop; raise IBUnavailable
+        when TWS cannot be reached, the connection drops, or ``timeout`` passes."""
+        loop = self._ensure_loop()
+
+        async def call() -> T:
+            # one operation at a time: ib_async keys some requests by a fixed name
+            # ("openOrders", "positions"), so overlapping calls would steal each other's replies
+            if self._serial is None:
+                self._serial = asyncio.Lock()
+            async with self._serial:
+                return await fn(await self._connected())
+
+        budget = (timeout or self.timeout) + self.timeout  # connecting has its own timeout
+        future = asyncio.run_coroutine_threadsafe(call(), loop)
+        try:
+            return future.result(budget)
+        except (FutureTimeout, TimeoutError) as e:
+            future.cancel()
+            raise IBUnavailable(f"TWS at {self.host}:{self.port} did not answer in time") from e
+        except ConnectionError as e:  # includes ib_async's "Socket disconnect" on pending requests
+            if isinstance(e, IBUnavailable):
+                raise
+            raise IBUnavailable(
+                f"connection to TWS at {self.host}:{self.port} lost: {e}", dropped=True
+            ) from e
+
+    def close(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None:
+            return
+        if self._ib is not None:
+            ib = self._ib
+
+            async def disconnect() -> None:
+                ib.disconnect()
+
+            try:
+                asyncio.run_coroutine_threadsafe(disconnect(), loop).result(5)
+            except Exception:  # closing must not fail the caller
+                log.debug("ib disconnect failed", exc_info=True)
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(5)
+        loop.close()
+        self._loop = self._thread = self._ib = None
+        self._serial = None
+
+
+def _dec(x: float) -> Decimal:
+    d = Decimal(repr(float(x)))
+    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
+
+
+def _naive_utc(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+
+
+def _rejection(trade: Trade) -> str | None:
+    """IB's message if the order was refused (as opposed to cancelled by us)."""
+    for entry in reversed(trade.log):
+        if entry.errorCode and entry.errorCode not in _CANCEL_CODES:
+            return entry.message
+    return None
+
+
+def to_broker_order(trade: Trade) -> BrokerOrder:
+    """Our view of an ib_async ``Trade``."""
+    o, st = trade.order, trade.orderStatus
+    fills = tuple(
+        BrokerFill(
+            fill_id=f.execution.execId,
+            client_order_id=o.orderRef or f.execution.orderRef,
+            quantity=_dec(f.execution.shares),
+            price=_dec(f.execution.price),
+            commission=_dec(f.commissionReport.commission),
+            ts=_naive_utc(f.execution.time),
+        )
+        for f in trade.fills
+    )
+    fill_qty = sum((f.quantity for f in fills), Decimal(0))
+    filled = max(fill_qty, _dec(st.filled))
+    if o.filledQuantity not in (None, UNSET_DOUBLE):
+        filled = max(filled, _dec(float(o.filledQuantity)))
+    status = _STATUS.get(st.status, OrderStatus.ACCEPTED)
+    reason = None
+    if status == OrderStatus.CANCELLED and (reason := _rejection(trade)) is not None:
+        # refused by IB; after fills it is a server-side cancel of the rest, with IB's reason
+        status = OrderStatus.REJECTED if filled == 0 else OrderStatus.CANCELLED
+    elif status == OrderStatus.REJECTED:
+        reason = _rejection(trade) or f"IB order status {st.status}"
+    elif status == OrderStatus.ACCEPTED and filled > 0:
+        status = OrderStatus.PARTIALLY_FILLED
+    if fills and fill_qty:
+        avg: Decimal | None = sum((f.quantity * f.price for f in fills), Decimal(0)) / fill_qty
+    else:
+        avg = _dec(st.avgFillPrice) if st.avgFillPrice else None
+    return BrokerOrder(
+        client_order_id=o.orderRef or f"ib-{o.permId or o.orderId}",
+        broker_order_id=str(o.permId or f"{o.clientId}:{o.orderId}"),
+        symbol=trade.contract.symbol,
+        side=Side.BUY if o.action == "BUY" else Side.SELL,
+        quantity=_dec(o.totalQuantity),
+        filled_quantity=filled,
+        status=status,
+        avg_fill_price=avg,
+        reason=reason,
+        fills=fills,
+    )
+
+
+class IBBroker:
+    """Orders, positions and account of one IB account through TWS / IB Gateway.
+
+    ``account`` picks one IB account when the login manages several (default: IB's default
+    account; an ``OrderRequest.account`` that IB does not manage is ignored). ``shared``
+    (default) reuses the process-wide connection for this client id; ``close()`` ends it.
+    Rejections raise ``BrokerError(retryable=False)`` with IB's message; an unreachable or
+    dropped TWS raises ``BrokerError(retryable=True)``.
+    """
+
+    name = "ib"
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 7497,
+        client_id: int = 17,
+        *,
+        account: str | None = None,
+        timeout: float = 10.0,
+        ack_timeout: float = 5.0,
+        shared: bool = True,
+    ) -> None:
+        make = IBSession.shared if shared else IBSession
+        self.session = make(host, port, client_id, timeout=timeout)
+        self.account_id = account
+        self.timeout = timeout
+        self.ack_timeout = ack_timeout
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> IBBroker:
+        from trading_pipeline.settings import get_settings
+
+        s = settings or get_settings()
+        return cls(s.ib_host, s.ib_port, s.ib_client_id)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _run(self, fn: Callable[[IB], Awaitable[T]], *, retry: bool = True) -> T:
+        """Run on the session; after a dropped connection reconnect and try once more (safe:
+        every operation re-reads TWS state first, and submit is idempotent by orderRef)."""
+        try:
+            return self.session.run(fn)
+        except IBUnavailable as e:
+            if not (retry and e.dropped):
+                raise BrokerError(str(e), retryable=True) from e
+            log.warning("ib connection dropped, reconnecting once: %s", e)
+        try:
+            return self.session.run(fn)
+        except IBUnavailable as e:
+            raise BrokerError(str(e), retryable=True) from e
+
+    # ---- lookups (run on the session loop) -----------------------------------------------
+    @staticmethod
+    def _cached(ib: IB, client_order_id: str) -> Trade | None:
+        found = [t for t in ib.trades() if t.order.orderRef == client_order_id]
+        # prefer a live trade keyed by order id (modifiable) over a permId-only completed copy
+        found.sort(key=lambda t: (t.order.orderId > 0, t.order.permId))
+        return found[-1] if found else None
+
+    async def _find(self, ib: IB, client_order_id: str) -> Trade | None:
+        """The trade with our id as orderRef, as TWS knows it now.
+
+        The open-orders round trip also works as a barrier: TWS answers after every message it
+        sent before, so fills already on the wire are applied. Completed orders are fetched
+        only for ids this session has not seen (other client ids, earlier connections)."""
+        trade = self._cached(ib, client_order_id)
+        if trade is None or not trade.isDone():
+            await ib.reqAllOpenOrdersAsync()
+            if trade is None:
+                await ib.reqCompletedOrdersAsync(False)
+            trade = self._cached(ib, client_order_id)
+        return trade
+
+    async def _wait(self, ib: IB, trade: Trade, done: Callable[[Trade], bool]) -> None:
+        """Wait for TWS to answer about ``trade``; raise IBUnavailable if the socket drops."""
+        deadline = asyncio.get_running_loop().time() + self.ack_timeout
+        while not done(trade):
+            if not ib.isConnected():
+                raise IBUnavailable(
+                    "connection to TWS lost while waiting for an order acknowledgement; "
+                    "retry: the order will be looked up by its client order id",
+                    dropped=True,
+                )
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.01)
+
+    # ---- the Broker protocol -------------------------------------------------------------
+    def submit(self, order: OrderRequest) -> BrokerOrder:
+        if order.quantity <= 0:
+            raise BrokerError(f"quantity must be positive, got {order.quantity}")
+        if order.order_type == OrderType.LIMIT and order.limit_price is None:
+            raise BrokerError("a limit order needs a limit_price")
+
+        async def submit(ib: IB) -> BrokerOrder:
+            existing = await self._find(ib, order.client_order_id)
+            if existing is not None:
+                return to_broker_order(existing)
+            action = "BUY" if order.side == Side.BUY else "SELL"
+            qty = float(order.quantity)
+            if order.order_type == OrderType.LIMIT:
+                ib_order: Any = LimitOrder(action, qty, float(order.limit_price))  # type: ignore[arg-type]
+            else:
+                ib_order = MarketOrder(action, qty)
+            ib_order.tif = order.time_in_force.value.upper()
+            ib_order.orderRef = order.client_order_id
+            account = order.account if order.account in ib.managedAccounts() else self.account_id
+            if account:
+                ib_order.account = account
+            trade = ib.placeOrder(Stock(order.symbol, "SMART", "USD"), ib_order)
+            await self._wait(ib, trade, lambda t: t.orderStatus.status != IBStatus.PendingSubmit)
+            return to_broker_order(trade)
+
+        result = self._run(submit)
+        if result.status == OrderStatus.REJECTED:
+            log.warning(
+                "event=ib_order_rejected client_order_id=%s reason=%s",
+                order.client_order_id,
+                result.reason,
+            )
+            raise BrokerError(
+                f"IB rejected order {order.client_order_id}: {result.reason}", retryable=False
+            )
+        return result
+
+    def _existing(self, ib: IB, trade: Trade | None, client_order_id: str, verb: str) -> Trade:
+        if trade is None:
+            raise BrokerError(f"cannot {verb} {client_order_id!r}: no such order at IB")
+        if trade.isDone():
+            raise BrokerError(
+                f"cannot {verb} {client_order_id!r}: order is {to_broker_order(trade).status.value}"
+            )
+        if trade.order.orderId <= 0 or trade.order.clientId != self.session.client_id:
+            raise BrokerError(
+                f"cannot {verb} {client_order_id!r}: it was placed by another TWS client "
+                f"(client id {trade.order.clientId})"
+            )
+        return trade
+
+    def cancel(self, client_order_id: str) -> BrokerOrder:
+        async def cancel(ib: IB) -> BrokerOrder:
+            trade = self._existing(
+                ib, await self._find(ib, client_order_id), client_order_id, "cancel"
+            )
+            ib.cancelOrder(trade.order)
+            await self._wait(ib, trade, lambda t: t.isDone())
+            return to_broker_order(trade)
+
+        # no automatic retry: a lost cancel ack must not come back as "already cancelled"
+        return self._run(cancel, retry=False)
+
+    def modify(
+        self,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        limit_price: Decimal | None = None,
+    ) -> BrokerOrder:
+        async def modify(ib: IB) -> BrokerOrder:
+            trade = self._existing(
+                ib, await self._find(ib, client_order_id), client_order_id, "modify"
+            )
+            if limit_price is not None and trade.order.orderType != "LMT":
+                raise BrokerError(
+                    f"cannot set a limit price on {trade.order.orderType} order {client_order_id!r}"
+                )
+            if quantity is not None:
+                trade.order.totalQuantity = float(quantity)
+            if limit_price is not None:
+                trade.order.lmtPrice = float(limit_price)
+            seen = len(trade.log)
+            ib.placeOrder(trade.contract, trade.order)  # same orderId: IB treats it as a modify
+            await self._wait(ib, trade, lambda t: len(t.log) > seen + 1 or t.isDone())
+            return to_broker_order(trade)
+
+        return self._run(modify)
+
+    def order_status(self, client_order_id: str) -> BrokerOrder | None:
+        async def status(ib: IB) -> BrokerOrder | None:
+            trade = await self._find(ib, client_order_id)
+            return to_broker_order(trade) if trade is not None else None
+
+        return self._run(status)
+
+    def open_orders(self) -> list[BrokerOrder]:
+        async def open_orders(ib: IB) -> list[BrokerOrder]:
+            await ib.reqAllOpenOrdersAsync()
+            return [to_broker_order(t) for t in ib.openTrades()]
+
+        return self._run(open_orders)
+
+    def positions(self) -> list[BrokerPosition]:
+        async def positions(ib: IB) -> list[BrokerPosition]:
+            rows = await ib.reqPositionsAsync()
+            account = self.account_id
+            return [
+                BrokerPosition(
+                    symbol=p.contract.symbol, quantity=_dec(p.position), avg_price=_dec(p.avgCost)
+                )
+                for p in rows
+                if p.position and (not account or p.account == account)
+            ]
+
+        return self._run(positions)
+
+    def account(self) -> BrokerAccount:
+        tags = "NetLiquidation,TotalCashValue,BuyingPower"
+
+        async def account(ib: IB) -> BrokerAccount:
+            req_id = ib.client.getReqId()
+            future = ib.wrapper.startReq(req_id)
+            ib.client.reqAccountSummary(req_id, "All", tags)
+            try:
+                await asyncio.wait_for(future, self.timeout)
+            finally:
+                ib.client.cancelAccountSummary(req_id)  # TWS allows only two live summaries
+            accounts = ib.managedAccounts()
+            name = self.account_id or (accounts[0] if accounts else "")
+            values = {
+                v.tag: v.value
+                for v in ib.wrapper.acctSummary.values()
+                if v.account == name and v.currency in ("USD", "BASE", "")
+            }
+            missing = [t for t in tags.split(",") if t not in values]
+            if missing:
+                raise BrokerError(f"IB account {name!r} summary lacks {', '.join(missing)}")
+            return BrokerAccount(
+                account=name,
+                cash=Decimal(values["TotalCashValue"]),
+                equity=Decimal(values["NetLiquidation"]),
+                buying_power=Decimal(values["BuyingPower"]),
+            )
+
+        return self._run(account)

@@ -1,0 +1,455 @@
+"""The paper broker: fills against real bars, keeps its book in the ops store.
+
+Point in time (docs/decisions.md #5): an order acts no earlier than the first bar that STARTS
+after the order was submitted. A market order fills at that bar's open; a limit order fills
+on the first such bar that trades through its limit (buy: low < limit; sell: high > limit)
+at the better of the open and the limit. Slippage (bps, against us; never past a limit)
+and commission (per share, with a minimum) are configurable.
+
+Its state lives in its own ops-store tables (``paper_orders``, ``paper_fills``,
+``paper_accounts``), so a second process or a retried job sees the same book, and a second
+submit with the same client_order_id returns the first order. ``process_bars()`` advances
+working orders against whatever bars the feed has.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from trading_pipeline.trading.brokers.base import (
+    BrokerAccount,
+    BrokerError,
+    BrokerFill,
+    BrokerOrder,
+    BrokerPosition,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
+from trading_pipeline.trading.orders import OPEN_STATUSES, utcnow
+from trading_pipeline.trading.positions import Fill, Portfolio
+from trading_pipeline.trading.store import (
+    OpsStore,
+    insert_if_missing,
+    paper_accounts,
+    paper_fills,
+    paper_orders,
+)
+
+ZERO = Decimal(0)
+PRICE_QUANTUM = Decimal("0.0001")
+
+
+def to_decimal(x: float | int | Decimal) -> Decimal:
+    """A bar price as the decimal a human reads (no binary float tail)."""
+    return x if isinstance(x, Decimal) else Decimal(repr(float(x)))
+
+
+@runtime_checkable
+class BarFeed(Protocol):
+    """Where the paper broker sees the market. Bars as in :mod:`trading_pipeline.marketdata.bars`."""
+
+    def bars_after(self, symbol: str, ts: datetime) -> pl.DataFrame:
+        """Bars of ``symbol`` whose start ``ts`` is strictly after ``ts``, oldest first."""
+        ...
+
+    def last_bar(self, symbol: str) -> dict[str, Any] | None:
+        """The latest bar of ``symbol`` as a dict, or None if the symbol has no bars."""
+        ...
+
+    def newest_ts(self) -> datetime | None:
+        """The start of the newest bar of any symbol (the market clock), None without bars."""
+        ...
+
+
+class PolarsBarFeed:
+    """Bars from an in-memory polars frame: tests and backtests. ``append`` moves time on."""
+
+    def __init__(self, bars: pl.DataFrame | None = None) -> None:
+        self.bars = bars if bars is not None else pl.DataFrame()
+
+    def append(self, bars: pl.DataFrame) -> None:
+        self.bars = bars if self.bars.is_empty() else pl.concat([self.bars, bars], how="diagonal_relaxed")
+
+    def bars_after(self, symbol: str, ts: datetime) -> pl.DataFrame:
+        if self.bars.is_empty():
+            return self.bars
+        return self.bars.filter((pl.col("symbol") == symbol) & (pl.col("ts") > ts)).sort("ts")
+
+    def last_bar(self, symbol: str) -> dict[str, Any] | None:
+        if self.bars.is_empty():
+            return None
+        rows = self.bars.filter(pl.col("symbol") == symbol).sort("ts").tail(1).to_dicts()
+        return rows[0] if rows else None
+
+    def newest_ts(self) -> datetime | None:
+        return None if self.bars.is_empty() else self.bars["ts"].max()
+
+
+class DuckDBBarFeed:
+    """Bars from the warehouse, opened read-only per call so no lock is held between calls."""
+
+    def __init__(self, path: Path | str, timeframe: str = "1d") -> None:
+        from trading_pipeline.marketdata.warehouse import location
+
+        self.path = location(path)  # md:/ducklake: stay strings
+        self.timeframe = timeframe
+        self.table = "raw.bars_daily" if timeframe == "1d" else "raw.bars_intraday"
+
+    def _query(self, sql: str, params: list[Any]) -> pl.DataFrame:
+        from trading_pipeline.marketdata.warehouse import connect
+
+        con = connect(self.path, read_only=True)
+        try:
+            return con.sql(sql, params=params).pl()
+        finally:
+            con.close()
+
+    def bars_after(self, symbol: str, ts: datetime) -> pl.DataFrame:
+        return self._query(
+            f"SELECT symbol, timeframe, ts, session_date, open, high, low, close, volume FROM {self.table} "
+            "WHERE symbol = ? AND timeframe = ? AND ts > ? ORDER BY ts",
+            [symbol, self.timeframe, ts],
+        )
+
+    def last_bar(self, symbol: str) -> dict[str, Any] | None:
+        rows = self._query(
+            f"SELECT symbol, timeframe, ts, session_date, open, high, low, close, volume FROM {self.table} "
+            "WHERE symbol = ? AND timeframe = ? ORDER BY ts DESC LIMIT 1",
+            [symbol, self.timeframe],
+        ).to_dicts()
+        return rows[0] if rows else None
+
+    def newest_ts(self) -> datetime | None:
+        return self._query(f"SELECT max(ts) AS ts FROM {self.table} WHERE timeframe = ?", [self.timeframe])["ts"][0]
+
+
+def market_clock(feed: BarFeed) -> Callable[[], datetime]:
+    """'Now' on a market replayed from stored bars: the start of the newest bar the feed has
+    (the wall clock while it has none). An order placed then fills on the next bar, the same
+    rule the signal orders follow; on the bundled sample (which ends in 2013) the wall clock
+    would put every manual order after the last bar there will ever be."""
+
+    def now() -> datetime:
+        return feed.newest_ts() or utcnow()
+
+    return now
+
+
+def paper_clock(settings: Any, feed: BarFeed) -> Callable[[], datetime]:
+    """The paper broker's clock for this home: ``TRADING_CLOCK`` = ``market`` or ``wall``;
+    ``auto`` (the default) is the market clock when the home's bars come from the sample or
+    from files, the wall clock for a live source (alpaca, ib)."""
+    mode = settings.clock
+    if mode == "auto":
+        from trading_pipeline.marketdata.sources.registry import home_source
+
+        source, _why = home_source(settings)
+        mode = "market" if source in (None, "sample", "synthetic") else "wall"
+    return market_clock(feed) if mode == "market" else utcnow
+
+
+def _session(bar: dict[str, Any]) -> Any:
+    return bar.get("session_date") or bar["ts"].date()
+
+
+class PaperBroker:
+    """A simulated broker for one account; see the module docstring for the fill model."""
+
+    name = "paper"
+
+    def __init__(
+        self,
+        store: OpsStore,
+        feed: BarFeed,
+        *,
+        account: str = "paper",
+        starting_cash: Decimal = Decimal("100000"),
+        slippage_bps: Decimal = ZERO,
+        commission_per_share: Decimal = ZERO,
+        commission_min: Decimal = ZERO,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.feed = feed
+        self.account_id = account
+        self.slippage_bps = Decimal(slippage_bps)
+        self.commission_per_share = Decimal(commission_per_share)
+        self.commission_min = Decimal(commission_min)
+        self.clock = clock
+        with store.transaction() as conn:  # several processes may open a new account at once
+            insert_if_missing(conn, paper_accounts, {"account": account},
+                              {"starting_cash": starting_cash, "created_at": utcnow()})
+
+    # ---- reading the book --------------------------------------------------------------------
+    def _to_broker_order(self, row: Any, fill_rows: list[Any]) -> BrokerOrder:
+        return BrokerOrder(
+            client_order_id=row.client_order_id,
+            broker_order_id=row.broker_order_id,
+            symbol=row.symbol,
+            side=Side(row.side),
+            quantity=row.quantity,
+            filled_quantity=row.filled_quantity,
+            status=OrderStatus(row.status),
+            avg_fill_price=row.avg_fill_price,
+            reason=row.reason,
+            fills=tuple(
+                BrokerFill(f.fill_id, f.client_order_id, f.quantity, f.price, f.commission, f.ts) for f in fill_rows
+            ),
+        )
+
+    def _load(self, conn: sa.Connection, client_order_id: str) -> BrokerOrder | None:
+        row = conn.execute(sa.select(paper_orders).where(paper_orders.c.client_order_id == client_order_id)).first()
+        if row is None:
+            return None
+        frows = conn.execute(
+            sa.select(paper_fills).where(paper_fills.c.client_order_id == client_order_id).order_by(paper_fills.c.ts)
+        ).all()
+        return self._to_broker_order(row, frows)
+
+    def order_status(self, client_order_id: str) -> BrokerOrder | None:
+        with self.store.reading() as conn:
+            return self._load(conn, client_order_id)
+
+    def open_orders(self) -> list[BrokerOrder]:
+        with self.store.reading() as conn:
+            rows = conn.execute(
+                sa.select(paper_orders)
+                .where(
+                    paper_orders.c.account == self.account_id,
+                    paper_orders.c.status.in_([s.value for s in OPEN_STATUSES]),
+                )
+                .order_by(paper_orders.c.submitted_at, paper_orders.c.client_order_id)
+            ).all()
+            return [self._to_broker_order(r, []) for r in rows]
+
+    def _portfolio(self) -> Portfolio:
+        with self.store.reading() as conn:
+            start = conn.execute(
+                sa.select(paper_accounts.c.starting_cash).where(paper_accounts.c.account == self.account_id)
+            ).scalar_one()
+            rows = conn.execute(sa.select(paper_fills).where(paper_fills.c.account == self.account_id)).all()
+        return Portfolio.from_fills(
+            self.account_id,
+            start,
+            (Fill(r.fill_id, r.client_order_id, r.account, r.symbol, Side(r.side), r.quantity, r.price, r.commission, r.ts) for r in rows),
+        )
+
+    def positions(self) -> list[BrokerPosition]:
+        return [BrokerPosition(p.symbol, p.quantity, p.avg_price) for p in self._portfolio().open_positions()]
+
+    def last_price(self, symbol: str) -> Decimal | None:
+        bar = self.feed.last_bar(symbol)
+        return to_decimal(bar["close"]) if bar else None
+
+    def account(self) -> BrokerAccount:
+        pf = self._portfolio()
+        prices = {p.symbol: lp for p in pf.open_positions() if (lp := self.last_price(p.symbol)) is not None}
+        equity = pf.equity(prices)
+        assert pf.cash is not None
+        return BrokerAccount(self.account_id, pf.cash, equity, max(pf.cash, ZERO))
+
+    # ---- changing the book -------------------------------------------------------------------
+    def _rejection(self, order: OrderRequest) -> str | None:
+        if order.account != self.account_id:
+            return f"this paper broker serves account {self.account_id!r}, not {order.account!r}"
+        if order.quantity <= 0:
+            return f"quantity must be > 0, got {order.quantity}"
+        if order.order_type == OrderType.LIMIT and (order.limit_price is None or order.limit_price <= 0):
+            return "a limit order needs a positive limit_price"
+        if self.feed.last_bar(order.symbol) is None:
+            return f"unknown symbol {order.symbol!r}: no bars in the feed"
+        return None
+
+    def submit(self, order: OrderRequest) -> BrokerOrder:
+        existing = self.order_status(order.client_order_id)
+        if existing is not None:
+            return existing
+        reason = self._rejection(order)
+        now = self.clock()
+        try:
+            return self._insert(order, reason, now)
+        except IntegrityError:  # a concurrent submit of the same id won (Postgres)
+            result = self.order_status(order.client_order_id)
+            assert result is not None
+            return result
+
+    def _insert(self, order: OrderRequest, reason: str | None, now: datetime) -> BrokerOrder:
+        with self.store.transaction() as conn:
+            again = self._load(conn, order.client_order_id)  # lost a race to another process
+            if again is not None:
+                return again
+            conn.execute(
+                paper_orders.insert().values(
+                    client_order_id=order.client_order_id,
+                    broker_order_id=f"paper-{uuid.uuid4().hex[:16]}",
+                    account=order.account,
+                    symbol=order.symbol,
+                    side=Side(order.side).value,
+                    order_type=OrderType(order.order_type).value,
+                    quantity=order.quantity,
+                    limit_price=order.limit_price,
+                    time_in_force=TimeInForce(order.time_in_force).value,
+                    status=(OrderStatus.REJECTED if reason else OrderStatus.ACCEPTED).value,
+                    filled_quantity=ZERO,
+                    avg_fill_price=None,
+                    reason=reason,
+                    submitted_at=now,
+                    updated_at=now,
+                )
+            )
+            result = self._load(conn, order.client_order_id)
+        assert result is not None
+        return result
+
+    def _open_row(self, conn: sa.Connection, client_order_id: str, action: str) -> Any:
+        # locked (Postgres): a fill committing meanwhile must be seen, not overwritten
+        row = conn.execute(
+            self.store._lock_rows(sa.select(paper_orders).where(paper_orders.c.client_order_id == client_order_id))
+        ).first()
+        if row is None:
+            raise BrokerError(f"cannot {action} {client_order_id}: unknown order")
+        if OrderStatus(row.status) not in OPEN_STATUSES:
+            raise BrokerError(f"cannot {action} {client_order_id}: order is {row.status}")
+        return row
+
+    def cancel(self, client_order_id: str) -> BrokerOrder:
+        with self.store.transaction() as conn:
+            self._open_row(conn, client_order_id, "cancel")
+            conn.execute(
+                paper_orders.update()
+                .where(paper_orders.c.client_order_id == client_order_id)
+                .values(status=OrderStatus.CANCELLED.value, reason="cancelled by request", updated_at=self.clock())
+            )
+            result = self._load(conn, client_order_id)
+        assert result is not None
+        return result
+
+    def modify(
+        self, client_order_id: str, *, quantity: Decimal | None = None, limit_price: Decimal | None = None
+    ) -> BrokerOrder:
+        with self.store.transaction() as conn:
+            row = self._open_row(conn, client_order_id, "modify")
+            values: dict[str, Any] = {"updated_at": self.clock()}
+            if quantity is not None:
+                if quantity <= row.filled_quantity:
+                    raise BrokerError(f"cannot modify {client_order_id}: quantity {quantity} <= filled {row.filled_quantity}")
+                values["quantity"] = quantity
+            if limit_price is not None:
+                if row.order_type != OrderType.LIMIT.value:
+                    raise BrokerError(f"cannot modify {client_order_id}: a market order has no limit price")
+                if limit_price <= 0:
+                    raise BrokerError(f"cannot modify {client_order_id}: limit price must be > 0")
+                values["limit_price"] = limit_price
+            conn.execute(paper_orders.update().where(paper_orders.c.client_order_id == client_order_id).values(**values))
+            result = self._load(conn, client_order_id)
+        assert result is not None
+        return result
+
+    # ---- the market moves --------------------------------------------------------------------
+    def _slipped(self, price: Decimal, side: Side) -> Decimal:
+        factor = self.slippage_bps / Decimal(10000)
+        p = price * (1 + factor) if side == Side.BUY else price * (1 - factor)
+        return p.quantize(PRICE_QUANTUM)
+
+    def commission(self, quantity: Decimal) -> Decimal:
+        return max(quantity * self.commission_per_share, self.commission_min)
+
+    def _match(self, row: Any, bars: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | None, Decimal | None]:
+        """Decide the fate of one working order: ("fill", bar, price), ("expire", bar, None) or ("wait", ...)."""
+        side = Side(row.side)
+        if not bars:
+            return "wait", None, None
+        if row.order_type == OrderType.MARKET.value:
+            return "fill", bars[0], self._slipped(to_decimal(bars[0]["open"]), side)
+        limit: Decimal = row.limit_price
+        first_session = _session(bars[0])
+        tif = TimeInForce(row.time_in_force)
+        for i, bar in enumerate(bars):
+            if tif == TimeInForce.IOC and i > 0:
+                return "expire", bar, None
+            if tif == TimeInForce.DAY and _session(bar) != first_session:
+                return "expire", bar, None
+            o, lo, hi = to_decimal(bar["open"]), to_decimal(bar["low"]), to_decimal(bar["high"])
+            if side == Side.BUY and (lo < limit or o <= limit):
+                return "fill", bar, min(self._slipped(min(o, limit), side), limit)
+            if side == Side.SELL and (hi > limit or o >= limit):
+                return "fill", bar, max(self._slipped(max(o, limit), side), limit)
+        last = bars[-1]
+        if tif == TimeInForce.IOC or (tif == TimeInForce.DAY and last.get("timeframe") == "1d"):
+            return "expire", last, None  # its only bar (or whole session) passed without a fill
+        return "wait", None, None
+
+    def process_bars(self) -> list[BrokerOrder]:
+        """Fill or expire working orders against the bars now available; returns those changed."""
+        changed: list[BrokerOrder] = []
+        for open_order in self.open_orders():
+            with self.store.reading() as conn:
+                row = conn.execute(
+                    sa.select(paper_orders).where(paper_orders.c.client_order_id == open_order.client_order_id)
+                ).first()
+            bars = self.feed.bars_after(row.symbol, row.submitted_at).to_dicts()
+            action, bar, price = self._match(row, bars)
+            if action == "wait" or bar is None:
+                continue
+            with self.store.transaction() as conn:
+                cur = conn.execute(
+                    self.store._lock_rows(
+                        sa.select(paper_orders).where(paper_orders.c.client_order_id == row.client_order_id)
+                    )
+                ).first()
+                if OrderStatus(cur.status) not in OPEN_STATUSES or cur.quantity != row.quantity:
+                    continue  # another process got there first, or it was modified: next pass
+                now = self.clock()
+                if action == "expire":
+                    status = OrderStatus.CANCELLED if row.time_in_force == TimeInForce.IOC.value else OrderStatus.EXPIRED
+                    conn.execute(
+                        paper_orders.update()
+                        .where(paper_orders.c.client_order_id == row.client_order_id)
+                        .values(status=status.value, reason=f"{row.time_in_force} limit not reached by {bar['ts']}", updated_at=now)
+                    )
+                else:
+                    assert price is not None
+                    qty = cur.quantity - cur.filled_quantity
+                    conn.execute(
+                        paper_fills.insert().values(
+                            fill_id=f"{row.client_order_id}:{bar['ts'].isoformat()}",
+                            client_order_id=row.client_order_id,
+                            account=row.account,
+                            symbol=row.symbol,
+                            side=row.side,
+                            quantity=qty,
+                            price=price,
+                            commission=self.commission(qty),
+                            bar_ts=bar["ts"],
+                            ts=bar["ts"],
+                        )
+                    )
+                    conn.execute(
+                        paper_orders.update()
+                        .where(paper_orders.c.client_order_id == row.client_order_id)
+                        .values(
+                            status=OrderStatus.FILLED.value,
+                            filled_quantity=cur.quantity,
+                            avg_fill_price=price,
+                            reason=f"filled at {price} on bar {bar['ts']}",
+                            updated_at=now,
+                        )
+                    )
+                result = self._load(conn, row.client_order_id)
+            if result is not None:
+                changed.append(result)
+        return changed
+
+    sync = process_bars

@@ -1,0 +1,295 @@
+"""The order pipeline, without Dagster: signals -> sizing -> risk -> ops store -> broker.
+
+The order of steps is what makes a retried job safe (docs/decisions.md #6):
+
+1. the client order id is computed from (strategy, account, symbol, signal bar, side), so a
+   re-run of the same signals computes the same ids;
+2. an id already in the ops store is not submitted again; one stuck at NEW (we recorded it,
+   then the broker call failed or the process died) is looked up at the broker by id
+   first and only resubmitted if the broker has never seen it;
+3. the order is recorded as NEW *before* the broker is called, so a crash mid-call leaves
+   a record to resume from, never an order the store does not know about.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import polars as pl
+
+from trading_pipeline.trading.brokers.base import (
+    Broker,
+    BrokerError,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
+from trading_pipeline.trading.orders import Order, client_order_id, utcnow
+from trading_pipeline.trading.risk import CommissionEstimate, RiskContext, RiskEngine
+from trading_pipeline.trading.sizing import Sizing
+from trading_pipeline.trading.store import OpsStore
+
+log = logging.getLogger(__name__)
+
+_LONG = {"long", "up", "buy", "bull", "bullish", "1", "+1"}
+_SHORT = {"short", "down", "sell", "bear", "bearish", "-1"}
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """What happened to one signal (or one manual order)."""
+
+    symbol: str
+    client_order_id: str | None
+    action: str  # submitted | resumed | skipped | rejected | error
+    status: OrderStatus | None
+    reason: str
+    signal_ts: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One disagreement between the ops store and the broker."""
+
+    kind: str  # position | order_missing_at_broker | order_unknown_to_store | order_status
+    key: str
+    store: str | None
+    broker: str | None
+    detail: str
+
+
+def signal_side(direction: object) -> Side:
+    """Map a signal's direction (long/short, up/down, buy/sell, +1/-1) to an order side."""
+    if isinstance(direction, int | float) and not isinstance(direction, bool):
+        if direction == 0:
+            raise ValueError("signal direction 0 has no side")
+        return Side.BUY if direction > 0 else Side.SELL
+    text = str(direction).strip().lower()
+    if text in _LONG:
+        return Side.BUY
+    if text in _SHORT:
+        return Side.SELL
+    raise ValueError(f"unknown signal direction {direction!r}; expected long/short, up/down or +1/-1")
+
+
+def commission_estimate(broker: object) -> CommissionEstimate | None:
+    """The broker's commission schedule when it states one (the paper broker's
+    ``commission(quantity)``); live brokers report commission only on fills, so None."""
+    fn = getattr(broker, "commission", None)
+    return fn if callable(fn) else None
+
+
+def _submit_recorded(order: Order, *, broker: Broker, store: OpsStore, risk_engine: RiskEngine) -> ExecutionResult:
+    """Send an order that is in the store at NEW; the broker is asked by id first."""
+    coid = order.client_order_id
+    try:
+        known = broker.order_status(coid)
+    except BrokerError as exc:
+        store.note(coid, f"broker lookup failed, will retry: {exc}")
+        return ExecutionResult(order.symbol, coid, "error", OrderStatus.NEW, str(exc), order.signal_ts)
+    if known is not None:
+        synced = store.sync_from_broker(coid, known, broker.name)
+        return ExecutionResult(order.symbol, coid, "resumed", synced.status, "found at broker; store synced", order.signal_ts)
+    if risk_engine.store is not None and (ks := risk_engine.store.kill_switch()).active:
+        reason = f"kill switch is ON ({ks.reason or 'no reason given'}); not sending recorded order"
+        store.note(coid, reason)
+        return ExecutionResult(order.symbol, coid, "rejected", OrderStatus.NEW, reason, order.signal_ts)
+    try:
+        bo = broker.submit(order.to_request())
+    except BrokerError as exc:
+        if exc.retryable:
+            store.note(coid, f"broker error, outcome unknown; a re-run checks the broker and resubmits: {exc}")
+            status = OrderStatus.NEW
+        else:
+            status = store.transition(coid, OrderStatus.REJECTED, f"broker refused: {exc}").status
+        log.warning("event=broker_error client_order_id=%s retryable=%s error=%s", coid, exc.retryable, exc)
+        return ExecutionResult(order.symbol, coid, "error", status, str(exc), order.signal_ts)
+    synced = store.sync_from_broker(coid, bo, broker.name)
+    action = "rejected" if synced.status == OrderStatus.REJECTED else "submitted"
+    return ExecutionResult(order.symbol, coid, action, synced.status, synced.reason or f"sent to {broker.name}", order.signal_ts)
+
+
+def submit_order(
+    request: OrderRequest,
+    *,
+    broker: Broker,
+    store: OpsStore,
+    risk_engine: RiskEngine,
+    prices: Mapping[str, Decimal],
+    strategy: str = "manual",
+    signal_ts: datetime | None = None,
+    now: datetime | None = None,
+) -> ExecutionResult:
+    """One order through risk, the store and the broker: used by signals, the CLI and the API.
+
+    ``prices`` maps symbol -> last close; it should cover the order's symbol and every symbol
+    the account holds or has working orders in (``store.symbols_in_play(account)``), so that
+    equity, exposure and buying power value them at market rather than at cost.
+    """
+    coid = request.client_order_id
+    existing = store.get_order(coid)
+    if existing is not None:
+        if existing.status == OrderStatus.NEW:
+            return _submit_recorded(existing, broker=broker, store=store, risk_engine=risk_engine)
+        return ExecutionResult(request.symbol, coid, "skipped", existing.status, f"already in the ops store as {existing.status}", signal_ts)
+    if not store.has_account(request.account):
+        store.ensure_account(request.account, broker.account().cash)
+    now = now or utcnow()
+    ctx = RiskContext.from_store(store, request.account, prices, now, commission=commission_estimate(broker))
+    decision = risk_engine.check(request, ctx)
+    order = Order.from_request(request, strategy=strategy, signal_ts=signal_ts, broker=broker.name, now=now)
+    if not decision.approved:
+        if store.insert_order(order, reason="created; risk check failed"):
+            store.transition(coid, OrderStatus.REJECTED, f"risk rule {decision.rule}: {decision.reason}")
+        return ExecutionResult(request.symbol, coid, "rejected", OrderStatus.REJECTED, f"{decision.rule}: {decision.reason}", signal_ts)
+    if not store.insert_order(order, reason=f"risk approved; submitting to {broker.name}"):
+        return ExecutionResult(request.symbol, coid, "skipped", None, "recorded concurrently by another process", signal_ts)
+    return _submit_recorded(order, broker=broker, store=store, risk_engine=risk_engine)
+
+
+def execute_signals(
+    signals: pl.DataFrame,
+    *,
+    account: str,
+    strategy: str,
+    broker: Broker,
+    store: OpsStore,
+    risk_engine: RiskEngine,
+    sizing: Sizing,
+    prices: Mapping[str, Decimal],
+    now: datetime | None = None,
+    allow_short: bool = False,
+) -> list[ExecutionResult]:
+    """Turn signals into orders, once each. Safe to call again with the same signals.
+
+    ``signals`` needs symbol, timeframe, ts, kind, direction, score (an ``atr_14`` or ``atr``
+    column feeds ATR sizing). ``prices`` maps symbol -> last bar close. A sell signal closes
+    a long position; without one it is skipped unless ``allow_short``.
+    """
+    missing = {"symbol", "timeframe", "ts", "kind", "direction", "score"} - set(signals.columns)
+    if missing:
+        raise ValueError(f"signals frame lacks columns: {', '.join(sorted(missing))}")
+    if not store.has_account(account):
+        store.ensure_account(account, broker.account().cash)
+    atr_col = next((c for c in ("atr_14", "atr") if c in signals.columns), None)
+    results: list[ExecutionResult] = []
+    for row in signals.sort(["ts", "symbol", "kind"]).iter_rows(named=True):
+        symbol, ts = row["symbol"], row["ts"]
+        side = signal_side(row["direction"])
+        coid = client_order_id(strategy, account, symbol, ts, side)
+        existing = store.get_order(coid)
+        if existing is not None:
+            if existing.status == OrderStatus.NEW:
+                results.append(_submit_recorded(existing, broker=broker, store=store, risk_engine=risk_engine))
+            else:
+                results.append(ExecutionResult(symbol, coid, "skipped", existing.status, f"already in the ops store as {existing.status}", ts))
+            continue
+        pf = store.portfolio(account)
+        held = pf.quantity(symbol)
+        if side == Side.SELL and held <= 0 and not allow_short:
+            results.append(ExecutionResult(symbol, coid, "skipped", None, "sell signal with no long position to close (shorting is off)", ts))
+            continue
+        price = prices.get(symbol)
+        if price is None or price <= 0:
+            reason = f"no last close for {symbol}: cannot size or price-check the order"
+            store.record_risk_event(rule="price_collar", reason=reason, client_order_id=coid, account=account, symbol=symbol, side=side.value)
+            results.append(ExecutionResult(symbol, coid, "rejected", None, reason, ts))
+            continue
+        if side == Side.SELL and held > 0:
+            qty = held  # exit the long
+        else:
+            atr = row.get(atr_col) if atr_col else None
+            qty = sizing.quantity(
+                equity=pf.equity(prices),
+                price=price,
+                atr=Decimal(repr(float(atr))) if atr is not None else None,
+            )
+            if side == Side.BUY and held < 0:
+                qty = -held  # cover the short first
+        if qty <= 0:
+            results.append(ExecutionResult(symbol, coid, "skipped", None, "size rounds to 0 shares", ts))
+            continue
+        request = OrderRequest(coid, account, symbol, side, qty, OrderType.MARKET, None, TimeInForce.DAY)
+        result = submit_order(
+            request, broker=broker, store=store, risk_engine=risk_engine, prices=prices,
+            strategy=strategy, signal_ts=ts, now=now,
+        )
+        log.info("event=signal_order symbol=%s client_order_id=%s action=%s status=%s reason=%s", symbol, coid, result.action, result.status, result.reason)
+        results.append(result)
+    return results
+
+
+def cancel_order(client_order_id: str, *, broker: Broker, store: OpsStore) -> Order:
+    """Ask the broker to cancel; the store records the request and the broker's answer."""
+    order = store.update_order(client_order_id, lambda o, _c: [o.request_cancel()])
+    known = broker.order_status(client_order_id)
+    if known is None:
+        if order.status == OrderStatus.NEW:
+            return store.transition(client_order_id, OrderStatus.CANCELLED, "cancelled before reaching the broker")
+        raise BrokerError(f"broker {broker.name} does not know order {client_order_id}")
+    return store.sync_from_broker(client_order_id, broker.cancel(client_order_id), broker.name)
+
+
+def sync_open_orders(store: OpsStore, broker: Broker, account: str | None = None) -> list[Order]:
+    """Pull fills and status changes for every open order from the broker into the store."""
+    changed = []
+    for order in store.list_orders(account=account, status=[OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED]):
+        bo = broker.order_status(order.client_order_id)
+        if bo is None:
+            continue
+        after = store.sync_from_broker(order.client_order_id, bo, broker.name)
+        if after.status != order.status or after.filled_quantity != order.filled_quantity:
+            changed.append(after)
+    return changed
+
+
+def reconcile(store: OpsStore, broker: Broker, account: str | None = None) -> list[Mismatch]:
+    """Where the broker and the ops store disagree; empty means they agree."""
+    account = account or broker.account().account
+    out: list[Mismatch] = []
+    ours = {p.symbol: p.quantity for p in store.portfolio(account).open_positions()}
+    theirs = {p.symbol: p.quantity for p in broker.positions() if p.quantity != 0}
+    for sym in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(sym, Decimal(0)), theirs.get(sym, Decimal(0))
+        if a != b:
+            out.append(Mismatch("position", sym, str(a), str(b), f"{sym}: store holds {a}, broker holds {b}"))
+    store_open = {o.client_order_id: o for o in store.list_orders(account=account, status=[OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED])}
+    broker_open = {o.client_order_id: o for o in broker.open_orders()}
+    for coid in sorted(set(broker_open) - set(store_open)):
+        known = store.get_order(coid)
+        out.append(
+            Mismatch(
+                "order_unknown_to_store" if known is None else "order_status",
+                coid,
+                None if known is None else known.status.value,
+                broker_open[coid].status.value,
+                f"broker has {coid} working; store {'has no such order' if known is None else 'says ' + known.status}",
+            )
+        )
+    for coid, o in sorted(store_open.items()):
+        if coid in broker_open:
+            if broker_open[coid].status != o.status:
+                out.append(Mismatch("order_status", coid, o.status.value, broker_open[coid].status.value, f"{coid}: store {o.status}, broker {broker_open[coid].status}"))
+            continue
+        bo = broker.order_status(coid)
+        if bo is None:
+            out.append(Mismatch("order_missing_at_broker", coid, o.status.value, None, f"{coid} is {o.status} in the store but unknown to {broker.name}"))
+        elif bo.status != o.status:
+            out.append(Mismatch("order_status", coid, o.status.value, bo.status.value, f"{coid}: store {o.status}, broker {bo.status}"))
+    return out
+
+
+def prices_from_feed(feed: object, symbols: list[str]) -> dict[str, Decimal]:
+    """Last closes for ``symbols`` from a paper-broker BarFeed (symbols without bars left out)."""
+    out: dict[str, Decimal] = {}
+    for s in symbols:
+        bar = feed.last_bar(s)  # type: ignore[attr-defined]
+        if bar is not None:
+            out[s] = Decimal(repr(float(bar["close"])))
+    return out
