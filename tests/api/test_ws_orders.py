@@ -26,7 +26,8 @@ from trading_api.snapshot import SnapshotReader
 from trading_api.ws import Client, Hub
 from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
 from trading_pipeline.trading.orders import Order, utcnow
-from trading_pipeline.trading.store import OpsStore, order_events
+from trading_pipeline.trading.store import OpsStore
+from trading_pipeline.trading.store.schema import order_events
 
 pytestmark = [pytest.mark.timeout(120)]
 

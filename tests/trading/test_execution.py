@@ -27,7 +27,7 @@ from trading_pipeline.trading.execution import (
     sync_open_orders,
 )
 from trading_pipeline.trading.sizing import Sizing
-from trading_pipeline.trading.store import paper_orders
+from trading_pipeline.trading.store.schema import paper_orders
 
 from .conftest import T0, daily_bars
 

@@ -26,7 +26,7 @@ from trading_pipeline.trading.brokers.base import (
 )
 from trading_pipeline.trading.brokers.paper import PaperBroker
 from trading_pipeline.trading.orders import Order
-from trading_pipeline.trading.store import paper_orders
+from trading_pipeline.trading.store.schema import paper_orders
 
 from .conftest import T0
 

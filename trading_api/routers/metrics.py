@@ -173,7 +173,7 @@ def ops_counts(state: AppState) -> tuple[dict[str, int], dict[str, int]]:
     import sqlalchemy as sa
 
     from trading_pipeline.trading.brokers.base import OrderStatus
-    from trading_pipeline.trading.store import orders, risk_events
+    from trading_pipeline.trading.store.schema import orders, risk_events
 
     store = state.store()
     with store.reading() as conn:

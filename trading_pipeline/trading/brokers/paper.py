@@ -39,8 +39,8 @@ from trading_pipeline.trading.brokers.base import (
 )
 from trading_pipeline.trading.orders import OPEN_STATUSES, utcnow
 from trading_pipeline.trading.positions import Fill, Portfolio
-from trading_pipeline.trading.store import (
-    OpsStore,
+from trading_pipeline.trading.store import OpsStore
+from trading_pipeline.trading.store.schema import (
     insert_if_missing,
     paper_accounts,
     paper_fills,

@@ -1,0 +1,93 @@
+"""Opening the ops store: engines, transactions, migrations on open."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Self
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from trading_pipeline.trading.orders import utcnow
+from trading_pipeline.trading.store.schema import (
+    MIGRATIONS,
+    _sqlite_engine,
+    metadata,
+    schema_version,
+)
+
+
+class StoreBase:
+    """Connections, transactions and the schema of the ops store at ``url`` (any SQLAlchemy URL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = _sqlite_engine(url)
+            self._read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            self._read_engine = self.engine
+        self.migrate()
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> Self:
+        from trading_pipeline.settings import get_settings
+
+        settings = settings or get_settings()
+        if settings.ops_url is None:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        return cls(settings.ops_store_url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- transactions and schema -----------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction (holds SQLite's write lock for its duration: keep it short)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        with self._read_engine.begin() as conn:
+            yield conn
+
+    def _lock_rows(self, stmt: sa.Select) -> sa.Select:
+        return stmt if self.is_sqlite else stmt.with_for_update()
+
+    def migrate(self) -> int:
+        """Apply pending migrations in order, once, even with several processes starting."""
+        with self.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274001)"))
+            schema_version.create(conn, checkfirst=True)
+            applied = set(conn.execute(sa.select(schema_version.c.version)).scalars())
+            for m in MIGRATIONS:
+                if m.version in applied:
+                    continue
+                m.apply(conn)
+                conn.execute(
+                    schema_version.insert().values(
+                        version=m.version, description=m.description, applied_at=utcnow()
+                    )
+                )
+        return self.schema_version()
+
+    def schema_version(self) -> int:
+        with self.reading() as conn:
+            return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+
+    MIRRORED_TABLES = ("orders", "order_events", "fills", "positions", "accounts", "risk_events", "equity_marks")
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """All rows of one ops table (decimals as Decimal): for mirroring into the warehouse."""
+        if table not in self.MIRRORED_TABLES:
+            raise ValueError(f"{table!r} is not mirrored; one of {', '.join(self.MIRRORED_TABLES)}")
+        t = metadata.tables[table]
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(t))]
+

@@ -1,0 +1,314 @@
+"""The ops store's tables, their migrations, and the SQL helpers every part of the store uses.
+
+Money and quantities are stored as decimal strings: exact on SQLite and Postgres.
+Schema changes are an ordered list of :data:`MIGRATIONS` recorded in ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+
+class DecimalText(sa.types.TypeDecorator):
+    """Decimal stored as text: exact on SQLite (whose NUMERIC is a float) and Postgres."""
+
+    impl = sa.String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else str(Decimal(value))
+
+    def process_result_value(self, value: Any, dialect: Any) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.DateTime, nullable=False),
+)
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("client_order_id", sa.String(64), primary_key=True),
+    sa.Column("account", sa.String(64), nullable=False, index=True),
+    sa.Column("strategy", sa.String(64), nullable=False),
+    sa.Column("symbol", sa.String(32), nullable=False, index=True),
+    sa.Column("side", sa.String(8), nullable=False),
+    sa.Column("order_type", sa.String(16), nullable=False),
+    sa.Column("quantity", DecimalText, nullable=False),
+    sa.Column("limit_price", DecimalText),
+    sa.Column("time_in_force", sa.String(8), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False, index=True),
+    sa.Column("filled_quantity", DecimalText, nullable=False),
+    sa.Column("avg_fill_price", DecimalText),
+    sa.Column("broker", sa.String(32)),
+    sa.Column("broker_order_id", sa.String(64)),
+    sa.Column("signal_ts", sa.DateTime),
+    sa.Column("reason", sa.Text),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+order_events = sa.Table(
+    "order_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("client_order_id", sa.String(64), nullable=False, index=True),
+    sa.Column("ts", sa.DateTime, nullable=False),
+    sa.Column("kind", sa.String(24), nullable=False),
+    sa.Column("from_status", sa.String(24)),
+    sa.Column("to_status", sa.String(24), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+fills = sa.Table(
+    "fills",
+    metadata,
+    sa.Column("fill_id", sa.String(96), primary_key=True),
+    sa.Column("client_order_id", sa.String(64), nullable=False, index=True),
+    sa.Column("account", sa.String(64), nullable=False, index=True),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("side", sa.String(8), nullable=False),
+    sa.Column("quantity", DecimalText, nullable=False),
+    sa.Column("price", DecimalText, nullable=False),
+    sa.Column("commission", DecimalText, nullable=False),
+    sa.Column("realized_pnl", DecimalText, nullable=False),
+    sa.Column("ts", sa.DateTime, nullable=False, index=True),
+)
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("starting_cash", DecimalText, nullable=False),
+    sa.Column("cash", DecimalText, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+positions = sa.Table(
+    "positions",
+    metadata,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("quantity", DecimalText, nullable=False),
+    sa.Column("avg_price", DecimalText, nullable=False),
+    sa.Column("realized_pnl", DecimalText, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+risk_events = sa.Table(
+    "risk_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.DateTime, nullable=False, index=True),
+    sa.Column("client_order_id", sa.String(64), index=True),
+    sa.Column("account", sa.String(64)),
+    sa.Column("symbol", sa.String(32)),
+    sa.Column("side", sa.String(8)),
+    sa.Column("quantity", DecimalText),
+    sa.Column("rule", sa.String(48), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("value", DecimalText),
+    sa.Column("limit_value", DecimalText),
+)
+
+alert_cursors = sa.Table(
+    "alert_cursors",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("cursor", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+kill_switch = sa.Table(
+    "kill_switch",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("updated_by", sa.String(64)),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("key_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("revoked_at", sa.DateTime),
+)
+
+# The paper broker's own book: it is "the broker", separate from our view of orders.
+paper_orders = sa.Table(
+    "paper_orders",
+    metadata,
+    sa.Column("client_order_id", sa.String(64), primary_key=True),
+    sa.Column("broker_order_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("account", sa.String(64), nullable=False, index=True),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("side", sa.String(8), nullable=False),
+    sa.Column("order_type", sa.String(16), nullable=False),
+    sa.Column("quantity", DecimalText, nullable=False),
+    sa.Column("limit_price", DecimalText),
+    sa.Column("time_in_force", sa.String(8), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False, index=True),
+    sa.Column("filled_quantity", DecimalText, nullable=False),
+    sa.Column("avg_fill_price", DecimalText),
+    sa.Column("reason", sa.Text),
+    sa.Column("submitted_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+paper_fills = sa.Table(
+    "paper_fills",
+    metadata,
+    sa.Column("fill_id", sa.String(96), primary_key=True),
+    sa.Column("client_order_id", sa.String(64), nullable=False, index=True),
+    sa.Column("account", sa.String(64), nullable=False, index=True),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("side", sa.String(8), nullable=False),
+    sa.Column("quantity", DecimalText, nullable=False),
+    sa.Column("price", DecimalText, nullable=False),
+    sa.Column("commission", DecimalText, nullable=False),
+    sa.Column("bar_ts", sa.DateTime, nullable=False),
+    sa.Column("ts", sa.DateTime, nullable=False),
+)
+
+# One row per account and session (UTC date): the first and the latest equity observed that
+# day. The latest mark of an earlier day is the start-of-day equity the daily loss limit
+# measures from (see trading_pipeline/trading/risk.py); the orders asset writes it at each session's
+# close, and every risk check updates it.
+equity_marks = sa.Table(
+    "equity_marks",
+    metadata,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("session_date", sa.Date, primary_key=True),
+    sa.Column("first_ts", sa.DateTime, nullable=False),
+    sa.Column("first_equity", DecimalText, nullable=False),
+    sa.Column("first_unrealized_pnl", DecimalText, nullable=False),
+    sa.Column("last_ts", sa.DateTime, nullable=False),
+    sa.Column("last_equity", DecimalText, nullable=False),
+)
+
+paper_accounts = sa.Table(
+    "paper_accounts",
+    metadata,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("starting_cash", DecimalText, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _create(*tables: sa.Table) -> Callable[[Connection], None]:
+    def run(conn: Connection) -> None:
+        for t in tables:
+            t.create(conn, checkfirst=True)
+
+    return run
+
+
+# Append only; never edit an applied migration. Later ones use conn.execute(sa.text(...)).
+MIGRATIONS: list[Migration] = [
+    Migration(
+        1,
+        "orders, order events, fills, accounts, positions, risk events, cursors, kill switch, api keys",
+        _create(orders, order_events, fills, accounts, positions, risk_events, alert_cursors, kill_switch, api_keys),
+    ),
+    Migration(2, "paper broker book", _create(paper_orders, paper_fills, paper_accounts)),
+    Migration(3, "daily equity marks (start-of-day equity for the daily loss limit)", _create(equity_marks)),
+]
+
+
+def _enable_wal(cur: Any, timeout: float = 60.0) -> None:
+    """Switch the file to WAL (persistent, so usually already done).
+
+    Changing the journal mode needs an exclusive lock and SQLite answers "database is
+    locked" at once instead of waiting on busy_timeout, so two processes opening a new
+    file together must retry here.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """An INSERT with ``ON CONFLICT`` support (both dialects the store runs on have it).
+
+    Check-then-insert is safe on SQLite (one writer at a time) but not on Postgres, where a
+    row that does not exist yet cannot be locked: two transactions both see no row and both
+    insert. ``ON CONFLICT`` makes the second one wait for the first and then update/skip.
+    """
+    dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(conn.dialect.name)
+    if dialect is None:
+        raise NotImplementedError(f"the ops store runs on SQLite or Postgres, not {conn.dialect.name}")
+    return dialect.insert(table)
+
+
+def upsert(conn: Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> None:
+    """Insert the row at primary key ``key`` or update it with ``values``, atomically."""
+    stmt = _insert(conn, table).values(**key, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=values))
+
+
+def insert_if_missing(conn: Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Insert the row at primary key ``key`` unless it exists; True if this call inserted it."""
+    stmt = _insert(conn, table).values(**key, **values)
+    return bool(conn.execute(stmt.on_conflict_do_nothing(index_elements=list(key))).rowcount)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see module docstring)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=60000")
+        if ":memory:" not in url and url.rstrip("/") not in ("sqlite:", "sqlite:/"):
+            _enable_wal(cur)
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
