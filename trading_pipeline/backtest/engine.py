@@ -31,11 +31,10 @@ Results are deterministic: no clock, no randomness, everything sorted.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
@@ -44,6 +43,20 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from trading_pipeline.backtest.metrics import breakdown, compute_metrics
+from trading_pipeline.backtest.model import (
+    ACCOUNT,
+    EQUITY_SCHEMA,
+    REJECTION_SCHEMA,
+    STRATEGY_KINDS,
+    TRADE_SCHEMA,
+    BacktestConfig,
+    BacktestError,
+    BacktestResult,
+    ProgressCallback,
+    config_from_dict,
+    make_config,
+)
 from trading_pipeline.marketdata import warehouse as wh
 from trading_pipeline.trading.brokers.base import OrderRequest, OrderType, Side, TimeInForce
 from trading_pipeline.trading.brokers.paper import PaperBroker, to_decimal
@@ -53,131 +66,6 @@ from trading_pipeline.trading.risk import RiskContext, RiskEngine, RiskLimits, o
 from trading_pipeline.trading.sizing import Sizing
 
 ZERO = Decimal(0)
-ACCOUNT = "backtest"
-TRADING_DAYS = 252
-STRATEGY_KINDS: dict[str, tuple[str, ...]] = {
-    "breakout": ("breakout_up", "breakout_down"),
-    "crp": ("crp_long", "crp_short"),
-}
-
-ProgressCallback = Callable[[int, int], None]  # (sessions done, sessions total)
-
-TRADE_SCHEMA: dict[str, Any] = {
-    "trade_id": pl.Int64,
-    "symbol": pl.Utf8,
-    "direction": pl.Utf8,
-    "signal_kind": pl.Utf8,
-    "signal_session": pl.Date,
-    "entry_session": pl.Date,
-    "entry_ts": pl.Datetime("us"),
-    "entry_price": pl.Float64,
-    "exit_signal_session": pl.Date,
-    "exit_session": pl.Date,
-    "exit_ts": pl.Datetime("us"),
-    "exit_price": pl.Float64,
-    "exit_reason": pl.Utf8,
-    "quantity": pl.Float64,
-    "commission": pl.Float64,
-    "pnl": pl.Float64,
-    "return_pct": pl.Float64,
-    "sessions_held": pl.Int64,
-    "is_open": pl.Boolean,
-}
-EQUITY_SCHEMA: dict[str, Any] = {
-    "session_date": pl.Date,
-    "cash": pl.Float64,
-    "market_value": pl.Float64,
-    "gross_exposure": pl.Float64,
-    "equity": pl.Float64,
-    "daily_return": pl.Float64,
-    "drawdown": pl.Float64,
-    "open_positions": pl.Int64,
-}
-REJECTION_SCHEMA: dict[str, Any] = {
-    "session_date": pl.Date,
-    "symbol": pl.Utf8,
-    "side": pl.Utf8,
-    "quantity": pl.Float64,
-    "purpose": pl.Utf8,
-    "rule": pl.Utf8,
-    "reason": pl.Utf8,
-}
-BY_SYMBOL_SCHEMA: dict[str, Any] = {
-    "symbol": pl.Utf8,
-    "trades": pl.Int64,
-    "wins": pl.Int64,
-    "win_rate": pl.Float64,
-    "pnl": pl.Float64,
-    "avg_return_pct": pl.Float64,
-    "best_pnl": pl.Float64,
-    "worst_pnl": pl.Float64,
-}
-
-
-class BacktestError(ValueError):
-    """A backtest that cannot run as asked; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class BacktestConfig:
-    strategy: str
-    symbols: tuple[str, ...] | None = None
-    start: date | None = None
-    end: date | None = None
-    hold: int | None = 5
-    initial_cash: Decimal = Decimal("100000")
-    slippage_bps: Decimal = Decimal("5")
-    commission_per_share: Decimal = Decimal("0.005")
-    commission_min: Decimal = Decimal("1")
-    allow_short: bool = False
-    exit_on_opposite: bool = True
-    sizing: Sizing = field(default_factory=Sizing)
-    limits: RiskLimits = field(default_factory=RiskLimits)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "strategy": self.strategy,
-            "symbols": list(self.symbols) if self.symbols else None,
-            "start": self.start.isoformat() if self.start else None,
-            "end": self.end.isoformat() if self.end else None,
-            "hold": self.hold,
-            "initial_cash": str(self.initial_cash),
-            "slippage_bps": str(self.slippage_bps),
-            "commission_per_share": str(self.commission_per_share),
-            "commission_min": str(self.commission_min),
-            "allow_short": self.allow_short,
-            "exit_on_opposite": self.exit_on_opposite,
-            "sizing": self.sizing.model_dump(mode="json"),
-            "limits": self.limits.model_dump(mode="json"),
-        }
-
-    def run_id(self) -> str:
-        """Same parameters, same id: storing a re-run replaces the earlier rows."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return "bt-" + hashlib.sha256(blob).hexdigest()[:16]
-
-
-@dataclass
-class BacktestResult:
-    config: BacktestConfig
-    trades: pl.DataFrame
-    equity: pl.DataFrame
-    by_symbol: pl.DataFrame
-    metrics: dict[str, Any]
-    rejections: pl.DataFrame
-    bars_processed: int = 0
-    signals_used: int = 0
-    run_id: str = ""
-
-    def summary(self) -> dict[str, Any]:
-        """Metrics, the per-symbol breakdown and the parameters, JSON-ready."""
-        return {
-            "run_id": self.run_id,
-            "config": self.config.to_dict(),
-            "metrics": self.metrics,
-            "by_symbol": self.by_symbol.to_dicts(),
-            "rejections": self.rejections.height,
-        }
 
 
 # ---------------------------------------------------------------------------- loading
@@ -552,114 +440,7 @@ def _equity_frame(rows: list[dict[str, Any]], cfg: BacktestConfig) -> pl.DataFra
     ).select(list(EQUITY_SCHEMA))
 
 
-# ---------------------------------------------------------------------------- statistics
-
-def breakdown(trades: pl.DataFrame) -> pl.DataFrame:
-    """Per-symbol trades, wins and P&L (open trades at their mark), best symbol first."""
-    if trades.is_empty():
-        return pl.DataFrame(schema=BY_SYMBOL_SCHEMA)
-    return (
-        trades.group_by("symbol")
-        .agg(
-            pl.len().cast(pl.Int64).alias("trades"),
-            (pl.col("pnl") > 0).sum().cast(pl.Int64).alias("wins"),
-            pl.col("pnl").sum().alias("pnl"),
-            pl.col("return_pct").mean().alias("avg_return_pct"),
-            pl.col("pnl").max().alias("best_pnl"),
-            pl.col("pnl").min().alias("worst_pnl"),
-        )
-        .with_columns((pl.col("wins") / pl.col("trades")).alias("win_rate"))
-        .select(list(BY_SYMBOL_SCHEMA))
-        .sort(["pnl", "symbol"], descending=[True, False])
-    )
-
-
-def _clean(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else round(float(x), 10)
-
-
-def compute_metrics(equity: pl.DataFrame, trades: pl.DataFrame, cfg: BacktestConfig) -> dict[str, Any]:
-    """Returns, risk and trade statistics. Ratios are annualised with 252 sessions, rf = 0."""
-    init = float(cfg.initial_cash)
-    n = equity.height
-    final = float(equity["equity"][-1]) if n else init
-    total = final / init - 1
-    rets = equity["daily_return"].to_numpy() if n else np.array([])
-    annual = (1 + total) ** (TRADING_DAYS / n) - 1 if n and total > -1 else None
-    vol = float(np.std(rets, ddof=1)) if n > 1 else None
-    mean = float(np.mean(rets)) if n else None
-    sharpe = mean / vol * math.sqrt(TRADING_DAYS) if vol and mean is not None else None
-    downside = float(np.sqrt(np.mean(np.minimum(rets, 0) ** 2))) if n else None
-    sortino = mean / downside * math.sqrt(TRADING_DAYS) if downside and mean is not None else None
-    closed = trades.filter(~pl.col("is_open")) if trades.height else trades
-    wins = closed.filter(pl.col("pnl") > 0)["pnl"].sum() if closed.height else 0.0
-    losses = -closed.filter(pl.col("pnl") < 0)["pnl"].sum() if closed.height else 0.0
-    return {
-        "initial_cash": init,
-        "final_equity": _clean(final),
-        "total_return": _clean(total),
-        "annual_return": _clean(annual),
-        "volatility": _clean(vol * math.sqrt(TRADING_DAYS)) if vol is not None else None,
-        "sharpe": _clean(sharpe),
-        "sortino": _clean(sortino),
-        "max_drawdown": _clean(float(equity["drawdown"].min())) if n else 0.0,
-        "trades": closed.height,
-        "open_trades": trades.height - closed.height,
-        "win_rate": _clean(closed.filter(pl.col("pnl") > 0).height / closed.height) if closed.height else None,
-        "profit_factor": _clean(wins / losses) if losses else None,
-        "net_pnl": _clean(final - init),
-        "commission": _clean(float(trades["commission"].sum())) if trades.height else 0.0,
-        "exposure": _clean(float((equity["open_positions"] > 0).mean())) if n else 0.0,
-        "avg_gross_exposure_pct": _clean(float((equity["gross_exposure"] / equity["equity"]).mean() * 100)) if n else 0.0,
-        "sessions": n,
-        "start": equity["session_date"][0].isoformat() if n else None,
-        "end": equity["session_date"][-1].isoformat() if n else None,
-    }
-
-
 # ---------------------------------------------------------------------------- entry point
-
-def _as_date(x: date | str | None) -> date | None:
-    if x is None or x == "":
-        return None
-    return x if isinstance(x, date) else date.fromisoformat(str(x))
-
-
-def make_config(
-    *,
-    strategy: str,
-    symbols: Sequence[str] | None = None,
-    start: date | str | None = None,
-    end: date | str | None = None,
-    hold: int | None = 5,
-    initial_cash: float | Decimal = 100_000,
-    slippage_bps: float | Decimal = Decimal("5"),
-    commission_per_share: float | Decimal = Decimal("0.005"),
-    commission_min: float | Decimal = Decimal("1"),
-    allow_short: bool = False,
-    exit_on_opposite: bool = True,
-    sizing: Sizing | None = None,
-    limits: RiskLimits | None = None,
-) -> BacktestConfig:
-    if not strategy:
-        raise BacktestError(f"no strategy given; use one of: {', '.join(STRATEGY_KINDS)} or a scan name from rules.yaml")
-    if hold is not None and hold < 0:
-        raise BacktestError(f"hold must be >= 0 sessions (0 = exit only on the opposite signal), got {hold}")
-    s, e = _as_date(start), _as_date(end)
-    if s and e and s > e:
-        raise BacktestError(f"start {s} is after end {e}")
-    if not hold and not exit_on_opposite:
-        raise BacktestError("with hold 0 and no opposite-signal exit, positions would never close")
-    return BacktestConfig(
-        strategy=strategy,
-        symbols=tuple(sorted({x.upper() for x in symbols})) if symbols else None,
-        start=s, end=e, hold=hold,
-        initial_cash=to_decimal(initial_cash), slippage_bps=to_decimal(slippage_bps),
-        commission_per_share=to_decimal(commission_per_share), commission_min=to_decimal(commission_min),
-        allow_short=allow_short, exit_on_opposite=exit_on_opposite,
-        sizing=sizing or Sizing(), limits=limits or RiskLimits(),
-    )
-
 
 def run_backtest(
     warehouse_path: Path | str,
@@ -718,18 +499,6 @@ class reporting_progress:  # noqa: N801 - used as a context manager
 
 
 # ---------------------------------------------------------------------------- stored runs
-
-def config_from_dict(d: dict[str, Any]) -> BacktestConfig:
-    """The inverse of :meth:`BacktestConfig.to_dict` (as stored in marts.backtest_runs)."""
-    return BacktestConfig(
-        strategy=d["strategy"], symbols=tuple(d["symbols"]) if d.get("symbols") else None,
-        start=_as_date(d.get("start")), end=_as_date(d.get("end")), hold=d.get("hold"),
-        initial_cash=Decimal(d["initial_cash"]), slippage_bps=Decimal(d["slippage_bps"]),
-        commission_per_share=Decimal(d["commission_per_share"]), commission_min=Decimal(d["commission_min"]),
-        allow_short=bool(d.get("allow_short")), exit_on_opposite=bool(d.get("exit_on_opposite", True)),
-        sizing=Sizing.model_validate(d["sizing"]), limits=RiskLimits.model_validate(d["limits"]),
-    )
-
 
 def load_stored(con: Any, run_id: str) -> BacktestResult:
     """A backtest the ``backtest`` job stored in marts.backtest_* (read-only is enough)."""

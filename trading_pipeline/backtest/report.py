@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from trading_pipeline.backtest.engine import BacktestResult
+from trading_pipeline.backtest.model import BacktestResult
 
 MAX_TRADE_ROWS = 500
 CSS = """
