@@ -7,9 +7,11 @@ import os
 import sys
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 if TYPE_CHECKING:  # polars costs 0.4 s to import: only the commands that print frames load it
@@ -122,3 +124,14 @@ def fail(message: str, hint: str | None = None, code: int = 1) -> None:
     if hint:
         err_console.print(f"[yellow]hint:[/] {hint}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
+        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=err_console,
+        transient=False,
+    )

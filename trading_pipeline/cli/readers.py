@@ -1,0 +1,460 @@
+"""`trading status`, `trading sql` and `trading scan`: readers of the serving snapshot (or the live warehouse)."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from trading_pipeline.cli.output import (
+    JsonOpt,
+    console,
+    fail,
+    frame_table,
+    print_json,
+    progress_bar,
+)
+from trading_pipeline.settings import get_settings
+
+if TYPE_CHECKING:  # polars is imported by the commands that use it (0.4 s at start-up)
+    import polars as pl
+
+
+#
+# The CLI's readers never open a warehouse *file*: DuckDB lets no writer in while another
+# process holds it, so a `trading sql` or `trading status` would fail a scan. They read the
+# published serving snapshot (serving.py: a new file, os.replace'd in after every scan and
+# load). A warehouse that is not a file (md:, ducklake:) takes no file lock and is read
+# directly. `trading sql --live` opts into the file itself.
+
+
+def _reads_snapshot(settings, live: bool = False) -> bool:
+    from trading_pipeline.marketdata import warehouse
+    return warehouse.is_file(settings.warehouse_path) and not live
+
+
+def _open_reader(settings, live: bool = False):
+    """(read-only connection, what it reads) for the CLI's readers, or a clear error (exit 1)."""
+    from trading_pipeline.marketdata import warehouse
+    from trading_pipeline.serving import publish as serving
+    if _reads_snapshot(settings, live):
+        try:
+            return serving.open_snapshot(settings.serving_dir), "snapshot"
+        except serving.NoSnapshot:
+            if warehouse.exists(settings.warehouse_path):
+                fail(f"nothing published yet in {settings.home} (the CLI reads the serving snapshot, "
+                     "published after every scan and load)",
+                     "run `trading scan`, or read the warehouse itself with `trading sql --live`")
+            fail(f"no warehouse at {settings.warehouse_path}", "run `trading demo` or `trading ingest PATH` first")
+    try:
+        return warehouse.connect(settings.warehouse_path, read_only=True), "warehouse"
+    except (FileNotFoundError, warehouse.WarehouseLocationError) as exc:
+        fail(str(exc))
+
+
+def _relations(con, what: str) -> set[str]:
+    from trading_pipeline.marketdata import warehouse
+    from trading_pipeline.serving import publish as serving
+    if what == "snapshot":
+        return serving.snapshot_tables(con)
+    return {r[0] for r in warehouse.fetch_frame(
+        con, "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables").iter_rows()}
+
+
+def status(json_out: JsonOpt = False) -> None:
+    """Bars per timeframe (symbols, date ranges), the last run (dead if its process is gone),
+    failed checks, and whether the marts are out of date. Reads the published snapshot and
+    Dagster's run records; never waits on a running scan."""
+    from trading_pipeline import run_state
+    from trading_pipeline.marketdata import warehouse
+    settings = get_settings()
+    info: dict = {"home": str(settings.home), "warehouse": str(settings.warehouse_path)}
+    published = (settings.serving_dir / "serving.duckdb").exists()
+    if not warehouse.exists(settings.warehouse_path) and not published:
+        if json_out:
+            info["bars"] = []
+            print_json(info)
+            return
+        fail(f"no warehouse at {settings.warehouse_path}", "run `trading demo` or `trading ingest PATH` first")
+    bars: list[dict] = []
+    rejected, symbols, tables, snap = 0, 0, [], None
+    if published or not _reads_snapshot(settings):
+        con, what = _open_reader(settings)
+        try:
+            have = _relations(con, what)
+            parts = [f"SELECT timeframe, symbol, ts FROM {t}" for t in ("raw.bars_daily", "raw.bars_intraday") if t in have]
+            if parts:  # plain rows, not a polars frame: status stays quick to start
+                rel = con.sql(
+                    f"""SELECT timeframe, count(DISTINCT symbol) AS symbols, count(*) AS bars,
+                              min(ts)::VARCHAR AS first_bar, max(ts)::VARCHAR AS last_bar
+                       FROM ({' UNION ALL '.join(parts)}) GROUP BY timeframe ORDER BY timeframe""")
+                bars = [dict(zip(rel.columns, row, strict=True)) for row in rel.fetchall()]
+            if "raw.bars_rejected" in have:
+                rejected = warehouse.fetch_one(con, "SELECT count(*) FROM raw.bars_rejected")[0]
+            if "raw.symbols" in have:
+                symbols = warehouse.fetch_one(con, "SELECT count(*) FROM raw.symbols")[0]
+            tables = sorted(t for t in have if t.split(".")[0] in ("staging", "intermediate", "marts", "ops"))
+            if what == "snapshot":
+                row = con.sql("SELECT sequence, published_at::VARCHAR FROM main.snapshot_meta").fetchall()
+                snap = {"sequence": row[0][0], "published_at": row[0][1]} if row else None
+        finally:
+            con.close()
+    state = run_state.read_state(settings)
+    warnings = run_state.warnings_for(state)
+    if not published and _reads_snapshot(settings):
+        warnings.append("nothing published yet (the CLI reads the serving snapshot): run `trading scan`")
+    lr = state["last_run"]
+    info.update(
+        symbols=symbols, rejected_rows=rejected, bars=bars, models=tables, snapshot=snap,
+        last_run=({k: lr[k] for k in ("run_id", "job", "status")} | ({"dead": lr["dead"]} if lr.get("dead") else {})
+                  if lr else None),
+        failed_checks=state["failed_checks"], warnings=warnings,
+    )
+    if json_out:
+        print_json(info)
+        return
+    console.print(f"[bold]TRADING_HOME[/] {settings.home}")
+    if bars:
+        from rich.table import Table
+
+        table = Table(title=f"bars ({symbols} symbols, {rejected} rejected rows)", header_style="bold cyan")
+        for col in bars[0]:
+            table.add_column(col, justify="right" if col in ("symbols", "bars") else "left")
+        for row in bars:
+            table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()])
+        console.print(table)
+    if snap:
+        console.print(f"as of snapshot #{snap['sequence']} published {snap['published_at']} UTC")
+    if lr:
+        colour = "green" if lr["status"] == "SUCCESS" else "yellow" if lr["status"] in ("STARTED", "STARTING") and not lr.get("dead") else "red"
+        shown = f"{lr['status']} (dead)" if lr.get("dead") else lr["status"]
+        console.print(f"last run: {lr['job']} {lr['run_id'][:8]} [{colour}]{shown}[/]")
+    if info["failed_checks"]:
+        console.print("[red]failed checks:[/] " + ", ".join(info["failed_checks"]))
+    else:
+        console.print("[green]all asset checks passing[/]")
+    for w in warnings:
+        console.print(f"[bold red]warning:[/] {w}")
+    if tables:
+        console.print(f"models: {len(tables)} tables/views in {'the snapshot' if snap else 'staging/intermediate/marts/ops'}")
+
+
+def _csv_text(df: pl.DataFrame) -> str:
+    from trading_pipeline.cli.output import nested_as_json
+
+    return nested_as_json(df).write_csv()
+
+
+def sql(
+    query: Annotated[str, typer.Argument(help="A SQL query, run read-only.")],
+    json_out: JsonOpt = False,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV (nested values as JSON text).")] = False,
+    limit: Annotated[int, typer.Option(help="Rows shown in the table view.")] = 200,
+    live: Annotated[bool, typer.Option(
+        "--live", help="Read the warehouse file itself (also staging/intermediate, and what is not "
+        "published yet). It holds the file's lock while the query runs: a scan or load must wait for "
+        "it (up to TRADING_LOCK_WAIT_SECONDS) and fails after.")] = False,
+) -> None:
+    """Run ad-hoc SQL (read-only) on the last published serving snapshot and print a table, JSON or CSV.
+
+    The snapshot is published after every scan and load: raw.bars (bars_daily, bars_intraday),
+    raw.symbols, raw.bars_rejected, marts.*, ops.*. Reading it never blocks a running scan.
+    Tables show one line per row (long cells cut with an ellipsis); --json/--csv give every value.
+    """
+    import duckdb
+
+    settings = get_settings()
+    con, what = _open_reader(settings, live)
+    try:
+        df = con.sql(query).pl()
+    except duckdb.Error as exc:
+        con.close()
+        where = "the published snapshot" if what == "snapshot" else "the warehouse"
+        fail(str(exc).splitlines()[0], f"reading {where}; schemas: raw, marts, ops"
+             + (", staging, intermediate" if what == "warehouse" else " (staging/intermediate: --live)")
+             + "; try: trading sql \"SHOW ALL TABLES\"", code=2)
+    con.close()
+    if json_out:
+        print_json(df.to_dicts())
+    elif csv:
+        print(_csv_text(df), end="")
+    else:
+        console.print(frame_table(df, max_rows=limit))
+
+
+# ----------------------------------------------------------------------------- scan / rules
+
+def _latest_session(settings, intraday: bool) -> date | None:
+    facts = _home_facts(settings)
+    return facts["last_daily" if not intraday else "last_intraday"]
+
+
+def _home_facts(settings) -> dict:
+    """What the published snapshot says about the home: symbols (with calendars), stored
+    sessions, bar source labels. Empty when nothing is published."""
+    from trading_pipeline.serving import publish as serving
+    facts: dict = {"symbols": {}, "labels": [], "last_daily": None, "last_intraday": None,
+                   "first_daily": None, "first_intraday": None}
+    try:
+        con = serving.open_snapshot(settings.serving_dir)
+    except serving.NoSnapshot:
+        return facts
+    try:
+        have = serving.snapshot_tables(con)
+        if "raw.symbols" in have:
+            facts["symbols"] = dict(con.sql("SELECT symbol, calendar FROM raw.symbols").fetchall())
+        for kind in ("daily", "intraday"):
+            if f"raw.bars_{kind}" in have:
+                first, last = con.sql(f"SELECT min(session_date), max(session_date) FROM raw.bars_{kind}").fetchall()[0]
+                facts[f"first_{kind}"], facts[f"last_{kind}"] = first, last
+                facts["labels"] += [r[0] for r in con.sql(f"SELECT DISTINCT source FROM raw.bars_{kind}").fetchall()]
+    finally:
+        con.close()
+    return facts
+
+
+def _stored_sessions(settings, session: date, intraday: bool, symbol: str | None) -> tuple[bool, date | None, date | None]:
+    """(bars stored on ``session``, the stored session before it, the one after) from the snapshot."""
+    from trading_pipeline.serving import publish as serving
+    table = "raw.bars_intraday" if intraday else "raw.bars_daily"
+    try:
+        con = serving.open_snapshot(settings.serving_dir)
+    except serving.NoSnapshot:
+        return False, None, None
+    try:
+        if table not in serving.snapshot_tables(con):
+            return False, None, None
+        where, params = ("AND symbol = ?", [symbol]) if symbol else ("", [])
+        row = con.sql(
+            f"""SELECT bool_or(session_date = ?), max(session_date) FILTER (WHERE session_date < ?),
+                       min(session_date) FILTER (WHERE session_date > ?) FROM {table} WHERE true {where}""",
+            params=[session, session, session, *params]).fetchall()[0]
+        return bool(row[0]), row[1], row[2]
+    finally:
+        con.close()
+
+
+def _nearest(days: list[date], d: date) -> str:
+    before = [x for x in days if x < d]
+    after = [x for x in days if x > d]
+    near = ([before[-1]] if before else []) + ([after[0]] if after else [])
+    return " and ".join(x.isoformat() for x in near)
+
+
+def _scan_refusal(settings, session: date, symbol: str | None, intraday: bool) -> tuple[str | None, str | None, str | None, str]:
+    """Check a scan request before any run: (error, hint, source to fetch from or None, why).
+
+    Refused: a day that is not a session of the calendar, a session outside the data the
+    home's source has (or, for a file-loaded home, with no stored bars), a symbol neither
+    the source nor the home knows."""
+    from datetime import UTC, datetime, timedelta
+
+    from trading_pipeline.marketdata import calendars
+    from trading_pipeline.marketdata.sources import sample
+    from trading_pipeline.marketdata.sources.registry import home_source
+
+    facts = _home_facts(settings)
+    source, why = home_source(settings, facts["labels"])
+    sym = symbol.upper() if symbol else None
+    # the symbol
+    if sym:
+        known = set(facts["symbols"])
+        fixed = source in (None, "sample")  # alpaca/ib/synthetic can fetch any symbol
+        if source == "sample":
+            known |= set(sample.SampleBarSource(settings.sample_symbols).symbols)
+        if fixed and sym not in known:
+            listed = sorted(known)
+            shown = ", ".join(listed[:12]) + (f" (+{len(listed) - 12} more)" if len(listed) > 12 else "")
+            return (f"unknown symbol {sym!r}: not in this home" + ("" if source is None else f" nor in the {source} source"),
+                    f"known symbols: {shown}" if listed else "this home has no symbols yet", source, why)
+    # the calendar: the symbol's, else the default exchange's
+    cal_name = facts["symbols"].get(sym) if sym else None
+    try:
+        cal_name = cal_name or calendars.calendar_for_exchange(settings.exchange)
+    except ValueError:
+        cal_name = "XNYS"
+    today = datetime.now(UTC).date()
+    kind = "intraday" if intraday else "daily"
+    # the data the scan can have: the sample's dates, the home's stored sessions (nothing to
+    # fetch), or any session up to today (a market-data source)
+    if source == "sample":
+        spans = [(sample.INTRADAY_START, sample.INTRADAY_END), (date(2017, 4, 19), date(2018, 2, 7))] if intraday \
+            else [(sample.DAILY_START, sample.DAILY_END)]
+        what = f"the bundled sample's {kind} data"
+    elif source is None:
+        first, last = facts[f"first_{kind}"], facts[f"last_{kind}"]
+        if first is None:
+            return (f"this home has no {kind} bars and no source to fetch them from ({why})",
+                    "load bars with `trading ingest PATH`", source, why)
+        spans, what = [(first, last)], f"this home's stored {kind} bars"
+    else:
+        spans, what = [(date(2000, 1, 3), today)], "the sessions scans cover (up to today)"
+    if not any(a <= session <= b for a, b in spans):
+        inside = [d for a, b in spans for d in
+                  calendars.session_dates(cal_name, max(a, session - timedelta(days=10)) if session > b else a,
+                                          b if session > b else min(b, a + timedelta(days=10)))]
+        inside = inside or [d for a, b in spans for d in calendars.session_dates(cal_name, a, b)]
+        pick = min(inside, key=lambda d: abs((d - session).days)) if inside else None
+        span_text = ", ".join(f"{a} .. {b}" for a, b in spans)
+        if source is None:
+            return (f"no {kind} bars for {session} in this home (it holds {span_text}) and no source to fetch "
+                    f"them from ({why})" + (f"; nearest session: {pick}" if pick else ""),
+                    "load them with `trading ingest PATH` (or set TRADING_DATA_SOURCE to a market-data source)",
+                    source, why)
+        return (f"{session} is outside {what} ({span_text})" + (f"; nearest session: {pick}" if pick else ""),
+                None, source, why)
+    days = calendars.session_dates(cal_name, session - timedelta(days=10), session + timedelta(days=10))
+    if cal_name == "24/7":
+        days = [d for d in days if d.weekday() < 5]  # scans run per weekday session
+    if session not in days:
+        return (f"{session} ({session:%A}) is not an {cal_name} session; nearest sessions: {_nearest(days, session)}",
+                None, source, why)
+    if source is None:
+        stored, before, after = _stored_sessions(settings, session, intraday, sym)
+        if not stored:
+            near = " and ".join(x.isoformat() for x in (before, after) if x)
+            return (f"no {kind} bars for {session}{' ' + sym if sym else ''} in this home, and no source to "
+                    f"fetch them from ({why})" + (f"; nearest stored sessions: {near}" if near else ""),
+                    "load them with `trading ingest PATH` (or set TRADING_DATA_SOURCE to a market-data source)",
+                    source, why)
+    return None, None, source, why
+
+
+def _session_signals(settings, session: date, symbol: str | None, intraday: bool) -> pl.DataFrame:
+    import polars as pl
+
+    from trading_pipeline.marketdata import warehouse
+    con, _ = _open_reader(settings)
+    try:
+        if "marts.signals" not in _relations(con, "snapshot" if _reads_snapshot(settings) else "warehouse"):
+            return pl.DataFrame()
+        tf = "timeframe <> '1d'" if intraday else "timeframe = '1d'"
+        params: list = [session]
+        where = f"session_date = ? AND {tf}"
+        if symbol:
+            where += " AND symbol = ?"
+            params.append(symbol.upper())
+        return warehouse.fetch_frame(
+            con,
+            f"""SELECT symbol, timeframe, ts, kind, direction, round(score, 2) AS score, scan, reason
+                FROM marts.signals WHERE {where} ORDER BY score DESC, symbol""",
+            params,
+        )
+    finally:
+        con.close()
+
+
+def scan(
+    date_: Annotated[str | None, typer.Option("--date", help="Session to scan (YYYY-MM-DD); default: the latest session in the warehouse.")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Only load and show this symbol.")] = None,
+    intraday: Annotated[bool, typer.Option("--intraday", help="Scan intraday bars instead of daily.")] = False,
+    until: Annotated[str | None, typer.Option(help="Intraday: only bars before this time (naive UTC ISO).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Materialize the scan for one session through Dagster (bars → dbt) and print its signals.
+
+    The bars come from the home's own source (recorded at its first load; the bundled sample
+    only for an empty or demo home); a home loaded from files is scanned on its stored bars.
+    A day that is not a session, outside the data, or an unknown symbol is refused (exit 2)
+    before any run.
+    """
+    def refuse(message: str, hint: str | None = None) -> None:
+        if json_out:
+            print_json({"error": message, **({"hint": hint} if hint else {})})
+            raise typer.Exit(2)
+        fail(message, hint, code=2)
+
+    settings = get_settings()
+    if date_:
+        try:
+            session = date.fromisoformat(date_)
+        except ValueError:
+            refuse(f"--date must be YYYY-MM-DD, got {date_!r}")
+    else:
+        session = _latest_session(settings, intraday)
+        if session is None:
+            refuse("no bars in the warehouse and no --date given", "run `trading demo` or pass --date YYYY-MM-DD")
+    error, hint, source, _why = _scan_refusal(settings, session, symbol, intraday)
+    if error:
+        refuse(error, hint)
+    from trading_pipeline import runs
+    op = "raw__bars_intraday" if intraday else "raw__bars_daily"
+    if source is None:  # a file-loaded home: scan its stored bars, fetch nothing
+        job, run_config, partition = ("scan_intraday_stored" if intraday else "scan_daily_stored"), None, None
+    else:
+        job, partition = ("scan_intraday" if intraday else "scan_daily"), runs.session_key(session)
+        cfg: dict = {"source": source}
+        if symbol:
+            cfg["symbols"] = [symbol.upper()]
+        if until and intraday:
+            cfg["until"] = until
+        run_config = {"ops": {op: {"config": cfg}}}
+    with progress_bar() as progress:
+        task = progress.add_task(f"{job} {session}", total=1)
+        t0 = time.perf_counter()
+        result = runs.run_job(job, settings, run_config=run_config, partition=partition)
+        progress.advance(task)
+    if not result.success:
+        fail(f"scan run {result.run_id} failed: {runs.failure_message(result)}",
+             "see the run in the Dagster UI (make up); failed bar checks block the scan on purpose")
+    signals = _session_signals(settings, session, symbol, intraday)
+    out = {"session": session, "run_id": result.run_id, "source": source or "stored bars",
+           "seconds": round(time.perf_counter() - t0, 2),
+           "failed_checks": runs.failed_checks(result), "signals": signals.to_dicts()}
+    if json_out:
+        print_json(out)
+        return
+    view = signals.select("symbol", "timeframe", "kind", "score", "reason") if signals.height else signals
+    console.print(frame_table(view, title=f"signals {session}{' ' + symbol.upper() if symbol else ''} "
+                                             f"({'intraday' if intraday else 'daily'}, run {result.run_id[:8]})"))
+    if signals.is_empty():
+        console.print("no signals for this session")
+
+
+def rules(
+    path: Annotated[Path | None, typer.Option("--file", help="Rules file (default TRADING_RULES_FILE or ./rules.yaml).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the scans in the rules file and validate it (exit 2 with the problem if invalid)."""
+    import polars as pl
+
+    from trading_pipeline.scans.rules import RulesError, dbt_vars, load_rules
+
+    settings = get_settings()
+    path = path or settings.rules_file
+    try:
+        loaded = load_rules(path)
+    except (RulesError, FileNotFoundError) as exc:
+        fail(str(exc), "fix the file; the previous rules stay in force until it validates", code=2)
+    scans = dbt_vars(loaded)["scans"]
+    if json_out:
+        print_json({"file": str(path), "valid": True, "scans": scans})
+        return
+    rows = []
+    for sc in scans:
+        params = {k: v for k, v in sc.items()
+                  if k not in ("name", "kind", "timeframes", "symbols", "fingerprint") and v is not None}
+        rows.append({"scan": sc["name"], "kind": sc["kind"], "timeframes": ",".join(sc["timeframes"]),
+                     "universe": "all" if not sc.get("symbols") else ",".join(sc["symbols"]),
+                     "parameters": " ".join(f"{k}={v:.15g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())})
+    # the parameters are the point of this table: let them run as long as the line allows, and
+    # piped (no terminal, no COLUMNS) as long as they are
+    out = console
+    if rows and not console.is_terminal and "COLUMNS" not in os.environ:
+        from rich.console import Console
+
+        need = sum(max(len(k), *(len(str(r[k])) for r in rows)) + 3 for k in rows[0]) + 1
+        out = Console(width=max(console.width, need))
+    out.print(frame_table(pl.DataFrame(rows), title=f"{path} (valid, {len(scans)} scans)", width=out.width,
+                          max_cell=400))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)
+    app.command()(sql)
+    app.command()(scan)
+    app.command()(rules)
