@@ -102,3 +102,57 @@ def test_the_checker_sees_a_cycle() -> None:
     """The contract could fail: a two-module loop and a three-module loop are both found."""
     graph = {"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"e"}, "e": {"c"}, "f": {"a"}}
     assert find_cycles(graph) == [["a", "b"], ["c", "d", "e"]]
+
+
+SHARED = {"settings", "logs"}
+DOMAINS: dict[str, set[str]] = {  # domain -> the other domains it may import
+    "marketdata": set(),
+    "scans": {"marketdata"},
+    "trading": {"marketdata"},
+    "serving": {"marketdata"},
+    "backtest": {"marketdata", "scans", "trading"},
+}
+
+
+def _part(module: str) -> str:
+    """``marketdata`` for trading_pipeline.marketdata.x, ``settings``, ``defs``, ``trading_api``."""
+    parts = module.split(".")
+    if parts[0] != "trading_pipeline":
+        return parts[0]
+    return parts[1] if len(parts) > 1 else "trading_pipeline"
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for mod, targets in sorted(graph.items()):
+        src = _part(mod)
+        for target in sorted(targets):
+            dst = _part(target)
+            if dst == src or dst in SHARED:
+                continue
+            if src in DOMAINS and dst not in DOMAINS[src]:
+                out.append(f"{mod} -> {target} (domain {src} may import {sorted(DOMAINS[src] | SHARED)})")
+            elif src in SHARED:
+                out.append(f"{mod} -> {target} (a shared module imports nothing else of ours)")
+    return out
+
+
+def test_domains_import_one_way() -> None:
+    graph = import_graph()
+    assert set(DOMAINS) <= {_part(m) for m in graph}, "a domain package is missing: update DOMAINS"
+    bad = layer_violations(graph)
+    assert not bad, "imports against the layering:\n" + "\n".join(bad)
+
+
+def test_the_checker_sees_a_layer_violation() -> None:
+    graph = {
+        "trading_pipeline.marketdata.ingest": {"trading_pipeline.trading.orders", "trading_pipeline.settings"},
+        "trading_pipeline.trading.orders": {"trading_pipeline.marketdata.bars", "trading_pipeline.defs.orders"},
+        "trading_pipeline.settings": {"trading_pipeline.marketdata.bars"},
+        "trading_pipeline.defs.orders": {"trading_pipeline.trading.orders", "trading_api.deps"},
+    }
+    assert [v.split(" (")[0] for v in layer_violations(graph)] == [
+        "trading_pipeline.marketdata.ingest -> trading_pipeline.trading.orders",
+        "trading_pipeline.settings -> trading_pipeline.marketdata.bars",
+        "trading_pipeline.trading.orders -> trading_pipeline.defs.orders",
+    ]

@@ -44,7 +44,7 @@ from trading_api.routers.metrics import install_metrics
 from trading_api.snapshot import SnapshotReader, SnapshotUnavailable
 from trading_api.ws import Hub
 from trading_api.ws import router as ws_router
-from trading_pipeline.serving.publish import SNAPSHOT_NAME
+from trading_pipeline.serving.snapshot import SNAPSHOT_NAME
 from trading_pipeline.settings import Settings, get_settings
 
 access_log = logging.getLogger("trading_api.access")

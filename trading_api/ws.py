@@ -1,5 +1,8 @@
 """WebSocket push: new feed items of each published snapshot, and order events.
 
+(One module past 500 lines on purpose: the protocol written below and the Hub and Client that
+implement it change together, and splitting them would scatter one state machine.)
+
 One background task (``Hub.run``) polls the snapshot file's identity every
 ``poll_interval`` seconds; when a new snapshot appears it reads the feed items past the last
 dispatched ``seq`` and hands each, serialised once, to every subscribed client. Every

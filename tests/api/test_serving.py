@@ -10,11 +10,8 @@ import duckdb
 
 from tests.api.support import START, add_signals, build_warehouse, daily_bars
 from trading_pipeline.marketdata.warehouse import upsert_bars, writer
-from trading_pipeline.serving.publish import (
-    publish_snapshot,
-    publish_snapshot_detailed,
-    snapshot_info,
-)
+from trading_pipeline.serving.publish import publish_snapshot, publish_snapshot_detailed
+from trading_pipeline.serving.snapshot import snapshot_info
 
 
 def _open(path: Path) -> duckdb.DuckDBPyConnection:

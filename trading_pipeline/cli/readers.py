@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # polars is imported by the commands that use it (0.4 s at st
 #
 # The CLI's readers never open a warehouse *file*: DuckDB lets no writer in while another
 # process holds it, so a `trading sql` or `trading status` would fail a scan. They read the
-# published serving snapshot (serving.py: a new file, os.replace'd in after every scan and
+# published serving snapshot (serving/publish.py: a new file, os.replace'd in after every scan and
 # load). A warehouse that is not a file (md:, ducklake:) takes no file lock and is read
 # directly. `trading sql --live` opts into the file itself.
 
@@ -40,7 +40,7 @@ def _reads_snapshot(settings, live: bool = False) -> bool:
 def _open_reader(settings, live: bool = False):
     """(read-only connection, what it reads) for the CLI's readers, or a clear error (exit 1)."""
     from trading_pipeline.marketdata import warehouse
-    from trading_pipeline.serving import publish as serving
+    from trading_pipeline.serving import snapshot as serving
     if _reads_snapshot(settings, live):
         try:
             return serving.open_snapshot(settings.serving_dir), "snapshot"
@@ -58,7 +58,7 @@ def _open_reader(settings, live: bool = False):
 
 def _relations(con, what: str) -> set[str]:
     from trading_pipeline.marketdata import warehouse
-    from trading_pipeline.serving import publish as serving
+    from trading_pipeline.serving import snapshot as serving
     if what == "snapshot":
         return serving.snapshot_tables(con)
     return {r[0] for r in warehouse.fetch_frame(
@@ -196,7 +196,7 @@ def _latest_session(settings, intraday: bool) -> date | None:
 def _home_facts(settings) -> dict:
     """What the published snapshot says about the home: symbols (with calendars), stored
     sessions, bar source labels. Empty when nothing is published."""
-    from trading_pipeline.serving import publish as serving
+    from trading_pipeline.serving import snapshot as serving
     facts: dict = {"symbols": {}, "labels": [], "last_daily": None, "last_intraday": None,
                    "first_daily": None, "first_intraday": None}
     try:
@@ -219,7 +219,7 @@ def _home_facts(settings) -> dict:
 
 def _stored_sessions(settings, session: date, intraday: bool, symbol: str | None) -> tuple[bool, date | None, date | None]:
     """(bars stored on ``session``, the stored session before it, the one after) from the snapshot."""
-    from trading_pipeline.serving import publish as serving
+    from trading_pipeline.serving import snapshot as serving
     table = "raw.bars_intraday" if intraday else "raw.bars_daily"
     try:
         con = serving.open_snapshot(settings.serving_dir)

@@ -59,10 +59,11 @@ scan_intraday_stored_job = dg.define_asset_job(
 
 
 def _scheduled_source() -> tuple[str | None, str]:
-    from trading_pipeline.marketdata.sources.registry import home_source, stored_labels
+    from trading_pipeline.marketdata.sources.registry import home_source
+    from trading_pipeline.serving.snapshot import stored_labels
 
     settings = get_settings()
-    return home_source(settings, stored_labels(settings))
+    return home_source(settings, stored_labels(settings.serving_dir))
 
 
 def eod_decision(now: datetime, calendar: str = EXCHANGE_CALENDAR) -> tuple[bool, str]:

@@ -39,9 +39,10 @@ from pathlib import Path
 
 import duckdb
 
+from trading_pipeline.serving.snapshot import SNAPSHOT_NAME, _lit, _tables_in
+
 log = logging.getLogger(__name__)
 
-SNAPSHOT_NAME = "serving.duckdb"
 STATE_NAME = "publish_state.json"
 LOCK_NAME = ".publish.lock"
 TMP_PREFIX = ".serving-"
@@ -108,10 +109,6 @@ def _q(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 @contextmanager
 def _publish_lock(serving_dir: Path) -> Iterator[None]:
     """Serialise publishers (sequence numbers must not fork)."""
@@ -134,16 +131,6 @@ def _write_state(serving_dir: Path, state: dict) -> None:
     tmp = serving_dir / f".{STATE_NAME}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(state))
     os.replace(tmp, serving_dir / STATE_NAME)
-
-
-def _tables_in(con: duckdb.DuckDBPyConnection, db: str) -> set[str]:
-    rows = con.sql(
-        "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = ? "
-        "UNION SELECT schema_name || '.' || view_name FROM duckdb_views() "
-        "WHERE database_name = ? AND NOT internal",
-        params=[db, db],
-    ).fetchall()
-    return {r[0] for r in rows}
 
 
 def _columns(con: duckdb.DuckDBPyConnection, fq: str) -> dict[str, str]:
@@ -506,49 +493,3 @@ def _prune_generations(serving_dir: Path, keep: int) -> None:
             p.unlink()
         except FileNotFoundError:
             pass
-
-
-def snapshot_info(path: Path | str) -> dict | None:
-    """The ``snapshot_meta`` row of a snapshot file (opened read-only), or None."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    con = duckdb.connect()  # not connect(path): DuckDB's per-process instance cache may be stale
-    try:
-        con.execute(f"ATTACH {_lit(str(path))} AS snap (READ_ONLY)")
-        cols = con.sql("SELECT * FROM snap.main.snapshot_meta").columns
-        row = con.sql("SELECT * FROM snap.main.snapshot_meta").fetchall()
-        return dict(zip(cols, row[0], strict=True)) if row else None
-    finally:
-        con.close()
-
-
-class NoSnapshot(FileNotFoundError):
-    """No serving snapshot has been published in this home yet."""
-
-
-def open_snapshot(serving_dir: Path | str, *, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """A connection to the published snapshot, attached read-only as ``serving`` and made the
-    default catalog, so ``raw.bars_daily`` or ``marts.signals`` resolve as in the warehouse.
-
-    The snapshot file is replaced (``os.replace``), never written in place: this connection
-    keeps reading the generation it opened, and no writer of the warehouse ever waits on it.
-    Attached into an in-memory connection, not ``duckdb.connect(path)``: DuckDB's per-process
-    instance cache could hand back a stale generation.
-    """
-    path = Path(serving_dir) / SNAPSHOT_NAME
-    if not path.exists():
-        raise NoSnapshot(f"no published snapshot at {path}")
-    con = duckdb.connect(config={"memory_limit": memory_limit} if memory_limit else {})
-    try:
-        con.execute(f"ATTACH {_lit(str(path))} AS serving (READ_ONLY)")
-        con.execute("USE serving")
-    except BaseException:
-        con.close()
-        raise
-    return con
-
-
-def snapshot_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    """``schema.table`` of every table in the snapshot opened by :func:`open_snapshot`."""
-    return _tables_in(con, "serving")

@@ -7,7 +7,7 @@ session date (``ts`` at midnight); intraday bars are requested as epoch seconds
 historical requests per 10 minutes; ib_async throttles bursts, big backfills still need time.
 
 The connection runs on the same private loop thread as the broker adapter (see
-:class:`trading_pipeline.trading.brokers.ib.IBSession`), so ``fetch_bars`` is a plain synchronous call.
+:class:`trading_pipeline.marketdata.sources.ib_session.IBSession`), so ``fetch_bars`` is a plain synchronous call.
 Its client id defaults to the broker's + 1: TWS allows one connection per client id.
 """
 
@@ -26,7 +26,7 @@ from ib_async.wrapper import RequestError
 
 from trading_pipeline.marketdata.bars import SOURCE_SCHEMA, empty_bars, is_intraday
 from trading_pipeline.marketdata.sources.base import SourceError
-from trading_pipeline.trading.brokers.ib import IBSession, IBUnavailable
+from trading_pipeline.marketdata.sources.ib_session import IBSession, IBUnavailable
 
 BAR_SIZES = {
     "1m": "1 min",

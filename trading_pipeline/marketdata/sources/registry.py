@@ -102,19 +102,3 @@ def home_source(settings: Settings, stored_labels: list[str] | None = None) -> t
             return name, f"the source of this home's bars ({name})"
         return None, "this home's bars were loaded from files"
     return settings.data_source, f"the default source ({settings.data_source}) for an empty home"
-
-
-def stored_labels(settings: Settings) -> list[str]:
-    """The ``source`` labels of the home's stored bars, from the published snapshot (never
-    the warehouse file: readers must not hold its lock); [] when there is none."""
-    from trading_pipeline.serving import publish as serving
-    try:
-        con = serving.open_snapshot(settings.serving_dir)
-    except (FileNotFoundError, OSError):
-        return []
-    try:
-        have = serving.snapshot_tables(con)
-        parts = [f"SELECT DISTINCT source FROM {t}" for t in ("raw.bars_daily", "raw.bars_intraday") if t in have]
-        return [r[0] for r in con.sql(" UNION ".join(parts)).fetchall()] if parts else []
-    finally:
-        con.close()
