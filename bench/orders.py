@@ -20,9 +20,9 @@ from pathlib import Path
 import polars as pl
 
 from trading_pipeline.settings import PROJECT_DIR
-from trading_pipeline.trading.brokers.base import OrderRequest, OrderType, Side
 from trading_pipeline.trading.brokers.paper import PaperBroker, PolarsBarFeed
 from trading_pipeline.trading.execution import submit_order, sync_open_orders
+from trading_pipeline.trading.model import OrderRequest, OrderType, Side
 from trading_pipeline.trading.risk import RiskContext, RiskEngine, RiskLimits
 from trading_pipeline.trading.store import OpsStore
 

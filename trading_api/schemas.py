@@ -265,7 +265,7 @@ class OrderCreate(BaseModel):
 
 
 class OrderResult(BaseModel):
-    action: str = Field(description="submitted | resumed | skipped | rejected | error")
+    action: str = Field(description="submitted | resumed | skipped | denied (pre-trade risk) | rejected (broker) | error")
     reason: str
     idempotent_replay: bool = False
     order: Order | None

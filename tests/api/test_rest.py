@@ -212,7 +212,7 @@ def test_risk_rejection_is_422_with_rule_and_reason(client: TestClient) -> None:
     detail = r.json()["detail"]
     assert detail["rule"] == "max_order_notional" and "limit" in detail["reason"]
     stored = client.get(f"/orders/{detail['client_order_id']}").json()
-    assert stored["status"] == "rejected"
+    assert stored["status"] == "denied"
     risk = client.get("/risk").json()
     assert risk["recent_events"][0]["rule"] == "max_order_notional"
     # a limit far from the last close trips the price collar

@@ -24,7 +24,8 @@ from tests.api.support import ApiEnv, Server, frames, recv_json, subscribe
 from trading_api.deps import AppState
 from trading_api.snapshot import SnapshotReader
 from trading_api.ws import Client, Hub
-from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
+from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder
+from trading_pipeline.trading.model import OrderStatus, Side
 from trading_pipeline.trading.orders import Order, utcnow
 from trading_pipeline.trading.store import OpsStore
 from trading_pipeline.trading.store.schema import order_events

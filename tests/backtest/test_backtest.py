@@ -58,8 +58,8 @@ def test_slippage_uses_the_paper_broker_formula(tiny_warehouse):
 
 def test_fill_matches_a_real_paper_broker(tiny_warehouse, tmp_path):
     """Same order, real PaperBroker + OpsStore: the same fill price and commission."""
-    from trading_pipeline.trading.brokers.base import OrderRequest, OrderType, Side, TimeInForce
     from trading_pipeline.trading.brokers.paper import PaperBroker, PolarsBarFeed
+    from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce
     from trading_pipeline.trading.store import OpsStore
 
     r = run_backtest(tiny_warehouse, strategy="breakout", hold=2, slippage_bps=10,

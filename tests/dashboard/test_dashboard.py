@@ -24,7 +24,8 @@ from tests.dashboard.conftest import (
 from trading_api.main import create_app
 from trading_api.routers import dashboard
 from trading_pipeline.marketdata.warehouse import upsert_bars, writer
-from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
+from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder
+from trading_pipeline.trading.model import OrderStatus, Side
 from trading_pipeline.trading.store import OpsStore
 
 

@@ -22,7 +22,7 @@ from trading_api.main import create_app
 from trading_api.routers.metrics import MetricsMiddleware, install_metrics
 from trading_pipeline.serving.publish import publish_snapshot
 from trading_pipeline.settings import PROJECT_DIR, Settings
-from trading_pipeline.trading.brokers.base import OrderStatus, Side
+from trading_pipeline.trading.model import OrderStatus, Side
 from trading_pipeline.trading.orders import Order
 from trading_pipeline.trading.store import OpsStore
 

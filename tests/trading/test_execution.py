@@ -9,14 +9,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from trading_pipeline.trading.brokers.base import (
-    BrokerError,
-    BrokerOrder,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Side,
-)
+from trading_pipeline.trading.brokers.base import BrokerError, BrokerOrder
 from trading_pipeline.trading.brokers.paper import PaperBroker, PolarsBarFeed
 from trading_pipeline.trading.execution import (
     cancel_order,
@@ -26,6 +19,7 @@ from trading_pipeline.trading.execution import (
     submit_order,
     sync_open_orders,
 )
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side
 from trading_pipeline.trading.sizing import Sizing
 from trading_pipeline.trading.store.schema import paper_orders
 
@@ -133,21 +127,21 @@ def test_non_retryable_broker_error_rejects_with_reason(broker, store, risk_engi
 def test_kill_switch_blocks_everything(broker, store, risk_engine) -> None:
     store.set_kill_switch(True, reason="test halt", updated_by="pytest")
     res = run(broker, store, risk_engine)
-    assert [r.action for r in res] == ["rejected"] * 3
+    assert [r.action for r in res] == ["denied"] * 3
     assert all("kill_switch" in r.reason for r in res)
     assert broker_order_count(store) == 0
-    assert {o.status for o in store.list_orders()} == {OrderStatus.REJECTED}
+    assert {o.status for o in store.list_orders()} == {OrderStatus.DENIED}
     assert [e.rule for e in store.list_risk_events()] == ["kill_switch"] * 3
     manual = OrderRequest("manual-1", "acct", "AAA", Side.BUY, D(1))
     r = submit_order(manual, broker=broker, store=store, risk_engine=risk_engine, prices=PRICES)
-    assert r.action == "rejected" and broker_order_count(store) == 0
+    assert r.action == "denied" and broker_order_count(store) == 0
 
 
 def test_kill_switch_also_holds_back_recorded_orders(broker, store, risk_engine) -> None:
     run(FlakyBroker(broker, fail_on=1), store, risk_engine, sigs=signals(symbols=["AAA"]))
     store.set_kill_switch(True, reason="halt")
     res = run(broker, store, risk_engine, sigs=signals(symbols=["AAA"]))
-    assert res[0].action == "rejected" and res[0].status == OrderStatus.NEW
+    assert res[0].action == "denied" and res[0].status == OrderStatus.NEW
     assert broker_order_count(store) == 0
 
 
@@ -157,7 +151,7 @@ def test_risk_rejection_is_recorded_on_the_order(broker, store, loose_limits) ->
     eng = RiskEngine(loose_limits.model_copy(update={"max_order_notional": D(5000)}), store)
     res = run(broker, store, eng, sigs=signals(symbols=["AAA"]))
     o = store.get_order(res[0].client_order_id)
-    assert o.status == OrderStatus.REJECTED and o.reason.startswith("risk rule max_order_notional")
+    assert o.status == OrderStatus.DENIED and o.reason.startswith("risk rule max_order_notional")
     assert store.list_risk_events()[0].client_order_id == o.client_order_id
     assert broker_order_count(store) == 0
 
@@ -172,7 +166,7 @@ def test_buying_power_holds_a_batch_of_signal_buys_to_the_cash(store, feed, cloc
     eng = RiskEngine(loose_limits, store)
     res = execute_signals(signals(), account="acct", strategy="breakout", broker=broker, store=store, risk_engine=eng,
                           sizing=Sizing(fraction=D("0.4"), max_fraction=D("0.4")), prices=PRICES)
-    assert [(r.symbol, r.action) for r in res] == [("AAA", "submitted"), ("BBB", "submitted"), ("CCC", "rejected")]
+    assert [(r.symbol, r.action) for r in res] == [("AAA", "submitted"), ("BBB", "submitted"), ("CCC", "denied")]
     ev = store.list_risk_events()[0]
     # 2 working buys of 400 x 100 + 4 commission each, and this one: 120,012 reaches the cash
     assert (ev.rule, ev.symbol, ev.value, ev.limit_value) == ("buying_power", "CCC", D(120012), D(100000))

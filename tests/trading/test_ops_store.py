@@ -11,7 +11,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
+from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder
+from trading_pipeline.trading.model import OrderStatus, Side
 from trading_pipeline.trading.orders import Order
 from trading_pipeline.trading.store import MIGRATIONS, OpsStore
 
@@ -50,6 +51,42 @@ def test_schema_is_migrated_once_and_sqlite_runs_in_wal(store_url) -> None:
     }
     s1.close()
     s2.close()
+
+
+def _store_of_release_3(url: str) -> None:
+    """An ops store as the release before ``denied`` left it: migrations 1-3 applied, a risk
+    denial stored as ``rejected`` (reason "risk rule ...", no broker id) beside a broker refusal."""
+    from trading_pipeline.trading.store.schema import order_events, orders, schema_version
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        schema_version.create(conn)
+        for m in MIGRATIONS[:3]:
+            m.apply(conn)
+            conn.execute(schema_version.insert().values(version=m.version, description=m.description, applied_at=T))
+        for coid, reason, broker_id in [("risk-1", "risk rule max_order_notional: 9,000 > 5,000", None),
+                                        ("broker-1", "broker refused: unknown symbol", None),
+                                        ("broker-2", "broker rejected: halted", "b-2")]:
+            conn.execute(orders.insert().values(
+                client_order_id=coid, account="acct", strategy="manual", symbol="AAA", side="buy",
+                order_type="market", quantity=D(10), time_in_force="day", status="rejected", filled_quantity=D(0),
+                broker_order_id=broker_id, reason=reason, cancel_requested=False, created_at=T, updated_at=T))
+            conn.execute(order_events.insert().values(
+                client_order_id=coid, ts=T, kind="transition", from_status="new", to_status="rejected", reason=reason))
+    engine.dispose()
+
+
+def test_a_store_of_the_previous_release_upgrades_in_place(store_url) -> None:
+    _store_of_release_3(store_url)
+    s = OpsStore(store_url)
+    assert s.schema_version() == max(m.version for m in MIGRATIONS)
+    assert {o.client_order_id: o.status for o in s.list_orders()} == {
+        "risk-1": OrderStatus.DENIED, "broker-1": OrderStatus.REJECTED, "broker-2": OrderStatus.REJECTED,
+    }
+    assert [e.to_status for e in s.order_events("risk-1")] == [OrderStatus.DENIED]
+    assert [e.to_status for e in s.order_events("broker-1")] == [OrderStatus.REJECTED]
+    assert s.count_orders_since("acct", T) == 2  # the two the brokers saw
+    s.close()
 
 
 def test_orders_round_trip_with_history(store) -> None:
@@ -91,14 +128,17 @@ def test_list_orders_filters(store) -> None:
     store.insert_order(order("a", symbol="AAA", created_at=T))
     store.insert_order(order("b", symbol="BBB", account="other", created_at=T + timedelta(seconds=1)))
     store.insert_order(order("c", symbol="AAA", strategy="crp", created_at=T + timedelta(seconds=2)))
-    store.transition("c", OrderStatus.REJECTED, "risk")
-    assert [o.client_order_id for o in store.list_orders()] == ["c", "b", "a"]
-    assert [o.client_order_id for o in store.list_orders(account="acct")] == ["c", "a"]
+    store.insert_order(order("d", symbol="BBB", created_at=T + timedelta(seconds=3)))
+    store.transition("c", OrderStatus.DENIED, "risk rule max_order_notional: too big")
+    store.transition("d", OrderStatus.REJECTED, "broker refused: unknown symbol")
+    assert [o.client_order_id for o in store.list_orders()] == ["d", "c", "b", "a"]
+    assert [o.client_order_id for o in store.list_orders(account="acct")] == ["d", "c", "a"]
     assert [o.client_order_id for o in store.list_orders(symbol="AAA", status="new")] == ["a"]
     assert [o.client_order_id for o in store.list_orders(strategy="crp")] == ["c"]
-    assert [o.client_order_id for o in store.list_orders(limit=1)] == ["c"]
+    assert [o.client_order_id for o in store.list_orders(limit=1)] == ["d"]
     assert store.count_open_orders("acct") == 1
-    assert store.count_orders_since("acct", T) == 1  # the risk-rejected one never went out
+    # the risk-denied order never went out; the broker-rejected one did
+    assert store.count_orders_since("acct", T) == 2
 
 
 def test_fills_positions_cash_are_booked_once(store) -> None:
@@ -162,7 +202,8 @@ WRITER = textwrap.dedent(
     import sys, time
     from decimal import Decimal as D
     from datetime import datetime
-    from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder, OrderStatus, Side
+    from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder
+    from trading_pipeline.trading.model import OrderStatus, Side
     from trading_pipeline.trading.store import OpsStore
     from trading_pipeline.trading.orders import Order
 

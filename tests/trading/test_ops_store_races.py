@@ -16,15 +16,9 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from trading_pipeline.trading.brokers.base import (
-    BrokerError,
-    BrokerFill,
-    BrokerOrder,
-    OrderRequest,
-    OrderStatus,
-    Side,
-)
+from trading_pipeline.trading.brokers.base import BrokerError, BrokerFill, BrokerOrder
 from trading_pipeline.trading.brokers.paper import PaperBroker
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, Side
 from trading_pipeline.trading.orders import Order
 from trading_pipeline.trading.store.schema import paper_orders
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from trading_pipeline.trading.brokers.base import OrderStatus, OrderType, Side, TimeInForce
+from trading_pipeline.trading.model import OrderStatus, OrderType, Side, TimeInForce
 from trading_pipeline.trading.orders import TRANSITIONS, IllegalTransition, Order, client_order_id
 
 S = OrderStatus

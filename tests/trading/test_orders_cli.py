@@ -49,7 +49,7 @@ def test_kill_switch_submit_cancel_sync_portfolio(cli) -> None:
     invoke("kill-switch", "on", "--reason", "maintenance")
     assert "ON" in invoke("kill-switch")
     blocked = invoke("order", "submit", "GOOG", "buy", "10", "--json", code=1)
-    assert blocked["action"] == "rejected" and "maintenance" in blocked["reason"]
+    assert blocked["action"] == "denied" and "maintenance" in blocked["reason"]
     invoke("kill-switch", "off")
 
     ok = invoke("order", "submit", "goog", "buy", "10", "--json")
@@ -63,7 +63,7 @@ def test_kill_switch_submit_cancel_sync_portfolio(cli) -> None:
     invoke("order", "submit", "GOOG", "buy", "-1", code=2)
 
     listed = invoke("orders", "--json")
-    assert sorted(o["status"] for o in listed) == ["accepted", "cancelled", "rejected", "rejected"]
+    assert sorted(o["status"] for o in listed) == ["accepted", "cancelled", "denied", "denied"]  # kill switch, collar
     assert [o["client_order_id"] for o in invoke("orders", "--status", "open", "--json")] == [ok["order"]["client_order_id"]]
     assert "orders (4)" in invoke("orders")
 
@@ -99,14 +99,15 @@ def test_order_submit_is_held_to_buying_power(cli, tmp_path, monkeypatch) -> Non
     get_settings.cache_clear()
     assert invoke("order", "submit", "GOOG", "buy", "600", "--json")["action"] == "submitted"  # 60,000 of 100,000
     over = invoke("order", "submit", "MSFT", "buy", "400", "--json", code=1)  # + 40,000: at the cash
-    assert over["action"] == "rejected" and over["reason"].startswith("buying_power: buy 400 MSFT needs 40,000.00")
+    assert over["action"] == "denied" and over["reason"].startswith("buying_power: buy 400 MSFT needs 40,000.00")
     assert "60,000.00 held by working orders" in over["reason"] and "reaching buying power 100,000.00" in over["reason"]
     assert invoke("order", "submit", "MSFT", "buy", "399", "--json")["action"] == "submitted"
     # selling what the working buys will hold needs no buying power; selling past it opens a short, which does
     assert invoke("order", "submit", "GOOG", "sell", "601", "--json", code=1)["reason"].startswith("buying_power: sell 601 GOOG (opening 1)")
     assert invoke("order", "submit", "GOOG", "sell", "600", "--json")["action"] == "submitted"
-    rejected = invoke("orders", "--status", "rejected", "--json")
-    assert len(rejected) == 2 and all(o["reason"].startswith("risk rule buying_power") for o in rejected)
+    denied = invoke("orders", "--status", "denied", "--json")
+    assert len(denied) == 2 and all(o["reason"].startswith("risk rule buying_power") for o in denied)
+    assert invoke("orders", "--status", "rejected", "--json") == []  # no broker refused anything
 
 
 @pytest.mark.parametrize("clock, fills", [("auto", True), ("market", True), ("wall", False)])

@@ -9,15 +9,9 @@ import polars as pl
 import pytest
 
 from trading_pipeline.marketdata.warehouse import upsert_bars, writer
-from trading_pipeline.trading.brokers.base import (
-    BrokerError,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Side,
-    TimeInForce,
-)
+from trading_pipeline.trading.brokers.base import BrokerError
 from trading_pipeline.trading.brokers.paper import DuckDBBarFeed, PaperBroker, PolarsBarFeed
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from trading_pipeline.trading.store import OpsStore
 
 from .conftest import T0, daily_bars

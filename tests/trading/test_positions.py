@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from trading_pipeline.trading.brokers.base import Side
+from trading_pipeline.trading.model import Side
 from trading_pipeline.trading.positions import Fill, Portfolio, Position
 
 D = Decimal

@@ -10,14 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from trading_pipeline.settings import PROJECT_DIR
-from trading_pipeline.trading.brokers.base import (
-    BrokerFill,
-    BrokerOrder,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Side,
-)
+from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side
 from trading_pipeline.trading.orders import Order
 from trading_pipeline.trading.risk import RiskContext, RiskEngine, RiskLimits
 

@@ -172,7 +172,7 @@ def ops_counts(state: AppState) -> tuple[dict[str, int], dict[str, int]]:
     """(orders by status with every status present, risk rejections by rule) from the ops store."""
     import sqlalchemy as sa
 
-    from trading_pipeline.trading.brokers.base import OrderStatus
+    from trading_pipeline.trading.model import OrderStatus
     from trading_pipeline.trading.store.schema import orders, risk_events
 
     store = state.store()

@@ -33,12 +33,13 @@ from trading_api.schemas import (
     RiskRejectionResponse,
     order_model,
 )
+from trading_pipeline.trading.model import OrderStatus
 
 router = APIRouter(tags=["orders"], responses=AUTH_RESPONSES)
 log = logging.getLogger(__name__)
 
 _COID = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
-StatusFilter = Literal["open", "new", "accepted", "partially_filled", "filled", "cancelled", "rejected", "expired"]
+StatusFilter = Literal["open", "new", "accepted", "partially_filled", "filled", "cancelled", "rejected", "denied", "expired"]
 
 
 # OpenAPI links: the order a POST answers with can be read and cancelled by its id.
@@ -104,8 +105,8 @@ async def _json_body(request: Request) -> None:
 
 def _rejection(request: Request, coid: str, order: Any, reason: str, code: int = 422) -> JSONResponse:
     rule, _, text = reason.partition(": ")
-    if order is not None and order.reason and not order.reason.startswith("risk rule"):
-        rule, text = "broker", order.reason  # the broker refused (e.g. unknown symbol)
+    if order is not None and order.status == OrderStatus.REJECTED and order.reason:
+        rule, text = "broker", order.reason  # the broker refused (e.g. unknown symbol); risk denials are DENIED
     body = RiskRejectionResponse(
         detail={"rule": rule or "unknown", "reason": text or reason, "client_order_id": coid},
         request_id=getattr(request.state, "request_id", None),
@@ -150,14 +151,9 @@ def create_order(
         Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="Retry-safe: the same key returns the same order."),
     ] = None,
 ) -> Any:
-    from trading_pipeline.trading.brokers.base import (
-        BrokerError,
-        OrderRequest,
-        OrderType,
-        Side,
-        TimeInForce,
-    )
+    from trading_pipeline.trading.brokers.base import BrokerError
     from trading_pipeline.trading.execution import submit_order
+    from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce
     from trading_pipeline.trading.orders import client_order_id, utcnow
     from trading_pipeline.trading.risk import RiskEngine
 
@@ -199,12 +195,12 @@ def create_order(
         raise HTTPException(502, f"broker error: {exc}") from exc
     order = store.get_order(coid)
     log.info("event=api_order client_order_id=%s action=%s status=%s reason=%s", coid, result.action, result.status, result.reason)
-    if result.action == "rejected":
+    if result.action in ("denied", "rejected"):
         return _rejection(request, coid, order, result.reason)
     if result.action == "error":
         raise HTTPException(502, f"broker error, order {coid} recorded: {result.reason}")
     replay = result.action == "skipped"
-    if replay and order is not None and order.status.value == "rejected":
+    if replay and order is not None and order.status.value in ("denied", "rejected"):
         return _rejection(request, coid, order, (order.reason or "").removeprefix("risk rule "))
     if replay:
         response.status_code = status.HTTP_200_OK

@@ -58,9 +58,9 @@ from trading_pipeline.backtest.model import (
     make_config,
 )
 from trading_pipeline.marketdata import warehouse as wh
-from trading_pipeline.trading.brokers.base import OrderRequest, OrderType, Side, TimeInForce
 from trading_pipeline.trading.brokers.paper import PaperBroker, to_decimal
 from trading_pipeline.trading.execution import signal_side
+from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce
 from trading_pipeline.trading.positions import Portfolio
 from trading_pipeline.trading.risk import RiskContext, RiskEngine, RiskLimits, opening_quantity
 from trading_pipeline.trading.sizing import Sizing

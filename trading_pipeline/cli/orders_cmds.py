@@ -93,14 +93,14 @@ def register(app: typer.Typer) -> None:
     @app.command("orders")
     def orders_cmd(
         account: Annotated[str | None, typer.Option("--account", "-a", help="Only this account.")] = None,
-        status: Annotated[list[str] | None, typer.Option("--status", "-s", help="Only these statuses (repeatable): new, accepted, partially_filled, filled, cancelled, rejected, expired; 'open' for the first three.")] = None,
+        status: Annotated[list[str] | None, typer.Option("--status", "-s", help="Only these statuses (repeatable): new, accepted, partially_filled, filled, cancelled, rejected (by the broker), denied (by the risk checks), expired; 'open' for the first three.")] = None,
         symbol: Annotated[str | None, typer.Option(help="Only this symbol.")] = None,
         strategy: Annotated[str | None, typer.Option(help="Only this strategy (e.g. manual).")] = None,
         limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
         json_out: JsonOpt = False,
     ) -> None:
         """Orders in the ops store, newest first, with their status and reason."""
-        from trading_pipeline.trading.brokers.base import OrderStatus
+        from trading_pipeline.trading.model import OrderStatus
         from trading_pipeline.trading.orders import OPEN_STATUSES
 
         statuses: list[str] | None = None
@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
         for col in cols:
             table.add_column(col, justify="right" if col in ("qty", "limit", "filled", "avg") else "left",
                              no_wrap=col in ("created", "symbol", "status", "id"))
-        colors = {"filled": "green", "rejected": "red", "cancelled": "yellow", "expired": "yellow"}
+        colors = {"filled": "green", "rejected": "red", "denied": "red", "cancelled": "yellow", "expired": "yellow"}
         for o in rows:
             st = o.status.value
             cells = [o.created_at.strftime("%m-%d %H:%M"), o.symbol, o.side.value, str(o.quantity),
@@ -201,14 +201,9 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Submit one order through the risk engine and the ops store to the broker."""
-        from trading_pipeline.trading.brokers.base import (
-            BrokerError,
-            OrderRequest,
-            OrderType,
-            Side,
-            TimeInForce,
-        )
+        from trading_pipeline.trading.brokers.base import BrokerError
         from trading_pipeline.trading.execution import submit_order
+        from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce
         from trading_pipeline.trading.orders import client_order_id, utcnow
         from trading_pipeline.trading.risk import RiskEngine
 
@@ -239,7 +234,7 @@ def register(app: typer.Typer) -> None:
         else:
             color = {"submitted": "green", "resumed": "green", "skipped": "yellow"}.get(result.action, "red")
             console.print(f"[{color}]{result.action}[/] {coid} {request.side} {qty} {symbol}: {result.status or ''} - {result.reason}")
-        if result.action in ("rejected", "error"):
+        if result.action in ("denied", "rejected", "error"):
             raise typer.Exit(1)
 
     @order_app.command("cancel")

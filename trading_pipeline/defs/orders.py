@@ -199,7 +199,7 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         "actions": dg.MetadataValue.json(actions),
         "orders_updated_from_broker": dg.MetadataValue.int(len(filled)),
         "rejections": dg.MetadataValue.json([
-            {"symbol": r.symbol, "reason": r.reason} for r in results if r.action == "rejected"][:20]),
+            {"symbol": r.symbol, "reason": r.reason} for r in results if r.action in ("denied", "rejected")][:20]),
         "mirrored_rows": dg.MetadataValue.json(mirrored),
     })
 

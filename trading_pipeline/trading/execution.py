@@ -21,15 +21,8 @@ from decimal import Decimal
 
 import polars as pl
 
-from trading_pipeline.trading.brokers.base import (
-    Broker,
-    BrokerError,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Side,
-    TimeInForce,
-)
+from trading_pipeline.trading.brokers.base import Broker, BrokerError
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from trading_pipeline.trading.orders import Order, client_order_id, utcnow
 from trading_pipeline.trading.risk import CommissionEstimate, RiskContext, RiskEngine
 from trading_pipeline.trading.sizing import Sizing
@@ -99,7 +92,7 @@ def _submit_recorded(order: Order, *, broker: Broker, store: OpsStore, risk_engi
     if risk_engine.store is not None and (ks := risk_engine.store.kill_switch()).active:
         reason = f"kill switch is ON ({ks.reason or 'no reason given'}); not sending recorded order"
         store.note(coid, reason)
-        return ExecutionResult(order.symbol, coid, "rejected", OrderStatus.NEW, reason, order.signal_ts)
+        return ExecutionResult(order.symbol, coid, "denied", OrderStatus.NEW, reason, order.signal_ts)
     try:
         bo = broker.submit(order.to_request())
     except BrokerError as exc:
@@ -146,8 +139,8 @@ def submit_order(
     order = Order.from_request(request, strategy=strategy, signal_ts=signal_ts, broker=broker.name, now=now)
     if not decision.approved:
         if store.insert_order(order, reason="created; risk check failed"):
-            store.transition(coid, OrderStatus.REJECTED, f"risk rule {decision.rule}: {decision.reason}")
-        return ExecutionResult(request.symbol, coid, "rejected", OrderStatus.REJECTED, f"{decision.rule}: {decision.reason}", signal_ts)
+            store.transition(coid, OrderStatus.DENIED, f"risk rule {decision.rule}: {decision.reason}")
+        return ExecutionResult(request.symbol, coid, "denied", OrderStatus.DENIED, f"{decision.rule}: {decision.reason}", signal_ts)
     if not store.insert_order(order, reason=f"risk approved; submitting to {broker.name}"):
         return ExecutionResult(request.symbol, coid, "skipped", None, "recorded concurrently by another process", signal_ts)
     return _submit_recorded(order, broker=broker, store=store, risk_engine=risk_engine)

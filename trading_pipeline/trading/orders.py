@@ -15,20 +15,14 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from trading_pipeline.trading.brokers.base import (
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Side,
-    TimeInForce,
-)
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 
 OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED})
 
 # Legal transitions. Terminal states have none. PARTIALLY_FILLED -> PARTIALLY_FILLED is a
 # further partial fill.
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    OrderStatus.NEW: frozenset({OrderStatus.ACCEPTED, OrderStatus.REJECTED, OrderStatus.CANCELLED}),
+    OrderStatus.NEW: frozenset({OrderStatus.ACCEPTED, OrderStatus.REJECTED, OrderStatus.DENIED, OrderStatus.CANCELLED}),
     OrderStatus.ACCEPTED: frozenset(
         {
             OrderStatus.PARTIALLY_FILLED,
@@ -49,6 +43,7 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.FILLED: frozenset(),
     OrderStatus.CANCELLED: frozenset(),
     OrderStatus.REJECTED: frozenset(),
+    OrderStatus.DENIED: frozenset(),
     OrderStatus.EXPIRED: frozenset(),
 }
 
@@ -207,7 +202,7 @@ class Order:
                 f"of {self.quantity} filled; record the fills first"
             )
         prev, self.status = self.status, to
-        if to in (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+        if to in (OrderStatus.REJECTED, OrderStatus.DENIED, OrderStatus.CANCELLED, OrderStatus.EXPIRED):
             self.reason = reason
         return self._event(prev, "transition", reason, now)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from trading_pipeline.trading.brokers.base import Side
+from trading_pipeline.trading.model import Side
 
 ZERO = Decimal(0)
 

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from trading_pipeline.trading.brokers.base import OrderRequest, OrderType, Side
+from trading_pipeline.trading.model import OrderRequest, OrderType, Side
 from trading_pipeline.trading.orders import utcnow
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class RiskContext:
         symbol without one is valued at cost. With ``record_mark`` (the default; read-only
         views pass False) the equity seen here is recorded as today's equity mark.
         """
-        from trading_pipeline.trading.brokers.base import OrderStatus, Side
+        from trading_pipeline.trading.model import OrderStatus, Side
 
         now = now or utcnow()
         pf = store.portfolio(account)

@@ -53,12 +53,8 @@ from trading_pipeline.trading.brokers.base import (
     BrokerError,
     BrokerOrder,
     BrokerPosition,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Side,
-    TimeInForce,
 )
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 
 _OPEN = {OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED}
 

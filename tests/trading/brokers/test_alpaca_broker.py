@@ -19,14 +19,8 @@ from tests.stubs.alpaca_fixtures import (  # noqa: F401
 from tests.stubs.alpaca_stub import AlpacaStub
 from trading_pipeline.settings import Settings
 from trading_pipeline.trading.brokers.alpaca import STATUS_MAP, AlpacaBroker
-from trading_pipeline.trading.brokers.base import (
-    BrokerError,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Side,
-    TimeInForce,
-)
+from trading_pipeline.trading.brokers.base import BrokerError
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 
 
 def req(

@@ -11,16 +11,9 @@ from decimal import Decimal
 import pytest
 
 from tests.stubs.fake_tws import ACCOUNT, FakeTWS, fake_tws
-from trading_pipeline.trading.brokers.base import (
-    Broker,
-    BrokerError,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Side,
-    TimeInForce,
-)
+from trading_pipeline.trading.brokers.base import Broker, BrokerError
 from trading_pipeline.trading.brokers.ib import IBBroker
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 
 pytestmark = pytest.mark.timeout(60)
 

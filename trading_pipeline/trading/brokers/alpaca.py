@@ -50,11 +50,8 @@ from trading_pipeline.trading.brokers.base import (
     BrokerFill,
     BrokerOrder,
     BrokerPosition,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Side,
 )
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side
 
 if TYPE_CHECKING:
     from trading_pipeline.settings import Settings

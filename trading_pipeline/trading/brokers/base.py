@@ -9,50 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-
-class Side(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
-
-
-class OrderType(StrEnum):
-    MARKET = "market"
-    LIMIT = "limit"
-
-
-class TimeInForce(StrEnum):
-    DAY = "day"
-    GTC = "gtc"
-    IOC = "ioc"
-
-
-class OrderStatus(StrEnum):
-    NEW = "new"
-    ACCEPTED = "accepted"
-    PARTIALLY_FILLED = "partially_filled"
-    FILLED = "filled"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
-
-
-@dataclass(frozen=True)
-class OrderRequest:
-    client_order_id: str
-    account: str
-    symbol: str
-    side: Side
-    quantity: Decimal
-    order_type: OrderType = OrderType.MARKET
-    limit_price: Decimal | None = None
-    time_in_force: TimeInForce = TimeInForce.DAY
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, Side
 
 
 @dataclass(frozen=True)

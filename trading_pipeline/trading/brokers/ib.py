@@ -33,11 +33,8 @@ from trading_pipeline.trading.brokers.base import (
     BrokerFill,
     BrokerOrder,
     BrokerPosition,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Side,
 )
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

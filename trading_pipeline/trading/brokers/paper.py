@@ -31,12 +31,8 @@ from trading_pipeline.trading.brokers.base import (
     BrokerFill,
     BrokerOrder,
     BrokerPosition,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Side,
-    TimeInForce,
 )
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from trading_pipeline.trading.orders import OPEN_STATUSES, utcnow
 from trading_pipeline.trading.positions import Fill, Portfolio
 from trading_pipeline.trading.store import OpsStore

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from trading_pipeline.trading.brokers.base import BrokerFill, Side
+from trading_pipeline.trading.brokers.base import BrokerFill
+from trading_pipeline.trading.model import Side
 from trading_pipeline.trading.orders import OPEN_STATUSES, Order, utcnow
 from trading_pipeline.trading.positions import Fill, Portfolio, Position
 from trading_pipeline.trading.store.base import StoreBase

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder, OrderStatus
+from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder
+from trading_pipeline.trading.model import OrderStatus
 from trading_pipeline.trading.orders import OPEN_STATUSES, Order, OrderEvent, utcnow
 from trading_pipeline.trading.store.base import StoreBase
 from trading_pipeline.trading.store.schema import order_events, orders
@@ -235,7 +236,7 @@ class OrderRecords(StoreBase):
             ).scalar_one()
 
     def count_orders_since(self, account: str, since: datetime) -> int:
-        """Orders that went (or were meant to go) to a broker since ``since``; risk rejections excluded."""
+        """Orders that went (or were meant to go) to a broker since ``since``; risk denials excluded."""
         with self.reading() as conn:
             return conn.execute(
                 sa.select(sa.func.count())
@@ -243,7 +244,7 @@ class OrderRecords(StoreBase):
                 .where(
                     orders.c.account == account,
                     orders.c.created_at >= since,
-                    sa.or_(orders.c.status != OrderStatus.REJECTED.value, orders.c.broker_order_id.is_not(None)),
+                    orders.c.status != OrderStatus.DENIED.value,
                 )
             ).scalar_one()
 

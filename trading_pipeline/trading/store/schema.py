@@ -234,6 +234,21 @@ def _create(*tables: sa.Table) -> Callable[[Connection], None]:
     return run
 
 
+def _denied_status(conn: Connection) -> None:
+    """Orders our risk checks stopped were stored as ``rejected`` with a ``risk rule ...`` reason
+    and no broker order id; they become ``denied``, in the orders and in their event history."""
+    denied = sa.text(
+        "SELECT client_order_id FROM order_events WHERE to_status = 'rejected' AND reason LIKE 'risk rule %'"
+    )
+    conn.execute(sa.text(
+        f"UPDATE orders SET status = 'denied' WHERE status = 'rejected' AND broker_order_id IS NULL "
+        f"AND client_order_id IN ({denied.text})"
+    ))
+    conn.execute(sa.text(
+        "UPDATE order_events SET to_status = 'denied' WHERE to_status = 'rejected' AND reason LIKE 'risk rule %'"
+    ))
+
+
 # Append only; never edit an applied migration. Later ones use conn.execute(sa.text(...)).
 MIGRATIONS: list[Migration] = [
     Migration(
@@ -243,6 +258,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(2, "paper broker book", _create(paper_orders, paper_fills, paper_accounts)),
     Migration(3, "daily equity marks (start-of-day equity for the daily loss limit)", _create(equity_marks)),
+    Migration(4, "risk denials get their own status, denied (rejected stays for broker refusals)", _denied_status),
 ]
 
 
