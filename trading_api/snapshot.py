@@ -24,6 +24,8 @@ from typing import Any
 
 import duckdb
 
+from trading_pipeline.trading.model import to_decimal
+
 log = logging.getLogger(__name__)
 
 
@@ -328,7 +330,6 @@ class SnapshotBarFeed:
 
     def last_closes(self, symbols: list[str]) -> dict[str, Any]:
         """symbol -> last close as Decimal (symbols without bars left out)."""
-        from decimal import Decimal
 
         if not symbols:
             return {}
@@ -337,4 +338,4 @@ class SnapshotBarFeed:
             "WHERE timeframe = ? AND symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol",
             [self.timeframe, list(symbols)],
         )
-        return {r["symbol"]: Decimal(repr(float(r["close"]))) for r in rows if r["close"] is not None}
+        return {r["symbol"]: to_decimal(r["close"]) for r in rows if r["close"] is not None}

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         "market), wall = the system clock; auto = market for sample/file homes, wall for alpaca/ib.",
     )
     account: str = Field(default="paper", description="Account the signal orders trade in.")
+    # How signals become orders, live and in backtests (trading/decisions.py; docs/decisions.md #13)
+    allow_short: bool = Field(default=False, description="A sell signal with nothing to close opens a short.")
+    on_repeat_signal: Literal["skip", "add"] = Field(
+        default="skip", description="A same-side signal while holding: skip (one position per symbol) or add (pyramid).")
+    on_opposite_signal: Literal["exit", "reverse", "ignore"] = Field(
+        default="exit", description="An opposite signal while holding: exit the position, reverse it, or ignore it.")
     ops_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the ops store; default SQLite in TRADING_HOME."
     )

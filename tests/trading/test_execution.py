@@ -11,11 +11,11 @@ import sqlalchemy as sa
 
 from trading_pipeline.trading.brokers.base import BrokerError, BrokerOrder
 from trading_pipeline.trading.brokers.paper import PaperBroker, PolarsBarFeed
+from trading_pipeline.trading.decisions import signal_side
 from trading_pipeline.trading.execution import (
     cancel_order,
     execute_signals,
     reconcile,
-    signal_side,
     submit_order,
     sync_open_orders,
 )

@@ -34,7 +34,7 @@ import functools
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
@@ -47,6 +47,7 @@ from trading_pipeline.backtest.metrics import breakdown, compute_metrics
 from trading_pipeline.backtest.model import (
     ACCOUNT,
     EQUITY_SCHEMA,
+    ORDER_SCHEMA,
     REJECTION_SCHEMA,
     STRATEGY_KINDS,
     TRADE_SCHEMA,
@@ -58,12 +59,11 @@ from trading_pipeline.backtest.model import (
     make_config,
 )
 from trading_pipeline.marketdata import warehouse as wh
-from trading_pipeline.trading.brokers.paper import PaperBroker, to_decimal
-from trading_pipeline.trading.execution import signal_side
-from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce
+from trading_pipeline.trading.brokers.paper import PaperBroker
+from trading_pipeline.trading.decisions import Intent, Signal, decide
+from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce, to_decimal
 from trading_pipeline.trading.positions import Portfolio
-from trading_pipeline.trading.risk import RiskContext, RiskEngine, RiskLimits, opening_quantity
-from trading_pipeline.trading.sizing import Sizing
+from trading_pipeline.trading.risk import RiskContext, RiskEngine, opening_quantity
 
 ZERO = Decimal(0)
 
@@ -171,10 +171,11 @@ class _Order:
     symbol: str
     side: Side
     quantity: Decimal
-    purpose: str  # entry | exit
+    purpose: str  # entry | add | exit | reverse (trading/decisions.py)
     reason: str
     signal_session: date
     signal_kind: str | None = None
+    closing: Decimal = ZERO  # the part of quantity that closes the open trade
 
 
 @dataclass
@@ -201,6 +202,7 @@ class _Book:
     rejections: list[dict[str, Any]]
     price: Callable[[int, str], Decimal | None]
     commission: Callable[[Decimal], Decimal]
+    sent: list[dict[str, Any]] = field(default_factory=list)
 
     def reserved(self, order: _Order, index: int) -> Decimal:
         """Buying power a working order holds (as RiskContext.from_store counts it live)."""
@@ -239,6 +241,9 @@ def _submit(order: _Order, *, close: _Close, book: _Book) -> bool:
         })
         return False
     book.pending[order.symbol] = order
+    book.sent.append({"session_date": close.session, "symbol": order.symbol, "side": order.side.value,
+                      "quantity": float(order.quantity), "purpose": order.purpose, "reason": order.reason,
+                      "signal_kind": order.signal_kind})
     close.committed += book.reserved(order, close.index)
     close.orders_sent += 1
     return True
@@ -320,19 +325,30 @@ def replay(
             order = pending.pop(sym)
             px = fills._slipped(to_decimal(o), order.side)
             commission = fills.commission(order.quantity)
-            realized = pf.apply_fill(sym, order.side, order.quantity, px, commission)
             ts = bar_ts[(i, j)]
-            if order.purpose == "entry":
-                open_trades[sym] = _OpenTrade(
-                    next_trade_id, sym, "long" if order.side == Side.BUY else "short", order.signal_kind,
-                    order.signal_session, i, ts, px, order.quantity, realized, commission,
-                )
-                next_trade_id += 1
-            else:
+            opening = order.quantity - order.closing
+            if order.closing > 0:  # exit, or the closing part of a reversal
+                share = commission * order.closing / order.quantity
+                realized = pf.apply_fill(sym, order.side, order.closing, px, share)
                 t = open_trades.pop(sym)
                 trades.append(_trade_row(t, sessions, exit_index=i, exit_ts=ts, exit_price=px,
                                          exit_reason=order.reason, exit_signal_session=order.signal_session,
-                                         pnl=t.realized + realized, commission=t.commission + commission))
+                                         pnl=t.realized + realized, commission=t.commission + share))
+                commission -= share
+            if opening > 0 and order.purpose == "add" and sym in open_trades:
+                t = open_trades[sym]
+                realized = pf.apply_fill(sym, order.side, opening, px, commission)
+                t.entry_price = (t.entry_price * t.quantity + px * opening) / (t.quantity + opening)
+                t.quantity += opening
+                t.realized += realized
+                t.commission += commission
+            elif opening > 0:  # entry, or the opening part of a reversal
+                realized = pf.apply_fill(sym, order.side, opening, px, commission)
+                open_trades[sym] = _OpenTrade(
+                    next_trade_id, sym, "long" if order.side == Side.BUY else "short", order.signal_kind,
+                    order.signal_session, i, ts, px, opening, realized, commission,
+                )
+                next_trade_id += 1
 
         # ---- the close: mark to market
         prices = {s: p for s in open_trades if (p := price(i, s)) is not None}
@@ -355,36 +371,22 @@ def replay(
                 t = open_trades[sym]
                 if sym not in pending and i - t.entry_index + 1 >= hold:
                     side = Side.SELL if t.direction == "long" else Side.BUY
-                    submit(_Order(sym, side, abs(pf.quantity(sym)), "exit", "hold", session))
-        for row in by_session.get(i, []):
-            sym = row["symbol"]
-            try:
-                side = signal_side(row["direction"])
-            except ValueError:
-                continue  # neutral signals (cpr_narrow) carry no side: nothing to trade
-            if sym in pending:
-                continue  # one working order per symbol
-            held = pf.quantity(sym)
-            if held != 0:
-                if (held > 0) == (side == Side.BUY) or not cfg.exit_on_opposite:
-                    continue  # already holding this way: one position per symbol
-                submit(_Order(sym, side, abs(held), "exit", "opposite_signal", session, row["kind"]))
-                continue
-            if side == Side.SELL and not cfg.allow_short:
-                continue  # like the live pipeline: a sell signal opens no short
-            last = price(i, sym)
-            if last is None or last <= 0:
-                continue
-            atr = row.get("atr_14")
-            try:
-                qty = cfg.sizing.quantity(equity=equity, price=last,
-                                          atr=None if atr is None else to_decimal(atr))
-            except ValueError as exc:
-                rejections.append({"session_date": session, "symbol": sym, "side": side.value, "quantity": 0.0,
-                                   "purpose": "entry", "rule": "sizing", "reason": str(exc)})
-                continue
-            if qty > 0:
-                submit(_Order(sym, side, qty, "entry", "signal", session, row["kind"]))
+                    qty = abs(pf.quantity(sym))
+                    submit(_Order(sym, side, qty, "exit", "hold", session, closing=qty))
+        todays = [Signal.from_row(row) for row in by_session.get(i, [])]
+        decisions = decide(
+            todays, positions={p.symbol: p.quantity for p in pf.open_positions()}, working=set(pending),
+            prices={s.symbol: p for s in todays if (p := price(i, s.symbol)) is not None},
+            equity=equity, sizing=cfg.sizing, rules=cfg.rules,
+        )
+        for d in decisions:
+            sig = d.signal
+            if isinstance(d, Intent):
+                reason = {"exit": "opposite_signal", "reverse": "reverse"}.get(d.purpose, "signal")
+                submit(_Order(sig.symbol, d.side, d.quantity, d.purpose, reason, session, sig.kind, d.closing))
+            elif d.rule == "sizing":
+                rejections.append({"session_date": session, "symbol": sig.symbol, "side": d.side.value if d.side else None,
+                                   "quantity": 0.0, "purpose": "entry", "rule": "sizing", "reason": d.reason})
         if progress is not None:
             progress(i + 1, n)
 
@@ -407,6 +409,7 @@ def replay(
         bars_processed=int(bars.height),
         signals_used=int(signals.height),
         run_id=cfg.run_id(),
+        orders=pl.DataFrame(book.sent, schema=ORDER_SCHEMA),
     )
     result.metrics["rejected_orders"] = result.rejections.height
     result.metrics["unfilled_orders"] = len(pending)
@@ -444,28 +447,16 @@ def _equity_frame(rows: list[dict[str, Any]], cfg: BacktestConfig) -> pl.DataFra
 
 def run_backtest(
     warehouse_path: Path | str,
+    config: BacktestConfig | None = None,
     *,
-    strategy: str,
-    symbols: Sequence[str] | None = None,
-    start: date | str | None = None,
-    end: date | str | None = None,
-    hold: int | None = 5,
-    initial_cash: float | Decimal = 100_000,
-    slippage_bps: float | Decimal = Decimal("5"),
-    commission_per_share: float | Decimal = Decimal("0.005"),
-    commission_min: float | Decimal = Decimal("1"),
-    allow_short: bool = False,
-    exit_on_opposite: bool = True,
-    sizing: Sizing | None = None,
-    limits: RiskLimits | None = None,
     progress: ProgressCallback | None = None,
+    **params: Any,
 ) -> BacktestResult:
-    """Replay ``strategy``'s signals from the warehouse (opened read-only)."""
-    cfg = make_config(
-        strategy=strategy, symbols=symbols, start=start, end=end, hold=hold, initial_cash=initial_cash,
-        slippage_bps=slippage_bps, commission_per_share=commission_per_share, commission_min=commission_min,
-        allow_short=allow_short, exit_on_opposite=exit_on_opposite, sizing=sizing, limits=limits,
-    )
+    """Replay a strategy's signals from the warehouse (opened read-only).
+
+    Give a :class:`BacktestConfig`, or its fields as keyword arguments (validated by
+    :func:`make_config`: ``strategy="breakout", hold=2, rules=DecisionRules(...)``)."""
+    cfg = config if config is not None else make_config(**params)
     progress = progress or _progress_hook
     con = wh.connect(warehouse_path, read_only=True)
     try:

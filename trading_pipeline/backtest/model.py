@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trading_pipeline.trading.brokers.paper import to_decimal
+from trading_pipeline.trading.decisions import DecisionRules, OppositeSignal
+from trading_pipeline.trading.model import to_decimal
 from trading_pipeline.trading.risk import RiskLimits
 from trading_pipeline.trading.sizing import Sizing
 
@@ -67,6 +69,15 @@ REJECTION_SCHEMA: dict[str, Any] = {
     "rule": pl.Utf8,
     "reason": pl.Utf8,
 }
+ORDER_SCHEMA: dict[str, Any] = {  # every order the risk checks let through, as the live job would send it
+    "session_date": pl.Date,  # the close it was decided at (fills at the next open)
+    "symbol": pl.Utf8,
+    "side": pl.Utf8,
+    "quantity": pl.Float64,
+    "purpose": pl.Utf8,  # entry | add | exit | reverse
+    "reason": pl.Utf8,  # signal | opposite_signal | reverse | hold
+    "signal_kind": pl.Utf8,
+}
 BY_SYMBOL_SCHEMA: dict[str, Any] = {
     "symbol": pl.Utf8,
     "trades": pl.Int64,
@@ -83,38 +94,55 @@ class BacktestError(ValueError):
     """A backtest that cannot run as asked; the message says what to change."""
 
 
-@dataclass(frozen=True)
-class BacktestConfig:
-    strategy: str
+class BacktestConfig(BaseModel):
+    """Every parameter of a backtest, declared once: the CLI, the Dagster job's config and
+    :func:`~trading_pipeline.backtest.engine.run_backtest` all build this (via :func:`make_config`).
+    ``rules``, ``sizing`` and ``limits`` are the live pipeline's own models."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy: str = Field(min_length=1)
     symbols: tuple[str, ...] | None = None
     start: date | None = None
     end: date | None = None
-    hold: int | None = 5
+    hold: int | None = Field(default=5, ge=0, description="exit after this many sessions; 0/None: only on signals")
     initial_cash: Decimal = Decimal("100000")
     slippage_bps: Decimal = Decimal("5")
     commission_per_share: Decimal = Decimal("0.005")
     commission_min: Decimal = Decimal("1")
-    allow_short: bool = False
-    exit_on_opposite: bool = True
-    sizing: Sizing = field(default_factory=Sizing)
-    limits: RiskLimits = field(default_factory=RiskLimits)
+    rules: DecisionRules = DecisionRules()
+    sizing: Sizing = Sizing()
+    limits: RiskLimits = RiskLimits()
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, v: Any) -> tuple[str, ...] | None:
+        return tuple(sorted({str(x).upper() for x in v})) if v else None
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _dates(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+    @field_validator("initial_cash", "slippage_bps", "commission_per_share", "commission_min", mode="before")
+    @classmethod
+    def _money(cls, v: Any) -> Decimal:
+        return to_decimal(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BacktestConfig:
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        if not self.hold and self.rules.on_opposite == OppositeSignal.IGNORE:
+            raise ValueError("with hold 0 and opposite signals ignored, positions would never close")
+        return self
+
+    @property
+    def allow_short(self) -> bool:
+        return self.rules.allow_short
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "strategy": self.strategy,
-            "symbols": list(self.symbols) if self.symbols else None,
-            "start": self.start.isoformat() if self.start else None,
-            "end": self.end.isoformat() if self.end else None,
-            "hold": self.hold,
-            "initial_cash": str(self.initial_cash),
-            "slippage_bps": str(self.slippage_bps),
-            "commission_per_share": str(self.commission_per_share),
-            "commission_min": str(self.commission_min),
-            "allow_short": self.allow_short,
-            "exit_on_opposite": self.exit_on_opposite,
-            "sizing": self.sizing.model_dump(mode="json"),
-            "limits": self.limits.model_dump(mode="json"),
-        }
+        return self.model_dump(mode="json")
 
     def run_id(self) -> str:
         """Same parameters, same id: storing a re-run replaces the earlier rows."""
@@ -133,6 +161,7 @@ class BacktestResult:
     bars_processed: int = 0
     signals_used: int = 0
     run_id: str = ""
+    orders: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ORDER_SCHEMA))  # not stored in marts
 
     def summary(self) -> dict[str, Any]:
         """Metrics, the per-symbol breakdown and the parameters, JSON-ready."""
@@ -145,57 +174,34 @@ class BacktestResult:
         }
 
 
-def _as_date(x: date | str | None) -> date | None:
-    if x is None or x == "":
-        return None
-    return x if isinstance(x, date) else date.fromisoformat(str(x))
+def make_config(**params: Any) -> BacktestConfig:
+    """A validated :class:`BacktestConfig`; a clear :class:`BacktestError` for a bad parameter.
 
-
-def make_config(
-    *,
-    strategy: str,
-    symbols: Sequence[str] | None = None,
-    start: date | str | None = None,
-    end: date | str | None = None,
-    hold: int | None = 5,
-    initial_cash: float | Decimal = 100_000,
-    slippage_bps: float | Decimal = Decimal("5"),
-    commission_per_share: float | Decimal = Decimal("0.005"),
-    commission_min: float | Decimal = Decimal("1"),
-    allow_short: bool = False,
-    exit_on_opposite: bool = True,
-    sizing: Sizing | None = None,
-    limits: RiskLimits | None = None,
-) -> BacktestConfig:
-    if not strategy:
+    Accepts the older flat ``allow_short`` / ``exit_on_opposite`` beside ``rules`` (stored runs
+    and callers from before the shared decision rules)."""
+    allow_short = params.pop("allow_short", None)
+    exit_on_opposite = params.pop("exit_on_opposite", None)
+    if allow_short is not None or exit_on_opposite is not None:
+        base = params.get("rules") or DecisionRules()
+        base = base if isinstance(base, DecisionRules) else DecisionRules.model_validate(base)
+        update: dict[str, Any] = {}
+        if allow_short is not None:
+            update["allow_short"] = bool(allow_short)
+        if exit_on_opposite is not None and not exit_on_opposite:
+            update["on_opposite"] = OppositeSignal.IGNORE
+        params["rules"] = base.model_copy(update=update)
+    if not params.get("strategy"):
         raise BacktestError(f"no strategy given; use one of: {', '.join(STRATEGY_KINDS)} or a scan name from rules.yaml")
-    if hold is not None and hold < 0:
-        raise BacktestError(f"hold must be >= 0 sessions (0 = exit only on the opposite signal), got {hold}")
-    s, e = _as_date(start), _as_date(end)
-    if s and e and s > e:
-        raise BacktestError(f"start {s} is after end {e}")
-    if not hold and not exit_on_opposite:
-        raise BacktestError("with hold 0 and no opposite-signal exit, positions would never close")
-    return BacktestConfig(
-        strategy=strategy,
-        symbols=tuple(sorted({x.upper() for x in symbols})) if symbols else None,
-        start=s, end=e, hold=hold,
-        initial_cash=to_decimal(initial_cash), slippage_bps=to_decimal(slippage_bps),
-        commission_per_share=to_decimal(commission_per_share), commission_min=to_decimal(commission_min),
-        allow_short=allow_short, exit_on_opposite=exit_on_opposite,
-        sizing=sizing or Sizing(), limits=limits or RiskLimits(),
-    )
+    try:
+        return BacktestConfig(**{k: v for k, v in params.items() if v is not None or k in ("hold",)})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise BacktestError(problems) from None
 
 
 def config_from_dict(d: dict[str, Any]) -> BacktestConfig:
     """The inverse of :meth:`BacktestConfig.to_dict` (as stored in marts.backtest_runs)."""
-    return BacktestConfig(
-        strategy=d["strategy"], symbols=tuple(d["symbols"]) if d.get("symbols") else None,
-        start=_as_date(d.get("start")), end=_as_date(d.get("end")), hold=d.get("hold"),
-        initial_cash=Decimal(d["initial_cash"]), slippage_bps=Decimal(d["slippage_bps"]),
-        commission_per_share=Decimal(d["commission_per_share"]), commission_min=Decimal(d["commission_min"]),
-        allow_short=bool(d.get("allow_short")), exit_on_opposite=bool(d.get("exit_on_opposite", True)),
-        sizing=Sizing.model_validate(d["sizing"]), limits=RiskLimits.model_validate(d["limits"]),
-    )
-
-
+    return make_config(**d)

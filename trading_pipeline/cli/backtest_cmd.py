@@ -84,7 +84,9 @@ def register(app: typer.Typer) -> None:
         slippage_bps: Annotated[float, typer.Option(help="Slippage against each fill, in basis points.")] = 5.0,
         commission: Annotated[float, typer.Option(help="Commission per share.")] = 0.005,
         commission_min: Annotated[float, typer.Option(help="Minimum commission per fill.")] = 1.0,
-        allow_short: Annotated[bool, typer.Option(help="Let sell signals open shorts (the live default is off).")] = False,
+        allow_short: Annotated[bool | None, typer.Option("--allow-short/--no-allow-short", help="Let sell signals open shorts (default: TRADING_ALLOW_SHORT, off).")] = None,
+        on_repeat: Annotated[str | None, typer.Option(help="A same-side signal while holding: skip or add (default: TRADING_ON_REPEAT_SIGNAL, skip).")] = None,
+        on_opposite: Annotated[str | None, typer.Option(help="An opposite signal while holding: exit, reverse or ignore (default: TRADING_ON_OPPOSITE_SIGNAL, exit).")] = None,
         report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report to this path.")] = None,
         store: Annotated[bool, typer.Option("--store/--no-store", help="Store results in marts.backtest_* via a Dagster run.")] = True,
         json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
@@ -97,8 +99,8 @@ def register(app: typer.Typer) -> None:
             reporting_progress,
             run_backtest,
         )
+        from trading_pipeline.defs.backtest import BacktestRunConfig
         from trading_pipeline.marketdata import warehouse as wh
-        from trading_pipeline.trading.risk import RiskLimits
 
         settings = get_settings()
         path = settings.warehouse_path
@@ -113,7 +115,16 @@ def register(app: typer.Typer) -> None:
         if hold < 0:
             fail(f"--hold must be >= 0, got {hold}", code=2)
         _check_strategy(path, strategy)
-        symbols = sorted({s.upper() for s in symbol}) if symbol else []
+        # one set of parameters for both paths; validated here so a bad one fails before any run
+        params = BacktestRunConfig(
+            strategy=strategy, symbols=sorted({s.upper() for s in symbol}) if symbol else [], start=start or "",
+            end=end or "", hold=hold, initial_cash=cash, slippage_bps=slippage_bps, commission_per_share=commission,
+            commission_min=commission_min, allow_short=allow_short, on_repeat=on_repeat, on_opposite=on_opposite,
+        )
+        try:
+            config = params.backtest_config(settings)
+        except BacktestError as exc:
+            fail(str(exc), code=2)
 
         progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), TaskProgressColumn(),
                             TextColumn("{task.completed}/{task.total} sessions"), TimeElapsedColumn(),
@@ -127,11 +138,7 @@ def register(app: typer.Typer) -> None:
 
             with reporting_progress(on_progress):
                 if store:
-                    op_config = {"strategy": strategy, "symbols": symbols, "start": start or "", "end": end or "",
-                                 "hold": hold, "initial_cash": cash, "slippage_bps": slippage_bps,
-                                 "commission_per_share": commission, "commission_min": commission_min,
-                                 "allow_short": allow_short}
-                    res = runs.run_job("backtest", settings, run_config={"ops": {"run_backtest": {"config": op_config}}})
+                    res = runs.run_job("backtest", settings, run_config={"ops": {"run_backtest": {"config": params.model_dump()}}})
                     if not res.success:
                         progress.stop()
                         fail(f"backtest run {res.run_id} failed: {runs.failure_message(res)}",
@@ -143,15 +150,7 @@ def register(app: typer.Typer) -> None:
                     finally:
                         con.close()
                 else:
-                    try:
-                        result = run_backtest(path, strategy=strategy, symbols=symbols or None, start=start, end=end,
-                                              hold=hold, initial_cash=cash, slippage_bps=slippage_bps,
-                                              commission_per_share=commission, commission_min=commission_min,
-                                              allow_short=allow_short,
-                                              limits=RiskLimits.from_yaml(settings.risk_file))
-                    except BacktestError as exc:
-                        progress.stop()
-                        fail(str(exc), code=2)
+                    result = run_backtest(path, config)
 
         if report is not None:
             from trading_pipeline.backtest.report import write_report

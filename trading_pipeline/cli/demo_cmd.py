@@ -113,10 +113,11 @@ def _demo_result(settings) -> dict:
     orders: dict[str, int] = {}
     for o in store.list_orders(limit=100000):
         orders[o.status.value] = orders.get(o.status.value, 0) + 1
-    from decimal import Decimal
 
     pf = store.portfolio(settings.account)
-    prices = {s: Decimal(repr(c)) for s, c in closes.items()}
+    from trading_pipeline.trading.model import to_decimal
+
+    prices = {s: to_decimal(c) for s, c in closes.items()}
     return {"signals": n_signals, "orders": orders, "positions": len(pf.open_positions()),
             "equity": f"{pf.equity(prices):,.2f}"}
 

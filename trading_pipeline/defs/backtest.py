@@ -32,8 +32,24 @@ class BacktestRunConfig(dg.Config):
     slippage_bps: float = 5.0
     commission_per_share: float = 0.005
     commission_min: float = 1.0
-    allow_short: bool = False
+    # How signals become orders (trading/decisions.py); unset: the live TRADING_* settings
+    allow_short: bool | None = None
+    on_repeat: str | None = None  # skip | add
+    on_opposite: str | None = None  # exit | reverse | ignore
     run_id: str = ""
+
+    def backtest_config(self, settings):
+        """The domain's :class:`~trading_pipeline.backtest.model.BacktestConfig`: unset decision
+        rules and the risk limits are the live pipeline's (TRADING_* settings, risk.yaml).
+        Raises BacktestError for a bad parameter."""
+        from trading_pipeline.backtest.model import make_config
+        from trading_pipeline.trading.decisions import DecisionRules
+        from trading_pipeline.trading.risk import RiskLimits
+
+        rules = DecisionRules.from_settings(settings).model_dump()
+        rules.update({k: v for k in ("allow_short", "on_repeat", "on_opposite") if (v := getattr(self, k)) is not None})
+        params = self.model_dump(exclude={"run_id", "allow_short", "on_repeat", "on_opposite"})
+        return make_config(**params, rules=rules, limits=RiskLimits.from_yaml(settings.risk_file))
 
 
 def store_result(con, result, dagster_run_id: str = "") -> dict[str, int]:
@@ -88,18 +104,20 @@ def store_result(con, result, dagster_run_id: str = "") -> dict[str, int]:
     "paper fill model; store trades, equity and metrics in marts.backtest_*.",
 )
 def run_backtest_op(context: dg.OpExecutionContext, config: BacktestRunConfig, warehouse: WarehouseResource) -> dict:
-    from trading_pipeline.backtest.engine import run_backtest
+    from trading_pipeline.backtest.engine import make_config, run_backtest
     from trading_pipeline.settings import get_settings
+    from trading_pipeline.trading.decisions import DecisionRules
     from trading_pipeline.trading.risk import RiskLimits
 
+    settings = get_settings()
     path = warehouse.resolved_path()
-    result = run_backtest(
-        path, strategy=config.strategy, symbols=config.symbols or None, start=config.start or None,
-        end=config.end or None, hold=config.hold, initial_cash=config.initial_cash,
-        slippage_bps=config.slippage_bps, commission_per_share=config.commission_per_share,
-        commission_min=config.commission_min, allow_short=config.allow_short,
-        limits=RiskLimits.from_yaml(get_settings().risk_file),  # the live limits (risk.yaml)
-    )
+    live = DecisionRules.from_settings(settings)
+    rules = live.model_copy(update={k: v for k, v in (("allow_short", config.allow_short), ("on_repeat", config.on_repeat),
+                                                      ("on_opposite", config.on_opposite)) if v is not None})
+    params = config.model_dump(exclude={"run_id", "allow_short", "on_repeat", "on_opposite"})
+    cfg = make_config(**params, rules=DecisionRules.model_validate(rules.model_dump()),
+                      limits=RiskLimits.from_yaml(settings.risk_file))  # the live limits (risk.yaml)
+    result = run_backtest(path, cfg)
     if config.run_id:
         result.run_id = config.run_id
     with wh.writer(path) as con:

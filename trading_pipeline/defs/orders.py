@@ -98,7 +98,9 @@ def _prices(con, session: str | None) -> dict[str, Decimal]:
            WHERE session_date <= ?::DATE GROUP BY symbol""",
         [session],
     )
-    return {s: Decimal(repr(c)) for s, c in df.iter_rows()}
+    from trading_pipeline.trading.model import to_decimal
+
+    return {s: to_decimal(c) for s, c in df.iter_rows()}
 
 
 def _mirror(con, store) -> dict[str, int]:
@@ -156,6 +158,7 @@ def _portfolio_daily(con, store, session: str, prices: dict[str, Decimal]) -> in
     "plus ops.portfolio_daily (cash, equity, P&L per account and session).",
 )
 def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: WarehouseResource):
+    from trading_pipeline.trading.decisions import DecisionRules
     from trading_pipeline.trading.execution import execute_signals, sync_open_orders
     from trading_pipeline.trading.risk import RiskEngine
     from trading_pipeline.trading.sizing import Sizing
@@ -178,10 +181,11 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
     now = (market_time + timedelta(hours=23)) if market_time else None
     if signals.height:
         risk = RiskEngine.from_file(settings.risk_file, book.store)
+        rules = DecisionRules.from_settings(settings)
         for (scan,), group in signals.partition_by("scan", as_dict=True).items():
             results += execute_signals(
                 group, account=account, strategy=str(scan), broker=book.broker, store=book.store,
-                risk_engine=risk, sizing=Sizing(), prices=prices, now=now,
+                risk_engine=risk, sizing=Sizing(), prices=prices, rules=rules, now=now,
             )
     if now is not None:
         _mark_close(book.store, prices, now)

@@ -1,4 +1,4 @@
-"""The order pipeline, without Dagster: signals -> sizing -> risk -> ops store -> broker.
+"""The order pipeline, without Dagster: signals -> decisions (trading/decisions.py) -> risk -> ops store -> broker.
 
 The order of steps is what makes a retried job safe (docs/decisions.md #6):
 
@@ -22,17 +22,20 @@ from decimal import Decimal
 import polars as pl
 
 from trading_pipeline.trading.brokers.base import Broker, BrokerError
-from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
-from trading_pipeline.trading.orders import Order, client_order_id, utcnow
+from trading_pipeline.trading.decisions import DecisionRules, Signal, Skip, decide, signal_side
+from trading_pipeline.trading.model import (
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    to_decimal,
+)
+from trading_pipeline.trading.orders import OPEN_STATUSES, Order, client_order_id, utcnow
 from trading_pipeline.trading.risk import CommissionEstimate, RiskContext, RiskEngine
 from trading_pipeline.trading.sizing import Sizing
 from trading_pipeline.trading.store import OpsStore
 
 log = logging.getLogger(__name__)
-
-_LONG = {"long", "up", "buy", "bull", "bullish", "1", "+1"}
-_SHORT = {"short", "down", "sell", "bear", "bearish", "-1"}
-
 
 @dataclass(frozen=True)
 class ExecutionResult:
@@ -40,7 +43,7 @@ class ExecutionResult:
 
     symbol: str
     client_order_id: str | None
-    action: str  # submitted | resumed | skipped | rejected | error
+    action: str  # submitted | resumed | skipped | denied (risk) | rejected (broker) | error
     status: OrderStatus | None
     reason: str
     signal_ts: datetime | None = None
@@ -55,20 +58,6 @@ class Mismatch:
     store: str | None
     broker: str | None
     detail: str
-
-
-def signal_side(direction: object) -> Side:
-    """Map a signal's direction (long/short, up/down, buy/sell, +1/-1) to an order side."""
-    if isinstance(direction, int | float) and not isinstance(direction, bool):
-        if direction == 0:
-            raise ValueError("signal direction 0 has no side")
-        return Side.BUY if direction > 0 else Side.SELL
-    text = str(direction).strip().lower()
-    if text in _LONG:
-        return Side.BUY
-    if text in _SHORT:
-        return Side.SELL
-    raise ValueError(f"unknown signal direction {direction!r}; expected long/short, up/down or +1/-1")
 
 
 def commission_estimate(broker: object) -> CommissionEstimate | None:
@@ -156,66 +145,68 @@ def execute_signals(
     risk_engine: RiskEngine,
     sizing: Sizing,
     prices: Mapping[str, Decimal],
+    rules: DecisionRules | None = None,
     now: datetime | None = None,
-    allow_short: bool = False,
 ) -> list[ExecutionResult]:
     """Turn signals into orders, once each. Safe to call again with the same signals.
 
     ``signals`` needs symbol, timeframe, ts, kind, direction, score (an ``atr_14`` or ``atr``
-    column feeds ATR sizing). ``prices`` maps symbol -> last bar close. A sell signal closes
-    a long position; without one it is skipped unless ``allow_short``.
+    column feeds ATR sizing). ``prices`` maps symbol -> last bar close. Which orders the
+    signals ask for is :func:`~trading_pipeline.trading.decisions.decide`'s answer (the same
+    function the backtest uses); ``rules`` default to one position per symbol, exits on
+    opposite signals, no shorts. One result per signal, in (ts, symbol, kind) order.
     """
     missing = {"symbol", "timeframe", "ts", "kind", "direction", "score"} - set(signals.columns)
     if missing:
         raise ValueError(f"signals frame lacks columns: {', '.join(sorted(missing))}")
+    rules = rules or DecisionRules()
     if not store.has_account(account):
         store.ensure_account(account, broker.account().cash)
-    atr_col = next((c for c in ("atr_14", "atr") if c in signals.columns), None)
-    results: list[ExecutionResult] = []
-    for row in signals.sort(["ts", "symbol", "kind"]).iter_rows(named=True):
-        symbol, ts = row["symbol"], row["ts"]
-        side = signal_side(row["direction"])
-        coid = client_order_id(strategy, account, symbol, ts, side)
+    results: list[ExecutionResult | None] = []
+    fresh: list[tuple[int, Signal]] = []
+    for row in signals.sort(["ts", "symbol", "kind"], maintain_order=True).iter_rows(named=True):
+        sig = Signal.from_row(row)
+        try:
+            side = signal_side(sig.direction)
+        except ValueError:
+            fresh.append((len(results), sig))  # decide() says why it makes no order
+            results.append(None)
+            continue
+        coid = client_order_id(strategy, account, sig.symbol, sig.ts, side)
         existing = store.get_order(coid)
-        if existing is not None:
-            if existing.status == OrderStatus.NEW:
-                results.append(_submit_recorded(existing, broker=broker, store=store, risk_engine=risk_engine))
-            else:
-                results.append(ExecutionResult(symbol, coid, "skipped", existing.status, f"already in the ops store as {existing.status}", ts))
-            continue
-        pf = store.portfolio(account)
-        held = pf.quantity(symbol)
-        if side == Side.SELL and held <= 0 and not allow_short:
-            results.append(ExecutionResult(symbol, coid, "skipped", None, "sell signal with no long position to close (shorting is off)", ts))
-            continue
-        price = prices.get(symbol)
-        if price is None or price <= 0:
-            reason = f"no last close for {symbol}: cannot size or price-check the order"
-            store.record_risk_event(rule="price_collar", reason=reason, client_order_id=coid, account=account, symbol=symbol, side=side.value)
-            results.append(ExecutionResult(symbol, coid, "rejected", None, reason, ts))
-            continue
-        if side == Side.SELL and held > 0:
-            qty = held  # exit the long
+        if existing is None:
+            fresh.append((len(results), sig))
+            results.append(None)
+        elif existing.status == OrderStatus.NEW:
+            results.append(_submit_recorded(existing, broker=broker, store=store, risk_engine=risk_engine))
         else:
-            atr = row.get(atr_col) if atr_col else None
-            qty = sizing.quantity(
-                equity=pf.equity(prices),
-                price=price,
-                atr=Decimal(repr(float(atr))) if atr is not None else None,
-            )
-            if side == Side.BUY and held < 0:
-                qty = -held  # cover the short first
-        if qty <= 0:
-            results.append(ExecutionResult(symbol, coid, "skipped", None, "size rounds to 0 shares", ts))
+            results.append(ExecutionResult(sig.symbol, coid, "skipped", existing.status, f"already in the ops store as {existing.status}", sig.ts))
+    pf = store.portfolio(account)
+    working = {o.symbol for o in store.list_orders(account=account, status=list(OPEN_STATUSES))}
+    decisions = decide(
+        [sig for _, sig in fresh], positions={p.symbol: p.quantity for p in pf.open_positions()},
+        working=working, prices=prices, equity=pf.equity(prices), sizing=sizing, rules=rules,
+    )
+    for (at, sig), d in zip(fresh, decisions, strict=True):
+        coid = client_order_id(strategy, account, sig.symbol, sig.ts, d.side) if d.side else None
+        if isinstance(d, Skip):
+            action = "skipped"
+            if d.rule == "no_price":
+                action = "denied"
+                store.record_risk_event(rule="price_collar", reason=d.reason, client_order_id=coid, account=account,
+                                        symbol=sig.symbol, side=d.side.value if d.side else None)
+            results[at] = ExecutionResult(sig.symbol, coid, action, None, d.reason, sig.ts)
             continue
-        request = OrderRequest(coid, account, symbol, side, qty, OrderType.MARKET, None, TimeInForce.DAY)
+        assert coid is not None
+        request = OrderRequest(coid, account, sig.symbol, d.side, d.quantity, OrderType.MARKET, None, TimeInForce.DAY)
         result = submit_order(
             request, broker=broker, store=store, risk_engine=risk_engine, prices=prices,
-            strategy=strategy, signal_ts=ts, now=now,
+            strategy=strategy, signal_ts=sig.ts, now=now,
         )
-        log.info("event=signal_order symbol=%s client_order_id=%s action=%s status=%s reason=%s", symbol, coid, result.action, result.status, result.reason)
-        results.append(result)
-    return results
+        log.info("event=signal_order symbol=%s client_order_id=%s purpose=%s action=%s status=%s reason=%s",
+                 sig.symbol, coid, d.purpose, result.action, result.status, result.reason)
+        results[at] = result
+    return [r for r in results if r is not None]
 
 
 def cancel_order(client_order_id: str, *, broker: Broker, store: OpsStore) -> Order:
@@ -284,5 +275,5 @@ def prices_from_feed(feed: object, symbols: list[str]) -> dict[str, Decimal]:
     for s in symbols:
         bar = feed.last_bar(s)  # type: ignore[attr-defined]
         if bar is not None:
-            out[s] = Decimal(repr(float(bar["close"])))
+            out[s] = to_decimal(bar["close"])
     return out

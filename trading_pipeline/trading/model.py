@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 
 class Side(StrEnum):
@@ -55,3 +56,9 @@ class OrderRequest:
 TERMINAL_STATUSES = frozenset(
     {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.DENIED, OrderStatus.EXPIRED}
 )
+
+
+def to_decimal(x: Any) -> Decimal:
+    """A price or quantity from a float column as the decimal a human reads: ``repr`` of the
+    float (100.1, not 100.0999999999999943...). Decimals pass through unchanged."""
+    return x if isinstance(x, Decimal) else Decimal(repr(float(x)))

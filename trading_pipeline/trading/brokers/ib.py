@@ -34,7 +34,7 @@ from trading_pipeline.trading.brokers.base import (
     BrokerOrder,
     BrokerPosition,
 )
-from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, to_decimal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,7 +57,7 @@ _STATUS = {
 
 
 def _dec(x: float) -> Decimal:
-    d = Decimal(repr(float(x)))
+    d = to_decimal(x)
     return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
 
 

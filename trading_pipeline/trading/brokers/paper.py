@@ -32,7 +32,14 @@ from trading_pipeline.trading.brokers.base import (
     BrokerOrder,
     BrokerPosition,
 )
-from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
+from trading_pipeline.trading.model import (
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+    to_decimal,
+)
 from trading_pipeline.trading.orders import OPEN_STATUSES, utcnow
 from trading_pipeline.trading.positions import Fill, Portfolio
 from trading_pipeline.trading.store import OpsStore
@@ -45,11 +52,6 @@ from trading_pipeline.trading.store.schema import (
 
 ZERO = Decimal(0)
 PRICE_QUANTUM = Decimal("0.0001")
-
-
-def to_decimal(x: float | int | Decimal) -> Decimal:
-    """A bar price as the decimal a human reads (no binary float tail)."""
-    return x if isinstance(x, Decimal) else Decimal(repr(float(x)))
 
 
 @runtime_checkable

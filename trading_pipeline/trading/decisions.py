@@ -1,0 +1,198 @@
+"""Which orders a batch of signals asks for: the one decision the live order job and the backtest share.
+
+Given the signals of one session, the account's positions, the symbols that already have a
+working order, last closes, equity and the sizing and decision rules, :func:`decide` returns one
+:class:`Intent` (an order to send) or :class:`Skip` (why not) per signal. It does no I/O and no
+risk check: the live path (:func:`trading_pipeline.trading.execution.execute_signals`) sends each
+intent through the risk engine, the ops store and the broker; the backtest
+(:mod:`trading_pipeline.backtest.engine`) through the same risk engine and the paper fill model.
+So a backtest makes the orders the sensor would make (tests/trading/test_decisions.py runs the
+same signals through both).
+
+The rules (:class:`DecisionRules`, from ``TRADING_ALLOW_SHORT``, ``TRADING_ON_REPEAT_SIGNAL``,
+``TRADING_ON_OPPOSITE_SIGNAL``; docs/decisions.md #13):
+
+* one working order per symbol: a signal for a symbol with an order still working is skipped;
+* a **repeated same-side signal** while holding that way: ``skip`` (default, one position per
+  symbol) or ``add`` (pyramid: a new entry sized like a first one);
+* an **opposite signal** while holding: ``exit`` (default: close the position), ``reverse``
+  (close it and open the other way in one order; a long reverses into a short only with
+  shorting on) or ``ignore``;
+* a sell signal with nothing to close opens a short only with ``allow_short``;
+* signals with no side (a neutral pattern), no last close, or a size that rounds to 0 are
+  skipped with the reason.
+
+Signals are taken in (ts, symbol, kind) order, and each intent marks its symbol as working,
+so two signals for one symbol in one batch make one order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from trading_pipeline.trading.model import Side, to_decimal
+from trading_pipeline.trading.sizing import Sizing
+
+ZERO = Decimal(0)
+_LONG = {"long", "up", "buy", "bull", "bullish", "1", "+1"}
+_SHORT = {"short", "down", "sell", "bear", "bearish", "-1"}
+
+
+class RepeatSignal(StrEnum):
+    SKIP = "skip"  # one position per symbol
+    ADD = "add"  # pyramid
+
+
+class OppositeSignal(StrEnum):
+    EXIT = "exit"
+    REVERSE = "reverse"
+    IGNORE = "ignore"
+
+
+class DecisionRules(BaseModel):
+    """What a signal does to an existing position (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    allow_short: bool = False
+    on_repeat: RepeatSignal = RepeatSignal.SKIP
+    on_opposite: OppositeSignal = OppositeSignal.EXIT
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DecisionRules:
+        return cls(allow_short=settings.allow_short, on_repeat=settings.on_repeat_signal,
+                   on_opposite=settings.on_opposite_signal)
+
+
+def signal_side(direction: object) -> Side:
+    """Map a signal's direction (long/short, up/down, buy/sell, +1/-1) to an order side."""
+    if isinstance(direction, int | float) and not isinstance(direction, bool):
+        if direction == 0:
+            raise ValueError("signal direction 0 has no side")
+        return Side.BUY if direction > 0 else Side.SELL
+    text = str(direction).strip().lower()
+    if text in _LONG:
+        return Side.BUY
+    if text in _SHORT:
+        return Side.SELL
+    raise ValueError(f"unknown signal direction {direction!r}; expected long/short, up/down or +1/-1")
+
+
+@dataclass(frozen=True)
+class Signal:
+    symbol: str
+    ts: datetime
+    kind: str
+    direction: Any
+    atr: Decimal | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Signal:
+        """A ``marts.signals`` row (an ``atr_14`` or ``atr`` column feeds ATR sizing)."""
+        atr = row.get("atr_14", row.get("atr"))
+        return cls(row["symbol"], row["ts"], row["kind"], row["direction"], None if atr is None else to_decimal(atr))
+
+
+@dataclass(frozen=True)
+class Intent:
+    """An order a signal asks for. ``closing`` is the part of ``quantity`` that closes the
+    current position (all of an exit, the first part of a reversal, none of an entry or add)."""
+
+    signal: Signal
+    side: Side
+    quantity: Decimal
+    purpose: str  # entry | add | exit | reverse
+    closing: Decimal = ZERO
+
+    @property
+    def symbol(self) -> str:
+        return self.signal.symbol
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A signal that makes no order, and why. ``rule`` names the reason for machines."""
+
+    signal: Signal
+    rule: str  # no_side | working_order | repeat | opposite_ignored | no_short | no_price | sizing | zero_size
+    reason: str
+    side: Side | None = None
+
+    @property
+    def symbol(self) -> str:
+        return self.signal.symbol
+
+
+Decision = Intent | Skip
+
+
+def decide(
+    signals: Iterable[Signal],
+    *,
+    positions: Mapping[str, Decimal],
+    working: Collection[str],
+    prices: Mapping[str, Decimal],
+    equity: Decimal,
+    sizing: Sizing,
+    rules: DecisionRules,
+) -> list[Decision]:
+    """One decision per signal, in (ts, symbol, kind) order; see the module docstring."""
+    busy = set(working)
+    out: list[Decision] = []
+    for sig in sorted(signals, key=lambda s: (s.ts, s.symbol, s.kind)):
+        try:
+            side = signal_side(sig.direction)
+        except ValueError as exc:
+            out.append(Skip(sig, "no_side", str(exc)))
+            continue
+        if sig.symbol in busy:
+            out.append(Skip(sig, "working_order", f"an order for {sig.symbol} is still working", side))
+            continue
+        held = positions.get(sig.symbol, ZERO)
+        decision = _decide_one(sig, side, held, prices.get(sig.symbol), equity, sizing, rules)
+        if isinstance(decision, Intent):
+            busy.add(sig.symbol)
+        out.append(decision)
+    return out
+
+
+def _decide_one(sig: Signal, side: Side, held: Decimal, price: Decimal | None, equity: Decimal,
+                sizing: Sizing, rules: DecisionRules) -> Decision:
+    long_signal = side == Side.BUY
+    if held != 0 and (held > 0) == long_signal:
+        if rules.on_repeat == RepeatSignal.SKIP:
+            return Skip(sig, "repeat", f"already {'long' if held > 0 else 'short'} {abs(held)} {sig.symbol}: "
+                        "one position per symbol (TRADING_ON_REPEAT_SIGNAL=add pyramids)", side)
+        return _entry(sig, side, price, equity, sizing, purpose="add")
+    if held != 0:  # the signal is against the position
+        if rules.on_opposite == OppositeSignal.IGNORE:
+            return Skip(sig, "opposite_ignored", f"holding {held} {sig.symbol}; opposite signals are ignored "
+                        "(TRADING_ON_OPPOSITE_SIGNAL=ignore)", side)
+        closing = abs(held)
+        if rules.on_opposite == OppositeSignal.REVERSE and (long_signal or rules.allow_short):
+            opening = _entry(sig, side, price, equity, sizing, purpose="reverse")
+            if isinstance(opening, Intent):
+                return Intent(sig, side, closing + opening.quantity, "reverse", closing)
+        return Intent(sig, side, closing, "exit", closing)
+    if not long_signal and not rules.allow_short:
+        return Skip(sig, "no_short", "sell signal with no long position to close (shorting is off)", side)
+    return _entry(sig, side, price, equity, sizing, purpose="entry")
+
+
+def _entry(sig: Signal, side: Side, price: Decimal | None, equity: Decimal, sizing: Sizing, *, purpose: str) -> Decision:
+    if price is None or price <= 0:
+        return Skip(sig, "no_price", f"no last close for {sig.symbol}: cannot size or price-check the order", side)
+    try:
+        qty = sizing.quantity(equity=equity, price=price, atr=sig.atr)
+    except ValueError as exc:
+        return Skip(sig, "sizing", str(exc), side)
+    if qty <= 0:
+        return Skip(sig, "zero_size", "size rounds to 0 shares", side)
+    return Intent(sig, side, qty, purpose)
