@@ -1,23 +1,30 @@
 """The ops store on a real SQLite file and a real Postgres database (the ``store_url``
-fixture runs each test on both): schema, orders and history, fills, and two writers."""
+fixture runs each test on both): schema and its migrations, orders and history, fills, and
+two writers."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
 from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder
 from trading_pipeline.trading.model import OrderStatus, Side
 from trading_pipeline.trading.orders import Order
-from trading_pipeline.trading.store import MIGRATIONS, OpsStore
+from trading_pipeline.trading.store import OpsStore, metadata, migrations
 
 D = Decimal
 T = datetime(2024, 3, 4, 15)
+HEAD = "0004_denied_status"
 
 
 def order(coid: str = "o1", qty: str = "10", account: str = "acct", symbol: str = "AAA", side: Side = Side.BUY, **kw) -> Order:
@@ -34,59 +41,384 @@ def test_schema_is_migrated_once_and_sqlite_runs_in_wal(store_url) -> None:
     assert not sa.inspect(empty).get_table_names()  # migrations start from an empty database
     empty.dispose()
     s1 = OpsStore(store_url)
-    assert s1.schema_version() == len(MIGRATIONS) == max(m.version for m in MIGRATIONS)
+    assert migrations.revisions()[-1] == migrations.head() == HEAD
+    assert s1.schema_revision() == HEAD
+    assert s1.schema_version() == len(migrations.revisions()) == 4
     s2 = OpsStore(store_url)  # reopening applies nothing twice
     with s2.reading() as conn:
-        versions = conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version")).scalars().all()
+        stamped = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
         if s2.is_sqlite:
             mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
             timeout = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
             assert mode == "wal" and timeout >= 30000
         else:
             assert conn.dialect.name == "postgresql"
-    assert versions == [m.version for m in MIGRATIONS]
-    assert set(sa.inspect(s2.engine).get_table_names()) >= {
+    assert stamped == [HEAD]
+    tables = set(sa.inspect(s2.engine).get_table_names())
+    assert tables >= {
         "orders", "order_events", "fills", "positions", "accounts", "risk_events",
-        "alert_cursors", "kill_switch", "api_keys", "paper_orders", "paper_fills",
+        "alert_cursors", "kill_switch", "api_keys", "paper_orders", "paper_fills", "paper_accounts", "equity_marks",
     }
+    assert "schema_version" not in tables  # the pre-Alembic bookkeeping is not made any more
     s1.close()
     s2.close()
 
 
-def _store_of_release_3(url: str) -> None:
-    """An ops store as the release before ``denied`` left it: migrations 1-3 applied, a risk
-    denial stored as ``rejected`` (reason "risk rule ...", no broker id) beside a broker refusal."""
-    from trading_pipeline.trading.store.schema import order_events, orders, schema_version
+def test_the_revisions_build_the_tables_the_code_uses(store) -> None:
+    """schema.py (what the code reads and writes) and the revisions (what the database gets)
+    agree: a change to one without the other fails here."""
+    with store.reading() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+    assert diff == []
 
+
+# ---- stores made before Alembic ------------------------------------------------------------
+# What the hand-rolled migrations (schema.py's MIGRATIONS, up to release 4) executed, frozen
+# here as SQL so these tests keep building the old stores whatever the code becomes. The DDL
+# is SQLAlchemy's for the tables of that time; {ts} and {serial} differ by database.
+OLD_TYPES = {
+    "sqlite": {"ts": "DATETIME", "serial": "INTEGER"},
+    "postgresql": {"ts": "TIMESTAMP WITHOUT TIME ZONE", "serial": "SERIAL"},
+}
+OLD_SCHEMA_VERSION_DDL = """CREATE TABLE schema_version (
+    version INTEGER NOT NULL,
+    description VARCHAR(200) NOT NULL,
+    applied_at {ts} NOT NULL,
+    PRIMARY KEY (version)
+)"""
+OLD_MIGRATION_DESCRIPTIONS = {
+    1: "orders, order events, fills, accounts, positions, risk events, cursors, kill switch, api keys",
+    2: "paper broker book",
+    3: "daily equity marks (start-of-day equity for the daily loss limit)",
+    4: "risk denials get their own status, denied (rejected stays for broker refusals)",
+}
+OLD_MIGRATION_SQL: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE orders (
+    client_order_id VARCHAR(64) NOT NULL,
+    account VARCHAR(64) NOT NULL,
+    strategy VARCHAR(64) NOT NULL,
+    symbol VARCHAR(32) NOT NULL,
+    side VARCHAR(8) NOT NULL,
+    order_type VARCHAR(16) NOT NULL,
+    quantity VARCHAR(64) NOT NULL,
+    limit_price VARCHAR(64),
+    time_in_force VARCHAR(8) NOT NULL,
+    status VARCHAR(24) NOT NULL,
+    filled_quantity VARCHAR(64) NOT NULL,
+    avg_fill_price VARCHAR(64),
+    broker VARCHAR(32),
+    broker_order_id VARCHAR(64),
+    signal_ts {ts},
+    reason TEXT,
+    cancel_requested BOOLEAN NOT NULL,
+    created_at {ts} NOT NULL,
+    updated_at {ts} NOT NULL,
+    PRIMARY KEY (client_order_id)
+)""",
+        "CREATE INDEX ix_orders_account ON orders (account)",
+        "CREATE INDEX ix_orders_created_at ON orders (created_at)",
+        "CREATE INDEX ix_orders_status ON orders (status)",
+        "CREATE INDEX ix_orders_symbol ON orders (symbol)",
+        """CREATE TABLE order_events (
+    id {serial} NOT NULL,
+    client_order_id VARCHAR(64) NOT NULL,
+    ts {ts} NOT NULL,
+    kind VARCHAR(24) NOT NULL,
+    from_status VARCHAR(24),
+    to_status VARCHAR(24) NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (id)
+)""",
+        "CREATE INDEX ix_order_events_client_order_id ON order_events (client_order_id)",
+        """CREATE TABLE fills (
+    fill_id VARCHAR(96) NOT NULL,
+    client_order_id VARCHAR(64) NOT NULL,
+    account VARCHAR(64) NOT NULL,
+    symbol VARCHAR(32) NOT NULL,
+    side VARCHAR(8) NOT NULL,
+    quantity VARCHAR(64) NOT NULL,
+    price VARCHAR(64) NOT NULL,
+    commission VARCHAR(64) NOT NULL,
+    realized_pnl VARCHAR(64) NOT NULL,
+    ts {ts} NOT NULL,
+    PRIMARY KEY (fill_id)
+)""",
+        "CREATE INDEX ix_fills_account ON fills (account)",
+        "CREATE INDEX ix_fills_client_order_id ON fills (client_order_id)",
+        "CREATE INDEX ix_fills_ts ON fills (ts)",
+        """CREATE TABLE accounts (
+    account VARCHAR(64) NOT NULL,
+    starting_cash VARCHAR(64) NOT NULL,
+    cash VARCHAR(64) NOT NULL,
+    created_at {ts} NOT NULL,
+    updated_at {ts} NOT NULL,
+    PRIMARY KEY (account)
+)""",
+        """CREATE TABLE positions (
+    account VARCHAR(64) NOT NULL,
+    symbol VARCHAR(32) NOT NULL,
+    quantity VARCHAR(64) NOT NULL,
+    avg_price VARCHAR(64) NOT NULL,
+    realized_pnl VARCHAR(64) NOT NULL,
+    updated_at {ts} NOT NULL,
+    PRIMARY KEY (account, symbol)
+)""",
+        """CREATE TABLE risk_events (
+    id {serial} NOT NULL,
+    ts {ts} NOT NULL,
+    client_order_id VARCHAR(64),
+    account VARCHAR(64),
+    symbol VARCHAR(32),
+    side VARCHAR(8),
+    quantity VARCHAR(64),
+    rule VARCHAR(48) NOT NULL,
+    reason TEXT NOT NULL,
+    value VARCHAR(64),
+    limit_value VARCHAR(64),
+    PRIMARY KEY (id)
+)""",
+        "CREATE INDEX ix_risk_events_client_order_id ON risk_events (client_order_id)",
+        "CREATE INDEX ix_risk_events_ts ON risk_events (ts)",
+        """CREATE TABLE alert_cursors (
+    name VARCHAR(128) NOT NULL,
+    cursor TEXT NOT NULL,
+    updated_at {ts} NOT NULL,
+    PRIMARY KEY (name)
+)""",
+        """CREATE TABLE kill_switch (
+    id INTEGER NOT NULL,
+    active BOOLEAN NOT NULL,
+    reason TEXT,
+    updated_by VARCHAR(64),
+    updated_at {ts} NOT NULL,
+    PRIMARY KEY (id)
+)""",
+        """CREATE TABLE api_keys (
+    id {serial} NOT NULL,
+    name VARCHAR(128) NOT NULL,
+    key_hash VARCHAR(128) NOT NULL,
+    created_at {ts} NOT NULL,
+    revoked_at {ts},
+    PRIMARY KEY (id),
+    UNIQUE (key_hash)
+)""",
+    ],
+    2: [
+        """CREATE TABLE paper_orders (
+    client_order_id VARCHAR(64) NOT NULL,
+    broker_order_id VARCHAR(64) NOT NULL,
+    account VARCHAR(64) NOT NULL,
+    symbol VARCHAR(32) NOT NULL,
+    side VARCHAR(8) NOT NULL,
+    order_type VARCHAR(16) NOT NULL,
+    quantity VARCHAR(64) NOT NULL,
+    limit_price VARCHAR(64),
+    time_in_force VARCHAR(8) NOT NULL,
+    status VARCHAR(24) NOT NULL,
+    filled_quantity VARCHAR(64) NOT NULL,
+    avg_fill_price VARCHAR(64),
+    reason TEXT,
+    submitted_at {ts} NOT NULL,
+    updated_at {ts} NOT NULL,
+    PRIMARY KEY (client_order_id),
+    UNIQUE (broker_order_id)
+)""",
+        "CREATE INDEX ix_paper_orders_account ON paper_orders (account)",
+        "CREATE INDEX ix_paper_orders_status ON paper_orders (status)",
+        """CREATE TABLE paper_fills (
+    fill_id VARCHAR(96) NOT NULL,
+    client_order_id VARCHAR(64) NOT NULL,
+    account VARCHAR(64) NOT NULL,
+    symbol VARCHAR(32) NOT NULL,
+    side VARCHAR(8) NOT NULL,
+    quantity VARCHAR(64) NOT NULL,
+    price VARCHAR(64) NOT NULL,
+    commission VARCHAR(64) NOT NULL,
+    bar_ts {ts} NOT NULL,
+    ts {ts} NOT NULL,
+    PRIMARY KEY (fill_id)
+)""",
+        "CREATE INDEX ix_paper_fills_account ON paper_fills (account)",
+        "CREATE INDEX ix_paper_fills_client_order_id ON paper_fills (client_order_id)",
+        """CREATE TABLE paper_accounts (
+    account VARCHAR(64) NOT NULL,
+    starting_cash VARCHAR(64) NOT NULL,
+    created_at {ts} NOT NULL,
+    PRIMARY KEY (account)
+)""",
+    ],
+    3: [
+        """CREATE TABLE equity_marks (
+    account VARCHAR(64) NOT NULL,
+    session_date DATE NOT NULL,
+    first_ts {ts} NOT NULL,
+    first_equity VARCHAR(64) NOT NULL,
+    first_unrealized_pnl VARCHAR(64) NOT NULL,
+    last_ts {ts} NOT NULL,
+    last_equity VARCHAR(64) NOT NULL,
+    PRIMARY KEY (account, session_date)
+)""",
+    ],
+    4: [
+        "UPDATE orders SET status = 'denied' WHERE status = 'rejected' AND broker_order_id IS NULL "
+        "AND client_order_id IN (SELECT client_order_id FROM order_events "
+        "WHERE to_status = 'rejected' AND reason LIKE 'risk rule %')",
+        "UPDATE order_events SET to_status = 'denied' WHERE to_status = 'rejected' AND reason LIKE 'risk rule %'",
+    ],
+}
+OLD_ORDER_SQL = (
+    "INSERT INTO orders (client_order_id, account, strategy, symbol, side, order_type, quantity, time_in_force, "
+    "status, filled_quantity, broker_order_id, reason, cancel_requested, created_at, updated_at) VALUES "
+    "(:coid, 'acct', 'manual', 'AAA', 'buy', 'market', '10', 'day', 'rejected', '0', :broker_id, :reason, "
+    ":no, :ts, :ts)"
+)
+OLD_EVENT_SQL = (
+    "INSERT INTO order_events (client_order_id, ts, kind, from_status, to_status, reason) "
+    "VALUES (:coid, :ts, 'transition', 'new', 'rejected', :reason)"
+)
+REJECTED = [  # (client_order_id, reason, broker order id): one risk denial, two broker refusals
+    ("risk-1", "risk rule max_order_notional: 9,000 > 5,000", None),
+    ("broker-1", "broker refused: unknown symbol", None),
+    ("broker-2", "broker rejected: halted", "b-2"),
+]
+
+
+def _old_sql(conn: sa.Connection, sql: str, **params) -> None:
+    stmt = sa.text(sql.format(**OLD_TYPES[conn.dialect.name]))
+    if "ts" in params:  # the store's datetimes, as the old release's DateTime columns bound them
+        stmt = stmt.bindparams(sa.bindparam("ts", type_=sa.DateTime))
+    conn.execute(stmt, params)
+
+
+def _store_of_release(url: str, version: int) -> None:
+    """An ops store as a release before Alembic left it: migrations 1..``version`` applied and
+    recorded in ``schema_version``, no ``alembic_version``, and three rejected orders written
+    after migration 3 (by that release: before ``denied`` existed). A version-4 store also got
+    one more risk denial stored as ``rejected`` after migration 4: a replay of migration 4
+    would turn it into ``denied``, stamping must not."""
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        schema_version.create(conn)
-        for m in MIGRATIONS[:3]:
-            m.apply(conn)
-            conn.execute(schema_version.insert().values(version=m.version, description=m.description, applied_at=T))
-        for coid, reason, broker_id in [("risk-1", "risk rule max_order_notional: 9,000 > 5,000", None),
-                                        ("broker-1", "broker refused: unknown symbol", None),
-                                        ("broker-2", "broker rejected: halted", "b-2")]:
-            conn.execute(orders.insert().values(
-                client_order_id=coid, account="acct", strategy="manual", symbol="AAA", side="buy",
-                order_type="market", quantity=D(10), time_in_force="day", status="rejected", filled_quantity=D(0),
-                broker_order_id=broker_id, reason=reason, cancel_requested=False, created_at=T, updated_at=T))
-            conn.execute(order_events.insert().values(
-                client_order_id=coid, ts=T, kind="transition", from_status="new", to_status="rejected", reason=reason))
+        _old_sql(conn, OLD_SCHEMA_VERSION_DDL)
+        for v in range(1, version + 1):
+            if v == 4:  # the orders release 3 wrote were there when migration 4 ran
+                _write_rejected(conn, REJECTED)
+            for sql in OLD_MIGRATION_SQL[v]:
+                _old_sql(conn, sql)
+            _old_sql(conn, "INSERT INTO schema_version (version, description, applied_at) VALUES (:v, :d, :ts)",
+                     v=v, d=OLD_MIGRATION_DESCRIPTIONS[v], ts=T)
+        if version < 4:
+            _write_rejected(conn, REJECTED)
+        else:
+            _write_rejected(conn, [("risk-late", "risk rule max_open_orders: 3 >= 3", None)])
     engine.dispose()
 
 
-def test_a_store_of_the_previous_release_upgrades_in_place(store_url) -> None:
-    _store_of_release_3(store_url)
+def _write_rejected(conn: sa.Connection, rows) -> None:
+    for coid, reason, broker_id in rows:
+        _old_sql(conn, OLD_ORDER_SQL, coid=coid, broker_id=broker_id, reason=reason, no=False, ts=T)
+        _old_sql(conn, OLD_EVENT_SQL, coid=coid, reason=reason, ts=T)
+
+
+def _tables(engine: sa.Engine) -> dict[str, tuple]:
+    """Every table of ours as the database describes it (columns, keys, indexes, uniques)."""
+    insp = sa.inspect(engine)
+    out = {}
+    for t in sorted(set(insp.get_table_names()) - {"alembic_version", "schema_version"}):
+        out[t] = (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(t)],
+            insp.get_pk_constraint(t)["constrained_columns"],
+            sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(t)),
+            sorted(tuple(u["column_names"]) for u in insp.get_unique_constraints(t)),
+        )
+    return out
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_a_store_of_a_release_before_alembic_upgrades_in_place(store_url, version) -> None:
+    _store_of_release(store_url, version)
     s = OpsStore(store_url)
-    assert s.schema_version() == max(m.version for m in MIGRATIONS)
-    assert {o.client_order_id: o.status for o in s.list_orders()} == {
+    assert s.schema_revision() == HEAD and s.schema_version() == 4
+    statuses = {o.client_order_id: o.status for o in s.list_orders()}
+    assert {k: statuses[k] for k in ("risk-1", "broker-1", "broker-2")} == {
         "risk-1": OrderStatus.DENIED, "broker-1": OrderStatus.REJECTED, "broker-2": OrderStatus.REJECTED,
     }
     assert [e.to_status for e in s.order_events("risk-1")] == [OrderStatus.DENIED]
     assert [e.to_status for e in s.order_events("broker-1")] == [OrderStatus.REJECTED]
-    assert s.count_orders_since("acct", T) == 2  # the two the brokers saw
+    if version == 4:  # stamped at 0004, not replayed from 0004
+        assert statuses["risk-late"] == OrderStatus.REJECTED
+        assert [e.to_status for e in s.order_events("risk-late")] == [OrderStatus.REJECTED]
+        assert s.count_orders_since("acct", T) == 3
+    else:
+        assert s.count_orders_since("acct", T) == 2  # the two the brokers saw
+    with s.reading() as conn:  # the old bookkeeping is left as it was
+        assert conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version")).scalars().all() == list(
+            range(1, version + 1)
+        )
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
+    s.ensure_account("acct", D(1000))  # and the store works as usual
+    s.insert_order(order("after"))
+    assert s.get_order("after").status == OrderStatus.NEW
     s.close()
+
+
+def test_the_frozen_old_sql_is_what_the_revisions_build(store_url) -> None:
+    """The old DDL above and revisions 0001-0003 describe the same tables (on both databases)."""
+    _store_of_release(store_url, 4)
+    old = sa.create_engine(store_url)
+    before = _tables(old)
+    old.dispose()
+    s = OpsStore(store_url)
+    with s.transaction() as conn:
+        migrations.downgrade(conn, "base")
+        assert set(sa.inspect(conn).get_table_names()) == {"alembic_version", "schema_version"}
+        migrations.upgrade(conn)
+    assert _tables(s.engine) == before
+    assert s.schema_revision() == HEAD
+    s.close()
+
+
+def test_a_data_revision_downgrades_and_upgrades(store) -> None:
+    store.insert_order(order("d"))
+    store.transition("d", OrderStatus.DENIED, "risk rule max_order_notional: too big")
+    with store.transaction() as conn:
+        assert migrations.downgrade(conn, "0003_equity_marks") == "0003_equity_marks"
+    assert store.schema_version() == 3
+    with store.reading() as conn:
+        assert conn.execute(sa.text("SELECT status FROM orders")).scalar() == "rejected"
+    store.migrate()
+    assert store.schema_version() == 4 and store.get_order("d").status == OrderStatus.DENIED
+
+
+def test_processes_opening_an_old_store_at_once_stamp_and_upgrade_it_once(store_url) -> None:
+    _store_of_release(store_url, 3)
+    barrier = threading.Barrier(6)
+
+    def open_store(_):
+        barrier.wait()
+        s = OpsStore(store_url)
+        try:
+            return s.schema_revision()
+        finally:
+            s.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(open_store, range(6))) == [HEAD] * 6
+    s = OpsStore(store_url)
+    with s.reading() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
+    assert s.get_order("risk-1").status == OrderStatus.DENIED
+    s.close()
+
+
+def test_a_store_at_an_unknown_legacy_version_is_refused(store_url) -> None:
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        _old_sql(conn, OLD_SCHEMA_VERSION_DDL)
+        _old_sql(conn, "INSERT INTO schema_version (version, description, applied_at) VALUES (9, 'x', :ts)", ts=T)
+    engine.dispose()
+    with pytest.raises(RuntimeError, match="schema_version 9"):
+        OpsStore(store_url)
 
 
 def test_orders_round_trip_with_history(store) -> None:
@@ -249,7 +581,8 @@ def test_two_processes_write_concurrently(store_url, tmp_path) -> None:
     (s1, e1), (s2, e2) = ([float(x) for x in out.split()[2:4]] for out, _ in outs)
     assert s1 < e2 and s2 < e1, "the writers did not overlap in time"
     store = OpsStore(store_url)
-    assert store.schema_version() == len(MIGRATIONS)
+    assert store.schema_version() == len(migrations.revisions())
+    assert store.schema_revision() == HEAD
     orders_ = store.list_orders(account="acct")
     assert len(orders_) == 2 * n + 1
     assert sum(1 for o in orders_ if o.status == OrderStatus.FILLED) == 2 * n

@@ -10,20 +10,25 @@ lock-upgrade deadlock) and the file runs in WAL mode so readers never block writ
 
 Money and quantities are stored as decimal strings: exact on both backends.
 
-One module per concern: ``schema`` (tables, migrations, SQL helpers), ``base`` (engines,
-transactions), ``orders`` (orders and events), ``accounts`` (fills, positions, equity marks),
-``risk`` (risk events, kill switch), ``keys`` (API keys, cursors).
+The schema is versioned by Alembic: the revisions in ``migrations/versions/`` run on open,
+in the opening transaction (see ``migrations``), and a store made before Alembic (its
+hand-rolled ``schema_version`` table) is stamped with the matching revision and upgraded in place.
+
+One module per concern: ``schema`` (tables, SQL helpers), ``migrations`` (Alembic revisions
+and running them), ``base`` (engines, transactions, migrating on open), ``orders`` (orders and
+events), ``accounts`` (fills, positions, equity marks), ``risk`` (risk events, kill switch),
+``keys`` (API keys, cursors).
 """
 
 from trading_pipeline.trading.store.accounts import AccountRecords, EquityMark
 from trading_pipeline.trading.store.keys import KeyRecords
 from trading_pipeline.trading.store.orders import OrderRecords
 from trading_pipeline.trading.store.risk import KillSwitch, RiskEvent, RiskRecords
-from trading_pipeline.trading.store.schema import MIGRATIONS, insert_if_missing, metadata, upsert
+from trading_pipeline.trading.store.schema import insert_if_missing, metadata, upsert
 
 
 class OpsStore(OrderRecords, AccountRecords, RiskRecords, KeyRecords):
     """The ops store at ``url`` (any SQLAlchemy URL); the schema is migrated on open."""
 
 
-__all__ = ["MIGRATIONS", "EquityMark", "KillSwitch", "OpsStore", "RiskEvent", "insert_if_missing", "metadata", "upsert"]
+__all__ = ["EquityMark", "KillSwitch", "OpsStore", "RiskEvent", "insert_if_missing", "metadata", "upsert"]

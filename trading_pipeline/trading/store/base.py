@@ -9,13 +9,8 @@ from typing import Any, Self
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from trading_pipeline.trading.orders import utcnow
-from trading_pipeline.trading.store.schema import (
-    MIGRATIONS,
-    _sqlite_engine,
-    metadata,
-    schema_version,
-)
+from trading_pipeline.trading.store import migrations
+from trading_pipeline.trading.store.schema import _sqlite_engine, metadata
 
 
 class StoreBase:
@@ -60,26 +55,25 @@ class StoreBase:
         return stmt if self.is_sqlite else stmt.with_for_update()
 
     def migrate(self) -> int:
-        """Apply pending migrations in order, once, even with several processes starting."""
+        """Apply pending Alembic revisions, once, even with several processes starting.
+
+        One write transaction (SQLite: ``BEGIN IMMEDIATE``; Postgres: an advisory lock taken
+        first) holds the check, the stamping of a pre-Alembic store and every revision, so a
+        second process waits and then finds the store at head. Returns :meth:`schema_version`.
+        """
         with self.transaction() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274001)"))
-            schema_version.create(conn, checkfirst=True)
-            applied = set(conn.execute(sa.select(schema_version.c.version)).scalars())
-            for m in MIGRATIONS:
-                if m.version in applied:
-                    continue
-                m.apply(conn)
-                conn.execute(
-                    schema_version.insert().values(
-                        version=m.version, description=m.description, applied_at=utcnow()
-                    )
-                )
+            migrations.upgrade(conn)
         return self.schema_version()
 
-    def schema_version(self) -> int:
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the store is at, e.g. ``0004_denied_status``."""
         with self.reading() as conn:
-            return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+            return migrations.current(conn)
+
+    def schema_version(self) -> int:
+        """How many schema revisions the store has (4 at ``0004_denied_status``): the number
+        the hand-rolled ``schema_version`` table gave before Alembic, and the health check shows."""
+        return migrations.version_of(self.schema_revision())
 
     MIRRORED_TABLES = ("orders", "order_events", "fills", "positions", "accounts", "risk_events", "equity_marks")
 

@@ -1,15 +1,20 @@
-"""The ops store's tables, their migrations, and the SQL helpers every part of the store uses.
+"""The ops store's tables and the SQL helpers every part of the store uses.
 
 Money and quantities are stored as decimal strings: exact on SQLite and Postgres.
-Schema changes are an ordered list of :data:`MIGRATIONS` recorded in ``schema_version``.
+
+These tables are what the code reads and writes; the database gets them from the Alembic
+revisions in ``store/migrations/versions/``, applied on open (see ``store/migrations``). A
+change to a table here needs a new revision doing the same change;
+``tests/trading/test_ops_store.py`` compares a migrated store with these tables.
+
+SQLite: the engine issues ``BEGIN`` itself (the driver's own transaction handling is off), so a
+write transaction starts with ``BEGIN IMMEDIATE`` and a read one with ``BEGIN DEFERRED``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -33,14 +38,6 @@ class DecimalText(sa.types.TypeDecorator):
 
 
 metadata = sa.MetaData()
-
-schema_version = sa.Table(
-    "schema_version",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("description", sa.String(200), nullable=False),
-    sa.Column("applied_at", sa.DateTime, nullable=False),
-)
 
 orders = sa.Table(
     "orders",
@@ -217,49 +214,6 @@ paper_accounts = sa.Table(
     sa.Column("starting_cash", DecimalText, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    description: str
-    apply: Callable[[Connection], None]
-
-
-def _create(*tables: sa.Table) -> Callable[[Connection], None]:
-    def run(conn: Connection) -> None:
-        for t in tables:
-            t.create(conn, checkfirst=True)
-
-    return run
-
-
-def _denied_status(conn: Connection) -> None:
-    """Orders our risk checks stopped were stored as ``rejected`` with a ``risk rule ...`` reason
-    and no broker order id; they become ``denied``, in the orders and in their event history."""
-    denied = sa.text(
-        "SELECT client_order_id FROM order_events WHERE to_status = 'rejected' AND reason LIKE 'risk rule %'"
-    )
-    conn.execute(sa.text(
-        f"UPDATE orders SET status = 'denied' WHERE status = 'rejected' AND broker_order_id IS NULL "
-        f"AND client_order_id IN ({denied.text})"
-    ))
-    conn.execute(sa.text(
-        "UPDATE order_events SET to_status = 'denied' WHERE to_status = 'rejected' AND reason LIKE 'risk rule %'"
-    ))
-
-
-# Append only; never edit an applied migration. Later ones use conn.execute(sa.text(...)).
-MIGRATIONS: list[Migration] = [
-    Migration(
-        1,
-        "orders, order events, fills, accounts, positions, risk events, cursors, kill switch, api keys",
-        _create(orders, order_events, fills, accounts, positions, risk_events, alert_cursors, kill_switch, api_keys),
-    ),
-    Migration(2, "paper broker book", _create(paper_orders, paper_fills, paper_accounts)),
-    Migration(3, "daily equity marks (start-of-day equity for the daily loss limit)", _create(equity_marks)),
-    Migration(4, "risk denials get their own status, denied (rejected stays for broker refusals)", _denied_status),
-]
 
 
 def _enable_wal(cur: Any, timeout: float = 60.0) -> None:
