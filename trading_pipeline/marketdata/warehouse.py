@@ -3,7 +3,8 @@
 Only Dagster runs write here (one writer per store). Readers outside a run (the CLI's
 ``status`` and ``sql``, the API) read the published serving snapshot instead (serving.py):
 DuckDB lets no writer open a file another process holds, even read-only. Writers wait for
-such a lock up to ``TRADING_LOCK_WAIT_SECONDS`` (``connect``, ``wait_writable``).
+such a lock up to ``TRADING_LOCK_WAIT_SECONDS`` (``connect``, ``wait_writable``; the loop is
+retry.py's).
 
 The warehouse is a local DuckDB file by default. A location DuckDB opens itself is passed to
 ``duckdb.connect`` unchanged: ``md:<db>`` (MotherDuck), ``ducklake:<metadata>`` (DuckLake),
@@ -13,7 +14,6 @@ their folder created, an existence check and the lock retry.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+# is_lock_error and lock_wait live in retry.py, beside the one retry loop; kept importable here
+from trading_pipeline.marketdata.retry import call_waiting_for_lock, is_lock_error, lock_wait  # noqa: F401
 from trading_pipeline.settings import LOCATION_PREFIX, MEMORY, location
 
 if TYPE_CHECKING:  # imported where used: readers such as `trading status` never need it
@@ -155,22 +157,9 @@ def open_error(loc: str, exc: duckdb.Error) -> WarehouseLocationError:
     return err
 
 
-def is_lock_error(exc: BaseException | str) -> bool:
-    """DuckDB's error when another process holds the file (``Could not set lock on file``)."""
-    text = str(exc).lower()
-    return "could not set lock" in text or "conflicting lock" in text
-
-
-def lock_wait() -> float:
-    """Seconds a writer waits for another process's lock (``TRADING_LOCK_WAIT_SECONDS``)."""
-    from trading_pipeline.settings import get_settings
-
-    return get_settings().lock_wait_seconds
-
-
 def connect(path: Path | str, read_only: bool = False, retries: float | None = None) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, waiting up to ``retries`` seconds (default: the
-    ``lock_wait_seconds`` setting) for another process's lock.
+    ``lock_wait_seconds`` setting) for another process's lock (retry.LockWait).
 
     A location that is not a file goes to ``duckdb.connect`` unchanged; DuckDB's error when
     it cannot open one (extension missing, no token) comes back as a
@@ -188,14 +177,7 @@ def connect(path: Path | str, read_only: bool = False, retries: float | None = N
             f"no warehouse at {path}; run `trading demo` or `trading ingest PATH` first"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + (lock_wait() if retries is None else retries)
-    while True:
-        try:
-            return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    return call_waiting_for_lock(lambda: duckdb.connect(str(path), read_only=read_only), retries)
 
 
 def wait_writable(path: Path | str, deadline: float) -> None:
@@ -205,14 +187,10 @@ def wait_writable(path: Path | str, deadline: float) -> None:
     loc = location(path)
     if not isinstance(loc, Path) or not loc.exists():
         return
-    while True:
-        try:
-            duckdb.connect(str(loc)).close()
-            return
-        except duckdb.IOException as exc:
-            if not is_lock_error(exc) or time.monotonic() > deadline:
-                return
-            time.sleep(0.2)
+    try:
+        call_waiting_for_lock(lambda: duckdb.connect(str(loc)).close(), deadline=deadline)
+    except duckdb.IOException:
+        return
 
 
 @contextmanager
