@@ -4,22 +4,24 @@ Every indicator and signal is defined in ``dbt_project/`` and nowhere else; this
 only runs ``dbt build`` with the scan rules from rules.yaml passed as ``--vars``.
 """
 
-import fcntl
 import os
-import subprocess
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.marketdata import warehouse as wh
-from trading_pipeline.scans.dbt_runner import dbt_env, dbt_executable, vars_json, warehouse_for_dbt
+from trading_pipeline.marketdata.retry import LockWait
+from trading_pipeline.scans.dbt_runner import dbt_executable, vars_json, warehouse_for_dbt
 from trading_pipeline.settings import DBT_PROJECT_DIR, get_settings
 
-POOL = "duckdb_writer"
-MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+POOL = WAREHOUSE_WRITERS
+
+DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+MANIFEST = DBT_PROJECT.manifest_path
 
 
 def _newest_source_mtime() -> float:
@@ -28,24 +30,47 @@ def _newest_source_mtime() -> float:
     return max(p.stat().st_mtime for p in files)
 
 
-def ensure_manifest() -> Path:
-    """Run ``dbt parse`` when the manifest is missing or older than the project files.
+def _manifest_is_current() -> bool:
+    return MANIFEST.exists() and MANIFEST.stat().st_mtime >= _newest_source_mtime()
 
-    A file lock keeps concurrent processes (tests, `dagster dev` workers) from parsing at once.
+
+@contextmanager
+def _parse_env() -> Iterator[None]:
+    """The environment dagster-dbt's preparer runs ``dbt parse`` in (it takes ``os.environ``).
+
+    Its ``DbtCliResource`` looks ``dbt`` up on PATH, which need not hold the project's .venv
+    (``.venv/bin/trading``, ``.venv/bin/python -m pytest``): put the folder of the dbt our
+    builds use (``dbt_executable``) first. And
+    ``dbt parse`` never opens the warehouse, so name the default file: the manifest stays the
+    same whatever ``TRADING_WAREHOUSE`` is, and a location dbt cannot build into (``:memory:``)
+    fails the build, not the code location.
     """
-    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-    with open(MANIFEST.parent / ".parse.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if MANIFEST.exists() and MANIFEST.stat().st_mtime >= _newest_source_mtime():
-            return MANIFEST
-        # dbt parse never opens the warehouse: name the default file, so a location dbt
-        # cannot build into (TRADING_WAREHOUSE=:memory:) fails the build, not the code location
-        env = dbt_env(get_settings().home / "warehouse.duckdb")
-        subprocess.run(
-            [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR),
-             "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"],
-            env=env, check=True, cwd=DBT_PROJECT_DIR, capture_output=True, text=True,
-        )
+    saved = {k: os.environ.get(k) for k in ("PATH", "TRADING_WAREHOUSE")}
+    os.environ["PATH"] = os.pathsep.join([str(Path(dbt_executable()).parent), saved["PATH"] or ""])
+    os.environ["TRADING_WAREHOUSE"] = str(get_settings().home / "warehouse.duckdb")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def prepare_manifest() -> Path:
+    """The manifest ``@dbt_assets`` is built from, prepared by dagster-dbt (``DbtProject``).
+
+    Under ``dagster dev``, ``prepare_if_dev`` parses at every load. Elsewhere it does nothing
+    (dagster-dbt expects a manifest built at deploy time), but tests (``materialize``), the
+    ``trading`` CLI (jobs in-process, runs.py) and a fresh clone have none, or one older
+    than the models: then the project's preparer is called explicitly. It runs ``dbt parse``
+    under a file lock, and skips the parse when another process finished one meanwhile.
+    """
+    with _parse_env():
+        DBT_PROJECT.prepare_if_dev()
+        if not _manifest_is_current():
+            DBT_PROJECT.preparer.prepare(DBT_PROJECT)
     return MANIFEST
 
 
@@ -65,7 +90,8 @@ class TradingDbtTranslator(DagsterDbtTranslator):
 
 
 @dbt_assets(
-    manifest=ensure_manifest(),
+    manifest=prepare_manifest(),
+    project=DBT_PROJECT,
     dagster_dbt_translator=TradingDbtTranslator(),
     pool=POOL,
     name="dbt_models",
@@ -92,15 +118,13 @@ def _build_waiting_for_lock(context, dbt: DbtCliResource, path: str):
 
     dbt opens the warehouse in its own process and fails at once on DuckDB's lock (a
     reader holding the file open); it fails before any model, so nothing was built and
-    the build is started again, up to ``TRADING_LOCK_WAIT_SECONDS`` in all.
+    the build is started again (retry.LockWait), up to ``TRADING_LOCK_WAIT_SECONDS`` in all.
     """
     settings = get_settings()
-    deadline = time.monotonic() + settings.lock_wait_seconds
+    waiting = LockWait(settings.lock_wait_seconds, max_delay=1.0)
     args = ["build", "--vars", vars_json(settings.rules_file)]
-    attempt = 0
     while True:
-        attempt += 1
-        wh.wait_writable(path, deadline)
+        wh.wait_writable(path, waiting.deadline)
         invocation = dbt.cli(args, context=context, raise_on_error=False)
         emitted = False
         for event in invocation.stream():
@@ -109,21 +133,16 @@ def _build_waiting_for_lock(context, dbt: DbtCliResource, path: str):
         if invocation.is_successful():
             return
         error = invocation.get_error()
-        if not emitted and error is not None and wh.is_lock_error(error) and time.monotonic() < deadline:
-            context.log.warning(f"event=dbt_lock_retry attempt={attempt}: the warehouse is locked by "
-                                "another process; retrying")
-            time.sleep(1.0)
-            continue
-        if error is not None:
+        if error is None:
+            return
+        if emitted or not waiting.retry(error):
             raise error
-        return
+        context.log.warning(f"event=dbt_lock_retry attempt={waiting.attempts}: the warehouse is "
+                            "locked by another process; retrying")
 
 
 def dbt_resource() -> DbtCliResource:
-    return DbtCliResource(
-        project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR),
-        dbt_executable=dbt_executable(),
-    )
+    return DbtCliResource(project_dir=DBT_PROJECT, dbt_executable=dbt_executable())
 
 
 defs = dg.Definitions(assets=[dbt_models], resources={"dbt": dbt_resource()})
