@@ -28,9 +28,9 @@ import talib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trading_pipeline.scans import dbt_runner  # noqa: E402
 from trading_pipeline.marketdata.sources.synthetic import SyntheticBarSource  # noqa: E402
 from trading_pipeline.marketdata.warehouse import upsert_bars, writer  # noqa: E402
+from trading_pipeline.scans import dbt_runner  # noqa: E402
 
 
 def make_bars(n_symbols: int, years: int, end: date) -> pl.DataFrame:

@@ -43,12 +43,10 @@ class AppState:
             return self._store
         with self._lock:
             if self._store is None:
-                from trading_pipeline.trading.store import OpsStore
+                from trading_pipeline.trading.services import open_store
 
                 try:
-                    if self.settings.ops_url is None:
-                        self.settings.home.mkdir(parents=True, exist_ok=True)
-                    self._store = OpsStore(self.settings.ops_store_url)
+                    self._store = open_store(self.settings)
                 except Exception as exc:  # any driver error: report, retry on the next request
                     raise OpsStoreUnavailable(f"ops store unavailable: {type(exc).__name__}: {exc}") from exc
             return self._store
@@ -71,14 +69,9 @@ class AppState:
 
     def broker(self, account: str) -> Any:
         """The broker TRADING_BROKER names; paper fills against the snapshot's bars."""
-        if self.settings.broker == "paper":
-            from trading_pipeline.trading.brokers.paper import PaperBroker, paper_clock
+        from trading_pipeline.trading.services import make_broker
 
-            feed = self.feed()
-            return PaperBroker(self.store(), feed, account=account, clock=paper_clock(self.settings, feed))
-        from trading_pipeline.cli.orders_cmds import make_broker
-
-        return make_broker(self.settings, self.store(), account)
+        return make_broker(self.settings, self.store(), account, feed=self.feed())
 
     def close(self) -> None:
         self.reader.close()

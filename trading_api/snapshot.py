@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from trading_pipeline.trading.model import to_decimal
+from trading_pipeline.trading.brokers.paper import SqlBarFeed
 
 log = logging.getLogger(__name__)
 
@@ -286,17 +286,17 @@ class SnapshotReader:
             return gen.feed_head_seq, oldest, rows
 
 
-class SnapshotBarFeed:
+class SnapshotBarFeed(SqlBarFeed):
     """The paper broker's :class:`~trading_pipeline.trading.brokers.paper.BarFeed` over the snapshot.
 
     The API may not open the warehouse, so manual orders are priced and filled against the
-    bars the snapshot carries (the same rows, one publish behind at most).
+    bars the snapshot carries (the same rows, one publish behind at most), with the same
+    queries as the warehouse's feed.
     """
 
     def __init__(self, reader: SnapshotReader, timeframe: str = "1d") -> None:
+        super().__init__(timeframe)
         self.reader = reader
-        self.timeframe = timeframe
-        self.table = "raw.bars_daily" if timeframe == "1d" else "raw.bars_intraday"
 
     def _rows(self, sql: str, params: list) -> list[dict[str, Any]]:
         with self.reader.cursor() as (gen, cur):
@@ -305,37 +305,3 @@ class SnapshotBarFeed:
             rel = cur.sql(sql, params=params)
             cols = rel.columns
             return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
-
-    def bars_after(self, symbol: str, ts: datetime) -> Any:
-        import polars as pl
-
-        rows = self._rows(
-            f"SELECT symbol, timeframe, ts, session_date, open, high, low, close, volume FROM {self.table} "
-            "WHERE symbol = ? AND timeframe = ? AND ts > ? ORDER BY ts",
-            [symbol, self.timeframe, ts],
-        )
-        return pl.DataFrame(rows) if rows else pl.DataFrame()
-
-    def newest_ts(self) -> datetime | None:
-        rows = self._rows(f"SELECT max(ts) AS ts FROM {self.table} WHERE timeframe = ?", [self.timeframe])
-        return rows[0]["ts"] if rows else None
-
-    def last_bar(self, symbol: str) -> dict[str, Any] | None:
-        rows = self._rows(
-            f"SELECT symbol, timeframe, ts, session_date, open, high, low, close, volume FROM {self.table} "
-            "WHERE symbol = ? AND timeframe = ? ORDER BY ts DESC LIMIT 1",
-            [symbol, self.timeframe],
-        )
-        return rows[0] if rows else None
-
-    def last_closes(self, symbols: list[str]) -> dict[str, Any]:
-        """symbol -> last close as Decimal (symbols without bars left out)."""
-
-        if not symbols:
-            return {}
-        rows = self._rows(
-            f"SELECT symbol, arg_max(close, ts) AS close FROM {self.table} "
-            "WHERE timeframe = ? AND symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol",
-            [self.timeframe, list(symbols)],
-        )
-        return {r["symbol"]: to_decimal(r["close"]) for r in rows if r["close"] is not None}

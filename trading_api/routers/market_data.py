@@ -13,13 +13,14 @@ from trading_api.routers._params import QueryDateTime, field_error
 from trading_api.routers._query import snapshot_json
 from trading_api.schemas import AUTH_RESPONSES, Bar, ErrorDetail, MarketData, Series, SeriesList
 from trading_api.snapshot import clean
+from trading_pipeline.marketdata.bars import TIMEFRAMES
 from trading_pipeline.trading.orders import to_naive_utc
 
 router = APIRouter(tags=["market data"], responses=AUTH_RESPONSES)
 
 BAR_FIELDS = ("symbol", "timeframe", "ts", "session_date", "open", "high", "low", "close", "volume")
 _HIDDEN = {"source", "ingested_at", "computed_at"}
-Timeframe = Literal["1m", "5m", "15m", "30m", "1h", "1d"]
+Timeframe = Literal[tuple(TIMEFRAMES)]  # type: ignore[valid-type]  # marketdata/bars.py, the one list
 
 
 TIMEFRAMES: tuple[str, ...] = Timeframe.__args__  # type: ignore[attr-defined]

@@ -152,10 +152,9 @@ def create_order(
     ] = None,
 ) -> Any:
     from trading_pipeline.trading.brokers.base import BrokerError
-    from trading_pipeline.trading.execution import submit_order
-    from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce
     from trading_pipeline.trading.orders import client_order_id, utcnow
     from trading_pipeline.trading.risk import RiskEngine
+    from trading_pipeline.trading.services import place_order
 
     symbol = body.symbol.upper()
     if body.order_type == "limit" and body.limit_price is None:
@@ -177,23 +176,19 @@ def create_order(
         )
         if not same:
             raise HTTPException(409, f"Idempotency-Key already used for a different order ({coid})")
-    order_request = OrderRequest(
-        coid, body.account, symbol, Side(body.side), body.quantity,
-        OrderType(body.order_type), body.limit_price, TimeInForce(body.time_in_force),
-    )
     try:
         engine = RiskEngine.from_file(state.settings.risk_file, store)
     except (OSError, ValueError) as exc:
         raise HTTPException(503, f"risk limits unavailable ({state.settings.risk_file}): {exc}") from exc
-    feed = state.feed()
     try:
-        result = submit_order(
-            order_request, broker=state.broker(body.account), store=store, risk_engine=engine,
-            prices=feed.last_closes(sorted({symbol, *store.symbols_in_play(body.account)})),
+        placed = place_order(
+            store=store, broker=state.broker(body.account), feed=state.feed(), risk_engine=engine,
+            account=body.account, symbol=symbol, side=body.side, quantity=body.quantity,
+            limit_price=body.limit_price, time_in_force=body.time_in_force, order_id=coid,
         )
     except BrokerError as exc:
         raise HTTPException(502, f"broker error: {exc}") from exc
-    order = store.get_order(coid)
+    result, order = placed.result, placed.order
     log.info("event=api_order client_order_id=%s action=%s status=%s reason=%s", coid, result.action, result.status, result.reason)
     if result.action in ("denied", "rejected"):
         return _rejection(request, coid, order, result.reason)

@@ -29,41 +29,25 @@ class KillSwitchAction(StrEnum):
 
 
 def _store(settings: Settings) -> Any:
-    from trading_pipeline.trading.store import OpsStore
+    from trading_pipeline.trading.services import open_store
 
-    return OpsStore.from_settings(settings)
-
-
-def _feed(settings: Settings) -> Any:
-    from trading_pipeline.trading.brokers.paper import DuckDBBarFeed
-
-    return DuckDBBarFeed(settings.warehouse_path, timeframe="1d")
+    return open_store(settings)
 
 
-def make_broker(settings: Settings, store: Any, account: str) -> Any:
-    """The broker TRADING_BROKER names; paper keeps its book in the same ops store."""
-    if settings.broker == "paper":
-        from trading_pipeline.trading.brokers.paper import PaperBroker, paper_clock
+def _broker(settings: Settings, store: Any, account: str) -> Any:
+    from trading_pipeline.trading.services import make_broker
 
-        feed = _feed(settings)
-        return PaperBroker(store, feed, account=account, clock=paper_clock(settings, feed))
-    if settings.broker == "alpaca":
-        from trading_pipeline.trading.brokers.alpaca import AlpacaBroker
-
-        return AlpacaBroker.from_settings(settings)
-    from trading_pipeline.trading.brokers.ib import IBBroker
-
-    return IBBroker.from_settings(settings)
+    return make_broker(settings, store, account)
 
 
 def last_prices(settings: Settings, symbols: list[str]) -> dict[str, Decimal]:
     """Last daily closes from the warehouse; empty when there is no warehouse yet."""
     from trading_pipeline.marketdata import warehouse
+    from trading_pipeline.trading.services import warehouse_feed
+
     if not warehouse.exists(settings.warehouse_path) or not symbols:
         return {}
-    from trading_pipeline.trading.execution import prices_from_feed
-
-    return prices_from_feed(_feed(settings), symbols)
+    return warehouse_feed(settings).last_closes(symbols)
 
 
 def _d(x: Decimal | None, places: int = 2) -> str:
@@ -201,11 +185,11 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Submit one order through the risk engine and the ops store to the broker."""
+        from trading_pipeline.marketdata import warehouse
         from trading_pipeline.trading.brokers.base import BrokerError
-        from trading_pipeline.trading.execution import submit_order
-        from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce
-        from trading_pipeline.trading.orders import client_order_id, utcnow
+        from trading_pipeline.trading.brokers.paper import PolarsBarFeed
         from trading_pipeline.trading.risk import RiskEngine
+        from trading_pipeline.trading.services import make_broker, place_order, warehouse_feed
 
         if side.lower() not in ("buy", "sell"):
             fail(f"side must be buy or sell, got {side!r}", code=2)
@@ -215,20 +199,18 @@ def register(app: typer.Typer) -> None:
         limit_price = _parse_decimal(limit, "--limit") if limit is not None else None
         settings = get_settings()
         store = _store(settings)
-        symbol = symbol.upper()
-        coid = client_id or client_order_id("manual", account, symbol, utcnow(), side.lower())
-        request = OrderRequest(
-            coid, account, symbol, Side(side.lower()), qty,
-            OrderType.LIMIT if limit_price is not None else OrderType.MARKET, limit_price, TimeInForce(tif.lower()),
-        )
         try:
-            engine = RiskEngine.from_file(settings.risk_file, store)
-            broker = make_broker(settings, store, account)
-            prices = last_prices(settings, sorted({symbol, *store.symbols_in_play(account)}))
-            result = submit_order(request, broker=broker, store=store, risk_engine=engine, prices=prices)
+            placed = place_order(
+                store=store, broker=make_broker(settings, store, account),
+                # no warehouse yet: no last close, so the price checks deny with that reason
+                feed=warehouse_feed(settings) if warehouse.exists(settings.warehouse_path) else PolarsBarFeed(),
+                risk_engine=RiskEngine.from_file(settings.risk_file, store), account=account, symbol=symbol,
+                side=side, quantity=qty, limit_price=limit_price, time_in_force=tif, order_id=client_id,
+            )
         except (BrokerError, FileNotFoundError) as exc:
             fail(str(exc), "is the warehouse built (`trading demo`) and the broker reachable?")
-        order = store.get_order(coid)
+        result, request, order = placed.result, placed.request, placed.order
+        coid, symbol = request.client_order_id, request.symbol
         if json_out:
             print_json({"action": result.action, "reason": result.reason, "order": _order_dict(order) if order else None})
         else:
@@ -253,7 +235,7 @@ def register(app: typer.Typer) -> None:
         if existing is None:
             fail(f"no order {client_order_id!r} in the ops store", "list them with `trading orders`", code=2)
         try:
-            order = cancel_order(client_order_id, broker=make_broker(settings, store, existing.account), store=store)
+            order = cancel_order(client_order_id, broker=_broker(settings, store, existing.account), store=store)
         except (BrokerError, IllegalTransition) as exc:
             fail(str(exc))
         if json_out:
@@ -268,7 +250,7 @@ def register(app: typer.Typer) -> None:
 
         settings = get_settings()
         store = _store(settings)
-        broker = make_broker(settings, store, account)
+        broker = _broker(settings, store, account)
         if hasattr(broker, "process_bars"):
             broker.process_bars()
         changed = sync_open_orders(store, broker, account)

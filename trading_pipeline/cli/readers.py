@@ -276,7 +276,7 @@ def _scan_refusal(settings, session: date, symbol: str | None, intraday: bool) -
     try:
         cal_name = cal_name or calendars.calendar_for_exchange(settings.exchange)
     except ValueError:
-        cal_name = "XNYS"
+        cal_name = calendars.DEFAULT_CALENDAR
     today = datetime.now(UTC).date()
     kind = "intraday" if intraday else "daily"
     # the data the scan can have: the sample's dates, the home's stored sessions (nothing to

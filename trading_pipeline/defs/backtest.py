@@ -9,15 +9,15 @@ Tables: ``marts.backtest_runs`` (one row per run: parameters and metrics),
 """
 
 import json
-from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
-from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.marketdata import warehouse as wh
+from trading_pipeline.marketdata.bars import utcnow
 
-POOL = "duckdb_writer"
+POOL = WAREHOUSE_WRITERS
 
 
 class BacktestRunConfig(dg.Config):
@@ -72,7 +72,7 @@ def store_result(con, result, dagster_run_id: str = "") -> dict[str, int]:
         "bars_processed": result.bars_processed,
         "signals_used": result.signals_used,
         "dagster_run_id": dagster_run_id,
-        "created_at": datetime.now(UTC).replace(tzinfo=None),
+        "created_at": utcnow(),
     }], schema_overrides={"start_date": pl.Utf8, "end_date": pl.Utf8, "total_return": pl.Float64,
                           "sharpe": pl.Float64, "max_drawdown": pl.Float64, "hold": pl.Int64})
     frames = {

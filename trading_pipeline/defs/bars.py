@@ -2,7 +2,7 @@
 
 
 import warnings
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
@@ -13,10 +13,10 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
 )
 
-from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging
 from trading_pipeline.marketdata import quality, warehouse
-from trading_pipeline.marketdata.bars import INTRADAY_TIMEFRAMES
+from trading_pipeline.marketdata.bars import INTRADAY_TIMEFRAMES, naive_utc
 from trading_pipeline.marketdata.ingest import (
     Batch,
     IngestResult,
@@ -30,7 +30,7 @@ from trading_pipeline.settings import get_settings
 SESSIONS = dg.TimeWindowPartitionsDefinition(
     cron_schedule="0 0 * * 1-5", start="2000-01-03", fmt="%Y-%m-%d", timezone="UTC", end_offset=1
 )
-POOL = "duckdb_writer"
+POOL = WAREHOUSE_WRITERS
 DAILY = dg.AssetKey(["raw", "bars_daily"])
 INTRADAY = dg.AssetKey(["raw", "bars_intraday"])
 
@@ -52,8 +52,8 @@ class BarsConfig(dg.Config):
 def _window(context) -> tuple[datetime, datetime]:
     tw = context.partition_time_window
     return (
-        tw.start.astimezone(UTC).replace(tzinfo=None),
-        tw.end.astimezone(UTC).replace(tzinfo=None),
+        naive_utc(tw.start),
+        naive_utc(tw.end),
     )
 
 
@@ -161,10 +161,6 @@ def bars_intraday(context: dg.AssetExecutionContext, config: BarsConfig, warehou
 CHECK_GROUPS = quality.CHECK_GROUPS  # one blocking check per rule of the suite
 
 
-def _naive_utc(t: datetime) -> datetime:
-    return t.astimezone(UTC).replace(tzinfo=None)
-
-
 def _checked_partitions(context) -> list[str]:
     """The session partitions this run checks, in order ([] when the run has no partition:
     then the whole table is checked and the checks report one unpartitioned result)."""
@@ -235,8 +231,8 @@ def _suite_results(context, wh: WarehouseResource, table: str, asset: dg.AssetKe
     keys = _checked_partitions(context)
     window = None
     if keys:
-        window = (_naive_utc(SESSIONS.time_window_for_partition_key(keys[0]).start),
-                  _naive_utc(SESSIONS.time_window_for_partition_key(keys[-1]).end))
+        window = (naive_utc(SESSIONS.time_window_for_partition_key(keys[0]).start),
+                  naive_utc(SESSIONS.time_window_for_partition_key(keys[-1]).end))
     run_id = context.op_execution_context.run_id
     targets = _target_materializations(context, asset, keys) if keys else {}
     # a load (a run that stores bars and feeds nothing else, e.g. `trading ingest`) judges
@@ -280,7 +276,7 @@ def _suite_results(context, wh: WarehouseResource, table: str, asset: dg.AssetKe
             )
         return
     windows = [SESSIONS.time_window_for_partition_key(k) for k in keys]
-    starts = pl.Series([_naive_utc(w.start) for w in windows], dtype=pl.Datetime("us"))
+    starts = pl.Series([naive_utc(w.start) for w in windows], dtype=pl.Datetime("us"))
     # each row's session: the index in keys of the last partition starting at or before it
     part = starts.search_sorted(df["ts"].cast(pl.Datetime("us")), side="right").cast(pl.Int64) - 1
     rows_in = part.value_counts().rows() if df.height else []
@@ -295,7 +291,7 @@ def _suite_results(context, wh: WarehouseResource, table: str, asset: dg.AssetKe
         for k, w in zip(keys, windows, strict=True):
             yield dg.AssetCheckEvaluation(
                 asset_key=asset, check_name=check, passed=not failed[k],
-                metadata=_metadata(counts.get(k, 0), f"{_naive_utc(w.start)} .. {_naive_utc(w.end)}",
+                metadata=_metadata(counts.get(k, 0), f"{naive_utc(w.start)} .. {naive_utc(w.end)}",
                                    len(mine), failed[k], scope),
                 target_materialization_data=targets.get(k),
                 severity=dg.AssetCheckSeverity.ERROR,

@@ -23,13 +23,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging, with_run_logging
 from trading_pipeline.marketdata import calendars, warehouse
+from trading_pipeline.marketdata.bars import naive_utc
 from trading_pipeline.settings import get_settings
 
-POOL = "duckdb_writer"
-CALENDAR = "XNYS"
+POOL = WAREHOUSE_WRITERS
+CALENDAR = calendars.DEFAULT_CALENDAR
 DAILY = dg.AssetKey(["raw", "bars_daily"])
 SIGNALS = dg.AssetKey(["marts", "signals"])
 BARS_CHECK = "bars_daily_fresh"
@@ -43,7 +44,7 @@ INGESTED_AT_UTC = "timezone('UTC', max(ingested_at)::TIMESTAMPTZ)"
 
 def last_completed_session(now: datetime, calendar: str = CALENDAR) -> date:
     """The newest session of ``calendar`` whose close is at or before ``now`` (tz-aware)."""
-    now_utc = now.astimezone(UTC).replace(tzinfo=None)
+    now_utc = naive_utc(now)
     recent = calendars.sessions(calendar, now_utc.date() - timedelta(days=30), now_utc.date())
     closed = recent.filter(recent["close_utc"] <= now_utc)
     if closed.height == 0:

@@ -16,12 +16,12 @@ from decimal import Decimal
 import dagster as dg
 import polars as pl
 
-from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging, with_run_logging
 from trading_pipeline.marketdata import warehouse as wh
 from trading_pipeline.settings import Settings, get_settings
 
-POOL = "duckdb_writer"
+POOL = WAREHOUSE_WRITERS
 ORDERS = dg.AssetKey(["ops", "orders"])
 SIGNALS = dg.AssetKey(["marts", "signals"])
 TRADEABLE = ["breakout_up", "breakout_down", "crp_long", "crp_short"]
@@ -56,19 +56,12 @@ def _market_time(con, timeframe: str) -> datetime | None:
 
 
 def open_book(settings: Settings, account: str, market_time: datetime | None) -> Book:
-    from trading_pipeline.cli.orders_cmds import make_broker
-    from trading_pipeline.trading.store import OpsStore
+    from trading_pipeline.trading.services import make_broker, open_store
 
-    store = OpsStore.from_settings(settings)
-    if settings.broker == "paper":
-        from trading_pipeline.trading.brokers.paper import DuckDBBarFeed, PaperBroker
-
-        clock = (lambda: market_time) if market_time is not None else None
-        kwargs = {"clock": clock} if clock else {}
-        broker = PaperBroker(store, DuckDBBarFeed(settings.warehouse_path, timeframe="1d"), account=account, **kwargs)
-    else:
-        broker = make_broker(settings, store, account)
-    return Book(store, broker, account, market_time)
+    store = open_store(settings)
+    # the paper broker acts at the session's market time: orders placed now fill on the next bar
+    clock = (lambda: market_time) if market_time is not None and settings.broker == "paper" else None
+    return Book(store, make_broker(settings, store, account, clock=clock), account, market_time)
 
 
 def _signals(con, config: TradeConfig, session: str | None) -> pl.DataFrame:
@@ -89,18 +82,11 @@ def _signals(con, config: TradeConfig, session: str | None) -> pl.DataFrame:
     )
 
 
-def _prices(con, session: str | None) -> dict[str, Decimal]:
-    if session is None:
-        return {}
-    df = wh.fetch_frame(
-        con,
-        """SELECT symbol, arg_max(close, ts) AS close FROM raw.bars_daily
-           WHERE session_date <= ?::DATE GROUP BY symbol""",
-        [session],
-    )
-    from trading_pipeline.trading.model import to_decimal
+def _prices(settings: Settings, session: str | None) -> dict[str, Decimal]:
+    """Every symbol's last daily close as of ``session``: the feed the paper broker fills from."""
+    from trading_pipeline.trading.services import warehouse_feed
 
-    return {s: to_decimal(c) for s, c in df.iter_rows()}
+    return {} if session is None else warehouse_feed(settings).last_closes(as_of=session)
 
 
 def _mirror(con, store) -> dict[str, int]:
@@ -170,9 +156,9 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         market_time = _market_time(con, config.timeframe)
         session = config.session or (market_time.date().isoformat() if market_time else None)
         signals = _signals(con, config, session)
-        prices = _prices(con, session)
     finally:
         con.close()
+    prices = _prices(settings, session)
     book = open_book(settings, account, market_time)
     if hasattr(book.broker, "process_bars"):
         book.broker.process_bars()

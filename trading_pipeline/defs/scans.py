@@ -16,12 +16,13 @@ import dagster as dg
 from trading_pipeline.defs.bars import DAILY, FRESHNESS, INTRADAY, SESSIONS
 from trading_pipeline.defs.run_logs import run_logging, with_run_logging
 from trading_pipeline.marketdata import calendars
+from trading_pipeline.marketdata.bars import naive_utc
 from trading_pipeline.settings import get_settings
 
 ORDERS = dg.AssetKey(["ops", "orders"])
 INTRADAY_ONLY = dg.AssetKey(["marts", "indicators_intraday"])
 DAILY_ONLY = dg.AssetKey(["marts", "indicators_daily"])
-EXCHANGE_CALENDAR = "XNYS"
+EXCHANGE_CALENDAR = calendars.DEFAULT_CALENDAR
 REPLAY_SESSION = "2013-03-01"
 REPLAY_STEP = timedelta(minutes=5)
 # every dbt model (staging, indicators, signals, scans, alerts) and the serving snapshot
@@ -118,7 +119,7 @@ def intraday_scan(context: dg.ScheduleEvaluationContext):
     run, what = intraday_decision(now)
     if not run:
         return dg.SkipReason(what)
-    cutoff = now.astimezone(UTC).replace(tzinfo=None).isoformat()
+    cutoff = naive_utc(now).isoformat()
     return dg.RunRequest(
         run_key=f"intraday-{now:%Y%m%dT%H%M}", partition_key=what,
         run_config=with_run_logging({"ops": {"raw__bars_intraday": {"config": {"until": cutoff}}}}),

@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from trading_pipeline.defs.resources import WarehouseResource
+from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging
 from trading_pipeline.marketdata import warehouse as wh
 from trading_pipeline.settings import get_settings
 
-POOL = "duckdb_writer"
+POOL = WAREHOUSE_WRITERS
 SNAPSHOT = dg.AssetKey(["serving", "snapshot"])
 
 

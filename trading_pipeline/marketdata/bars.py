@@ -7,6 +7,8 @@ session the bar belongs to (added by normalisation, from the symbol's calendar).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import polars as pl
 
 TIMEFRAMES: dict[str, int] = {"1m": 1, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "1d": 1440}
@@ -39,3 +41,13 @@ def is_intraday(timeframe: str) -> bool:
     if timeframe not in TIMEFRAMES:
         raise ValueError(f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAMES)}")
     return timeframe != "1d"
+
+
+def utcnow() -> datetime:
+    """Now as naive UTC: the convention of the warehouse, the bars and the ops store."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def naive_utc(ts: datetime) -> datetime:
+    """``ts`` as naive UTC (an aware time converted; a naive one is taken as UTC already)."""
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts

@@ -9,6 +9,9 @@ import exchange_calendars as xc
 import pandas as pd
 import polars as pl
 
+# The calendar of a symbol nobody said otherwise about (TRADING_EXCHANGE defaults to it too).
+DEFAULT_CALENDAR = "XNYS"
+
 CALENDAR_START = "2000-01-03"
 
 # exchange -> (calendar name, timezone); the calendar decides sessions and trading hours.

@@ -16,6 +16,7 @@ import duckdb
 import polars as pl
 
 from trading_pipeline.marketdata import calendars, quality
+from trading_pipeline.marketdata.calendars import DEFAULT_CALENDAR
 from trading_pipeline.marketdata.warehouse import bars_table, upsert_bars
 
 # one row per (load, symbol, timeframe) a load stored, written in the load's own transaction
@@ -84,7 +85,7 @@ def resolve_exchanges(
     symbols: Iterable[str],
     registered: dict[str, tuple[str, str]],
     exchange_for=None,
-    default_exchange: str = "XNYS",
+    default_exchange: str = DEFAULT_CALENDAR,
 ) -> dict[str, tuple[str, str]]:
     out = {}
     for s in symbols:
@@ -113,7 +114,7 @@ def ingest(
     window: tuple[datetime, datetime] | None = None,
     exchange_for=None,
     name_of=None,
-    default_exchange: str = "XNYS",
+    default_exchange: str = DEFAULT_CALENDAR,
     run_id: str | None = None,
     now: datetime | None = None,
 ) -> IngestResult:

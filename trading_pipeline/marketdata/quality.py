@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from trading_pipeline.marketdata import calendars
+from trading_pipeline.marketdata.calendars import DEFAULT_CALENDAR
 
 PRICE_COLS = ("open", "high", "low", "close")
 NUM_COLS = (*PRICE_COLS, "volume")
@@ -91,7 +92,7 @@ def _session_dates(df: pl.DataFrame, calendar_of: dict[str, str], intraday: bool
     """
     parts = []
     cal_col = df.with_columns(
-        pl.col("symbol").replace_strict(calendar_of, default="XNYS").alias("_cal"),
+        pl.col("symbol").replace_strict(calendar_of, default=DEFAULT_CALENDAR).alias("_cal"),
         pl.int_range(pl.len()).alias("_row"),
     )
     for cal, part in cal_col.partition_by("_cal", as_dict=True).items():
@@ -170,7 +171,7 @@ def validate(
         pl.when(pl.col("rule") == "session")
         .then(pl.format("{} {} is outside the {} sessions of {}",
                         pl.col("timeframe"), pl.col("ts").cast(pl.String),
-                        pl.col("symbol").replace_strict(calendar_of, default="XNYS"), pl.col("symbol")))
+                        pl.col("symbol").replace_strict(calendar_of, default=DEFAULT_CALENDAR), pl.col("symbol")))
         .when(pl.col("rule") == "future")
         .then(pl.format("bar at {} is in the future", pl.col("ts").cast(pl.String)))
         .otherwise(None).alias("reason")

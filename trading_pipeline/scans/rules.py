@@ -80,7 +80,7 @@ class Params(BaseModel):
     change_tiers: tuple[float, float] | None = None
     top_n: int | None = Field(default=None, ge=1)
     cutoff: time | None = None
-    bar_timeframes: list[Literal["1m", "5m", "15m", "30m", "1h"]] | None = None
+    bar_timeframes: list[Literal[INTRADAY_TIMEFRAMES]] | None = None  # type: ignore[valid-type]
 
     @field_validator("price_band", "volume_band")
     @classmethod

@@ -34,11 +34,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
+from trading_pipeline.marketdata.bars import utcnow
 from trading_pipeline.serving.snapshot import SNAPSHOT_NAME, _lit, _tables_in
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class PublishResult:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return utcnow()
 
 
 def _q(ident: str) -> str:

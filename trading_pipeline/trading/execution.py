@@ -28,7 +28,6 @@ from trading_pipeline.trading.model import (
     OrderStatus,
     OrderType,
     TimeInForce,
-    to_decimal,
 )
 from trading_pipeline.trading.orders import OPEN_STATUSES, Order, client_order_id, utcnow
 from trading_pipeline.trading.risk import CommissionEstimate, RiskContext, RiskEngine
@@ -266,14 +265,4 @@ def reconcile(store: OpsStore, broker: Broker, account: str | None = None) -> li
             out.append(Mismatch("order_missing_at_broker", coid, o.status.value, None, f"{coid} is {o.status} in the store but unknown to {broker.name}"))
         elif bo.status != o.status:
             out.append(Mismatch("order_status", coid, o.status.value, bo.status.value, f"{coid}: store {o.status}, broker {bo.status}"))
-    return out
-
-
-def prices_from_feed(feed: object, symbols: list[str]) -> dict[str, Decimal]:
-    """Last closes for ``symbols`` from a paper-broker BarFeed (symbols without bars left out)."""
-    out: dict[str, Decimal] = {}
-    for s in symbols:
-        bar = feed.last_bar(s)  # type: ignore[attr-defined]
-        if bar is not None:
-            out[s] = to_decimal(bar["close"])
     return out

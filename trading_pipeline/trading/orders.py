@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+from trading_pipeline.marketdata.bars import naive_utc as to_naive_utc  # noqa: F401 - re-exported
+from trading_pipeline.marketdata.bars import utcnow
 from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 
 OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED})
@@ -50,17 +52,6 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 
 class IllegalTransition(ValueError):
     """An order was asked to move to a state it cannot reach from where it is."""
-
-
-def utcnow() -> datetime:
-    """Naive UTC, the convention of the warehouse and the ops store."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def to_naive_utc(ts: datetime) -> datetime:
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(UTC).replace(tzinfo=None)
-    return ts
 
 
 def client_order_id(

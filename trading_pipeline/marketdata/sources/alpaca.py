@@ -27,7 +27,7 @@ from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
-from trading_pipeline.marketdata.bars import SOURCE_SCHEMA, TIMEFRAMES, empty_bars
+from trading_pipeline.marketdata.bars import SOURCE_SCHEMA, TIMEFRAMES, empty_bars, naive_utc
 from trading_pipeline.marketdata.sources.base import SourceError
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class AlpacaBarSource:
                     out_ts = datetime.combine(session, time(0))
                 else:
                     session = local.date()
-                    out_ts = ts.astimezone(UTC).replace(tzinfo=None)
+                    out_ts = naive_utc(ts)
                 if not start <= session <= end:
                     continue
                 rows["symbol"].append(symbol)

@@ -24,7 +24,7 @@ import polars as pl
 from ib_async import IB, Stock
 from ib_async.wrapper import RequestError
 
-from trading_pipeline.marketdata.bars import SOURCE_SCHEMA, empty_bars, is_intraday
+from trading_pipeline.marketdata.bars import SOURCE_SCHEMA, empty_bars, is_intraday, naive_utc
 from trading_pipeline.marketdata.sources.base import SourceError
 from trading_pipeline.marketdata.sources.ib_session import IBSession, IBUnavailable
 
@@ -110,7 +110,7 @@ class IBBarSource:
         for lo, hi in self._windows(start, end, timeframe):
             for bar in self._request(symbol, lo, hi, timeframe):
                 if intraday:
-                    ts = bar.date.astimezone(UTC).replace(tzinfo=None)
+                    ts = naive_utc(bar.date)
                     session = bar.date.astimezone(SESSION_TZ).date()
                 else:
                     session = bar.date if isinstance(bar.date, date) else bar.date.date()

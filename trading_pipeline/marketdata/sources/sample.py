@@ -16,6 +16,7 @@ from functools import lru_cache
 import polars as pl
 
 from trading_pipeline.marketdata.bars import SOURCE_SCHEMA, empty_bars
+from trading_pipeline.marketdata.calendars import DEFAULT_CALENDAR
 from trading_pipeline.marketdata.sources.synthetic import SyntheticBarSource, synthetic_symbols
 from trading_pipeline.settings import SAMPLE_DATA_DIR
 
@@ -46,7 +47,7 @@ class SampleBarSource:
         return [*REAL, *self.synthetic.symbols]
 
     def exchange_for(self, symbol: str) -> str:
-        return REAL[symbol][2] if symbol in REAL else "XNYS"
+        return REAL[symbol][2] if symbol in REAL else DEFAULT_CALENDAR
 
     def name_of(self, symbol: str) -> str | None:
         return REAL[symbol][3] if symbol in REAL else f"Synthetic {symbol}"

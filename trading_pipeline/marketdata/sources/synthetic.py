@@ -17,6 +17,7 @@ import polars as pl
 
 from trading_pipeline.marketdata import calendars
 from trading_pipeline.marketdata.bars import SOURCE_SCHEMA, TIMEFRAMES, empty_bars
+from trading_pipeline.marketdata.calendars import DEFAULT_CALENDAR
 
 EPOCH = date(2000, 1, 3)
 
@@ -69,7 +70,7 @@ class SyntheticBarSource:
 
     name = "synthetic"
 
-    def __init__(self, symbols: Sequence[str] | int = 20, calendar: str = "XNYS") -> None:
+    def __init__(self, symbols: Sequence[str] | int = 20, calendar: str = DEFAULT_CALENDAR) -> None:
         self.symbols = synthetic_symbols(symbols) if isinstance(symbols, int) else list(symbols)
         self.calendar = calendar
 

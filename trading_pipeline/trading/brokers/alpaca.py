@@ -44,6 +44,7 @@ from alpaca.trading.requests import (
     ReplaceOrderRequest,
 )
 
+from trading_pipeline.marketdata.bars import naive_utc
 from trading_pipeline.trading.brokers.base import (
     BrokerAccount,
     BrokerError,
@@ -112,7 +113,7 @@ def _naive_utc(value: str | datetime) -> datetime:
     if isinstance(value, str):  # Python 3.11 parses at most microseconds; Alpaca may send nanos
         value = re.sub(r"(\.\d{6})\d+", r"\1", value)
     ts = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+    return naive_utc(ts)
 
 
 class AlpacaBroker:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from ib_async import IB, LimitOrder, MarketOrder, Stock, Trade
 from ib_async.order import OrderStatus as IBStatus
 from ib_async.util import UNSET_DOUBLE
 
+from trading_pipeline.marketdata.bars import naive_utc
 from trading_pipeline.marketdata.sources.ib_session import IBSession, IBUnavailable
 from trading_pipeline.trading.brokers.base import (
     BrokerAccount,
@@ -61,10 +61,6 @@ def _dec(x: float) -> Decimal:
     return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
 
 
-def _naive_utc(t: datetime) -> datetime:
-    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
-
-
 def _rejection(trade: Trade) -> str | None:
     """IB's message if the order was refused (as opposed to cancelled by us)."""
     for entry in reversed(trade.log):
@@ -83,7 +79,7 @@ def to_broker_order(trade: Trade) -> BrokerOrder:
             quantity=_dec(f.execution.shares),
             price=_dec(f.execution.price),
             commission=_dec(f.commissionReport.commission),
-            ts=_naive_utc(f.execution.time),
+            ts=naive_utc(f.execution.time),
         )
         for f in trade.fills
     )

@@ -15,8 +15,8 @@ working orders against whatever bars the feed has.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -70,6 +70,10 @@ class BarFeed(Protocol):
         """The start of the newest bar of any symbol (the market clock), None without bars."""
         ...
 
+    def last_closes(self, symbols: Iterable[str] | None = None, as_of: date | str | None = None) -> dict[str, Decimal]:
+        """symbol -> last close (as of a session), for ``symbols`` or all; no bars, no entry."""
+        ...
+
 
 class PolarsBarFeed:
     """Bars from an in-memory polars frame: tests and backtests. ``append`` moves time on."""
@@ -94,43 +98,84 @@ class PolarsBarFeed:
     def newest_ts(self) -> datetime | None:
         return None if self.bars.is_empty() else self.bars["ts"].max()
 
+    def last_closes(self, symbols: Iterable[str] | None = None, as_of: date | str | None = None) -> dict[str, Decimal]:
+        """As :meth:`SqlBarFeed.last_closes`."""
+        if self.bars.is_empty():
+            return {}
+        bars = self.bars if symbols is None else self.bars.filter(pl.col("symbol").is_in(list(symbols)))
+        if as_of is not None:
+            bars = bars.filter(pl.col("ts") < datetime.fromisoformat(str(as_of)) + timedelta(days=1))
+        last = bars.sort("ts").group_by("symbol").agg(pl.col("close").last())
+        return {s: to_decimal(c) for s, c in last.iter_rows() if c is not None}
 
-class DuckDBBarFeed:
+
+BAR_COLUMNS = "symbol, timeframe, ts, session_date, open, high, low, close, volume"
+
+
+class SqlBarFeed:
+    """A :class:`BarFeed` over a DuckDB database holding the warehouse's bar tables: one set of
+    queries for the warehouse (:class:`DuckDBBarFeed`) and the API's serving snapshot
+    (``trading_api.snapshot.SnapshotBarFeed``). Subclasses say how to run a query."""
+
+    def __init__(self, timeframe: str = "1d") -> None:
+        self.timeframe = timeframe
+        self.table = "raw.bars_daily" if timeframe == "1d" else "raw.bars_intraday"
+
+    def _rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def bars_after(self, symbol: str, ts: datetime) -> pl.DataFrame:
+        rows = self._rows(f"SELECT {BAR_COLUMNS} FROM {self.table} WHERE symbol = ? AND timeframe = ? AND ts > ? ORDER BY ts",
+                          [symbol, self.timeframe, ts])
+        return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+    def last_bar(self, symbol: str) -> dict[str, Any] | None:
+        rows = self._rows(f"SELECT {BAR_COLUMNS} FROM {self.table} WHERE symbol = ? AND timeframe = ? ORDER BY ts DESC LIMIT 1",
+                          [symbol, self.timeframe])
+        return rows[0] if rows else None
+
+    def newest_ts(self) -> datetime | None:
+        rows = self._rows(f"SELECT max(ts) AS ts FROM {self.table} WHERE timeframe = ?", [self.timeframe])
+        return rows[0]["ts"] if rows else None
+
+    def last_closes(self, symbols: Iterable[str] | None = None, as_of: date | str | None = None) -> dict[str, Decimal]:
+        """symbol -> last close (as of session ``as_of`` when given), for ``symbols`` or every
+        symbol; symbols without bars are left out. The one price source for sizing, risk and
+        valuation (docs/decisions.md #13)."""
+        sql = f"SELECT symbol, arg_max(close, ts) AS close FROM {self.table} WHERE timeframe = ?"
+        params: list[Any] = [self.timeframe]
+        if symbols is not None:
+            symbols = sorted(set(symbols))
+            if not symbols:
+                return {}
+            sql += " AND symbol IN (SELECT unnest(?::VARCHAR[]))"
+            params.append(symbols)
+        if as_of is not None:
+            sql += " AND session_date <= ?::DATE"
+            params.append(str(as_of))
+        rows = self._rows(sql + " GROUP BY symbol", params)
+        return {r["symbol"]: to_decimal(r["close"]) for r in rows if r["close"] is not None}
+
+
+class DuckDBBarFeed(SqlBarFeed):
     """Bars from the warehouse, opened read-only per call so no lock is held between calls."""
 
     def __init__(self, path: Path | str, timeframe: str = "1d") -> None:
         from trading_pipeline.marketdata.warehouse import location
 
+        super().__init__(timeframe)
         self.path = location(path)  # md:/ducklake: stay strings
-        self.timeframe = timeframe
-        self.table = "raw.bars_daily" if timeframe == "1d" else "raw.bars_intraday"
 
-    def _query(self, sql: str, params: list[Any]) -> pl.DataFrame:
+    def _rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
         from trading_pipeline.marketdata.warehouse import connect
 
         con = connect(self.path, read_only=True)
         try:
-            return con.sql(sql, params=params).pl()
+            rel = con.sql(sql, params=params)
+            cols = rel.columns
+            return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
         finally:
             con.close()
-
-    def bars_after(self, symbol: str, ts: datetime) -> pl.DataFrame:
-        return self._query(
-            f"SELECT symbol, timeframe, ts, session_date, open, high, low, close, volume FROM {self.table} "
-            "WHERE symbol = ? AND timeframe = ? AND ts > ? ORDER BY ts",
-            [symbol, self.timeframe, ts],
-        )
-
-    def last_bar(self, symbol: str) -> dict[str, Any] | None:
-        rows = self._query(
-            f"SELECT symbol, timeframe, ts, session_date, open, high, low, close, volume FROM {self.table} "
-            "WHERE symbol = ? AND timeframe = ? ORDER BY ts DESC LIMIT 1",
-            [symbol, self.timeframe],
-        ).to_dicts()
-        return rows[0] if rows else None
-
-    def newest_ts(self) -> datetime | None:
-        return self._query(f"SELECT max(ts) AS ts FROM {self.table} WHERE timeframe = ?", [self.timeframe])["ts"][0]
 
 
 def market_clock(feed: BarFeed) -> Callable[[], datetime]:

@@ -28,10 +28,9 @@ class StoreBase:
         self.migrate()
 
     @classmethod
-    def from_settings(cls, settings: Any = None) -> Self:
-        from trading_pipeline.settings import get_settings
-
-        settings = settings or get_settings()
+    def from_settings(cls, settings: Any) -> Self:
+        """The store ``TRADING_OPS_URL`` names (default: SQLite in TRADING_HOME, created):
+        the one way every process opens it."""
         if settings.ops_url is None:
             settings.home.mkdir(parents=True, exist_ok=True)
         return cls(settings.ops_store_url)
