@@ -13,9 +13,9 @@ session over ``raw.bars_daily``:
    :class:`~trading_pipeline.trading.risk.RiskEngine` the live order job uses.
 
 So an order from a signal on bar t fills at bar t+1's open, never on the signal's bar
-(#5), and every order passes the risk rules (#8). Like the live pipeline, a
-sell signal closes a long and opens no short unless ``allow_short``; one position per symbol
-at a time (a repeat signal while holding is skipped, an opposite one exits).
+(#5), and every order passes the risk rules (#8). Which orders a session's signals make is
+decided by :func:`trading_pipeline.trading.decisions.decide`, the function the live order job
+calls (#13), with the config's ``rules``; the one backtest-only rule is the ``hold`` exit.
 
 This is the fast path: instead of a PaperBroker + OpsStore round trip per order (SQLite
 writes, far too slow for 500 symbols x 10 years), the book is an in-memory
@@ -75,19 +75,20 @@ def _tables(con: Any) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _rule_scan_names() -> list[str]:
+def _rule_scan_names(rules_file: Path | str | None) -> list[str]:
+    if rules_file is None:
+        return []
     try:
         from trading_pipeline.scans.rules import load_rules
-        from trading_pipeline.settings import get_settings
 
-        return [s.name for s in load_rules(get_settings().rules_file).scans]
+        return [s.name for s in load_rules(rules_file).scans]
     except Exception:  # noqa: BLE001 - a broken rules file must not hide the warehouse's scans
         return []
 
 
-def valid_strategies(con: Any) -> list[str]:
-    """``breakout``, ``crp``, and every scan name in rules.yaml or in marts.signals."""
-    names = set(_rule_scan_names())
+def valid_strategies(con: Any, rules_file: Path | str | None = None) -> list[str]:
+    """``breakout``, ``crp``, and every scan name in ``rules_file`` or in marts.signals."""
+    names = set(_rule_scan_names(rules_file))
     if "marts.signals" in _tables(con):
         names |= {r[0] for r in con.sql("SELECT DISTINCT scan FROM marts.signals WHERE scan IS NOT NULL").fetchall()}
     return list(STRATEGY_KINDS) + sorted(names - set(STRATEGY_KINDS))

@@ -59,13 +59,13 @@ def _summary_table(result: Any) -> Table:
     return table
 
 
-def _check_strategy(path: Path | str, strategy: str) -> None:
+def _check_strategy(path: Path | str, strategy: str, rules_file: Path) -> None:
     from trading_pipeline.backtest.engine import valid_strategies
     from trading_pipeline.marketdata import warehouse as wh
 
     con = wh.connect(path, read_only=True)
     try:
-        valid = valid_strategies(con)
+        valid = valid_strategies(con, rules_file)
     finally:
         con.close()
     if strategy not in valid:
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
                     fail(f"--{label} {value!r} is not a date", "use YYYY-MM-DD", code=2)
         if hold < 0:
             fail(f"--hold must be >= 0, got {hold}", code=2)
-        _check_strategy(path, strategy)
+        _check_strategy(path, strategy, settings.rules_file)
         # one set of parameters for both paths; validated here so a bad one fails before any run
         params = BacktestRunConfig(
             strategy=strategy, symbols=sorted({s.upper() for s in symbol}) if symbol else [], start=start or "",

@@ -104,20 +104,11 @@ def store_result(con, result, dagster_run_id: str = "") -> dict[str, int]:
     "paper fill model; store trades, equity and metrics in marts.backtest_*.",
 )
 def run_backtest_op(context: dg.OpExecutionContext, config: BacktestRunConfig, warehouse: WarehouseResource) -> dict:
-    from trading_pipeline.backtest.engine import make_config, run_backtest
+    from trading_pipeline.backtest.engine import run_backtest
     from trading_pipeline.settings import get_settings
-    from trading_pipeline.trading.decisions import DecisionRules
-    from trading_pipeline.trading.risk import RiskLimits
 
-    settings = get_settings()
     path = warehouse.resolved_path()
-    live = DecisionRules.from_settings(settings)
-    rules = live.model_copy(update={k: v for k, v in (("allow_short", config.allow_short), ("on_repeat", config.on_repeat),
-                                                      ("on_opposite", config.on_opposite)) if v is not None})
-    params = config.model_dump(exclude={"run_id", "allow_short", "on_repeat", "on_opposite"})
-    cfg = make_config(**params, rules=DecisionRules.model_validate(rules.model_dump()),
-                      limits=RiskLimits.from_yaml(settings.risk_file))  # the live limits (risk.yaml)
-    result = run_backtest(path, cfg)
+    result = run_backtest(path, config.backtest_config(get_settings()))
     if config.run_id:
         result.run_id = config.run_id
     with wh.writer(path) as con:

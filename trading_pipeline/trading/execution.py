@@ -77,8 +77,8 @@ def _submit_recorded(order: Order, *, broker: Broker, store: OpsStore, risk_engi
     if known is not None:
         synced = store.sync_from_broker(coid, known, broker.name)
         return ExecutionResult(order.symbol, coid, "resumed", synced.status, "found at broker; store synced", order.signal_ts)
-    if risk_engine.store is not None and (ks := risk_engine.store.kill_switch()).active:
-        reason = f"kill switch is ON ({ks.reason or 'no reason given'}); not sending recorded order"
+    if halted := risk_engine.halted():
+        reason = f"{halted}; not sending recorded order"
         store.note(coid, reason)
         return ExecutionResult(order.symbol, coid, "denied", OrderStatus.NEW, reason, order.signal_ts)
     try:

@@ -329,18 +329,21 @@ class RiskEngine:
         return abs(after) > abs(before)
 
     # ---- the rules -----------------------------------------------------------------------
-    def _kill_switch(self, order: OrderRequest, ctx: RiskContext) -> RiskDecision | None:
+    def halted(self) -> str | None:
+        """Why no order may go out now (the kill switch is on), or None. Checked for every new
+        order by :meth:`check`, and before a recorded order is (re)sent."""
         if self.store is None:
             return None
         ks = self.store.kill_switch()
-        if ks.active:
-            by = f" by {ks.updated_by}" if ks.updated_by else ""
-            return _reject(
-                "kill_switch",
-                f"kill switch is ON (set{by} at {ks.updated_at}: {ks.reason or 'no reason given'}); "
-                "no new orders until `trading kill-switch off`",
-            )
-        return None
+        if not ks.active:
+            return None
+        by = f" by {ks.updated_by}" if ks.updated_by else ""
+        return (f"kill switch is ON (set{by} at {ks.updated_at}: {ks.reason or 'no reason given'}); "
+                "no new orders until `trading kill-switch off`")
+
+    def _kill_switch(self, order: OrderRequest, ctx: RiskContext) -> RiskDecision | None:
+        reason = self.halted()
+        return _reject("kill_switch", reason) if reason else None
 
     def _price_collar(self, order: OrderRequest, ctx: RiskContext) -> RiskDecision | None:
         last = ctx.last_prices.get(order.symbol)

@@ -80,12 +80,10 @@ class AlpacaBarSource:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings | None = None, symbols: Sequence[str] | None = None
+        cls, settings: Settings, symbols: Sequence[str] | None = None
     ) -> AlpacaBarSource:
         """Build from ``TRADING_ALPACA_API_KEY/SECRET_KEY/DATA_URL_OVERRIDE``."""
-        from trading_pipeline.settings import get_settings
-
-        s = settings or get_settings()
+        s = settings
         return cls(
             s.alpaca_api_key or "",
             s.alpaca_secret_key or "",

@@ -65,10 +65,8 @@ class IBBarSource:
         self.request_timeout = request_timeout
 
     @classmethod
-    def from_settings(cls, settings: Any = None, universe: Sequence[str] = ()) -> IBBarSource:
-        from trading_pipeline.settings import get_settings
-
-        s = settings or get_settings()
+    def from_settings(cls, settings: Any, universe: Sequence[str] = ()) -> IBBarSource:
+        s = settings
         return cls(s.ib_host, s.ib_port, s.ib_client_id + 1, universe=universe)
 
     def close(self) -> None:

@@ -147,11 +147,9 @@ class AlpacaBroker:
         self._cancel_wait = cancel_wait
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> AlpacaBroker:
+    def from_settings(cls, settings: Settings) -> AlpacaBroker:
         """Build from ``TRADING_ALPACA_*`` settings (keys, paper flag, trading URL override)."""
-        from trading_pipeline.settings import get_settings
-
-        s = settings or get_settings()
+        s = settings
         return cls(
             s.alpaca_api_key or "",
             s.alpaca_secret_key or "",

@@ -144,10 +144,8 @@ class IBBroker:
         self.ack_timeout = ack_timeout
 
     @classmethod
-    def from_settings(cls, settings: Any = None) -> IBBroker:
-        from trading_pipeline.settings import get_settings
-
-        s = settings or get_settings()
+    def from_settings(cls, settings: Any) -> IBBroker:
+        s = settings
         return cls(s.ib_host, s.ib_port, s.ib_client_id)
 
     def close(self) -> None:
