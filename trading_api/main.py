@@ -9,7 +9,6 @@ snapshot; orders, positions, risk and API keys from the ops store.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 import uuid
@@ -121,15 +120,15 @@ def create_app(
     heartbeat: float | None = None,
     queue_size: int | None = None,
 ) -> FastAPI:
-    """Build the app. WebSocket knobs default from TRADING_WS_POLL_INTERVAL,
+    """Build the app. WebSocket knobs default to the settings TRADING_WS_POLL_INTERVAL,
     TRADING_WS_HEARTBEAT and TRADING_WS_QUEUE_SIZE (0.2 s, 15 s, 1000)."""
     settings = settings or get_settings()
     state = AppState(settings=settings, reader=SnapshotReader(settings.serving_dir / SNAPSHOT_NAME))
     state.hub = Hub(
         state,
-        poll_interval=poll_interval or float(os.environ.get("TRADING_WS_POLL_INTERVAL", "0.2")),
-        heartbeat=heartbeat or float(os.environ.get("TRADING_WS_HEARTBEAT", "15")),
-        queue_size=queue_size or int(os.environ.get("TRADING_WS_QUEUE_SIZE", "1000")),
+        poll_interval=poll_interval or settings.ws_poll_interval,
+        heartbeat=heartbeat or settings.ws_heartbeat,
+        queue_size=queue_size or settings.ws_queue_size,
     )
 
     @asynccontextmanager

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     cors_origins: list[str] = Field(default_factory=list)
+    ws_poll_interval: float = Field(default=0.2, gt=0, description="Seconds between the WebSocket hub's checks for a new snapshot and new order events.")
+    ws_heartbeat: float = Field(default=15.0, gt=0, description="Seconds between heartbeats to an idle WebSocket client.")
+    ws_queue_size: int = Field(default=1000, gt=0, description="Undelivered messages a slow WebSocket client may hold before it is disconnected.")
 
     @field_validator("home", mode="after")
     @classmethod
