@@ -71,14 +71,13 @@ def prepare_dagster_home(settings: Settings) -> str:
         tmp = home / f".dagster.yaml.{os.getpid()}"  # never let another process read half a file
         shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
-    os.environ["DAGSTER_HOME"] = str(home)
-    os.environ["TRADING_HOME"] = str(settings.home)
     return str(home)
 
 
 def instance(settings: Settings) -> dg.DagsterInstance:
-    prepare_dagster_home(settings)
-    return dg.DagsterInstance.get()
+    """The Dagster instance of this home, opened from its folder (the process environment's
+    DAGSTER_HOME is neither read nor written: `make up` exports its own)."""
+    return dg.DagsterInstance.from_config(prepare_dagster_home(settings))
 
 
 @lru_cache(maxsize=1)

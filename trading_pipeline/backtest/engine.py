@@ -1,5 +1,8 @@
 """Backtests that replay the signals the scans produced, through the live order rules.
 
+(Just past 500 lines on purpose: loading and the session-by-session replay read top to bottom
+in one place; the config, the metrics and the report are their own modules.)
+
 Nothing here computes a signal (docs/decisions.md #3): the signals come from
 ``marts.signals``, exactly as the live scan wrote them. A simulated clock steps session by
 session over ``raw.bars_daily``:

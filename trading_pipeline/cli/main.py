@@ -7,12 +7,7 @@ read-only. `--json` gives machine-readable output everywhere.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-
-import typer  # noqa: E402
+import typer
 
 app = typer.Typer(
     name="trading",

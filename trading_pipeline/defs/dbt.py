@@ -4,13 +4,13 @@ Every indicator and signal is defined in ``dbt_project/`` and nowhere else; this
 only runs ``dbt build`` with the scan rules from rules.yaml passed as ``--vars``.
 """
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import json
 from pathlib import Path
 
 import dagster as dg
+from dagster._utils import run_with_concurrent_update_guard
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt.dbt_project import using_dagster_dev
 
 from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.marketdata import warehouse as wh
@@ -34,43 +34,27 @@ def _manifest_is_current() -> bool:
     return MANIFEST.exists() and MANIFEST.stat().st_mtime >= _newest_source_mtime()
 
 
-@contextmanager
-def _parse_env() -> Iterator[None]:
-    """The environment dagster-dbt's preparer runs ``dbt parse`` in (it takes ``os.environ``).
-
-    Its ``DbtCliResource`` looks ``dbt`` up on PATH, which need not hold the project's .venv
-    (``.venv/bin/trading``, ``.venv/bin/python -m pytest``): put the folder of the dbt our
-    builds use (``dbt_executable``) first. And
-    ``dbt parse`` never opens the warehouse, so name the default file: the manifest stays the
-    same whatever ``TRADING_WAREHOUSE`` is, and a location dbt cannot build into (``:memory:``)
-    fails the build, not the code location.
-    """
-    saved = {k: os.environ.get(k) for k in ("PATH", "TRADING_WAREHOUSE")}
-    os.environ["PATH"] = os.pathsep.join([str(Path(dbt_executable()).parent), saved["PATH"] or ""])
-    os.environ["TRADING_WAREHOUSE"] = str(get_settings().home / "warehouse.duckdb")
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def _parse(project: DbtProject) -> None:
+    """``dbt parse`` into the project's target: dagster-dbt's own preparation, with the dbt our
+    builds use (``dbt_executable``, which need not be on PATH: ``.venv/bin/trading``) and the
+    warehouse named as a dbt var (profiles.yml reads ``var('warehouse')``) instead of through
+    the process environment. ``dbt parse`` never opens it, so the default file is named: the
+    manifest is the same whatever ``TRADING_WAREHOUSE`` is."""
+    args = ["parse", "--quiet", "--vars", json.dumps({"warehouse": str(get_settings().home / "warehouse.duckdb")})]
+    DbtCliResource(project_dir=project, dbt_executable=dbt_executable()).cli(args, target_path=project.target_path).wait()
 
 
 def prepare_manifest() -> Path:
-    """The manifest ``@dbt_assets`` is built from, prepared by dagster-dbt (``DbtProject``).
+    """The manifest ``@dbt_assets`` is built from (``DbtProject.manifest_path``).
 
-    Under ``dagster dev``, ``prepare_if_dev`` parses at every load. Elsewhere it does nothing
-    (dagster-dbt expects a manifest built at deploy time), but tests (``materialize``), the
-    ``trading`` CLI (jobs in-process, runs.py) and a fresh clone have none, or one older
-    than the models: then the project's preparer is called explicitly. It runs ``dbt parse``
-    under a file lock, and skips the parse when another process finished one meanwhile.
+    As dagster-dbt's preparer does: under ``dagster dev`` parse at every load; elsewhere
+    dagster-dbt expects a manifest built at deploy time, but tests (``materialize``), the
+    ``trading`` CLI (jobs in-process, runs.py) and a fresh clone have none, or one older than
+    the models, so parse then too. Under dagster's file guard: a process that finds another
+    one's fresh manifest skips its own parse.
     """
-    with _parse_env():
-        DBT_PROJECT.prepare_if_dev()
-        if not _manifest_is_current():
-            DBT_PROJECT.preparer.prepare(DBT_PROJECT)
+    if using_dagster_dev() or not _manifest_is_current():
+        run_with_concurrent_update_guard(MANIFEST, _parse, project=DBT_PROJECT)
     return MANIFEST
 
 
@@ -98,19 +82,9 @@ class TradingDbtTranslator(DagsterDbtTranslator):
 )
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
     """``dbt build`` (models + tests) on the warehouse with the current rules.yaml."""
-    # the dbt process reads the warehouse path from its environment; set it for this build
-    # only, so nothing leaks into later runs in the same process (the CLI, tests)
-    saved = {k: os.environ.get(k) for k in ("TRADING_WAREHOUSE", "DBT_SEND_ANONYMOUS_USAGE_STATS")}
-    os.environ["TRADING_WAREHOUSE"] = warehouse_for_dbt(warehouse.resolved_path())
-    os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-    try:
-        yield from _build_waiting_for_lock(context, dbt, warehouse.resolved_path())
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    # the warehouse travels as a dbt var on the command line (profiles.yml reads it), never
+    # through this process's environment (dagster-dbt hands the child a copy of it)
+    yield from _build_waiting_for_lock(context, dbt, warehouse.resolved_path())
 
 
 def _build_waiting_for_lock(context, dbt: DbtCliResource, path: str):
@@ -122,7 +96,7 @@ def _build_waiting_for_lock(context, dbt: DbtCliResource, path: str):
     """
     settings = get_settings()
     waiting = LockWait(settings.lock_wait_seconds, max_delay=1.0)
-    args = ["build", "--vars", vars_json(settings.rules_file)]
+    args = ["build", "--vars", vars_json(settings.rules_file, warehouse=warehouse_for_dbt(path))]
     while True:
         wh.wait_writable(path, waiting.deadline)
         invocation = dbt.cli(args, context=context, raise_on_error=False)

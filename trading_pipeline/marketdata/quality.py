@@ -9,7 +9,6 @@ arrive any other way (a manual INSERT, a bug) still stop downstream signals and 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -264,7 +263,8 @@ def describe_failures(failures: list[dict]) -> list[str]:
 
 
 def _gx():
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # great-expectations 1.24 sends no usage analytics (its analytics module is gone), so
+    # nothing to switch off; dbt's telemetry is off in every dbt process we start
     import great_expectations as gx
 
     return gx

@@ -72,13 +72,17 @@ def dbt_env(
     return env
 
 
-def vars_json(rules: Rules | Path | str | None = None) -> str:
-    """rules (a Rules, a path, or None for the repo's rules.yaml) as a --vars JSON string."""
+def vars_json(rules: Rules | Path | str | None = None, *, warehouse: str | None = None) -> str:
+    """rules (a Rules, a path, or None for the repo's rules.yaml) as a --vars JSON string; with
+    ``warehouse`` (a :func:`warehouse_for_dbt` location) the profile's ``var('warehouse')``."""
     if rules is None:
         rules = DEFAULT_RULES_FILE
     if not isinstance(rules, Rules):
         rules = load_rules(rules)
-    return json.dumps(dbt_vars(rules), separators=(",", ":"))
+    out = dbt_vars(rules)
+    if warehouse is not None:
+        out["warehouse"] = warehouse
+    return json.dumps(out, separators=(",", ":"))
 
 
 def dbt_args(args: Sequence[str], rules: Rules | Path | str | None = None) -> list[str]:

@@ -40,6 +40,7 @@ from pathlib import Path
 import duckdb
 
 from trading_pipeline.marketdata.bars import utcnow
+from trading_pipeline.marketdata.retry import call_waiting_for_lock
 from trading_pipeline.serving.snapshot import SNAPSHOT_NAME, _lit, _tables_in
 
 log = logging.getLogger(__name__)
@@ -253,19 +254,16 @@ def publish_snapshot_detailed(
             taken = {r[0] for r in con.sql("SELECT database_name FROM duckdb_databases()").fetchall()}
             if stem and stem not in taken:
                 src_db = stem
-            deadline = time.monotonic() + lock_timeout
-            while True:  # another process may hold the write lock for a moment
-                try:
-                    con.execute(f"ATTACH {_lit(str(warehouse_path))} AS {_q(src_db)} (READ_ONLY)")
-                    break
-                except duckdb.Error as exc:
-                    retry = isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
-                    if not retry or time.monotonic() > deadline:
-                        con.close()
-                        if isinstance(warehouse_path, str):  # md:, ducklake:: say what it needs
-                            raise wh.open_error(warehouse_path, exc) from None
-                        raise
-                    time.sleep(0.2)
+            try:  # another process may hold the write lock for a moment
+                call_waiting_for_lock(
+                    lambda: con.execute(f"ATTACH {_lit(str(warehouse_path))} AS {_q(src_db)} (READ_ONLY)"),
+                    lock_timeout,
+                )
+            except duckdb.Error as exc:
+                con.close()
+                if isinstance(warehouse_path, str):  # md:, ducklake:: say what it needs
+                    raise wh.open_error(warehouse_path, exc) from None
+                raise
         else:
             src_db = con.sql("SELECT current_database()").fetchall()[0][0]
 

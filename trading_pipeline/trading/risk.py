@@ -1,5 +1,8 @@
 """Pre-trade risk: no order reaches a broker without passing these rules (docs/decisions.md #8).
 
+(Past 500 lines on purpose: the limits, the context they are measured in and every rule with
+its exact definition read together; split, a rule's meaning would sit two files from its check.)
+
 Limits come from one YAML file (``risk.yaml``, see its comments). Every limit is a strict
 ceiling: an order is rejected when the checked value REACHES the limit, so "max 10 open
 orders" means at most 9 are working when a new one is accepted. Rules that measure holdings
