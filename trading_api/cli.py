@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from trading_pipeline.logs import FIELDS_ATTR
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
@@ -43,12 +45,15 @@ class RedactKeys(logging.Filter):
             record.args = tuple(_SECRET.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
         if isinstance(record.msg, str) and "api_key=" in record.msg:
             record.msg = _SECRET.sub(r"\1***", record.msg)
+        fields = getattr(record, FIELDS_ATTR, None)  # our structured events (trading_pipeline.logs)
+        if isinstance(fields, dict):
+            setattr(record, FIELDS_ATTR, {k: _SECRET.sub(r"\1***", v) if isinstance(v, str) else v for k, v in fields.items()})
         return True
 
 
 def configure_logging(level: str = "info", log_format: str | None = None) -> None:
     """One line per event to stderr (uvicorn's own loggers included): key=value text, or
-    JSON with every key=value as a field when TRADING_LOG_FORMAT=json."""
+    JSON with the event's fields as keys when TRADING_LOG_FORMAT=json (``trading_pipeline.logs``)."""
     from trading_pipeline.logs import formatter
     from trading_pipeline.settings import get_settings
 

@@ -43,11 +43,12 @@ from trading_api.routers.metrics import install_metrics
 from trading_api.snapshot import SnapshotReader, SnapshotUnavailable
 from trading_api.ws import Hub
 from trading_api.ws import router as ws_router
+from trading_pipeline import logs
 from trading_pipeline.serving.snapshot import SNAPSHOT_NAME
 from trading_pipeline.settings import Settings, get_settings
 
-access_log = logging.getLogger("trading_api.access")
-log = logging.getLogger("trading_api")
+access_log = logs.get_logger("trading_api.access")
+log = logs.get_logger("trading_api")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
@@ -85,14 +86,14 @@ class RequestContext:
         finally:
             if scope["type"] == "http" or access_log.isEnabledFor(logging.DEBUG):
                 access_log.info(
-                    "event=request request_id=%s method=%s path=%s status=%s duration_ms=%.2f key_id=%s client=%s",
-                    rid,
-                    scope.get("method", "WS"),
-                    scope.get("path"),
-                    status["code"] or (101 if scope["type"] == "websocket" else 500),
-                    (time.perf_counter() - start) * 1000,
-                    scope["state"].get("api_key_id", "-"),
-                    (scope.get("client") or ("-",))[0],
+                    "request",
+                    request_id=rid,
+                    method=scope.get("method", "WS"),
+                    path=scope.get("path"),
+                    status=status["code"] or (101 if scope["type"] == "websocket" else 500),
+                    duration_ms=round((time.perf_counter() - start) * 1000, 2),
+                    key_id=scope["state"].get("api_key_id", "-"),
+                    client=(scope.get("client") or ("-",))[0],
                 )
 
 
@@ -133,14 +134,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        log.info("event=api_start serving=%s ops_store=%s", state.reader.path, settings.ops_store_url.split("@")[-1])
+        log.info("api_start", serving=state.reader.path, ops_store=settings.ops_store_url.split("@")[-1])
         await state.hub.start()
         try:
             yield
         finally:
             await state.hub.stop()
             state.close()
-            log.info("event=api_stop")
+            log.info("api_stop")
 
     app = FastAPI(
         title="Trading API",
@@ -181,7 +182,7 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("event=unhandled_error request_id=%s path=%s", getattr(request.state, "request_id", None), request.url.path)
+        log.exception("unhandled_error", request_id=getattr(request.state, "request_id", None), path=request.url.path)
         return _error(request, 500, f"internal error ({type(exc).__name__}); see the API log")
 
     for module in (health, market_data, signals, scans, alerts, orders, positions, portfolio, risk, dashboard):

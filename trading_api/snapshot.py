@@ -9,7 +9,6 @@ answers 503 with the reason) and is retried when the file changes again.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import threading
@@ -24,9 +23,10 @@ from typing import Any
 
 import duckdb
 
+from trading_pipeline import logs
 from trading_pipeline.trading.brokers.paper import SqlBarFeed
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 
 class SnapshotUnavailable(RuntimeError):
@@ -142,16 +142,16 @@ class SnapshotReader:
             gen = self._open(fid)
         except SnapshotUnavailable as exc:
             self._failed = (fid, exc.reason)
-            log.warning("event=snapshot_unusable path=%s reason=%s", self.path, exc.reason)
+            log.warning("snapshot_unusable", path=self.path, reason=exc.reason)
             raise
         except (duckdb.Error, OSError) as exc:
             reason = f"serving snapshot unreadable: {type(exc).__name__}: {exc}".strip()
             self._failed = (fid, reason)
-            log.warning("event=snapshot_unusable path=%s reason=%s", self.path, reason)
+            log.warning("snapshot_unusable", path=self.path, reason=reason)
             raise SnapshotUnavailable(reason) from exc
         self._failed = None
         self._current = gen
-        log.info("event=snapshot_opened path=%s sequence=%s feed_head_seq=%s", self.path, gen.sequence, gen.feed_head_seq)
+        log.info("snapshot_opened", path=self.path, sequence=gen.sequence, feed_head_seq=gen.feed_head_seq)
         if cur is not None:
             self._retire(cur)
         return gen

@@ -68,7 +68,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import time
 from collections import deque
@@ -81,6 +80,7 @@ from starlette.websockets import WebSocketState
 from trading_api.keys import KeyChecker, extract_key
 from trading_api.schemas import order_model
 from trading_api.snapshot import SnapshotReader, SnapshotUnavailable
+from trading_pipeline import logs
 
 if TYPE_CHECKING:
     from trading_pipeline.trading.store import OpsStore
@@ -97,7 +97,7 @@ class HubState(Protocol):
 
     def checker(self) -> KeyChecker: ...
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 router = APIRouter()
 
 CLOSE_TOO_SLOW = 4008
@@ -175,7 +175,7 @@ class Client:
         if self.kicked:
             return
         self.kicked = reason
-        log.warning("event=ws_kick key_id=%s reason=%s", self.key_id, reason)
+        log.warning("ws_kick", key_id=self.key_id, reason=reason)
         self.stop_orders_replay()
         if self.sender is not None:
             self.sender.cancel()
@@ -312,11 +312,11 @@ class Hub:
             self.head_seq, self.oldest_seq = head, oldest
             self._file_id = self._stat()
         except SnapshotUnavailable as exc:
-            log.warning("event=ws_hub_start_without_snapshot reason=%s", exc.reason)
+            log.warning("ws_hub_start_without_snapshot", reason=exc.reason)
         try:
             await self._poll_orders()  # start of the order event log
         except Exception as exc:  # ops store down: the poll loop retries
-            log.warning("event=ws_hub_orders_unavailable error=%s", exc)
+            log.warning("ws_hub_orders_unavailable", error=exc)
         self._task = asyncio.create_task(self.run(), name="ws-hub")
 
     async def stop(self) -> None:
@@ -348,7 +348,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("event=ws_hub_poll_failed")
+                log.exception("ws_hub_poll_failed")
             await asyncio.sleep(self.poll_interval)
 
     # ---- snapshot feed ---------------------------------------------------------------------
@@ -368,7 +368,7 @@ class Hub:
             try:
                 head, oldest, rows = await asyncio.to_thread(self.reader.feed_since, self.head_seq)
             except SnapshotUnavailable as exc:
-                log.warning("event=ws_snapshot_unusable reason=%s", exc.reason)
+                log.warning("ws_snapshot_unusable", reason=exc.reason)
                 self._file_id = fid  # wait for the next file
                 return
             self._file_id = fid
@@ -391,7 +391,7 @@ class Hub:
             for c in self.clients:
                 c.cursor = max(c.cursor, self.head_seq)
         self.last_dispatch = {"items": n, "head_seq": self.head_seq, "ms": (time.monotonic() - t0) * 1000}
-        log.info("event=ws_dispatch items=%s head_seq=%s clients=%s duration_ms=%.1f", n, self.head_seq, len(self.clients), self.last_dispatch["ms"])
+        log.info("ws_dispatch", items=n, head_seq=self.head_seq, clients=len(self.clients), duration_ms=round(self.last_dispatch["ms"], 1))
 
     async def subscribe(
         self, client: Client, channels: set[str], since: int | None, orders_since: int | None = None
@@ -482,7 +482,7 @@ class Hub:
                     self._order_hole = (expect, now)
                 if now - self._order_hole[1] < self.order_gap_grace:
                     break  # an earlier transaction may still commit them: hold the rest
-                log.warning("event=ws_order_ids_skipped first=%s last=%s", expect, event_id - 1)
+                log.warning("ws_order_ids_skipped", first=expect, last=event_id - 1)
             run.append((event_id, text))
             expect = event_id + 1
         if not run:
@@ -534,7 +534,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # ops store unavailable: say so once, keep trying
-                log.warning("event=ws_orders_replay_failed key_id=%s error=%s", client.key_id, exc)
+                log.warning("ws_orders_replay_failed", key_id=client.key_id, error=exc)
                 if not failed:
                     client.error(f"cannot replay orders now ({type(exc).__name__}); retrying")
                     failed = True
@@ -559,7 +559,7 @@ class Hub:
         try:
             record = await asyncio.to_thread(self.state.checker().check, key) if key else None
         except Exception as exc:  # ops store down: cannot check keys
-            log.warning("event=ws_auth_unavailable error=%s", exc)
+            log.warning("ws_auth_unavailable", error=exc)
             await ws.accept()
             await ws.close(code=CLOSE_TRY_AGAIN, reason="cannot check API keys now (ops store unavailable)")
             return
@@ -569,7 +569,7 @@ class Hub:
             return
         client = Client(ws, self, record["id"])
         self.clients.add(client)
-        log.info("event=ws_connect key_id=%s clients=%s", client.key_id, len(self.clients))
+        log.info("ws_connect", key_id=client.key_id, clients=len(self.clients))
         client.sender = asyncio.create_task(client.send_loop())
         receiver = asyncio.create_task(client.recv_loop())
         try:
@@ -586,7 +586,7 @@ class Hub:
                 code = CLOSE_GOING_AWAY if client.kicked == "server shutting down" else CLOSE_TOO_SLOW
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(code=code, reason=(client.kicked or "closing")[:120]), timeout=2)
-            log.info("event=ws_disconnect key_id=%s sent=%s reason=%s", client.key_id, client.sent, client.kicked or "client closed")
+            log.info("ws_disconnect", key_id=client.key_id, sent=client.sent, reason=client.kicked or "client closed")
 
 
 @router.websocket("/ws")

@@ -7,7 +7,7 @@ import logging
 from datetime import date
 from typing import TYPE_CHECKING
 
-from trading_pipeline.logs import JsonFormatter, formatter
+from trading_pipeline.logs import FIELDS_ATTR, JsonFormatter, event_text, formatter, get_logger
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -17,11 +17,57 @@ def record(msg: str, *args) -> logging.LogRecord:
     return logging.LogRecord("trading", logging.INFO, __file__, 1, msg, args, None)
 
 
-def test_key_value_pairs_become_fields():
-    line = JsonFormatter().format(record('event=request request_id=%s status=%d path="/signals x"', "abc", 200))
-    out = json.loads(line)
-    assert out["event"] == "request" and out["request_id"] == "abc" and out["status"] == "200"
-    assert out["path"] == "/signals x" and out["level"] == "INFO" and "ts" in out and "msg" in out
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _logged(emit) -> logging.LogRecord:
+    """The one record ``emit(log)`` writes through a structlog logger of ours."""
+    keep, std = _Keep(), logging.getLogger("trading.test_json_logs")
+    std.addHandler(keep)
+    std.setLevel(logging.INFO)
+    try:
+        emit(get_logger(std.name))
+    finally:
+        std.removeHandler(keep)
+    [rec] = keep.records
+    return rec
+
+
+def test_event_fields_become_json_keys():
+    rec = _logged(lambda log: log.info("request", request_id="abc", status=200, path="/signals x"))
+    out = json.loads(JsonFormatter().format(rec))
+    assert out["event"] == "request" and out["request_id"] == "abc" and out["status"] == 200
+    assert out["path"] == "/signals x" and out["level"] == "INFO" and "ts" in out
+    assert out["msg"] == 'event=request request_id=abc status=200 path="/signals x"'
+    # the same event as text, and the record's own message for handlers that are not ours
+    assert rec.getMessage() == out["msg"]
+    text = formatter("text").format(rec)
+    assert text.startswith("ts=") and text.endswith(' level=INFO logger=trading.test_json_logs ' + out["msg"])
+
+
+def test_other_records_and_tracebacks():
+    """A third-party stdlib record (uvicorn) goes through the same formatter: its message in
+    ``msg``, no fields lifted from its text; an exception's traceback is ``exc`` in JSON."""
+    out = json.loads(formatter("json").format(record("event=spoofed status=%s", "x")))
+    assert out["msg"] == "event=spoofed status=x" and "event" not in out and "status" not in out
+
+    def boom(log):
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("unhandled_error", path="/x")
+
+    rec = _logged(boom)
+    out = json.loads(formatter("json").format(rec))
+    assert out["event"] == "unhandled_error" and out["level"] == "ERROR" and "ValueError: boom" in out["exc"]
+    text = formatter("text").format(rec)
+    assert text.splitlines()[0].endswith("event=unhandled_error path=/x") and text.endswith("ValueError: boom")
 
 
 def test_unknown_format_is_refused():
@@ -80,22 +126,29 @@ def test_dagster_run_lines_are_json_with_run_id(tmp_path, monkeypatch, capfd):
 
 # ---- every run of the code location follows TRADING_LOG_FORMAT (defs/run_logs.py) -----------
 
-def dagster_record(orig: str, error: str = "") -> logging.LogRecord:
-    """A record as Dagster hands it to a run's loggers: prefixed message plus ``dagster_meta``."""
+def dagster_record(orig: str, error: str = "", fields: dict | None = None) -> logging.LogRecord:
+    """A record as Dagster hands it to a run's loggers: prefixed message plus ``dagster_meta``
+    (and, for an event logged with ``logs.run_event``, its fields)."""
     rec = record(f"scan_daily - rid-1 - 123 - raw__bars_daily - STEP_FAILURE - {orig}{error}")
     rec.dagster_meta = {"run_id": "rid-1", "job_name": "scan_daily", "step_key": "raw__bars_daily",
                         "orig_message": orig, "dagster_event": None}
+    if fields is not None:
+        setattr(rec, FIELDS_ATTR, fields)
     return rec
 
 
+def event_record(event: str, error: str = "", **fields) -> logging.LogRecord:
+    return dagster_record(event_text(event, **fields), error, {"event": event, **fields})
+
+
 def test_dagster_records_carry_the_run_context_in_both_formats():
-    rec = dagster_record("event=bars_loaded loaded=12 run_id=not-the-run", error="\n\nValueError: boom")
+    rec = event_record("bars_loaded", error="\n\nValueError: boom", loaded=12, run_id="not-the-run")
     out = json.loads(formatter("json").format(rec))
-    # the run's own context wins over a same-named pair in the message
+    # the run's own context wins over a same-named field of the event
     assert out["run_id"] == "rid-1" and out["job_name"] == "scan_daily" and out["step_key"] == "raw__bars_daily"
-    assert out["event"] == "bars_loaded" and out["loaded"] == "12"
+    assert out["event"] == "bars_loaded" and out["loaded"] == 12
     assert out["msg"] == "event=bars_loaded loaded=12 run_id=not-the-run" and out["error"] == "ValueError: boom"
-    text = formatter("text").format(dagster_record("event=bars_loaded loaded=12"))
+    text = formatter("text").format(event_record("bars_loaded", loaded=12))
     assert text.startswith("ts=") and " level=INFO logger=trading " in text
     assert text.endswith("run_id=rid-1 step_key=raw__bars_daily job_name=scan_daily event=bars_loaded loaded=12")
 

@@ -33,7 +33,6 @@ route ``/metrics``).
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import time
@@ -58,11 +57,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trading_api.deps import authenticate
 from trading_api.schemas import AUTH_RESPONSES
+from trading_pipeline import logs
 
 if TYPE_CHECKING:
     from trading_api.deps import AppState
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PUBLIC_ENV = "TRADING_METRICS_PUBLIC"
@@ -153,7 +153,7 @@ class StateCollector(Collector):
         try:
             by_status, by_rule = ops_counts(self.state)
         except Exception as exc:  # store down: say so, keep the rest of the scrape
-            log.warning("event=metrics_ops_store_unavailable error=%s", f"{type(exc).__name__}: {exc}")
+            log.warning("metrics_ops_store_unavailable", error=f"{type(exc).__name__}: {exc}")
             yield GaugeMetricFamily("trading_ops_store_up", "1 when the ops store answered.", value=0)
             return
         yield GaugeMetricFamily("trading_ops_store_up", "1 when the ops store answered.", value=1)

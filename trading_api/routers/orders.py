@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import (
@@ -33,10 +32,11 @@ from trading_api.schemas import (
     RiskRejectionResponse,
     order_model,
 )
+from trading_pipeline import logs
 from trading_pipeline.trading.model import OrderStatus
 
 router = APIRouter(tags=["orders"], responses=AUTH_RESPONSES)
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 _COID = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
 StatusFilter = Literal["open", "new", "accepted", "partially_filled", "filled", "cancelled", "rejected", "denied", "expired"]
@@ -189,7 +189,7 @@ def create_order(
     except BrokerError as exc:
         raise HTTPException(502, f"broker error: {exc}") from exc
     result, order = placed.result, placed.order
-    log.info("event=api_order client_order_id=%s action=%s status=%s reason=%s", coid, result.action, result.status, result.reason)
+    log.info("api_order", client_order_id=coid, action=result.action, status=result.status, reason=result.reason)
     if result.action in ("denied", "rejected"):
         return _rejection(request, coid, order, result.reason)
     if result.action == "error":

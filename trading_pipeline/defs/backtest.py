@@ -13,6 +13,7 @@ import json
 import dagster as dg
 import polars as pl
 
+from trading_pipeline import logs
 from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.marketdata import warehouse as wh
 from trading_pipeline.marketdata.bars import utcnow
@@ -113,10 +114,8 @@ def run_backtest_op(context: dg.OpExecutionContext, config: BacktestRunConfig, w
         result.run_id = config.run_id
     with wh.writer(path) as con:
         counts = store_result(con, result, context.run_id)
-    context.log.info(
-        f"event=backtest_stored run_id={result.run_id} strategy={config.strategy} "
-        f"trades={result.trades.height} sessions={result.equity.height}"
-    )
+    logs.run_event(context.log, "backtest_stored", backtest_run_id=result.run_id, strategy=config.strategy,
+                   trades=result.trades.height, sessions=result.equity.height)
     context.add_output_metadata({"backtest_run_id": result.run_id, **{k: dg.MetadataValue.int(v) for k, v in counts.items()}})
     return {"run_id": result.run_id, "metrics": result.metrics}
 

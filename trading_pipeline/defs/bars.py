@@ -13,6 +13,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
 )
 
+from trading_pipeline import logs
 from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging
 from trading_pipeline.marketdata import quality, warehouse
@@ -102,10 +103,8 @@ def _load(context, config: BarsConfig, wh: WarehouseResource, intraday: bool) ->
                 metadata={"check_failures": dg.MetadataValue.json(exc.failures),
                           "rows_stored": dg.MetadataValue.int(0)},
             ) from None
-    context.log.info(
-        f"event=bars_loaded loaded={result.loaded} rejected={result.rejected} "
-        f"rules={result.rejected_by_rule} symbols={len(result.symbols)}"
-    )
+    logs.run_event(context.log, "bars_loaded", loaded=result.loaded, rejected=result.rejected,
+                   rules=result.rejected_by_rule, symbols=len(result.symbols))
     return result
 
 

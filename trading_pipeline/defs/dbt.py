@@ -12,6 +12,7 @@ from dagster._utils import run_with_concurrent_update_guard
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from dagster_dbt.dbt_project import using_dagster_dev
 
+from trading_pipeline import logs
 from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.marketdata import warehouse as wh
 from trading_pipeline.marketdata.retry import LockWait
@@ -111,8 +112,8 @@ def _build_waiting_for_lock(context, dbt: DbtCliResource, path: str):
             return
         if emitted or not waiting.retry(error):
             raise error
-        context.log.warning(f"event=dbt_lock_retry attempt={waiting.attempts}: the warehouse is "
-                            "locked by another process; retrying")
+        logs.run_event(context.log, "dbt_lock_retry", level="warning", attempt=waiting.attempts,
+                       reason="the warehouse is locked by another process; retrying")
 
 
 def dbt_resource() -> DbtCliResource:

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from trading_pipeline import logs
 from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging, with_run_logging
 from trading_pipeline.marketdata import calendars, warehouse
@@ -140,10 +141,8 @@ def _now() -> datetime:
 
 
 def _skip(context: dg.AssetCheckExecutionContext, check: str) -> None:
-    context.log.info(
-        f"event=freshness_skipped check={check} run_job={context.run.job_name} "
-        f"reason=evaluated only in check-only runs (job {JOB_NAME}), not inside scans"
-    )
+    logs.run_event(context.log, "freshness_skipped", check=check, run_job=context.run.job_name,
+                   reason=f"evaluated only in check-only runs (job {JOB_NAME}), not inside scans")
 
 
 @dg.multi_asset_check(

@@ -16,6 +16,7 @@ from decimal import Decimal
 import dagster as dg
 import polars as pl
 
+from trading_pipeline import logs
 from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging, with_run_logging
 from trading_pipeline.marketdata import warehouse as wh
@@ -182,7 +183,7 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         mirrored = _mirror(con, book.store)
         if session is not None:
             mirrored["portfolio_daily"] = _portfolio_daily(con, book.store, session, prices)
-    context.log.info(f"event=orders session={session} signals={signals.height} actions={actions} synced={len(filled)}")
+    logs.run_event(context.log, "orders", session=session, signals=signals.height, actions=actions, synced=len(filled))
     return dg.MaterializeResult(metadata={
         "session": dg.MetadataValue.text(str(session)),
         "signals": dg.MetadataValue.int(signals.height),

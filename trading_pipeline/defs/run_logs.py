@@ -2,8 +2,8 @@
 
 ``run_logger`` reads the settings when a run starts (not when the code location loads) and
 writes each Dagster log line to stderr as key=value text or, with ``TRADING_LOG_FORMAT=json``,
-as one JSON object with ``run_id``, ``job_name``, ``step_key``, ``dagster_event`` and every
-``key=value`` of the message (``trading_pipeline.logs``).
+as one JSON object with ``run_id``, ``job_name``, ``step_key``, ``dagster_event`` and the
+fields of the event an op logged with ``logs.run_event`` (``trading_pipeline.logs``).
 
 ``Definitions(loggers={"console": run_logger})`` alone is not enough: Dagster instantiates a
 job's loggers only when the run config names them (``loggers: {console: {}}``) and otherwise

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from trading_pipeline import logs
 from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.defs.run_logs import run_logging
 from trading_pipeline.marketdata import warehouse as wh
@@ -28,7 +29,7 @@ def serving_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     with wh.writer(warehouse.resolved_path()) as con:
         result = publish_snapshot_detailed(warehouse.resolved_path(), settings.serving_dir, con=con)
     md = {k: v for k, v in vars(result).items() if isinstance(v, int | float | str)}
-    context.log.info(f"event=snapshot_published {' '.join(f'{k}={v}' for k, v in md.items())}")
+    logs.run_event(context.log, "snapshot_published", **md)
     return dg.MaterializeResult(metadata={k: dg.MetadataValue.text(str(v)) for k, v in md.items()})
 
 

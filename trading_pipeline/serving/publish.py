@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import time
 import uuid
@@ -39,11 +38,12 @@ from pathlib import Path
 
 import duckdb
 
+from trading_pipeline import logs
 from trading_pipeline.marketdata.bars import utcnow
 from trading_pipeline.marketdata.retry import call_waiting_for_lock
 from trading_pipeline.serving.snapshot import SNAPSHOT_NAME, _lit, _tables_in
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 STATE_NAME = "publish_state.json"
 LOCK_NAME = ".publish.lock"
@@ -277,7 +277,7 @@ def publish_snapshot_detailed(
                     con.execute(f"ATTACH {_lit(str(target))} AS {_q(prev_db)} (READ_ONLY)")
                     attached_prev = True
                 except duckdb.Error as exc:
-                    log.warning("event=serving_prev_unreadable path=%s error=%s", target, exc)
+                    log.warning("serving_prev_unreadable", path=target, error=exc)
             prev_seq, prev_head = _read_prev_meta(con, prev_db if attached_prev else None)
             state = _read_state(serving_dir)
             prev_seq = max(prev_seq, int(state.get("sequence", 0)))
@@ -303,7 +303,7 @@ def publish_snapshot_detailed(
                         order_sql = " ORDER BY " + ", ".join(_q(c) for c in order)
                     con.execute(f"CREATE TABLE {_fq(new_db, table)} AS SELECT * FROM {src}{order_sql}")
                 except duckdb.Error as exc:  # e.g. a view whose catalog does not bind here
-                    log.warning("event=serving_table_skipped table=%s error=%s", table, exc)
+                    log.warning("serving_table_skipped", table=table, error=exc)
                     con.execute(f"DROP TABLE IF EXISTS {_fq(new_db, table)}")
                     continue
                 counts[table] = con.sql(f"SELECT count(*) FROM {_fq(new_db, table)}").fetchall()[0][0]
@@ -356,10 +356,8 @@ def publish_snapshot_detailed(
         _fsync_dir(serving_dir)
         _write_state(serving_dir, {"sequence": sequence, "feed_head_seq": int(head), "published_at": now.isoformat()})
         _prune_generations(serving_dir, keep_generations)
-    log.info(
-        "event=serving_published sequence=%s feed_head_seq=%s new_items=%s tables=%s duration_ms=%.0f",
-        sequence, head, new_items, len(counts), (time.monotonic() - t0) * 1000,
-    )
+    log.info("serving_published", sequence=sequence, feed_head_seq=head, new_items=new_items, tables=len(counts),
+             duration_ms=round((time.monotonic() - t0) * 1000))
     return PublishResult(target, sequence, int(head), int(new_items), counts)
 
 
@@ -450,7 +448,7 @@ def _detach(con: duckdb.DuckDBPyConnection, db: str) -> None:
     try:
         con.execute(f"DETACH DATABASE IF EXISTS {_q(db)}")
     except duckdb.Error as exc:  # connection closed or never attached
-        log.debug("event=serving_detach_failed db=%s error=%s", db, exc)
+        log.debug("serving_detach_failed", db=db, error=exc)
 
 
 def _unlink_db(path: Path) -> None:

@@ -13,7 +13,6 @@ The order of steps is what makes a retried job safe (docs/decisions.md #6):
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from decimal import Decimal
 
 import polars as pl
 
+from trading_pipeline import logs
 from trading_pipeline.trading.brokers.base import Broker, BrokerError
 from trading_pipeline.trading.decisions import DecisionRules, Signal, Skip, decide, signal_side
 from trading_pipeline.trading.model import (
@@ -34,7 +34,7 @@ from trading_pipeline.trading.risk import CommissionEstimate, RiskContext, RiskE
 from trading_pipeline.trading.sizing import Sizing
 from trading_pipeline.trading.store import OpsStore
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 @dataclass(frozen=True)
 class ExecutionResult:
@@ -89,7 +89,7 @@ def _submit_recorded(order: Order, *, broker: Broker, store: OpsStore, risk_engi
             status = OrderStatus.NEW
         else:
             status = store.transition(coid, OrderStatus.REJECTED, f"broker refused: {exc}").status
-        log.warning("event=broker_error client_order_id=%s retryable=%s error=%s", coid, exc.retryable, exc)
+        log.warning("broker_error", client_order_id=coid, retryable=exc.retryable, error=exc)
         return ExecutionResult(order.symbol, coid, "error", status, str(exc), order.signal_ts)
     synced = store.sync_from_broker(coid, bo, broker.name)
     action = "rejected" if synced.status == OrderStatus.REJECTED else "submitted"
@@ -202,8 +202,8 @@ def execute_signals(
             request, broker=broker, store=store, risk_engine=risk_engine, prices=prices,
             strategy=strategy, signal_ts=sig.ts, now=now,
         )
-        log.info("event=signal_order symbol=%s client_order_id=%s purpose=%s action=%s status=%s reason=%s",
-                 sig.symbol, coid, d.purpose, result.action, result.status, result.reason)
+        log.info("signal_order", symbol=sig.symbol, client_order_id=coid, purpose=d.purpose,
+                 action=result.action, status=result.status, reason=result.reason)
         results[at] = result
     return [r for r in results if r is not None]
 

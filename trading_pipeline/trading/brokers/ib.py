@@ -16,7 +16,6 @@ One TWS client id allows one connection: give each process its own ``client_id``
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from ib_async import IB, LimitOrder, MarketOrder, Stock, Trade
 from ib_async.order import OrderStatus as IBStatus
 from ib_async.util import UNSET_DOUBLE
 
+from trading_pipeline import logs
 from trading_pipeline.marketdata.bars import naive_utc
 from trading_pipeline.marketdata.sources.ib_session import IBSession, IBUnavailable
 from trading_pipeline.trading.brokers.base import (
@@ -36,7 +36,7 @@ from trading_pipeline.trading.brokers.base import (
 )
 from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, to_decimal
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 T = TypeVar("T")
 
 # IB error codes that are answers to our own cancel, not rejections.
@@ -159,7 +159,7 @@ class IBBroker:
         except IBUnavailable as e:
             if not (retry and e.dropped):
                 raise BrokerError(str(e), retryable=True) from e
-            log.warning("ib connection dropped, reconnecting once: %s", e)
+            log.warning("ib_reconnect", reason="connection dropped, reconnecting once", error=e)
         try:
             return self.session.run(fn)
         except IBUnavailable as e:
@@ -229,11 +229,7 @@ class IBBroker:
 
         result = self._run(submit)
         if result.status == OrderStatus.REJECTED:
-            log.warning(
-                "event=ib_order_rejected client_order_id=%s reason=%s",
-                order.client_order_id,
-                result.reason,
-            )
+            log.warning("ib_order_rejected", client_order_id=order.client_order_id, reason=result.reason)
             raise BrokerError(
                 f"IB rejected order {order.client_order_id}: {result.reason}", retryable=False
             )
