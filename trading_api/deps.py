@@ -43,10 +43,10 @@ class AppState:
             return self._store
         with self._lock:
             if self._store is None:
-                from trading_pipeline.trading.services import open_store
+                from trading_pipeline.trading.store import OpsStore
 
                 try:
-                    self._store = open_store(self.settings)
+                    self._store = OpsStore.from_settings(self.settings)
                 except Exception as exc:  # any driver error: report, retry on the next request
                     raise OpsStoreUnavailable(f"ops store unavailable: {type(exc).__name__}: {exc}") from exc
             return self._store

@@ -9,7 +9,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from tests.backtest.conftest import AAA, BBB, SESSIONS, build_warehouse, signal
+from tests.backtest.conftest import AAA, BBB, SESSIONS, bars_frame, build_warehouse, signal
 from trading_pipeline.backtest.engine import BacktestError, reporting_progress, run_backtest
 from trading_pipeline.backtest.report import render_html, write_report
 from trading_pipeline.marketdata import warehouse as wh
@@ -283,6 +283,22 @@ def test_cli_unknown_strategy(trading_home):
     res = CliRunner().invoke(_cli(), ["backtest", "--strategy", "nope"])
     assert res.exit_code == 2
     assert "valid strategies: breakout, crp" in res.output
+
+
+def test_cli_refuses_bad_backtests_with_exit_2_and_the_reason(trading_home):
+    """Without marts.signals (no scan yet) and with bad decision options: exit 2, the reason
+    and what to do, on both paths (--no-store runs in the CLI; options are checked up front)."""
+    from typer.testing import CliRunner
+
+    from trading_pipeline.marketdata import warehouse as wh
+    from trading_pipeline.settings import get_settings
+
+    with wh.writer(get_settings().warehouse_path) as con:  # bars, no scan
+        wh.upsert_bars(con, "raw.bars_daily", bars_frame({"AAA": AAA}), source="t")
+    res = CliRunner().invoke(_cli(), ["backtest", "--strategy", "breakout", "--no-store"])
+    assert res.exit_code == 2 and "no marts.signals table; run `trading scan`" in res.output, res.output
+    res = CliRunner().invoke(_cli(), ["backtest", "--strategy", "breakout", "--on-repeat", "double"])
+    assert res.exit_code == 2 and "rules.on_repeat" in res.output and "'skip' or 'add'" in res.output, res.output
 
 
 WIDE = {"max_order_notional": Decimal(10**6), "max_order_quantity": Decimal(10**6), "max_position_quantity": Decimal(10**6),

@@ -10,7 +10,6 @@ from tests.scans.runs import scan_daily
 from trading_pipeline import runs
 from trading_pipeline.settings import get_settings
 
-
 OURS = ("TRADING_", "DAGSTER_", "DBT_", "GX_", "PATH")  # (libraries may set their own, e.g. polars' allocator)
 
 

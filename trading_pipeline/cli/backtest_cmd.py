@@ -150,7 +150,11 @@ def register(app: typer.Typer) -> None:
                     finally:
                         con.close()
                 else:
-                    result = run_backtest(path, config)
+                    try:
+                        result = run_backtest(path, config)
+                    except BacktestError as exc:
+                        progress.stop()
+                        fail(str(exc), code=2)
 
         if report is not None:
             from trading_pipeline.backtest.report import write_report

@@ -29,9 +29,11 @@ class KillSwitchAction(StrEnum):
 
 
 def _store(settings: Settings) -> Any:
-    from trading_pipeline.trading.services import open_store
+    from trading_pipeline.trading.store import (
+        OpsStore,  # imported here: keeps `trading --help` fast
+    )
 
-    return open_store(settings)
+    return OpsStore.from_settings(settings)
 
 
 def _broker(settings: Settings, store: Any, account: str) -> Any:
@@ -40,14 +42,18 @@ def _broker(settings: Settings, store: Any, account: str) -> Any:
     return make_broker(settings, store, account)
 
 
-def last_prices(settings: Settings, symbols: list[str]) -> dict[str, Decimal]:
-    """Last daily closes from the warehouse; empty when there is no warehouse yet."""
+def _price_feed(settings: Settings) -> Any:
+    """Last closes from the warehouse; a feed with no bars (so no closes) before there is one."""
     from trading_pipeline.marketdata import warehouse
+    from trading_pipeline.trading.brokers.paper import PolarsBarFeed
     from trading_pipeline.trading.services import warehouse_feed
 
-    if not warehouse.exists(settings.warehouse_path) or not symbols:
-        return {}
-    return warehouse_feed(settings).last_closes(symbols)
+    return warehouse_feed(settings) if warehouse.exists(settings.warehouse_path) else PolarsBarFeed()
+
+
+def last_prices(settings: Settings, symbols: list[str]) -> dict[str, Decimal]:
+    """Last daily closes from the warehouse; empty when there is no warehouse yet."""
+    return _price_feed(settings).last_closes(symbols)
 
 
 def _d(x: Decimal | None, places: int = 2) -> str:
@@ -185,11 +191,9 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Submit one order through the risk engine and the ops store to the broker."""
-        from trading_pipeline.marketdata import warehouse
         from trading_pipeline.trading.brokers.base import BrokerError
-        from trading_pipeline.trading.brokers.paper import PolarsBarFeed
         from trading_pipeline.trading.risk import RiskEngine
-        from trading_pipeline.trading.services import make_broker, place_order, warehouse_feed
+        from trading_pipeline.trading.services import place_order
 
         if side.lower() not in ("buy", "sell"):
             fail(f"side must be buy or sell, got {side!r}", code=2)
@@ -201,9 +205,9 @@ def register(app: typer.Typer) -> None:
         store = _store(settings)
         try:
             placed = place_order(
-                store=store, broker=make_broker(settings, store, account),
+                store=store, broker=_broker(settings, store, account),
                 # no warehouse yet: no last close, so the price checks deny with that reason
-                feed=warehouse_feed(settings) if warehouse.exists(settings.warehouse_path) else PolarsBarFeed(),
+                feed=_price_feed(settings),
                 risk_engine=RiskEngine.from_file(settings.risk_file, store), account=account, symbol=symbol,
                 side=side, quantity=qty, limit_price=limit_price, time_in_force=tif, order_id=client_id,
             )

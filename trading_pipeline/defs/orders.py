@@ -57,9 +57,10 @@ def _market_time(con, timeframe: str) -> datetime | None:
 
 
 def open_book(settings: Settings, account: str, market_time: datetime | None) -> Book:
-    from trading_pipeline.trading.services import make_broker, open_store
+    from trading_pipeline.trading.services import make_broker
+    from trading_pipeline.trading.store import OpsStore
 
-    store = open_store(settings)
+    store = OpsStore.from_settings(settings)
     # the paper broker acts at the session's market time: orders placed now fill on the next bar
     clock = (lambda: market_time) if market_time is not None and settings.broker == "paper" else None
     return Book(store, make_broker(settings, store, account, clock=clock), account, market_time)
@@ -83,11 +84,11 @@ def _signals(con, config: TradeConfig, session: str | None) -> pl.DataFrame:
     )
 
 
-def _prices(settings: Settings, session: str | None) -> dict[str, Decimal]:
-    """Every symbol's last daily close as of ``session``: the feed the paper broker fills from."""
-    from trading_pipeline.trading.services import warehouse_feed
+def _prices(path: str, session: str | None) -> dict[str, Decimal]:
+    """Every symbol's last daily close as of ``session``, from the warehouse the signals came from."""
+    from trading_pipeline.trading.brokers.paper import DuckDBBarFeed
 
-    return {} if session is None else warehouse_feed(settings).last_closes(as_of=session)
+    return {} if session is None else DuckDBBarFeed(path).last_closes(as_of=session)
 
 
 def _mirror(con, store) -> dict[str, int]:
@@ -159,7 +160,7 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         signals = _signals(con, config, session)
     finally:
         con.close()
-    prices = _prices(settings, session)
+    prices = _prices(warehouse.resolved_path(), session)
     book = open_book(settings, account, market_time)
     if hasattr(book.broker, "process_bars"):
         book.broker.process_bars()

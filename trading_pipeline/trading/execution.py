@@ -36,6 +36,7 @@ from trading_pipeline.trading.store import OpsStore
 
 log = logs.get_logger(__name__)
 
+
 @dataclass(frozen=True)
 class ExecutionResult:
     """What happened to one signal (or one manual order)."""

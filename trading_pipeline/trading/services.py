@@ -1,6 +1,7 @@
-"""The trading domain's parts, built from settings in one place: the ops store, the bar feed,
-the broker, and placing one manual order. The CLI, the API and the Dagster order job all use
-these (none builds its own); they pass the settings they were given.
+"""The trading domain's parts, built from settings in one place: the bar feed, the broker, and
+placing one manual order (the ops store opens with ``OpsStore.from_settings``). The CLI, the
+API and the Dagster order job all use these (none builds its own); they pass the settings they
+were given.
 """
 
 from __future__ import annotations
@@ -18,11 +19,6 @@ from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeIn
 from trading_pipeline.trading.orders import Order, client_order_id, utcnow
 from trading_pipeline.trading.risk import RiskEngine
 from trading_pipeline.trading.store import OpsStore
-
-
-def open_store(settings: Any) -> OpsStore:
-    """The ops store ``TRADING_OPS_URL`` names (default: SQLite in TRADING_HOME, created)."""
-    return OpsStore.from_settings(settings)
 
 
 def warehouse_feed(settings: Any, timeframe: str = "1d") -> DuckDBBarFeed:

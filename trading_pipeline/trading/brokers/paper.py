@@ -118,8 +118,10 @@ class SqlBarFeed:
     (``trading_api.snapshot.SnapshotBarFeed``). Subclasses say how to run a query."""
 
     def __init__(self, timeframe: str = "1d") -> None:
+        from trading_pipeline.marketdata.warehouse import bars_table
+
         self.timeframe = timeframe
-        self.table = "raw.bars_daily" if timeframe == "1d" else "raw.bars_intraday"
+        self.table = bars_table(timeframe)
 
     def _rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
         raise NotImplementedError
