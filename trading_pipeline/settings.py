@@ -65,9 +65,17 @@ class Settings(BaseSettings):
     )
     warehouse: str = Field(
         default="",
-        description="The DuckDB warehouse (TRADING_WAREHOUSE): a file path (empty: "
-        "$TRADING_HOME/warehouse.duckdb), or a location DuckDB opens itself, kept as given: "
-        "md:<db> (MotherDuck), ducklake:<metadata> (DuckLake), :memory:.",
+        description="The warehouse (TRADING_WAREHOUSE). Empty: a DuckLake with its catalog at "
+        "$TRADING_HOME/warehouse/catalog.sqlite and data files under $TRADING_HOME/warehouse/data/. "
+        "Or ducklake:sqlite:<file> / ducklake:postgres:<libpq conninfo> (a catalog many machines "
+        "share), a DuckDB file path (*.duckdb, the pre-DuckLake layout), md:<db> (MotherDuck), :memory:.",
+    )
+    warehouse_data_path: str = Field(
+        default="",
+        description="Where a new DuckLake puts its Parquet data files (TRADING_WAREHOUSE_DATA_PATH): "
+        "a folder or an object-store URL (s3://bucket/prefix/). Empty: data/ beside a SQLite "
+        "catalog; required for a Postgres catalog. Read when the lake is created; the catalog "
+        "remembers it.",
     )
     rules_file: Path = Field(default=PROJECT_DIR / "rules.yaml")
     risk_file: Path = Field(default=PROJECT_DIR / "risk.yaml")
@@ -107,10 +115,10 @@ class Settings(BaseSettings):
 
     @property
     def warehouse_path(self) -> Path | str:
-        """A ``Path`` for a warehouse file; an ``md:``/``ducklake:``/``:memory:`` location as
-        the string given (:func:`location`)."""
+        """A ``Path`` for a warehouse file; a ``ducklake:``/``md:``/``:memory:`` location as
+        the string given (:func:`location`). The default is the DuckLake in ``home/warehouse``."""
         if not self.warehouse:
-            return self.home / "warehouse.duckdb"
+            return f"ducklake:sqlite:{self.home / 'warehouse' / 'catalog.sqlite'}"
         loc = location(self.warehouse)
         return loc.expanduser().resolve() if isinstance(loc, Path) else loc
 

@@ -16,7 +16,13 @@ from trading_pipeline import logs
 from trading_pipeline.defs.resources import WAREHOUSE_WRITERS, WarehouseResource
 from trading_pipeline.marketdata import warehouse as wh
 from trading_pipeline.marketdata.retry import LockWait
-from trading_pipeline.scans.dbt_runner import dbt_executable, vars_json, warehouse_for_dbt
+from trading_pipeline.scans.dbt_runner import (
+    dbt_executable,
+    dbt_target,
+    prepare_warehouse,
+    vars_json,
+    warehouse_for_dbt,
+)
 from trading_pipeline.settings import DBT_PROJECT_DIR, get_settings
 
 POOL = WAREHOUSE_WRITERS
@@ -97,7 +103,9 @@ def _build_waiting_for_lock(context, dbt: DbtCliResource, path: str):
     """
     settings = get_settings()
     waiting = LockWait(settings.lock_wait_seconds, max_delay=1.0)
-    args = ["build", "--vars", vars_json(settings.rules_file, warehouse=warehouse_for_dbt(path))]
+    args = ["build", "--vars", vars_json(settings.rules_file, warehouse=warehouse_for_dbt(path)),
+            "--target", dbt_target(path)]
+    prepare_warehouse(path)
     while True:
         wh.wait_writable(path, waiting.deadline)
         invocation = dbt.cli(args, context=context, raise_on_error=False)

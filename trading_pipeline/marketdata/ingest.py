@@ -185,8 +185,8 @@ def ingest(
             con.execute(
                 """INSERT INTO raw.symbols
                    SELECT symbol, exchange, calendar, timezone, currency, asset_class, name,
-                          now()::TIMESTAMP FROM _new_symbols
-                   ON CONFLICT (symbol) DO NOTHING"""
+                          now()::TIMESTAMP FROM _new_symbols n
+                   WHERE NOT EXISTS (SELECT 1 FROM raw.symbols s WHERE s.symbol = n.symbol)"""
             )
             con.unregister("_new_symbols")
         _check_and_record(con, written, run_id, now)

@@ -1,21 +1,23 @@
-"""The DuckDB warehouse: connections, the raw schema, and the atomic bar upsert.
+"""The warehouse: connections, the raw schema, and the atomic bar upsert.
 
-Only Dagster runs write here (one writer per store). Readers outside a run (the CLI's
-``status`` and ``sql``, the API) read the published serving snapshot instead (serving.py):
-DuckDB lets no writer open a file another process holds, even read-only. Writers wait for
-such a lock up to ``TRADING_LOCK_WAIT_SECONDS`` (``connect``, ``wait_writable``; the loop is
-retry.py's).
+Only Dagster runs write here (one writer per store). The warehouse is a DuckLake by default
+(docs/decisions.md #15): a catalog (SQLite in ``TRADING_HOME/warehouse/catalog.sqlite``, or
+Postgres for many machines) and Parquet data files. Every commit is a snapshot: readers (the
+CLI's ``sql`` and ``status``, the API at the published snapshot) never wait for a writer and
+can read the warehouse as it was at any retained snapshot (time travel). The extensions come
+from the locked ``duckdb-extension-*`` wheels (extensions.py), never from a download.
 
-The warehouse is a local DuckDB file by default. A location DuckDB opens itself is passed to
-``duckdb.connect`` unchanged: ``md:<db>`` (MotherDuck), ``ducklake:<metadata>`` (DuckLake),
-any other ``<prefix>:`` DuckDB maps to an extension, and ``:memory:``. Only file locations get
-their folder created, an existence check and the lock retry.
+A DuckDB file (``TRADING_WAREHOUSE=path.duckdb``, the layout before DuckLake) still works:
+one process at a time, writers wait for its lock up to ``TRADING_LOCK_WAIT_SECONDS`` (retry.py),
+and readers outside runs use the copied serving snapshot. ``trading warehouse migrate`` moves
+one into a lake. Other locations (``md:<db>``, ``:memory:``) go to ``duckdb.connect`` unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,7 +62,7 @@ RAW_DDL = [
         rejected_at  TIMESTAMP NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS raw.symbols (
-        symbol      VARCHAR PRIMARY KEY,
+        symbol      VARCHAR NOT NULL,
         exchange    VARCHAR NOT NULL,
         calendar    VARCHAR NOT NULL,
         timezone    VARCHAR NOT NULL,
@@ -69,7 +71,7 @@ RAW_DDL = [
         name        VARCHAR,
         updated_at  TIMESTAMP NOT NULL
     )""",
-    """CREATE OR REPLACE VIEW raw.bars AS
+    """CREATE VIEW IF NOT EXISTS raw.bars AS
         SELECT * FROM raw.bars_daily UNION ALL SELECT * FROM raw.bars_intraday""",
 ]
 
@@ -101,6 +103,10 @@ def is_file(path: Path | str) -> bool:
     return isinstance(location(path), Path)
 
 
+def is_lake(path: Path | str) -> bool:
+    return kind(path) == "ducklake"
+
+
 def kind(path: Path | str) -> str:
     """``file``, ``memory`` or the location's prefix (``md``, ``ducklake``, ``s3``...)."""
     loc = location(path)
@@ -111,10 +117,52 @@ def kind(path: Path | str) -> str:
     return LOCATION_PREFIX.match(loc).group(1).lower()  # type: ignore[union-attr]
 
 
-def exists(path: Path | str) -> bool:
-    """Whether a file warehouse exists; other locations are assumed to (``connect`` tells)."""
+@dataclass(frozen=True)
+class Lake:
+    """A DuckLake location ``ducklake:<catalog type>:<catalog>``: the catalog's database
+    (``sqlite``: a file; ``postgres``: a libpq conninfo; ``duckdb``: a file, one process only)."""
+
+    location: str
+    catalog_type: str
+    catalog: str
+
+    @classmethod
+    def parse(cls, loc: str) -> Lake:
+        rest = loc.split(":", 1)[1]
+        head, sep, tail = rest.partition(":")
+        if sep and head.lower() in ("sqlite", "postgres", "duckdb", "mysql"):
+            return cls(loc, head.lower(), tail)
+        return cls(loc, "duckdb", rest)
+
+    @property
+    def catalog_file(self) -> Path | None:
+        return Path(self.catalog) if self.catalog_type in ("sqlite", "duckdb") else None
+
+    def exists(self) -> bool:
+        f = self.catalog_file
+        return f.exists() if f is not None else True
+
+    def default_data_path(self) -> str | None:
+        f = self.catalog_file
+        return str(f.parent / "data") + "/" if f is not None else None
+
+
+def lake(path: Path | str) -> Lake:
     loc = location(path)
-    return loc.exists() if isinstance(loc, Path) else True
+    if isinstance(loc, Path) or kind(loc) != "ducklake":
+        raise WarehouseLocationError(f"{loc!r} is a {describe(loc)}, not a DuckLake (ducklake:...)")
+    return Lake.parse(loc)
+
+
+def exists(path: Path | str) -> bool:
+    """Whether a file warehouse (or a lake's SQLite catalog) exists; other locations are
+    assumed to (``connect`` tells)."""
+    loc = location(path)
+    if isinstance(loc, Path):
+        return loc.exists()
+    if kind(loc) == "ducklake":
+        return Lake.parse(loc).exists()
+    return True
 
 
 def local_file(path: Path | str, purpose: str) -> Path:
@@ -134,39 +182,145 @@ def describe(path: Path | str) -> str:
         return "DuckDB file"
     if k == "memory":
         return "in-memory database (private to one connection)"
+    if k == "ducklake":
+        return f"DuckLake with a {Lake.parse(str(location(path))).catalog_type} catalog"
     what = _NEEDS.get(k, (None,))[0]
     return f"{what} location" if what else f"location for DuckDB's {k!r} extension"
 
 
-def open_error(loc: str, exc: duckdb.Error) -> WarehouseLocationError:
+def open_error(loc: str, exc: Exception) -> WarehouseLocationError:
     """DuckDB could not open ``loc`` (not a file): its error, naming the location and what it needs."""
     k = kind(loc)
     said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     _, ext, more = _NEEDS.get(k, (None, k, None))
     message = f"cannot open the warehouse {loc!r} ({describe(loc)}): {said}"
-    if k != "memory":
+    if k == "ducklake":
+        lk = Lake.parse(loc)
+        if lk.catalog_file is not None:
+            message += (f". Check the catalog file {lk.catalog_file} (a {lk.catalog_type} database "
+                        "written by DuckLake) and its data folder; restore it from a backup, or point "
+                        "TRADING_WAREHOUSE elsewhere")
+        else:
+            message += (f". Check the {lk.catalog_type} catalog {lk.catalog!r} is reachable and "
+                        "TRADING_WAREHOUSE_DATA_PATH is where its data files are")
+    elif k != "memory":
         message += f". It needs DuckDB's {ext!r} extension" + (f" and {more}" if more else "")
-        if "extension" in said.lower():
-            message += (
-                f"; DuckDB downloads extensions on first use, so without network install it "
-                f"beforehand (`INSTALL {ext}` where there is network, or copy {ext}.duckdb_extension "
-                f"into ~/.duckdb/extensions/v{duckdb.__version__}/<platform>/)"
-            )
+    if "extension" in said.lower():
+        message += (
+            f"; DuckDB's extensions come from the locked duckdb-extension-* wheels (v{duckdb.__version__}):"
+            " run `make env` to install them"
+        )
     err = WarehouseLocationError(message)
-    err.duckdb_error = exc
+    err.duckdb_error = exc if isinstance(exc, duckdb.Error) else None
     return err
 
 
-def connect(path: Path | str, read_only: bool = False, retries: float | None = None) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting up to ``retries`` seconds (default: the
-    ``lock_wait_seconds`` setting) for another process's lock (retry.LockWait).
+LAKE_ALIAS = "lake"
 
-    A location that is not a file goes to ``duckdb.connect`` unchanged; DuckDB's error when
-    it cannot open one (extension missing, no token) comes back as a
-    :class:`WarehouseLocationError` naming the location and what it needs.
+
+def attach_statement(
+    path: Path | str,
+    *,
+    alias: str = LAKE_ALIAS,
+    read_only: bool = False,
+    snapshot_version: int | None = None,
+    snapshot_time: str | None = None,
+    data_path: str | None = None,
+) -> str:
+    """The ``ATTACH`` of a DuckLake, as any DuckDB client runs it (``trading sql --print-attach``)."""
+    lk = lake(path)
+    opts = []
+    if data_path is None and not lk.exists():
+        data_path = lk.default_data_path() or _settings_data_path()
+    if data_path:
+        opts.append(f"DATA_PATH {_lit(data_path)}")
+    if snapshot_version is not None:
+        opts.append(f"SNAPSHOT_VERSION {int(snapshot_version)}")
+    if snapshot_time is not None:
+        opts.append(f"SNAPSHOT_TIME {_lit(snapshot_time)}")
+    if read_only or snapshot_version is not None or snapshot_time is not None:
+        opts.append("READ_ONLY")
+    tail = f" ({', '.join(opts)})" if opts else ""
+    return f"ATTACH {_lit(lk.location)} AS {alias}{tail}"
+
+
+def _settings_data_path() -> str | None:
+    from trading_pipeline.settings import get_settings  # the one domain read of settings, like lock_wait
+
+    return get_settings().warehouse_data_path or None
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect_lake(
+    path: Path | str,
+    read_only: bool = False,
+    *,
+    snapshot_version: int | None = None,
+    snapshot_time: str | None = None,
+    config: dict | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the lake attached as ``lake`` and made the default
+    catalog (``raw.bars_daily`` resolves as in a file warehouse). Readers never wait for a writer:
+    they see the last committed snapshot, or the one pinned by ``snapshot_version``/``snapshot_time``."""
+    from trading_pipeline.marketdata import extensions
+
+    lk = lake(path)
+    if (read_only or snapshot_version is not None or snapshot_time is not None) and not lk.exists():
+        raise FileNotFoundError(f"no warehouse at {lk.location}; run `trading demo` or `trading ingest PATH` first")
+    try:
+        extensions.require("ducklake")
+        extensions.require(lk.catalog_type if lk.catalog_type != "duckdb" else "ducklake")
+        data_path = None
+        if not lk.exists():
+            data_path = lk.default_data_path() or _settings_data_path()
+            if data_path is None:
+                raise WarehouseLocationError(
+                    f"a new DuckLake with a {lk.catalog_type} catalog needs a data path: set "
+                    "TRADING_WAREHOUSE_DATA_PATH (a folder or s3://bucket/prefix/)"
+                )
+            if "://" not in data_path:
+                Path(data_path).mkdir(parents=True, exist_ok=True)
+        if lk.catalog_file is not None:
+            lk.catalog_file.parent.mkdir(parents=True, exist_ok=True)
+        con = extensions.connect(config=config or {})
+    except extensions.ExtensionMissing as exc:
+        raise open_error(lk.location, exc) from None
+    try:
+        con.execute(attach_statement(lk.location, read_only=read_only, snapshot_version=snapshot_version,
+                                     snapshot_time=snapshot_time, data_path=data_path))
+        con.execute(f"USE {LAKE_ALIAS}")
+    except duckdb.Error as exc:
+        con.close()
+        raise open_error(lk.location, exc) from None
+    return con
+
+
+def snapshot_id(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The lake snapshot this connection sees (None for a warehouse that is not a lake)."""
+    try:
+        row = con.sql(f"SELECT id FROM {LAKE_ALIAS}.current_snapshot()").fetchone()
+    except duckdb.Error:
+        return None
+    return int(row[0]) if row else None
+
+
+def connect(path: Path | str, read_only: bool = False, retries: float | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse. A DuckLake (the default) never waits: readers see the last committed
+    snapshot and writers commit optimistically (:func:`connect_lake`). A DuckDB file waits up to
+    ``retries`` seconds (default: the ``lock_wait_seconds`` setting) for another process's lock
+    (retry.LockWait).
+
+    Another location goes to ``duckdb.connect`` unchanged; DuckDB's error when it cannot open
+    one (extension missing, no token) comes back as a :class:`WarehouseLocationError` naming the
+    location and what it needs.
     """
     loc = location(path)
     if not isinstance(loc, Path):
+        if kind(loc) == "ducklake":
+            return connect_lake(loc, read_only=read_only)
         try:
             return duckdb.connect(loc, read_only=read_only)
         except duckdb.Error as exc:
@@ -183,7 +337,8 @@ def connect(path: Path | str, read_only: bool = False, retries: float | None = N
 def wait_writable(path: Path | str, deadline: float) -> None:
     """Return once the warehouse file can be opened for writing (opened and closed at once),
     or at ``deadline`` (``time.monotonic()``) in any case: the caller's own open then fails
-    with DuckDB's lock error. For writers that open the file in another process (dbt)."""
+    with DuckDB's lock error. For writers that open the file in another process (dbt).
+    A lake has no file lock: nothing to wait for."""
     loc = location(path)
     if not isinstance(loc, Path) or not loc.exists():
         return
@@ -204,6 +359,14 @@ def writer(path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """The schemas and raw tables, created once: on a lake every DDL statement is a commit, so
+    nothing runs when they are all there already."""
+    have = {r[0] for r in con.sql(
+        "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "UNION ALL SELECT schema_name || '.' || view_name FROM duckdb_views() WHERE database_name = current_database()"
+    ).fetchall()}
+    if {"raw.bars_daily", "raw.bars_intraday", "raw.bars_rejected", "raw.symbols", "raw.bars"} <= have:
+        return
     for schema in SCHEMAS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     for stmt in RAW_DDL:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trading_pipeline.marketdata.extensions import extension_directory
 from trading_pipeline.scans.rules import Rules, dbt_vars, load_rules
 from trading_pipeline.settings import DBT_PROJECT_DIR, PROJECT_DIR
 
@@ -66,6 +67,7 @@ def dbt_env(
             "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
             "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
             "TRADING_WAREHOUSE": warehouse_for_dbt(warehouse_path),
+            "TRADING_DUCKDB_EXTENSIONS": str(extension_directory()),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         }
     )
@@ -82,6 +84,7 @@ def vars_json(rules: Rules | Path | str | None = None, *, warehouse: str | None 
     out = dbt_vars(rules)
     if warehouse is not None:
         out["warehouse"] = warehouse
+        out["duckdb_extensions"] = str(extension_directory())
     return json.dumps(out, separators=(",", ":"))
 
 
@@ -103,12 +106,29 @@ def dbt_args(args: Sequence[str], rules: Rules | Path | str | None = None) -> li
     return out
 
 
+def dbt_target(warehouse_path: Path | str) -> str:
+    """The profile's output for this warehouse: ``lake`` (a DuckLake attached as ``lake``, the
+    name every reader gives it) or ``local`` (a DuckDB file or another location as the path)."""
+    from trading_pipeline.marketdata import warehouse as wh
+    return "lake" if wh.is_lake(warehouse_path) else "local"
+
+
+def prepare_warehouse(warehouse_path: Path | str) -> None:
+    """Create a lake that does not exist yet with its data path (dbt would create one with
+    DuckLake's defaults)."""
+    from trading_pipeline.marketdata import warehouse as wh
+    if wh.is_lake(warehouse_path) and not wh.exists(warehouse_path):
+        wh.connect(warehouse_path).close()
+
+
 def dbt_command(
     args: Sequence[str], warehouse_path: Path | str, rules: Rules | Path | str | None = None
 ) -> list[str]:
     """Full argv for ``subprocess`` (run it with ``env=dbt_env(warehouse_path)``)."""
-    del warehouse_path  # the path travels in the environment (profiles.yml reads it)
-    return [dbt_executable(), *dbt_args(args, rules)]
+    out = [dbt_executable(), *dbt_args(args, rules)]
+    if "--target" not in out:
+        out += ["--target", dbt_target(warehouse_path)]
+    return out
 
 
 def run_dbt(
@@ -120,6 +140,7 @@ def run_dbt(
     target_path: Path | str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run dbt to completion from any cwd; raise with dbt's output when it fails."""
+    prepare_warehouse(warehouse_path)
     proc = subprocess.run(
         dbt_command(args, warehouse_path, rules),
         env=dbt_env(warehouse_path, target_path=target_path),
