@@ -1,10 +1,13 @@
 """Reading the serving snapshot: one read-only DuckDB connection per snapshot generation.
 
-The publisher switches ``serving.duckdb`` by ``os.replace``, so a new snapshot is a new
-inode. Every read checks the path's inode (one ``stat``); when it changed, the new file is
-opened read-only and becomes current, and the old connection is closed once the last query
-on it finishes. A missing or unreadable file raises :class:`SnapshotUnavailable` (the API
-answers 503 with the reason) and is retried when the file changes again.
+The publisher replaces a file by ``os.replace`` for each new snapshot: the pointer
+``published.json`` naming a DuckLake snapshot id (the default warehouse; the generation
+attaches the lake pinned at it, nothing is copied), or the ``serving.duckdb`` copy of a
+DuckDB-file warehouse. Either way a new snapshot is a new inode. Every read checks the
+path's inode (one ``stat``); when it changed, the new generation is opened read-only and
+becomes current, and the old connection is closed once the last query on it finishes. A
+missing or unreadable snapshot raises :class:`SnapshotUnavailable` (the API answers 503 with
+the reason) and is retried when the file changes again.
 """
 
 from __future__ import annotations
@@ -24,6 +27,14 @@ from typing import Any
 import duckdb
 
 from trading_pipeline import logs
+from trading_pipeline.marketdata import extensions
+from trading_pipeline.serving.snapshot import (
+    META_SQL,
+    NoSnapshot,
+    attach_published,
+    serving_dir_of,
+    watched_path,
+)
 from trading_pipeline.trading.brokers.paper import SqlBarFeed
 
 log = logs.get_logger(__name__)
@@ -46,7 +57,8 @@ class Generation:
     meta: dict[str, Any]
     tables: frozenset[str]
     columns: dict[str, tuple[str, ...]]
-    alias: str = "snap"
+    alias: str = "snap"  # unique per generation (the response cache's key)
+    catalog: str = "snap"  # what a cursor USEs: the alias, or ``lake`` for a pinned lake
     opened_at: float = field(default_factory=time.time)
     refs: int = 0
     retired: bool = False
@@ -83,7 +95,7 @@ class SnapshotReader:
     """Thread-safe access to the current snapshot at ``path``."""
 
     def __init__(self, path: Path | str, threads: int = 1, cache_size: int = 2048) -> None:
-        self.path = Path(path)
+        self.dir = serving_dir_of(path)  # the serving folder, or a file in it
         self.threads = threads
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
@@ -94,22 +106,28 @@ class SnapshotReader:
         self._opened = 0
         self.query_limiter: Any = None  # set by trading_api.routers._query (an anyio limiter)
 
+    @property
+    def path(self) -> Path:
+        """The file whose inode names the current snapshot (the lake pointer, or the copy)."""
+        return watched_path(self.dir)
+
     # ---- opening / switching ----------------------------------------------------------------
     def _open(self, fid: tuple[int, int, int]) -> Generation:
         # Not duckdb.connect(path): DuckDB caches database instances by path within a
         # process, so after os.replace that would hand back the OLD file. A fresh in-memory
-        # instance that ATTACHes the path opens whatever inode the path names now.
+        # instance that ATTACHes what the path names now opens the new generation.
         self._opened += 1
         alias = f"snap{self._opened}"
-        con = duckdb.connect()
+        con = extensions.connect()
         try:
-            con.execute(f"ATTACH '{str(self.path).replace(chr(39), chr(39) * 2)}' AS {alias} (READ_ONLY)")
-            con.execute(f"USE {alias}")
+            catalog = attach_published(con, self.dir, alias)
+            con.execute(f"USE {catalog}")
             # Requests are the parallelism (one per threadpool worker); per-query parallelism
             # only adds scheduling overhead to these small reads.
             con.execute(f"SET threads TO {self.threads}")
-            cols = con.sql("SELECT * FROM snapshot_meta").columns
-            rows = con.sql("SELECT * FROM snapshot_meta").fetchall()
+            rel = con.sql(META_SQL)
+            cols = rel.columns
+            rows = rel.fetchall()
             if not rows:
                 raise SnapshotUnavailable("snapshot has an empty snapshot_meta table")
             meta = dict(zip(cols, rows[0], strict=True))
@@ -120,11 +138,14 @@ class SnapshotReader:
         except duckdb.CatalogException as exc:
             con.close()
             raise SnapshotUnavailable(f"not a serving snapshot (no snapshot_meta): {exc}") from exc
+        except NoSnapshot as exc:
+            con.close()
+            raise SnapshotUnavailable(str(exc)) from exc
         except BaseException:
             con.close()
             raise
         columns = {name: tuple(c) for name, c in tinfo}
-        return Generation(con, fid, meta, frozenset(columns), columns, alias=alias)
+        return Generation(con, fid, meta, frozenset(columns), columns, alias=alias, catalog=catalog)
 
     def _refresh(self) -> Generation:
         try:
@@ -177,7 +198,7 @@ class SnapshotReader:
                 gen.refs += 1
                 cur = gen.con.cursor()  # the connection itself is not thread-safe; a cursor is
         try:
-            cur.execute(f"USE {gen.alias}")  # a cursor starts in the in-memory catalog
+            cur.execute(f"USE {gen.catalog}")  # a cursor starts in the in-memory catalog
             yield gen, cur
         finally:
             cur.close()

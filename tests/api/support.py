@@ -19,6 +19,7 @@ import polars as pl
 
 from trading_pipeline.marketdata.warehouse import upsert_bars, writer
 from trading_pipeline.serving.publish import publish_snapshot
+from trading_pipeline.serving.snapshot import watched_path
 from trading_pipeline.settings import Settings
 
 START = date(2024, 1, 1)
@@ -125,7 +126,8 @@ class ApiEnv:
 
     @property
     def snapshot(self) -> Path:
-        return self.serving_dir / "serving.duckdb"
+        """The published snapshot's file: the lake pointer (default), or a copied serving.duckdb."""
+        return watched_path(self.serving_dir)
 
     def publish(self) -> Path:
         return publish_snapshot(self.warehouse, self.serving_dir)

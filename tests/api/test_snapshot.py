@@ -36,11 +36,12 @@ def test_corrupt_snapshot_is_503_then_recovers(client: TestClient, api_env: ApiE
     assert client.get("/market-data/GOOG").status_code == 200
 
 
-def test_a_duckdb_file_without_meta_is_not_a_snapshot(client: TestClient, api_env: ApiEnv) -> None:
-    import duckdb
+def test_a_lake_snapshot_without_meta_is_not_a_snapshot(client: TestClient, api_env: ApiEnv) -> None:
+    """A pointer naming a lake snapshot from before any publish (no snapshot_meta in it)."""
+    import json
 
     other = api_env.serving_dir / "other.tmp"
-    duckdb.connect(str(other)).close()
+    other.write_text(json.dumps({"warehouse": str(api_env.warehouse), "snapshot_id": 1, "sequence": 99}))
     os.replace(other, api_env.snapshot)
     r = client.get("/signals")
     assert r.status_code == 503 and "not a serving snapshot" in r.json()["detail"]

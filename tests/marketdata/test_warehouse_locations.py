@@ -1,10 +1,10 @@
 """Warehouse locations that are not local files: ``md:`` (MotherDuck), ``ducklake:``, ``:memory:``.
 
-Neither MotherDuck nor DuckLake can run here (no network, so DuckDB cannot download their
-extensions, and no MotherDuck account). What is tested: such a location reaches
-``duckdb.connect`` (and dbt, and the serving publish) unchanged, never as a path, and DuckDB's
-own refusal comes back naming the location and what it needs; ``:memory:`` and file paths
-keep working.
+MotherDuck cannot run here (no network, so DuckDB cannot download its extension, and no
+account). What is tested: such a location reaches ``duckdb.connect`` (and dbt, and the serving
+publish) unchanged, never as a path, and DuckDB's own refusal comes back naming the location and
+what it needs; ``:memory:``, file paths and a DuckLake with a DuckDB catalog work (the DuckLake
+default, SQLite and Postgres catalogs: test_lake_*.py).
 """
 
 from __future__ import annotations
@@ -102,22 +102,27 @@ def test_motherduck_location_reaches_duckdb_unchanged(tmp_path, monkeypatch, spy
     assert 'extension "motherduck"' in str(err.value.duckdb_error) and 'extension "motherduck"' in msg
 
 
-def test_ducklake_location_reaches_duckdb_unchanged(tmp_path, spy_connect):
+def test_ducklake_location_with_a_duckdb_catalog_works(tmp_path):
+    """``ducklake:<file>`` (a DuckDB catalog file, one process) opens with the wheel extensions:
+    created with its data folder beside it, read back through a second connection."""
     lake = f"ducklake:{tmp_path / 'catalog.ducklake'}"
-    with pytest.raises(wh.WarehouseLocationError) as err, wh.writer(lake):
-        pass
-    assert spy_connect == [(lake, False)]
-    assert list(tmp_path.iterdir()) == []
-    msg = str(err.value)
-    assert f"cannot open the warehouse {lake!r} (DuckLake location)" in msg
-    assert "'ducklake' extension" in msg and "INSTALL ducklake" in msg
-    assert 'extension "ducklake"' in str(err.value.duckdb_error) and 'extension "ducklake"' in msg
+    assert not wh.exists(lake)
+    with wh.writer(lake) as con:
+        wh.upsert_bars(con, "raw.bars_daily", bars(3), source="test")
+    assert wh.exists(lake) and (tmp_path / "data").is_dir()
+    con = wh.connect(lake, read_only=True)
+    try:
+        assert wh.fetch_one(con, "SELECT count(*) FROM raw.bars_daily")[0] == 3
+        assert wh.snapshot_id(con) is not None
+    finally:
+        con.close()
+    assert wh.describe(lake) == "DuckLake with a duckdb catalog"
 
 
 def test_settings_keep_locations_as_strings(trading_home, monkeypatch, tmp_path):
     from trading_pipeline.settings import Settings
 
-    assert Settings().warehouse_path == trading_home.resolve() / "warehouse.duckdb"
+    assert Settings().warehouse_path == f"ducklake:sqlite:{trading_home.resolve() / 'warehouse' / 'catalog.sqlite'}"
     for loc in (MD, "ducklake:postgres:dbname=ducklake", ":memory:", "s3://bucket/w.duckdb"):
         monkeypatch.setenv("TRADING_WAREHOUSE", loc)
         assert Settings().warehouse_path == loc and isinstance(Settings().warehouse_path, str)
@@ -138,14 +143,15 @@ def test_dbt_gets_the_location_unchanged(tmp_path):
 
 def test_dbt_duckdb_opens_the_motherduck_location(tmp_path, no_motherduck_token):
     """The profile hands ``md:trading`` to dbt-duckdb, which takes it for MotherDuck (its
-    motherduck plugin, database ``trading``) and fails the same way DuckDB does here."""
+    motherduck plugin, database ``trading``) and fails: its extension is not installed here."""
     from trading_pipeline.scans.dbt_runner import run_dbt
 
     proc = run_dbt(["debug"], MD, check=False, target_path=tmp_path / "target")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "path: md:trading" in out and "database: trading" in out and "'module': 'motherduck'" in out
-    assert 'extension "motherduck"' in out
+    # auto-install is off (extensions come from the locked wheels; there is none for MotherDuck)
+    assert 'motherduck.duckdb_extension" not found' in out
 
 
 def test_serving_publish_from_other_locations(tmp_path, no_motherduck_token):

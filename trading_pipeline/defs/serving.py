@@ -19,8 +19,9 @@ SNAPSHOT = dg.AssetKey(["serving", "snapshot"])
     pool=POOL,
     group_name="serving",
     kinds={"duckdb"},
-    description="A read-only copy of the marts the API serves, published atomically "
-    "(new file, then os.replace) after each scan; the API reopens it when it changes.",
+    description="What the API and the CLI's readers serve, published after each scan: on the "
+    "DuckLake warehouse a lake snapshot id (readers pin it; the change feed since the previous "
+    "one becomes the WebSocket feed); on a DuckDB-file warehouse a copy replaced atomically.",
 )
 def serving_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     from trading_pipeline.serving.publish import publish_snapshot_detailed
@@ -30,7 +31,12 @@ def serving_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         result = publish_snapshot_detailed(warehouse.resolved_path(), settings.serving_dir, con=con)
     md = {k: v for k, v in vars(result).items() if isinstance(v, int | float | str)}
     logs.run_event(context.log, "snapshot_published", **md)
-    return dg.MaterializeResult(metadata={k: dg.MetadataValue.text(str(v)) for k, v in md.items()})
+    metadata = {k: dg.MetadataValue.text(str(v)) for k, v in md.items()}
+    if result.snapshot_id is not None:
+        # what this run's readers see: `trading sql --as-of <run id>` reads the lake at it
+        metadata["lake_snapshot_id"] = dg.MetadataValue.int(result.snapshot_id)
+        metadata["lake_data_snapshot"] = dg.MetadataValue.int(result.data_snapshot or 0)
+    return dg.MaterializeResult(metadata=metadata)
 
 
 # Publishes the snapshot on its own: after a load or an orders run, which change the

@@ -41,7 +41,12 @@ import duckdb
 from trading_pipeline import logs
 from trading_pipeline.marketdata.bars import utcnow
 from trading_pipeline.marketdata.retry import call_waiting_for_lock
-from trading_pipeline.serving.snapshot import SNAPSHOT_NAME, _lit, _tables_in
+from trading_pipeline.serving.snapshot import (
+    POINTER_NAME,
+    SNAPSHOT_NAME,
+    _lit,
+    _tables_in,
+)
 
 log = logs.get_logger(__name__)
 
@@ -101,6 +106,8 @@ class PublishResult:
     feed_head_seq: int
     new_items: int
     tables: dict[str, int]
+    snapshot_id: int | None = None  # the lake snapshot readers pin (None: a copied file)
+    data_snapshot: int | None = None  # the lake snapshot whose data it serves
 
 
 def _utcnow() -> datetime:
@@ -232,6 +239,9 @@ def publish_snapshot_detailed(
     warehouse_path = wh.location(warehouse_path)
     serving_dir = Path(serving_dir)
     serving_dir.mkdir(parents=True, exist_ok=True)
+    if wh.is_lake(warehouse_path):
+        return _publish_lake(str(warehouse_path), serving_dir, con, feed_retention=feed_retention,
+                             max_items_per_channel=max_items_per_channel)
     target = serving_dir / SNAPSHOT_NAME
     t0 = time.monotonic()
     with _publish_lock(serving_dir):
@@ -490,3 +500,221 @@ def _prune_generations(serving_dir: Path, keep: int) -> None:
             p.unlink()
         except FileNotFoundError:
             pass
+
+
+# ---- DuckLake: publishing records a snapshot id ---------------------------------------------------
+
+LAKE_DDL = (
+    """CREATE TABLE IF NOT EXISTS main.snapshot_meta (
+        sequence        BIGINT    NOT NULL,
+        published_at    TIMESTAMP NOT NULL,
+        feed_head_seq   BIGINT    NOT NULL,
+        feed_oldest_seq BIGINT    NOT NULL,
+        new_items       BIGINT    NOT NULL,
+        source_rows     VARCHAR   NOT NULL,
+        warehouse       VARCHAR   NOT NULL,
+        data_snapshot   BIGINT    NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS main.feed (
+        seq          BIGINT    NOT NULL,
+        channel      VARCHAR   NOT NULL,
+        key          VARCHAR   NOT NULL,
+        payload      VARCHAR   NOT NULL,
+        published_at TIMESTAMP NOT NULL,
+        snapshot     BIGINT    NOT NULL
+    )""",
+)
+PUBLISH_MESSAGE = "serving publish"
+_BAR_KEY = ("symbol", "timeframe", "ts")
+_SIGNAL_KEY = ("scan", "symbol", "timeframe", "ts", "kind")
+
+
+def _exists_at(con: duckdb.DuckDBPyConnection, table: str, version: int | None = None) -> bool:
+    at = f" AT (VERSION => {int(version)})" if version is not None else ""
+    try:
+        con.sql(f"SELECT 1 FROM {table}{at} LIMIT 0").fetchall()
+        return True
+    except duckdb.Error:
+        return False
+
+
+def _lake_changes(con: duckdb.DuckDBPyConnection, catalog: str, table: str, start: int, end: int,
+                  key: tuple[str, ...]) -> str:
+    """SQL of the rows of ``table`` that are new between snapshots ``start`` (exclusive) and
+    ``end`` (inclusive), from DuckLake's change feed: inserted rows whose key was not deleted
+    in the same range (a re-load or correction of a stored row is not news). Its cost follows
+    the changes, not the table."""
+    schema, name = table.split(".")
+    fn = f"ducklake_table_changes({_lit(catalog)}, {_lit(schema)}, {_lit(name)}, {int(start) + 1}, {int(end)})"
+    on = " AND ".join(f"d.{_q(c)} IS NOT DISTINCT FROM c.{_q(c)}" for c in key)
+    cols = ", ".join(f"c.{_q(c)}" for c in _columns(con, table))
+    return (f"SELECT {cols} FROM {fn} c WHERE c.change_type IN ('insert', 'update_postimage') "
+            f"AND NOT EXISTS (SELECT 1 FROM {fn} d WHERE d.change_type IN ('delete', 'update_preimage') AND {on})")
+
+
+def _publish_lake(
+    location: str,
+    serving_dir: Path,
+    con: duckdb.DuckDBPyConnection | None,
+    *,
+    feed_retention: int,
+    max_items_per_channel: int,
+) -> PublishResult:
+    """Publish = one small commit in the lake: the feed items new since the previous publish
+    (from DuckLake's change feed) and a ``snapshot_meta`` row, then the pointer file naming the
+    lake snapshot that commit made. Nothing is copied: the cost follows what changed."""
+    from trading_pipeline.marketdata import warehouse as wh
+
+    t0 = time.monotonic()
+    with _publish_lock(serving_dir):
+        own = con is None
+        if own:
+            if not wh.exists(location):
+                raise FileNotFoundError(f"no warehouse at {location}")
+            con = wh.connect(location)
+        try:
+            catalog = con.sql("SELECT current_database()").fetchall()[0][0]
+            for ddl in LAKE_DDL:
+                if not _exists_at(con, ddl.split("EXISTS ")[1].split(" ")[0]):
+                    con.execute(ddl)
+            prev = con.sql("SELECT sequence, feed_head_seq, data_snapshot FROM main.snapshot_meta "
+                           "ORDER BY sequence DESC LIMIT 1").fetchall()
+            prev_seq, prev_head, prev_data = prev[0] if prev else (0, 0, None)
+            state = _read_state(serving_dir)  # a lake reset under the same home keeps counting up
+            prev_seq = max(prev_seq, int(state.get("sequence", 0)))
+            prev_head = max(prev_head, int(state.get("feed_head_seq", 0)))
+            sequence = prev_seq + 1
+            now = _utcnow()
+            con.execute("BEGIN TRANSACTION")
+            try:
+                data = wh.snapshot_id(con)
+                have = _tables_in(con, catalog)
+                counts = _lake_counts(con, catalog, have)
+                new_items = _lake_feed(con, catalog, have, prev_data, data, prev_head=prev_head,
+                                       sequence=sequence, now=now, max_items=max_items_per_channel)
+                con.execute("DELETE FROM main.feed WHERE seq <= ?", [prev_head + new_items - feed_retention])
+                head, oldest = con.sql(
+                    "SELECT coalesce(max(seq), ?), coalesce(min(seq), ?) FROM main.feed",
+                    params=[prev_head, prev_head + 1],
+                ).fetchall()[0]
+                con.execute(
+                    "INSERT INTO main.snapshot_meta VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [sequence, now, head, oldest, new_items, json.dumps(counts), location, data],
+                )
+                con.execute(f"CALL {_q(catalog)}.set_commit_message('trading', ?, extra_info => ?)",
+                            [PUBLISH_MESSAGE, json.dumps({"sequence": sequence})])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            snap = con.sql(
+                f"SELECT max(snapshot_id) FROM {_q(catalog)}.snapshots() WHERE commit_message = ? "
+                "AND commit_extra_info = ?", params=[PUBLISH_MESSAGE, json.dumps({"sequence": sequence})],
+            ).fetchall()[0][0]
+        finally:
+            if own:
+                con.close()
+        pointer = {"warehouse": location, "snapshot_id": int(snap), "data_snapshot": data,
+                   "sequence": sequence, "feed_head_seq": int(head), "published_at": now.isoformat()}
+        tmp = serving_dir / f".{POINTER_NAME}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(pointer))
+        os.replace(tmp, serving_dir / POINTER_NAME)
+        _fsync_dir(serving_dir)
+        _write_state(serving_dir, {"sequence": sequence, "feed_head_seq": int(head), "published_at": now.isoformat(),
+                                   "snapshot_id": int(snap)})
+    log.info("serving_published", sequence=sequence, snapshot_id=snap, feed_head_seq=head, new_items=new_items,
+             tables=len(counts), duration_ms=round((time.monotonic() - t0) * 1000))
+    return PublishResult(serving_dir / POINTER_NAME, sequence, int(head), int(new_items), counts,
+                         snapshot_id=int(snap), data_snapshot=data)
+
+
+def _lake_counts(con: duckdb.DuckDBPyConnection, catalog: str, have: set[str]) -> dict[str, int]:
+    """Row counts of the served tables (not views), from the lake's catalog statistics: no
+    table is scanned, so a publish costs the same whatever the history."""
+    counts: dict[str, int] = {}
+    tables = [t for t in TABLES if t in have]
+    try:
+        stats = dict(con.sql(
+            "SELECT schema_name || '.' || table_name, estimated_size FROM duckdb_tables() "
+            "WHERE database_name = ?", params=[catalog]).fetchall())
+    except duckdb.Error:
+        stats = {}
+    for t in tables:
+        n = stats.get(t)
+        if n is None:  # a view (dbt's marts): not counted, that would scan its history
+            continue
+        counts[t] = int(n)
+    return counts
+
+
+def _lake_feed(
+    con: duckdb.DuckDBPyConnection,
+    catalog: str,
+    have: set[str],
+    prev_data: int | None,
+    data: int | None,
+    *,
+    prev_head: int,
+    sequence: int,
+    now: datetime,
+    max_items: int,
+) -> int:
+    """Append the feed items new since the previous publish (its data snapshot ``prev_data``)."""
+    parts: list[str] = []
+    changed = prev_data is not None and data is not None and data > prev_data
+    for i, table in enumerate(("raw.bars_daily", "raw.bars_intraday")):
+        # bars: only when the table existed at the previous publish (history is not news)
+        if table not in have or not changed or not _exists_at(con, table, prev_data):
+            continue
+        cols = {c: t for c, t in _columns(con, table).items() if c not in ("source", "ingested_at")}
+        parts.append(
+            f"""SELECT {i} AS ord, t.ts AS ts, 'bars:' || t.symbol AS channel,
+                       concat_ws('|', t.symbol, t.timeframe, strftime(t.ts, '%Y-%m-%dT%H:%M:%S')) AS key,
+                       {_json_select(cols)} AS payload
+                FROM ({_lake_changes(con, catalog, table, prev_data, data, _BAR_KEY)}) t"""
+        )
+    new_signals = None
+    if "marts.signals" in have and (prev_data is None or changed):
+        cols = _columns(con, "marts.signals")
+        key = tuple(c for c in _SIGNAL_KEY if c in cols)
+        if prev_data is None or not _exists_at(con, "marts.signals", prev_data):
+            new_signals = "SELECT * FROM marts.signals"  # a baseline: the newest max_items
+        else:
+            on = " AND ".join(f"p.{_q(c)} IS NOT DISTINCT FROM n.{_q(c)}" for c in key)
+            # inserted since the last publish (the change feed) and absent then (a rebuilt
+            # table re-inserts every row; a re-run re-inserts the same keys)
+            new_signals = (f"SELECT * FROM ({_lake_changes(con, catalog, 'marts.signals', prev_data, data, key)}) n "
+                           f"WHERE NOT EXISTS (SELECT 1 FROM marts.signals p AT (VERSION => {int(prev_data)}) WHERE {on})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _new_signals AS {new_signals}")
+        ts_col = "t.ts" if "ts" in cols else "NULL::TIMESTAMP"
+        parts.append(
+            f"""SELECT * FROM (
+                  SELECT 2 AS ord, {ts_col} AS ts, 'signals' AS channel, {_signal_key(cols, 't')} AS key,
+                         {_json_select(cols)} AS payload
+                  FROM _new_signals t ORDER BY ts DESC NULLS LAST, key DESC LIMIT {int(max_items)})"""
+        )
+        if "marts.alerts" in have:
+            acols = _columns(con, "marts.alerts")
+            # an alert is news when its signal is (alert_id is a hash of the signal's key)
+            parts.append(
+                f"""SELECT * FROM (
+                      SELECT 3 AS ord, t.ts AS ts, 'alerts' AS channel, CAST(t.alert_id AS VARCHAR) AS key,
+                             {_json_select(acols)} AS payload
+                      FROM marts.alerts t SEMI JOIN _new_signals s ON {" AND ".join(
+                          f"s.{_q(c)} IS NOT DISTINCT FROM t.{_q(c)}" for c in key)}
+                      ORDER BY ts DESC NULLS LAST, key DESC LIMIT {int(max_items)})"""
+            )
+    if not parts:
+        return 0
+    union = " UNION ALL ".join(f"({p})" for p in parts)
+    before = con.sql("SELECT count(*) FROM main.feed").fetchall()[0][0]
+    con.execute(
+        f"""INSERT INTO main.feed
+            SELECT ?::BIGINT + row_number() OVER (ORDER BY ord, ts NULLS FIRST, key) AS seq,
+                   channel, key, payload, ?::TIMESTAMP, ?::BIGINT
+            FROM ({union}) ORDER BY seq""",
+        [prev_head, now, sequence],
+    )
+    if new_signals is not None:
+        con.execute("DROP TABLE IF EXISTS _new_signals")
+    return int(con.sql("SELECT count(*) FROM main.feed").fetchall()[0][0] - before)
