@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import socket
 import sys
@@ -269,6 +270,31 @@ def reap_dead_runs(inst: dg.DagsterInstance, settings: Settings | None = None) -
     return reaped
 
 
+def _error_text(err) -> str:
+    """An error's own message: Dagster keeps Python's ``module.Class: message`` line."""
+    message = err.message.strip()
+    return re.sub(rf"^(?:[\w.]+\.)?{re.escape(err.cls_name or '')}: ", "", message) if err.cls_name else message
+
+
+# the warehouse could not be opened (its location, catalog or extensions): a setting to fix,
+# not a failed computation (the CLI exits 2 with the message)
+WAREHOUSE_ERRORS = ("WarehouseLocationError", "ExtensionMissing")
+
+
+def warehouse_error(result: dg.ExecuteInProcessResult) -> str | None:
+    """The message when the run's first step failure is that the warehouse could not be
+    opened (:data:`WAREHOUSE_ERRORS`), else None."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            err = event.step_failure_data.error
+            while err is not None:
+                if err.cls_name in WAREHOUSE_ERRORS:
+                    return _error_text(err)
+                err = err.cause
+            return None
+    return None
+
+
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
     """The first step failure's message (the user-facing error), or a generic line."""
     for event in result.all_events:
@@ -280,7 +306,7 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
             # unwrap to the innermost user error
             while cause.cause is not None:
                 cause = cause.cause
-            message = f"{cause.cls_name}: {cause.message.strip()}"
+            message = f"{cause.cls_name}: {_error_text(cause)}"
             errors = [line.strip() for line in CAPTURED.get(result.run_id, "").splitlines()
                       if "error" in line.lower() and "0 error" not in line.lower()]
             if errors:

@@ -77,6 +77,17 @@ class Settings(BaseSettings):
         "catalog; required for a Postgres catalog. Read when the lake is created; the catalog "
         "remembers it.",
     )
+    lake_snapshot_retention_days: float = Field(
+        default=7.0, ge=0,
+        description="How far back the lake keeps snapshots (time travel) when it is compacted "
+        "(TRADING_LAKE_SNAPSHOT_RETENTION_DAYS); the snapshots the serving layer publishes are kept "
+        "whatever their age.",
+    )
+    lake_maintenance_cron: str = Field(
+        default="30 3 * * *",
+        description="When the lake_maintenance job compacts the lake (cron, New York time; "
+        "TRADING_LAKE_MAINTENANCE_CRON). Read when the code location loads.",
+    )
     rules_file: Path = Field(default=PROJECT_DIR / "rules.yaml")
     risk_file: Path = Field(default=PROJECT_DIR / "risk.yaml")
     sample_symbols: int = Field(default=20, ge=0, description="Synthetic symbols beside GOOG.")
@@ -85,6 +96,13 @@ class Settings(BaseSettings):
         default=120.0, ge=0,
         description="How long a warehouse writer (bar load, dbt step, publish) waits for another "
         "process's DuckDB file lock before failing (TRADING_LOCK_WAIT_SECONDS).",
+    )
+    duckdb_extensions: Path | None = Field(
+        default=None,
+        description="A folder of DuckDB extensions you provide (TRADING_DUCKDB_EXTENSIONS), laid out "
+        "as <dir>/v<duckdb version>/<platform>/<name>.duckdb_extension, used as it is: nothing is "
+        "linked or downloaded into it, and an extension missing there is an error. Empty: the "
+        "files of the locked duckdb-extension-* wheels (linked under the environment's prefix).",
     )
 
     alpaca_api_key: str | None = None
@@ -112,6 +130,16 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("duckdb_extensions", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("duckdb_extensions", mode="after")
+    @classmethod
+    def _absolute_dir(cls, v: Path | None) -> Path | None:
+        return v.expanduser().resolve() if v is not None else None
 
     @property
     def warehouse_path(self) -> Path | str:

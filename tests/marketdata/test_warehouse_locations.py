@@ -184,7 +184,7 @@ def test_cli_status_names_the_location(trading_home, monkeypatch, no_motherduck_
     monkeypatch.setenv("TRADING_WAREHOUSE", MD)
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["status"])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     out = " ".join(result.output.split())  # rich wraps long lines
     assert "cannot open the warehouse 'md:trading' (MotherDuck location)" in out and "INSTALL motherduck" in out
 

@@ -196,7 +196,8 @@ def test_every_job_schedule_and_sensor_names_the_run_logger(trading_home):
     ny = ZoneInfo("America/New_York")
     ticks = {"eod_scan": datetime(2013, 3, 1, 16, 15, tzinfo=ny),
              "intraday_scan": datetime(2013, 3, 1, 10, 5, tzinfo=ny),
-             "freshness_daily": datetime(2013, 3, 1, 18, 0, tzinfo=ny)}
+             "freshness_daily": datetime(2013, 3, 1, 18, 0, tzinfo=ny),
+             "lake_maintenance_daily": datetime(2013, 3, 1, 3, 30, tzinfo=ny)}
     requests = []
     for schedule in repo.schedule_defs:
         data = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=ticks[schedule.name], repository_def=repo))
@@ -204,7 +205,7 @@ def test_every_job_schedule_and_sensor_names_the_run_logger(trading_home):
         requests += [(schedule.job_name, r) for r in data.run_requests]
     replay = repo.get_sensor_def("sample_replay")
     requests += [(replay.job_name, r) for r in replay.evaluate_tick(dg.build_sensor_context(repository_def=repo)).run_requests]
-    assert {name for name, _ in requests} == {"scan_daily", "scan_intraday", "freshness_checks"}
+    assert {name for name, _ in requests} == {"scan_daily", "scan_intraday", "freshness_checks", "lake_maintenance"}
     for name, req in requests:
         rc = _resolve(req, jobs[name]).run_config
         assert _logger_keys(jobs[name], rc) == {"console"}, (name, rc)

@@ -22,6 +22,7 @@ import pytest
 from tests.scans.runs import scan_daily_script
 from trading_pipeline.marketdata import warehouse
 from trading_pipeline.serving.publish import publish_snapshot
+from trading_pipeline.settings import Settings
 
 pytestmark = [pytest.mark.timeout(900)]
 TRADING = [sys.executable, "-m", "trading_pipeline.cli.main"]
@@ -81,11 +82,12 @@ def test_scan_refuses_bad_input_before_any_run(tmp_path):
 def _published_home(tmp_path: Path) -> Path:
     """A home with a warehouse and its published snapshot (no Dagster run needed)."""
     home = tmp_path / "home"
-    with warehouse.writer(home / "warehouse.duckdb") as con:
+    lake = Settings(home=home).warehouse_path  # the default DuckLake under the home
+    with warehouse.writer(lake) as con:
         con.execute("CREATE TABLE marts.signals AS SELECT 'SYM' || i AS symbol, i::DOUBLE AS score, "
                     "'long CRP score ' || i || ': ' || repeat('close at 91% of range, volume 2175400, ', 12) AS reason, "
                     "[i, i + 1] AS levels, {'a': i, 'b': 'x'} AS detail FROM range(5) t(i)")
-        publish_snapshot(home / "warehouse.duckdb", home / "serving", con=con)
+        publish_snapshot(lake, home / "serving", con=con)
     return home
 
 
@@ -148,23 +150,28 @@ def test_readers_in_a_loop_never_fail_a_scan(tmp_path):
     st = json.loads(cli(home, "status", "--json").stdout)
     assert st["last_run"]["status"] == "SUCCESS" and st["warnings"] == []
 
-    # a reader holding the warehouse file (what `--live` does) when the dbt step starts: the
-    # dbt step and the publish wait for it (bounded), then build; the run succeeds
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time\n"
-                               f"c = duckdb.connect({str(home / 'warehouse.duckdb')!r}, read_only=True)\n"
-                               "print('held', flush=True); time.sleep(8)"], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-c", "from trading_pipeline import runs\n"
-                        "from trading_pipeline.settings import get_settings\n"
-                        "r = runs.run_job('scan_daily_stored', get_settings())\n"
-                        "assert r.success, runs.failure_message(r)\n"], env=env, capture_output=True, text=True,
-                       timeout=600)
-    holder.wait(timeout=60)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert time.monotonic() - t0 > 6  # it waited for the reader instead of failing
-    help_ = cli(home, "sql", "--help").stdout
-    assert "last published serving snapshot" in " ".join(help_.split()) and "--live" in help_
+    # a reader holding a read transaction open on the lake for the whole run: nothing waits
+    # for it (DuckLake readers hold no lock; its SQLite catalog is in WAL mode), the run succeeds
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from trading_pipeline.marketdata import warehouse as wh\n"
+                               f"c = wh.connect({Settings(home=home).warehouse_path!r}, read_only=True)\n"
+                               "c.execute('BEGIN'); c.sql('SELECT count(*) FROM marts.signals').fetchall()\n"
+                               "print('held', flush=True); time.sleep(300)"],
+                              env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = subprocess.run([sys.executable, "-c", "from trading_pipeline import runs\n"
+                            "from trading_pipeline.settings import get_settings\n"
+                            "r = runs.run_job('scan_daily_stored', get_settings())\n"
+                            "assert r.success, runs.failure_message(r)\n"], env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert holder.poll() is None  # still holding its transaction when the run finished
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    help_ = " ".join(cli(home, "sql", "--help").stdout.split())
+    assert "--as-of" in help_ and "--print-attach" in help_
 
 
 # ---- issue 21.6: a home's own source ---------------------------------------------------------
@@ -254,7 +261,7 @@ def test_failed_checks_fast_reader_matches_dagster(tmp_path, monkeypatch):
         cfg = {"ops": {"raw__bars_daily": {"config": {"source": "files", "path": str(f)}}}}
         assert runs.run_job("ingest_daily_bars", get_settings(), run_config=cfg,
                             start=date(2013, 2, 25), end=date(2013, 3, 1)).success
-        con = warehouse.connect(home / "warehouse.duckdb")
+        con = warehouse.connect(Settings(home=home).warehouse_path)
         con.execute("INSERT INTO raw.bars_daily VALUES ('GOOG','1d','2013-02-26','2013-02-26',1,0.5,2,1,1,'manual',now())")
         con.close()
         assert not runs.run_job("ingest_daily_bars", get_settings(), run_config=cfg,

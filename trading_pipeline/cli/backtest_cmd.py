@@ -63,7 +63,10 @@ def _check_strategy(path: Path | str, strategy: str, rules_file: Path) -> None:
     from trading_pipeline.backtest.engine import valid_strategies
     from trading_pipeline.marketdata import warehouse as wh
 
-    con = wh.connect(path, read_only=True)
+    try:
+        con = wh.connect(path, read_only=True)
+    except wh.WarehouseLocationError as exc:  # its catalog, its extensions: a setting to fix
+        fail(str(exc), code=2)
     try:
         valid = valid_strategies(con, rules_file)
     finally:
@@ -141,8 +144,9 @@ def register(app: typer.Typer) -> None:
                     res = runs.run_job("backtest", settings, run_config={"ops": {"run_backtest": {"config": params.model_dump()}}})
                     if not res.success:
                         progress.stop()
-                        fail(f"backtest run {res.run_id} failed: {runs.failure_message(res)}",
-                             "see the run in the Dagster UI (`make up`) for details")
+                        unopened = runs.warehouse_error(res)  # the warehouse's location or extensions: exit 2
+                        fail(f"backtest run {res.run_id} failed: {unopened or runs.failure_message(res)}",
+                             "see the run in the Dagster UI (`make up`) for details", code=2 if unopened else 1)
                     run_id = res.output_for_node("run_backtest")["run_id"]
                     con = wh.connect(path, read_only=True)
                     try:

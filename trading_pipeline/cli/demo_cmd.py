@@ -73,7 +73,8 @@ def demo(
                                      "failed_checks": runs.failed_checks(result)})
             if not result.success:
                 progress.stop()
-                fail(f"{label}: {runs.failure_message(result)}")
+                unopened = runs.warehouse_error(result)  # the warehouse's location or extensions: exit 2
+                fail(f"{label}: {unopened or runs.failure_message(result)}", code=2 if unopened else 1)
             progress.advance(task)
     summary["result"] = _demo_result(settings)
     if json_out:

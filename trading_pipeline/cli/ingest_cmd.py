@@ -59,6 +59,10 @@ def ingest(
         if outside:
             progress.stop()
             fail(*outside, code=2)
+        refused = _warehouse_refusal(settings)
+        if refused:
+            progress.stop()
+            fail(*refused, code=2)
         start, end = dated["ts"].min().date(), dated["ts"].max().date()
         jobs = []
         if (bars["timeframe"] == "1d").any():
@@ -145,6 +149,18 @@ def _outside_loadable_range(dated: pl.DataFrame) -> tuple[str, str] | None:
             "; ".join(fix) + ", then run the same command again")
 
 
+def _warehouse_refusal(settings) -> tuple[str, str] | None:
+    """The warehouse cannot be opened (a lake's catalog unreachable or damaged, an extension
+    missing): its error, before any run starts, so nothing is written."""
+    from trading_pipeline.marketdata import extensions, warehouse
+
+    try:
+        warehouse.probe(settings.warehouse_path)
+    except (warehouse.WarehouseLocationError, extensions.ExtensionMissing) as exc:
+        return str(exc), "nothing was loaded; run the same command again once the warehouse opens"
+    return None
+
+
 def _load_refused(result) -> list[dict] | None:
     """The failed rules when a load was rolled back because the bar suite failed on the bars
     it was about to commit (ingest.LoadCheckError, the step's failure metadata), else None."""
@@ -182,7 +198,8 @@ def _check_failures(result) -> list[dict]:
 
 
 def _ingest_failed(result, summary: dict, failures: list[dict], *, stored: bool, json_out: bool) -> None:
-    """Say what a failed load run stored and why it failed, in a few lines, then exit 1.
+    """Say what a failed load run stored and why it failed, in a few lines, then exit 1 (2
+    when the warehouse could not be opened).
 
     ``stored`` is False when the bar step failed before its commit (the load rolled back,
     e.g. because the bar suite failed on its own bars): then nothing from it is stored.
@@ -191,6 +208,14 @@ def _ingest_failed(result, summary: dict, failures: list[dict], *, stored: bool,
     from trading_pipeline import runs
     from trading_pipeline.marketdata import quality
     lines = ["  " + ln for ln in quality.describe_failures(failures)]
+    unopened = runs.warehouse_error(result)
+    if unopened:  # the warehouse could not be opened: a setting to fix (exit 2), nothing stored
+        hint = "nothing from this load was stored; run the same command again once the warehouse opens"
+        if json_out:
+            summary.update(error=unopened, stored=False, hint=hint)
+            print_json(summary)
+            raise typer.Exit(2)
+        fail(f"run {result.run_id} failed: {unopened}", hint, code=2)
     if failures and not stored:
         error = "the bars of this load fail the quality checks"
     elif failures:

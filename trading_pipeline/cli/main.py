@@ -21,13 +21,21 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     from trading_api.cli import register as register_api
-    from trading_pipeline.cli import backtest_cmd, demo_cmd, ingest_cmd, orders_cmds, readers
+    from trading_pipeline.cli import (
+        backtest_cmd,
+        demo_cmd,
+        ingest_cmd,
+        orders_cmds,
+        readers,
+        warehouse_cmd,
+    )
 
     ingest_cmd.register(app)
     readers.register(app)
     demo_cmd.register(app)
     orders_cmds.register(app)
     backtest_cmd.register(app)
+    warehouse_cmd.register(app)
     register_api(app)
 
 

@@ -1,4 +1,5 @@
-"""`trading status`, `trading sql` and `trading scan`: readers of the serving snapshot (or the live warehouse)."""
+"""`trading status`, `trading sql` and `trading scan`: readers of the warehouse that never wait for a
+writer (the DuckLake's last committed snapshot, or a DuckDB file's serving snapshot)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import typer
 from trading_pipeline.cli.output import (
     JsonOpt,
     console,
+    err_console,
     fail,
     frame_table,
     print_json,
@@ -29,7 +31,8 @@ if TYPE_CHECKING:  # polars is imported by the commands that use it (0.4 s at st
 # process holds it, so a `trading sql` or `trading status` would fail a scan. They read the
 # published serving snapshot (serving/publish.py: a new file, os.replace'd in after every scan and
 # load). A warehouse that is not a file (md:, ducklake:) takes no file lock and is read
-# directly. `trading sql --live` opts into the file itself.
+# directly: on the DuckLake every reader sees the last committed snapshot. `trading sql --live`
+# opts into a warehouse file itself.
 
 
 def _reads_snapshot(settings, live: bool = False) -> bool:
@@ -52,8 +55,10 @@ def _open_reader(settings, live: bool = False):
             fail(f"no warehouse at {settings.warehouse_path}", "run `trading demo` or `trading ingest PATH` first")
     try:
         return warehouse.connect(settings.warehouse_path, read_only=True), "warehouse"
-    except (FileNotFoundError, warehouse.WarehouseLocationError) as exc:
+    except FileNotFoundError as exc:  # nothing loaded yet
         fail(str(exc))
+    except warehouse.WarehouseLocationError as exc:  # a location that cannot be opened: exit 2
+        fail(str(exc), code=2)
 
 
 def _relations(con, what: str) -> set[str]:
@@ -73,13 +78,17 @@ def status(json_out: JsonOpt = False) -> None:
     from trading_pipeline.marketdata import warehouse
     settings = get_settings()
     info: dict = {"home": str(settings.home), "warehouse": str(settings.warehouse_path)}
-    published = (settings.serving_dir / "serving.duckdb").exists()
+    from trading_pipeline.serving.snapshot import watched_path
+    published = watched_path(settings.serving_dir).exists()  # the lake pointer, or the copy
+    from trading_pipeline.marketdata.migrate import legacy_warehouse_hint
+    legacy = legacy_warehouse_hint(settings)  # a warehouse.duckdb from before the lake, and no lake
     if not warehouse.exists(settings.warehouse_path) and not published:
         if json_out:
             info["bars"] = []
+            info.update({"hint": legacy} if legacy else {})
             print_json(info)
             return
-        fail(f"no warehouse at {settings.warehouse_path}", "run `trading demo` or `trading ingest PATH` first")
+        fail(f"no warehouse at {settings.warehouse_path}", legacy or "run `trading demo` or `trading ingest PATH` first")
     bars: list[dict] = []
     rejected, symbols, tables, snap = 0, 0, [], None
     if published or not _reads_snapshot(settings):
@@ -99,12 +108,19 @@ def status(json_out: JsonOpt = False) -> None:
                 symbols = warehouse.fetch_one(con, "SELECT count(*) FROM raw.symbols")[0]
             tables = sorted(t for t in have if t.split(".")[0] in ("staging", "intermediate", "marts", "ops"))
             if what == "snapshot":
-                row = con.sql("SELECT sequence, published_at::VARCHAR FROM main.snapshot_meta").fetchall()
+                row = con.sql("SELECT sequence, published_at::VARCHAR FROM main.snapshot_meta "
+                              "ORDER BY sequence DESC LIMIT 1").fetchall()
                 snap = {"sequence": row[0][0], "published_at": row[0][1]} if row else None
+            elif warehouse.is_lake(settings.warehouse_path):
+                from trading_pipeline.serving.snapshot import read_pointer
+                pointer = read_pointer(settings.serving_dir)
+                snap = pointer and {"sequence": pointer["sequence"], "published_at": pointer["published_at"],
+                                    "lake_snapshot_id": pointer["snapshot_id"],
+                                    "lake_head_snapshot_id": warehouse.snapshot_id(con)}
         finally:
             con.close()
     state = run_state.read_state(settings)
-    warnings = run_state.warnings_for(state)
+    warnings = run_state.warnings_for(state) + ([legacy] if legacy else [])
     if not published and _reads_snapshot(settings):
         warnings.append("nothing published yet (the CLI reads the serving snapshot): run `trading scan`")
     lr = state["last_run"]
@@ -127,7 +143,10 @@ def status(json_out: JsonOpt = False) -> None:
         for row in bars:
             table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()])
         console.print(table)
-    if snap:
+    if snap and "lake_snapshot_id" in snap:
+        console.print(f"the lake at snapshot {snap['lake_head_snapshot_id']}; the API serves snapshot "
+                      f"{snap['lake_snapshot_id']} (publish #{snap['sequence']}, {snap['published_at']} UTC)")
+    elif snap:
         console.print(f"as of snapshot #{snap['sequence']} published {snap['published_at']} UTC")
     if lr:
         colour = "green" if lr["status"] == "SUCCESS" else "yellow" if lr["status"] in ("STARTED", "STARTING") and not lr.get("dead") else "red"
@@ -140,7 +159,8 @@ def status(json_out: JsonOpt = False) -> None:
     for w in warnings:
         console.print(f"[bold red]warning:[/] {w}")
     if tables:
-        console.print(f"models: {len(tables)} tables/views in {'the snapshot' if snap else 'staging/intermediate/marts/ops'}")
+        where = "the snapshot" if snap and "lake_snapshot_id" not in snap else "staging/intermediate/marts/ops"
+        console.print(f"models: {len(tables)} tables/views in {where}")
 
 
 def _csv_text(df: pl.DataFrame) -> str:
@@ -149,41 +169,313 @@ def _csv_text(df: pl.DataFrame) -> str:
     return nested_as_json(df).write_csv()
 
 
-def sql(
-    query: Annotated[str, typer.Argument(help="A SQL query, run read-only.")],
-    json_out: JsonOpt = False,
-    csv: Annotated[bool, typer.Option("--csv", help="Print CSV (nested values as JSON text).")] = False,
-    limit: Annotated[int, typer.Option(help="Rows shown in the table view.")] = 200,
-    live: Annotated[bool, typer.Option(
-        "--live", help="Read the warehouse file itself (also staging/intermediate, and what is not "
-        "published yet). It holds the file's lock while the query runs: a scan or load must wait for "
-        "it (up to TRADING_LOCK_WAIT_SECONDS) and fails after.")] = False,
-) -> None:
-    """Run ad-hoc SQL (read-only) on the last published serving snapshot and print a table, JSON or CSV.
+# ----------------------------------------------------------------------------- sql on a lake
+#
+# On the DuckLake warehouse `trading sql` reads the lake itself: every statement sees the last
+# committed snapshot (a writer's open transaction is invisible and never waited for), or the
+# snapshot `--as-of` pins. Snapshot ids count up by one per commit; `ducklake_expire_snapshots`
+# removes old ones, so a gap in the retained ids is history that is gone.
 
-    The snapshot is published after every scan and load: raw.bars (bars_daily, bars_intraday),
-    raw.symbols, raw.bars_rejected, marts.*, ops.*. Reading it never blocks a running scan.
-    Tables show one line per row (long cells cut with an ellipsis); --json/--csv give every value.
-    """
+AS_OF_HELP = (
+    "Read the DuckLake warehouse as it was: an ISO timestamp (2026-11-28T15:30:00Z; no offset "
+    "means UTC, a date alone its 00:00 UTC), a lake snapshot version (digits only: 42), or a "
+    "Dagster run id (in full or its first 8+ characters; with its first '-' if those are all "
+    "digits) of a run that published a snapshot (the lake_snapshot_id it recorded). Exit 2 if "
+    "that snapshot was expired or did not exist. Works with the prompt and --print-attach."
+)
+
+
+def _lake_snapshots(con) -> list[tuple[int, object]]:
+    """(id, commit time) of the lake's retained snapshots, oldest first."""
+    from trading_pipeline.marketdata import warehouse
+    return [(int(i), t) for i, t in con.sql(
+        f"SELECT snapshot_id, snapshot_time FROM {warehouse.LAKE_ALIAS}.snapshots() ORDER BY snapshot_id").fetchall()]
+
+
+def _shown_time(t) -> str:
+    from datetime import UTC
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t is not None else "?"
+
+
+def _as_of_time(text: str):
+    """``text`` as an aware UTC datetime if it is an ISO timestamp, else None."""
+    from datetime import UTC, datetime
+    try:
+        t = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _run_snapshot(settings, ref: str) -> tuple[str, int]:
+    """(run id, lake snapshot id) recorded by the Dagster run ``ref`` (its id or a prefix of it):
+    the serving snapshot's ``lake_snapshot_id`` (what that run published), else the largest
+    one any of its materializations recorded. Exit 2 when there is no such run or it recorded none."""
+    import dagster as dg
+
+    from trading_pipeline import runs
+    ref = ref.lower()
+    if not settings.dagster_home.exists():  # no run ever started from this home (and nothing to create)
+        fail(f"--as-of {ref}: no Dagster run with that id: this home has no Dagster instance "
+             f"({settings.dagster_home})", code=2)
+    inst = runs.instance(settings)
+    ids = [ref] if len(ref) == 36 and inst.has_run(ref) else [r for r in inst.get_run_ids() if r.startswith(ref)]
+    if not ids:
+        fail(f"--as-of {ref}: no Dagster run with that id in {settings.dagster_home}",
+             "list runs in the Dagster UI (make up); a run id prefix needs 8+ characters", code=2)
+    if len(ids) > 1:
+        fail(f"--as-of {ref}: the prefix matches {len(ids)} runs ({', '.join(sorted(ids)[:5])}"
+             f"{', ...' if len(ids) > 5 else ''})", "give more characters of the run id", code=2)
+    run_id = ids[0]
+    served, recorded = None, []
+    for entry in inst.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        mat = entry.asset_materialization
+        value = getattr(mat.metadata.get("lake_snapshot_id"), "value", None) if mat is not None else None
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        recorded.append(value)
+        if mat.asset_key == runs.SERVING:
+            served = value
+    if served is None and not recorded:
+        run = inst.get_run_by_id(run_id)
+        fail(f"--as-of {ref}: run {run_id} ({run.job_name if run else '?'}) recorded no lake snapshot: none of "
+             "its materializations has lake_snapshot_id (runs that publish the serving snapshot record it)",
+             "pick a scan or publish run, or give a timestamp or snapshot version", code=2)
+    return run_id, served if served is not None else max(recorded)
+
+
+def _resolve_as_of(settings, con, as_of: str) -> tuple[int, str]:
+    """The lake snapshot version ``--as-of`` names (``con``: the lake at its latest snapshot), and
+    how to say it; exit 2 with the reason when it names none, one that was expired, or a time
+    before the lake (or its retained history)."""
+    import re
+
+    text = as_of.strip()
+    when = None if re.fullmatch(r"\d+", text) else _as_of_time(text)
+    run_like = re.fullmatch(r"[0-9a-fA-F-]+", text) and not re.fullmatch(r"\d+", text)
+    if not re.fullmatch(r"\d+", text) and when is None and not run_like:
+        fail(f"--as-of {as_of!r} is not an ISO timestamp, a snapshot version or a Dagster run id",
+             "e.g. --as-of 2026-11-28T15:30:00Z, --as-of 42, --as-of <run id or its first 8 characters>", code=2)
+    if run_like and when is None and len(text) < 8:
+        fail(f"--as-of {as_of!r}: a run id prefix needs at least 8 characters", code=2)
+    snaps = _lake_snapshots(con)
+    ids = [i for i, _ in snaps]
+    times = dict(snaps)
+    oldest, latest = snaps[0], snaps[-1]
+    retained = f"retained: snapshots {oldest[0]} ({_shown_time(oldest[1])}) to {latest[0]} ({_shown_time(latest[1])})"
+    if when is not None:
+        before = [(i, t) for i, t in snaps if t <= when]
+        shown = when.strftime("%Y-%m-%d %H:%M:%S UTC")
+        if not before:
+            if oldest[0] == 0:
+                fail(f"--as-of {shown} is before the lake existed (its first snapshot is from "
+                     f"{_shown_time(oldest[1])})", code=2)
+            fail(f"--as-of {shown} is older than the lake's retained history: the snapshots before "
+                 f"{oldest[0]} have been expired", retained, code=2)
+        version = before[-1][0]
+        after = [i for i in ids if i > version]
+        if after and after[0] > version + 1:
+            fail(f"--as-of {shown}: the snapshots after {version} ({_shown_time(times[version])}) up to "
+                 f"{after[0] - 1} have been expired, so the lake as it was then is not retained", retained, code=2)
+        return version, f"lake snapshot {version} ({_shown_time(times[version])}), as of {shown}"
+    if run_like:
+        run_id, version = _run_snapshot(settings, text)
+        what = f"run {run_id[:8]}'s lake snapshot {version}"
+    else:
+        version, what = int(text), f"lake snapshot {int(text)}"
+    if version not in times:
+        if version > latest[0]:
+            fail(f"--as-of {as_of}: there is no {what} yet; the latest is {latest[0]} "
+                 f"({_shown_time(latest[1])})", code=2)
+        fail(f"--as-of {as_of}: {what} has been expired (ducklake_expire_snapshots)", retained, code=2)
+    return version, f"{what} ({_shown_time(times[version])})"
+
+
+def _open_lake(settings):
+    """A read-only connection on the lake at its latest committed snapshot."""
+    from trading_pipeline.marketdata import warehouse
+    try:
+        return warehouse.connect_lake(settings.warehouse_path, read_only=True)
+    except FileNotFoundError as exc:  # nothing loaded yet
+        fail(str(exc))
+    except warehouse.WarehouseLocationError as exc:  # a location that cannot be opened: exit 2
+        fail(str(exc), code=2)
+
+
+def _pin(con, settings, version: int) -> None:
+    """Re-attach the lake on ``con`` pinned at ``version`` (read-only): cheaper than a new
+    connection, which loads the extensions again."""
     import duckdb
 
-    settings = get_settings()
-    con, what = _open_reader(settings, live)
+    from trading_pipeline.marketdata import warehouse
     try:
-        df = con.sql(query).pl()
+        con.execute("USE memory")
+        con.execute(f"DETACH {warehouse.LAKE_ALIAS}")
+        con.execute(warehouse.attach_statement(settings.warehouse_path, snapshot_version=version))
+        con.execute(f"USE {warehouse.LAKE_ALIAS}")
     except duckdb.Error as exc:
-        con.close()
-        where = "the published snapshot" if what == "snapshot" else "the warehouse"
-        fail(str(exc).splitlines()[0], f"reading {where}; schemas: raw, marts, ops"
-             + (", staging, intermediate" if what == "warehouse" else " (staging/intermediate: --live)")
-             + "; try: trading sql \"SHOW ALL TABLES\"", code=2)
-    con.close()
+        if "no snapshot found" in str(exc).lower():  # expired between the look-up and now
+            fail(f"--as-of: lake snapshot {version} has just been expired", code=2)
+        fail(str(warehouse.open_error(str(settings.warehouse_path), exc)))
+
+
+def _attach_statements(settings, version: int | None, label: str | None) -> dict:
+    """What another DuckDB client runs to read the lake as `trading sql` does (``--print-attach``)."""
+    import duckdb
+
+    from trading_pipeline.marketdata import extensions, warehouse
+    lk = warehouse.lake(settings.warehouse_path)
+    if not lk.exists():
+        fail(f"no warehouse at {lk.location}", "run `trading demo` or `trading ingest PATH` first")
+    location = lk.location
+    if lk.catalog_file is not None:  # absolute: the client may run from anywhere
+        location = location[: len(location) - len(lk.catalog)] + str(lk.catalog_file.resolve())
+    statements = [
+        f"SET extension_directory = '{str(extensions.extension_directory()).replace(chr(39), chr(39) * 2)}'",
+        "SET autoinstall_known_extensions = false",
+        "LOAD ducklake",
+        *([f"LOAD {lk.catalog_type}"] if lk.catalog_type in ("sqlite", "postgres") else []),
+        warehouse.attach_statement(location, read_only=True, snapshot_version=version),
+        f"USE {warehouse.LAKE_ALIAS}",
+    ]
+    return {"warehouse": location, "duckdb_version": duckdb.__version__,
+            "extension_directory": str(extensions.extension_directory()), "snapshot_version": version,
+            "as_of": label, "statements": [s + ";" for s in statements]}
+
+
+def _run_query(con, query: str, *, what: str, label: str | None, json_out: bool, csv: bool, limit: int,
+               repl: bool = False) -> bool:
+    """Run one query on ``con`` and print its result; on a DuckDB error print it (exit 2 unless
+    ``repl``) and return False."""
+    import duckdb
+
+    try:
+        rel = con.sql(query)
+        df = rel.pl() if rel is not None else None
+    except duckdb.Error as exc:
+        where = {"snapshot": "the published snapshot", "lake": label or "the lake (latest committed snapshot)"}.get(
+            what, "the warehouse")
+        hint = (f"reading {where}; schemas: raw, marts, ops"
+                + (", staging, intermediate" if what != "snapshot" else " (staging/intermediate: --live)")
+                + "; try: " + ("SHOW ALL TABLES;" if repl else "trading sql \"SHOW ALL TABLES\""))
+        if repl:
+            err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0]}", soft_wrap=True)
+            err_console.print(f"[yellow]hint:[/] {hint}", soft_wrap=True)
+            return False
+        fail(str(exc).splitlines()[0], hint, code=2)
+    if df is None:  # a statement with no result (SET ...)
+        if json_out:
+            print_json([])
+        return True
     if json_out:
         print_json(df.to_dicts())
     elif csv:
         print(_csv_text(df), end="")
     else:
+        if label and not repl:
+            console.print(f"as of {label}", soft_wrap=True)
         console.print(frame_table(df, max_rows=limit))
+    return True
+
+
+def _prompt(con, *, what: str, label: str | None, json_out: bool, csv: bool, limit: int) -> None:
+    """A small SQL prompt: statements end with ``;`` (several lines allowed), ``.quit`` or EOF
+    leaves, an error is printed and the prompt goes on."""
+    import contextlib
+    import sys
+
+    tty = sys.stdin.isatty()
+    if tty:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  (line editing and history for input())
+    if tty or not (json_out or csv):
+        where = label or ("the lake at its latest committed snapshot (each statement sees the newest)"
+                          if what == "lake" else "the published snapshot" if what == "snapshot" else "the warehouse")
+        err_console.print(f"reading {where}; end statements with ';', .quit to leave", soft_wrap=True)
+    name, buffer = ("lake" if what == "lake" else "sql"), []
+    while True:
+        try:
+            line = input("" if not tty else f"{name}> " if not buffer else " " * (len(name) - 1) + "…> ")
+            if not buffer and line.strip() in (".quit", ".exit", "\\q"):
+                break
+            if not buffer and not line.strip():
+                continue
+            buffer.append(line)
+            if line.rstrip().endswith(";"):
+                statement, buffer = "\n".join(buffer), []
+                _run_query(con, statement, what=what, label=label, json_out=json_out, csv=csv, limit=limit,
+                           repl=True)
+        except EOFError:
+            break
+        except KeyboardInterrupt:  # drop the statement being typed (or running), as shells do
+            buffer = []
+            print()
+    if "\n".join(buffer).strip():  # EOF after a statement without its ';'
+        _run_query(con, "\n".join(buffer), what=what, label=label, json_out=json_out, csv=csv, limit=limit, repl=True)
+    if tty:
+        print()
+
+
+def sql(
+    query: Annotated[str | None, typer.Argument(
+        help="A SQL query, run read-only. Without one: an interactive prompt (statements end with ';', "
+        ".quit or Ctrl-D leaves; also reads statements from a pipe).")] = None,
+    json_out: JsonOpt = False,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV (nested values as JSON text).")] = False,
+    limit: Annotated[int, typer.Option(help="Rows shown in the table view.")] = 200,
+    as_of: Annotated[str | None, typer.Option("--as-of", help=AS_OF_HELP)] = None,
+    print_attach: Annotated[bool, typer.Option(
+        "--print-attach", help="Print the statements another DuckDB client (the duckdb CLI, Python; DuckDB "
+        "of the same version) runs to read the lake as this command does (with --as-of: pinned to that "
+        "snapshot); --json prints them as a JSON object. Runs no query.")] = False,
+    live: Annotated[bool, typer.Option(
+        "--live", help="DuckDB-file warehouse only: read the warehouse file itself (also staging/intermediate, and "
+        "what is not published yet). It holds the file's lock while the query runs: a scan or load must wait for "
+        "it (up to TRADING_LOCK_WAIT_SECONDS) and fails after. A DuckLake warehouse is always read live.")] = False,
+) -> None:
+    """Run ad-hoc SQL (read-only) on the warehouse and print a table, JSON or CSV.
+
+    On the DuckLake warehouse (the default) it reads the lake itself: the last committed
+    snapshot, never waiting for a writer (a running scan's uncommitted work is not seen), with
+    every schema (raw, staging, intermediate, marts, ops); --as-of reads an older snapshot.
+    On a DuckDB-file warehouse (TRADING_WAREHOUSE=path.duckdb) it reads the last published
+    serving snapshot (raw.bars, raw.symbols, raw.bars_rejected, marts.*, ops.*; --live: the file).
+    Tables show one line per row (long cells cut with an ellipsis); --json/--csv give every value.
+    """
+    from trading_pipeline.marketdata import warehouse
+
+    settings = get_settings()
+    if not warehouse.is_lake(settings.warehouse_path):
+        if as_of or print_attach:
+            fail(f"{'--as-of' if as_of else '--print-attach'} needs the DuckLake warehouse; "
+                 f"{settings.warehouse_path} is a {warehouse.describe(settings.warehouse_path)}"
+                 + (", which keeps no history" if as_of else ""),
+                 "without --as-of it reads the latest published snapshot; `trading warehouse migrate --from PATH` "
+                 "moves the file into the lake (then unset TRADING_WAREHOUSE)", code=2)
+        con, what = _open_reader(settings, live)
+    else:
+        con, what = _open_lake(settings), "lake"
+    try:
+        version, label = _resolve_as_of(settings, con, as_of) if as_of else (None, None)
+        if print_attach:
+            out = _attach_statements(settings, version, label)
+            if json_out:
+                print_json(out)
+            else:
+                note = f", {label}" if label else " (each query sees the latest committed snapshot)"
+                print(f"-- DuckDB {out['duckdb_version']}: read {out['warehouse']}{note}")
+                print("\n".join(out["statements"]))
+            return
+        if version is not None:
+            _pin(con, settings, version)
+        if query is None:
+            _prompt(con, what=what, label=label, json_out=json_out, csv=csv, limit=limit)
+        else:
+            _run_query(con, query, what=what, label=label, json_out=json_out, csv=csv, limit=limit)
+    finally:
+        con.close()
 
 
 # ----------------------------------------------------------------------------- scan / rules

@@ -6,6 +6,10 @@ duckdb (``uv.lock``), lays their files out in that shape once (symlinks into the
 environment's prefix), and opens every connection with that directory and auto-install off, so
 ``ducklake:``, ``sqlite``, ``postgres`` and ``httpfs`` load offline, and a missing one fails with a
 clear error instead of trying the network.
+
+A folder of extensions the user provides (``TRADING_DUCKDB_EXTENSIONS``, ``Settings.duckdb_extensions``:
+an air-gapped mirror, a build of their own) is used as it is instead: nothing is linked into it,
+and an extension missing there is an error naming the file, not a fall-back to the wheels.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def version_tag() -> str:
     return f"v{duckdb.__version__}"
 
 
+@lru_cache(maxsize=1)
 def _platform() -> str:
     try:
         return duckdb.sql("PRAGMA platform").fetchone()[0]  # type: ignore[index]
@@ -54,19 +59,28 @@ def _wheel_file(name: str) -> Path | None:
     return path if path.exists() else None
 
 
+def chosen_directory() -> Path | None:
+    """The extension folder the user provides (``TRADING_DUCKDB_EXTENSIONS``), else None (the wheels)."""
+    from trading_pipeline.settings import get_settings  # like warehouse._settings_data_path
+
+    return get_settings().duckdb_extensions
+
+
 def _candidates() -> list[Path]:
-    out = []
-    if os.environ.get("TRADING_DUCKDB_EXTENSIONS"):
-        out.append(Path(os.environ["TRADING_DUCKDB_EXTENSIONS"]))
-    out.append(Path(sys.prefix) / "share" / "trading-pipeline" / "duckdb_extensions")
+    out = [Path(sys.prefix) / "share" / "trading-pipeline" / "duckdb_extensions"]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     out.append(cache / "trading-pipeline" / "duckdb_extensions")
     return out
 
 
-@lru_cache(maxsize=1)
 def extension_directory() -> Path:
-    """The laid-out extension directory (created on first use; idempotent, safe to race)."""
+    """The folder DuckDB loads extensions from: the user's (:func:`chosen_directory`), as it is,
+    or the wheels' files laid out (on first use; idempotent, safe to race)."""
+    return chosen_directory() or _wheel_directory()
+
+
+@lru_cache(maxsize=1)
+def _wheel_directory() -> Path:
     errors = []
     for base in _candidates():
         target = base / version_tag() / _platform()
@@ -90,7 +104,18 @@ def extension_directory() -> Path:
 
 
 def require(name: str) -> None:
-    """A clear error when the wheel of extension ``name`` is not installed."""
+    """A clear error when extension ``name`` is not installed: not in the user's folder, or (by
+    default) its wheel is missing."""
+    chosen = chosen_directory()
+    if chosen is not None:
+        path = chosen / version_tag() / _platform() / f"{EXTENSIONS.get(name, name)}.duckdb_extension"
+        if not path.is_file():
+            raise ExtensionMissing(
+                f"DuckDB's {name!r} extension is not in the extension folder TRADING_DUCKDB_EXTENSIONS="
+                f"{chosen} (no {path}); put the file for duckdb {duckdb.__version__} there, or unset "
+                "TRADING_DUCKDB_EXTENSIONS to use the locked duckdb-extension-* wheels"
+            )
+        return
     if _wheel_file(name) is None:
         raise ExtensionMissing(
             f"DuckDB's {name!r} extension is not installed (no duckdb-extension-{name} "

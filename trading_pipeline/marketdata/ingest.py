@@ -17,7 +17,7 @@ import polars as pl
 
 from trading_pipeline.marketdata import calendars, quality
 from trading_pipeline.marketdata.calendars import DEFAULT_CALENDAR
-from trading_pipeline.marketdata.warehouse import bars_table, upsert_bars
+from trading_pipeline.marketdata.warehouse import bars_table, transaction, upsert_bars
 
 # one row per (load, symbol, timeframe) a load stored, written in the load's own transaction
 # after the bar suite passed on the stored bars: the warehouse's record of what each run
@@ -118,7 +118,8 @@ def ingest(
     run_id: str | None = None,
     now: datetime | None = None,
 ) -> IngestResult:
-    """Validate every batch, then write all of them in one transaction.
+    """Validate every batch, then write all of them in one transaction (run again from its
+    start when a lake's commit conflicts with another writer's: ``warehouse.transaction``).
 
     Before the commit, the great-expectations bar suite runs on the stored rows this load
     wrote (read back inside the transaction); if any expectation fails the transaction is
@@ -160,17 +161,13 @@ def ingest(
     result = IngestResult()
     rejected = pl.concat(rejects) if rejects else None
     new_symbols = {s: registered[s] for s in sorted(all_symbols) if s not in stored}
-    written: dict[str, pl.DataFrame] = {}
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for tf, frames in goods.items():
-            good = pl.concat(frames)
-            # a symbol may appear in two files; identical rows collapse, conflicts were rejected per file
-            good = good.unique(subset=["symbol", "timeframe", "ts"], keep="last", maintain_order=True)
+    # a symbol may appear in two files; identical rows collapse, conflicts were rejected per file
+    written = {tf: pl.concat(frames).unique(subset=["symbol", "timeframe", "ts"], keep="last", maintain_order=True)
+               for tf, frames in goods.items()}
+
+    def write() -> None:  # run again from here when a lake commit conflicts (warehouse.transaction)
+        for tf, good in written.items():
             upsert_bars(con, bars_table(tf), good, source=batch_source(batches), in_transaction=True)
-            result.loaded += good.height
-            result.by_timeframe[tf] = result.by_timeframe.get(tf, 0) + good.height
-            written[tf] = good
         if rejected is not None:
             con.register("_rejected_bars", rejected)
             con.execute(
@@ -190,10 +187,11 @@ def ingest(
             )
             con.unregister("_new_symbols")
         _check_and_record(con, written, run_id, now)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+
+    transaction(con, write)
+    for tf, good in written.items():
+        result.loaded += good.height
+        result.by_timeframe[tf] = result.by_timeframe.get(tf, 0) + good.height
     result.symbols = sorted(all_symbols)
     if rejected is not None:
         result.rejected = rejected.height

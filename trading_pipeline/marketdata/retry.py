@@ -23,6 +23,15 @@ def is_lock_error(exc: BaseException | str) -> bool:
     return "could not set lock" in text or "conflicting lock" in text
 
 
+def is_commit_conflict(exc: BaseException | str) -> bool:
+    """DuckLake's refusal to commit a transaction that conflicts with one another writer
+    committed since it began (both deleted from the same table, both created the same
+    name...), or its own commit retries running out: the transaction was rolled back and can
+    be run again from the start, on the new snapshot."""
+    text = str(exc)
+    return "Transaction conflict - " in text or "Exceeded the maximum retry count" in text
+
+
 def lock_wait() -> float:
     """Seconds a writer waits for another process's lock (``TRADING_LOCK_WAIT_SECONDS``)."""
     from trading_pipeline.settings import get_settings
@@ -46,18 +55,20 @@ class LockWait:
     def __init__(self, wait: float | None = None, *, deadline: float | None = None,
                  first_delay: float = 0.05, max_delay: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.clock, self.sleep = clock, sleep
+                 sleep: Callable[[float], None] = time.sleep,
+                 retryable: Callable[[BaseException | str], bool] = is_lock_error) -> None:
+        self.clock, self.sleep, self.retryable = clock, sleep, retryable
         self.deadline = deadline if deadline is not None else clock() + (lock_wait() if wait is None else wait)
         self.delay, self.max_delay = first_delay, max_delay
         self.attempts = 1
 
     def retry(self, exc: BaseException | str) -> bool:
-        """After a failed attempt: ``False`` (raise it) unless ``exc`` is a lock error and the
-        deadline has not passed; else sleep (backoff with jitter, never past the deadline)
-        and return ``True`` (try again)."""
+        """After a failed attempt: ``False`` (raise it) unless ``retryable(exc)`` (by default: a
+        lock error; a lake writer passes :func:`is_commit_conflict`) and the deadline has not
+        passed; else sleep (backoff with jitter, never past the deadline) and return ``True``
+        (try again)."""
         left = self.deadline - self.clock()
-        if not is_lock_error(exc) or left <= 0:
+        if not self.retryable(exc) or left <= 0:
             return False
         self.sleep(min(left, self.delay * random.uniform(0.5, 1.0)))
         self.delay = min(self.delay * 2, self.max_delay)

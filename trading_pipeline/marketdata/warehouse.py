@@ -15,20 +15,30 @@ one into a lake. Other locations (``md:<db>``, ``:memory:``) go to ``duckdb.conn
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import errno
+import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 
 # is_lock_error and lock_wait live in retry.py, beside the one retry loop; kept importable here
-from trading_pipeline.marketdata.retry import call_waiting_for_lock, is_lock_error, lock_wait  # noqa: F401
+from trading_pipeline.marketdata.retry import (  # noqa: F401
+    LockWait,
+    call_waiting_for_lock,
+    is_commit_conflict,
+    is_lock_error,
+    lock_wait,
+)
 from trading_pipeline.settings import LOCATION_PREFIX, MEMORY, location
 
 if TYPE_CHECKING:  # imported where used: readers such as `trading status` never need it
     import polars as pl
+
+T = TypeVar("T")
 
 SCHEMAS = ("raw", "staging", "intermediate", "marts", "ops")
 
@@ -73,6 +83,16 @@ RAW_DDL = [
     )""",
     """CREATE VIEW IF NOT EXISTS raw.bars AS
         SELECT * FROM raw.bars_daily UNION ALL SELECT * FROM raw.bars_intraday""",
+]
+# a lake's too: one row per bars table, updated by every upsert (_claim_bars_table)
+LAKE_DDL = [
+    """CREATE TABLE IF NOT EXISTS raw.bar_writes (
+        bars_table VARCHAR NOT NULL,
+        writes     BIGINT  NOT NULL
+    )""",
+    """INSERT INTO raw.bar_writes
+        SELECT t, 0 FROM (VALUES ('raw.bars_daily'), ('raw.bars_intraday')) v(t)
+        WHERE t NOT IN (SELECT bars_table FROM raw.bar_writes)""",
 ]
 
 
@@ -190,29 +210,55 @@ def describe(path: Path | str) -> str:
 
 def open_error(loc: str, exc: Exception) -> WarehouseLocationError:
     """DuckDB could not open ``loc`` (not a file): its error, naming the location and what it needs."""
+    from trading_pipeline.marketdata.extensions import ExtensionMissing
+
     k = kind(loc)
     said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     _, ext, more = _NEEDS.get(k, (None, k, None))
     message = f"cannot open the warehouse {loc!r} ({describe(loc)}): {said}"
-    if k == "ducklake":
+    if isinstance(exc, ExtensionMissing):
+        pass  # it names the missing file and the fix
+    elif k == "ducklake":
         lk = Lake.parse(loc)
         if lk.catalog_file is not None:
             message += (f". Check the catalog file {lk.catalog_file} (a {lk.catalog_type} database "
                         "written by DuckLake) and its data folder; restore it from a backup, or point "
                         "TRADING_WAREHOUSE elsewhere")
         else:
-            message += (f". Check the {lk.catalog_type} catalog {lk.catalog!r} is reachable and "
-                        "TRADING_WAREHOUSE_DATA_PATH is where its data files are")
+            # DuckDB quotes the conninfo twice more before libpq's reason: keep the reason
+            reason = re.search(r'Unable to connect to Postgres at "[^"]*": (.+)', said)
+            if reason:
+                message = f"cannot open the warehouse {loc!r} ({describe(loc)}): cannot connect to Postgres: {reason[1]}"
+            message += (f". Check the {lk.catalog_type} server of the catalog is running and reachable from "
+                        "here and the conninfo after 'ducklake:postgres:' in TRADING_WAREHOUSE (host, port, "
+                        "dbname, user, password) is right; TRADING_WAREHOUSE_DATA_PATH must be where its "
+                        "data files are")
     elif k != "memory":
         message += f". It needs DuckDB's {ext!r} extension" + (f" and {more}" if more else "")
-    if "extension" in said.lower():
-        message += (
-            f"; DuckDB's extensions come from the locked duckdb-extension-* wheels (v{duckdb.__version__}):"
-            " run `make env` to install them"
-        )
-    err = WarehouseLocationError(message)
+    if "extension" in said.lower() and not isinstance(exc, ExtensionMissing):
+        from trading_pipeline.marketdata.extensions import EXTENSIONS
+
+        if ext in EXTENSIONS or k == "ducklake":
+            message += (f"; DuckDB's extensions come from the locked duckdb-extension-* wheels "
+                        f"(v{duckdb.__version__}): run `make env` to install them")
+        else:  # not shipped as a wheel (motherduck): DuckDB would download it
+            message += (
+                f"; DuckDB downloads extensions on first use, so without network install it "
+                f"beforehand (`INSTALL {ext}` where there is network, or copy {ext}.duckdb_extension "
+                f"into ~/.duckdb/extensions/v{duckdb.__version__}/<platform>/)"
+            )
+    err = WarehouseLocationError(redact(message))
     err.duckdb_error = exc if isinstance(exc, duckdb.Error) else None
     return err
+
+
+_SECRETS = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)|(://[^:/@\s]+:)[^@\s]+(@)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` without the password of a libpq conninfo (``password=...``, ``user:pass@``): errors
+    quote the location, and they end up on terminals and in run logs."""
+    return _SECRETS.sub(lambda m: f"{m[1]}***" if m[1] else f"{m[3]}***{m[4]}", text)
 
 
 LAKE_ALIAS = "lake"
@@ -245,7 +291,9 @@ def attach_statement(
 
 
 def _settings_data_path() -> str | None:
-    from trading_pipeline.settings import get_settings  # the one domain read of settings, like lock_wait
+    from trading_pipeline.settings import (
+        get_settings,  # the one domain read of settings, like lock_wait
+    )
 
     return get_settings().warehouse_data_path or None
 
@@ -273,29 +321,98 @@ def connect_lake(
     try:
         extensions.require("ducklake")
         extensions.require(lk.catalog_type if lk.catalog_type != "duckdb" else "ducklake")
-        data_path = None
-        if not lk.exists():
-            data_path = lk.default_data_path() or _settings_data_path()
-            if data_path is None:
-                raise WarehouseLocationError(
-                    f"a new DuckLake with a {lk.catalog_type} catalog needs a data path: set "
-                    "TRADING_WAREHOUSE_DATA_PATH (a folder or s3://bucket/prefix/)"
-                )
-            if "://" not in data_path:
-                Path(data_path).mkdir(parents=True, exist_ok=True)
+        data_path = None if lk.exists() else _new_lake_data_path(lk)
         if lk.catalog_file is not None:
+            if lk.catalog_file.exists() and not lk.catalog_file.is_file():  # SQLite: "unable to open"
+                raise IsADirectoryError(errno.EISDIR, "not a catalog file but a folder", str(lk.catalog_file))
             lk.catalog_file.parent.mkdir(parents=True, exist_ok=True)
         con = extensions.connect(config=config or {})
-    except extensions.ExtensionMissing as exc:
+    except (extensions.ExtensionMissing, OSError) as exc:  # OSError: a folder in the way (a file)
         raise open_error(lk.location, exc) from None
-    try:
+
+    def attach(data_path: str | None) -> None:
         con.execute(attach_statement(lk.location, read_only=read_only, snapshot_version=snapshot_version,
                                      snapshot_time=snapshot_time, data_path=data_path))
+
+    try:
+        try:
+            attach(data_path)
+        except duckdb.Error as exc:
+            # a Postgres catalog may be new or not, which only DuckLake can tell: it refuses to
+            # create one without a data path, and then the setting is the data path
+            if data_path is not None or read_only or not _NEW_LAKE_WITHOUT_DATA_PATH.search(str(exc)):
+                raise
+            _create_lake(attach, lk)
         con.execute(f"USE {LAKE_ALIAS}")
+        if lk.catalog_type == "sqlite" and not read_only:
+            _sqlite_wal(lk.catalog_file)
     except duckdb.Error as exc:
         con.close()
+        if read_only and "creating a new DuckLake is explicitly disabled" in str(exc):  # an empty catalog
+            raise FileNotFoundError(f"no warehouse at {redact(lk.location)}; run `trading demo` or "
+                                    "`trading ingest PATH` first") from None
         raise open_error(lk.location, exc) from None
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+_WAL_DONE: set[Path] = set()
+
+
+def _sqlite_wal(catalog: Path | None) -> None:
+    """Put a SQLite catalog in WAL mode (once; the mode is stored in the file). In its default
+    rollback-journal mode a reader's open transaction blocks every commit ("database is
+    locked" after SQLite's busy timeout); with WAL readers and the writer never wait on each
+    other and each reader keeps its snapshot. (WAL needs a local disk, not a network share.)"""
+    if catalog is None or catalog in _WAL_DONE:
+        return
+    import sqlite3
+
+    db = sqlite3.connect(str(catalog), timeout=30)
+    try:
+        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+    finally:
+        db.close()
+    _WAL_DONE.add(catalog)
+
+
+# DuckLake's refusal to create a lake without DATA_PATH (its catalog holds no lake yet)
+_NEW_LAKE_WITHOUT_DATA_PATH = re.compile(r"create a new ducklake .*data_path is not set", re.IGNORECASE)
+
+
+def _create_lake(attach: Callable[[str], None], lk: Lake) -> None:
+    """Attach a lake whose catalog database is empty, creating it. Two processes may do that
+    at once (two machines' first load): DuckLake's set-up then fails in the later one on the
+    catalog tables the other one made, and the later one attaches again (the lake exists now,
+    with the same data path when both read the same setting)."""
+    data_path = _new_lake_data_path(lk)
+    waiting = LockWait(10, retryable=lambda exc: "Failed to initialize DuckLake" in str(exc)
+                       or bool(_NEW_LAKE_WITHOUT_DATA_PATH.search(str(exc))))
+    while True:
+        try:
+            return attach(data_path)
+        except duckdb.Error as exc:
+            if not waiting.retry(exc):
+                raise
+
+
+def _new_lake_data_path(lk: Lake) -> str:
+    """Where a new lake puts its data files (made if a local folder), or a clear error."""
+    data_path = lk.default_data_path() or _settings_data_path()
+    if data_path is None:
+        raise WarehouseLocationError(
+            f"a new DuckLake with a {lk.catalog_type} catalog ({redact(lk.location)!r}) needs a data path: set "
+            "TRADING_WAREHOUSE_DATA_PATH (a folder or s3://bucket/prefix/)"
+        )
+    if "://" not in data_path:
+        try:
+            Path(data_path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise open_error(lk.location, exc) from None
+    return data_path
 
 
 def snapshot_id(con: duckdb.DuckDBPyConnection) -> int | None:
@@ -334,6 +451,14 @@ def connect(path: Path | str, read_only: bool = False, retries: float | None = N
     return call_waiting_for_lock(lambda: duckdb.connect(str(path), read_only=read_only), retries)
 
 
+def probe(path: Path | str) -> None:
+    """Open a lake as its writers will (creating it if new) and close it: a
+    :class:`WarehouseLocationError` here, before a command starts a run, rather than a failed
+    run. Other locations are left to the run (a DuckDB file would be locked meanwhile)."""
+    if is_lake(path):
+        connect(path).close()
+
+
 def wait_writable(path: Path | str, deadline: float) -> None:
     """Return once the warehouse file can be opened for writing (opened and closed at once),
     or at ``deadline`` (``time.monotonic()``) in any case: the caller's own open then fails
@@ -360,17 +485,26 @@ def writer(path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """The schemas and raw tables, created once: on a lake every DDL statement is a commit, so
-    nothing runs when they are all there already."""
+    nothing runs when they are all there already. Two processes creating them at once (the
+    first loads of two machines on a new lake) conflict: the later statement runs again and
+    finds the name there."""
     have = {r[0] for r in con.sql(
         "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = current_database() "
         "UNION ALL SELECT schema_name || '.' || view_name FROM duckdb_views() WHERE database_name = current_database()"
     ).fetchall()}
-    if {"raw.bars_daily", "raw.bars_intraday", "raw.bars_rejected", "raw.symbols", "raw.bars"} <= have:
+    lake = _is_lake(con)
+    if {"raw.bars_daily", "raw.bars_intraday", "raw.bars_rejected", "raw.symbols", "raw.bars",
+            *(["raw.bar_writes"] if lake else [])} <= have:
         return
-    for schema in SCHEMAS:
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    for stmt in RAW_DDL:
-        con.execute(stmt)
+    waiting = LockWait(retryable=is_commit_conflict)
+    for stmt in [f"CREATE SCHEMA IF NOT EXISTS {schema}" for schema in SCHEMAS] + RAW_DDL + (LAKE_DDL if lake else []):
+        while True:
+            try:
+                con.execute(stmt)
+                break
+            except duckdb.Error as exc:
+                if not waiting.retry(exc):
+                    raise
 
 
 def bars_table(timeframe: str) -> str:
@@ -386,9 +520,10 @@ def upsert_bars(
 ) -> int:
     """Replace rows with the same (symbol, timeframe, ts) and insert the rest, atomically.
 
-    Delete-then-insert inside one transaction (the caller's, with ``in_transaction``):
-    re-running the same load changes nothing, and a load that dies half-way (even
-    ``kill -9``) is rolled back by DuckDB's WAL.
+    Delete-then-insert inside one transaction (the caller's, with ``in_transaction``, else
+    :func:`transaction`'s, run again on a lake's commit conflict): re-running the same load
+    changes nothing, and a load that dies half-way (even ``kill -9``) leaves nothing (DuckDB's
+    WAL rolls a file back; a lake's catalog never saw the transaction).
     """
     import polars as pl
 
@@ -396,29 +531,84 @@ def upsert_bars(
         pl.lit(source).alias("source"),
         pl.lit(None, dtype=pl.Datetime("us")).alias("ingested_at"),
     )
-    if not in_transaction:
-        con.execute("BEGIN TRANSACTION")
-    try:
+
+    def write() -> None:
+        _claim_bars_table(con, table)
         con.register("_staged_bars", staged)
-        con.execute(
-            f"""DELETE FROM {table} t USING _staged_bars s
-                WHERE t.symbol = s.symbol AND t.timeframe = s.timeframe AND t.ts = s.ts"""
-        )
-        con.execute(
-            f"""INSERT INTO {table}
-                SELECT symbol, timeframe, ts, session_date, open, high, low, close, volume,
-                       source, now()::TIMESTAMP
-                FROM _staged_bars"""
-        )
-        if not in_transaction:
-            con.execute("COMMIT")
-    except BaseException:
-        if not in_transaction:
-            con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("_staged_bars")
+        try:
+            con.execute(
+                f"""DELETE FROM {table} t USING _staged_bars s
+                    WHERE t.symbol = s.symbol AND t.timeframe = s.timeframe AND t.ts = s.ts"""
+            )
+            con.execute(
+                f"""INSERT INTO {table}
+                    SELECT symbol, timeframe, ts, session_date, open, high, low, close, volume,
+                           source, now()::TIMESTAMP
+                    FROM _staged_bars"""
+            )
+        finally:
+            con.unregister("_staged_bars")
+
+    if in_transaction:
+        write()
+    else:
+        transaction(con, write)
     return bars.height
+
+
+def _claim_bars_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """On a lake, make this transaction conflict with any other upsert committed meanwhile.
+
+    DuckLake only sees a conflict when one transaction inserts into a table another one
+    deleted from. Two loads of the same *new* bars delete nothing: both would commit, and the
+    bars would be there twice. Every upsert updates (deletes and inserts) a row of
+    ``raw.bar_writes``, so the later of two concurrent upserts always conflicts, is rolled back
+    and runs again (:func:`transaction`), and then its DELETE finds the other's bars."""
+    if not _is_lake(con):
+        return  # a DuckDB file has one writing process at a time
+    claimed = con.execute("UPDATE raw.bar_writes SET writes = writes + 1 WHERE bars_table = ?", [table]).fetchone()
+    if not claimed or not claimed[0]:
+        con.execute("INSERT INTO raw.bar_writes VALUES (?, 1)", [table])
+
+
+def _is_lake(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.sql("SELECT type FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return bool(row) and row[0] == "ducklake"
+
+
+def transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], T], wait: float | None = None) -> T:
+    """``work()`` in one transaction, committed; any error rolls it back and is raised.
+
+    On a lake, writers in other processes (another machine's load, dbt) commit optimistically:
+    DuckLake refuses a commit that conflicts with one made since this transaction began (both
+    deleted from the same table...) and rolls it back. Then the whole transaction runs again
+    on the new snapshot, with backoff, for up to ``wait`` seconds (default
+    ``TRADING_LOCK_WAIT_SECONDS``, as a file writer waits for the lock): ``work`` must be
+    safe to repeat (it re-reads what it depends on)."""
+    waiting: LockWait | None = None
+    while True:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            out = work()
+            con.execute("COMMIT")
+            return out
+        except BaseException as exc:
+            rollback(con)
+            if not isinstance(exc, duckdb.Error) or not is_commit_conflict(exc):
+                raise
+            waiting = waiting or LockWait(wait, retryable=is_commit_conflict)
+            if not waiting.retry(exc):
+                raise
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """ROLLBACK, unless the transaction has ended already: a COMMIT that failed (a lake's
+    commit conflict) rolled it back, and a second ROLLBACK would raise "no transaction is
+    active" in place of the commit's own error."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
 
 
 # DuckDB 2.0: a result from execute() that is not fully fetched blocks the connection
