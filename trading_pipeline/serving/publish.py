@@ -585,6 +585,14 @@ def _publish_lake(
             prev_head = max(prev_head, int(state.get("feed_head_seq", 0)))
             sequence = prev_seq + 1
             now = _utcnow()
+            if prev_data is not None:
+                # the previous publish's own commit (feed rows, meta) changed no served table:
+                # when it came right after the data it served (no other writer's commit in
+                # between), start the change feed after it, so an idle publish reads nothing
+                last = con.sql(f"SELECT max(snapshot_id) FROM {_q(catalog)}.snapshots() WHERE commit_message = ?",
+                               params=[PUBLISH_MESSAGE]).fetchall()[0][0]
+                if last is not None and int(last) == prev_data + 1:
+                    prev_data = int(last)
             con.execute("BEGIN TRANSACTION")
             try:
                 data = wh.snapshot_id(con)
