@@ -153,8 +153,12 @@ def test_workflows(app: FastAPI, api_env: ApiEnv) -> None:
         Workflows,
         settings=settings(SETTINGS, max_examples=20, stateful_step_count=6, derandomize=True, database=None),
     )
-    # the links carried real ids: a working order was found and cancelled
-    assert seen[("DELETE", "/orders/{client_order_id}", 200)] > 0, seen
+    # the links carried real ids: a DELETE reached a stored order (200: a working one was
+    # cancelled; 409: a real one that can no longer be, e.g. a rejected one from the list; an
+    # unknown id is 404). Which of them the exploration meets depends on the data it is served;
+    # cancelling itself is pinned in test_order_lifecycle.
+    found = seen[("DELETE", "/orders/{client_order_id}", 200)] + seen[("DELETE", "/orders/{client_order_id}", 409)]
+    assert found > 0 and seen[("GET", "/orders/{client_order_id}", 200)] > 0, seen
 
 
 # ---- findings of the first schemathesis runs, pinned ----------------------------------------------
