@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scan.py                       # 5,000 symbols x 10 years (~12.6M bars)
     .venv/bin/python bench/scan.py --symbols 500 --years 2
+    .venv/bin/python bench/scan.py --warehouse file    # the DuckDB-file layout, for comparison
 
 Steps: synthetic daily bars (all but the last session) are written to a fresh warehouse;
 ``dbt run`` builds every model (full build) and ``dbt test`` runs the data tests once,
@@ -96,7 +97,7 @@ def model_times(target: Path) -> dict[str, float]:
     }
 
 
-def dbt_build(warehouse: Path, target: Path, args: list[str]) -> float:
+def dbt_build(warehouse: Path | str, target: Path, args: list[str]) -> float:
     env = dbt_runner.dbt_env(warehouse)
     env["DBT_TARGET_PATH"] = str(target)
     env["DBT_LOG_PATH"] = str(target / "logs")
@@ -120,10 +121,13 @@ def main() -> None:
     ap.add_argument("--command", default="run", choices=["build", "run"],
                     help="dbt command to time (build = models + data tests)")
     ap.add_argument("--keep", action="store_true", help="keep the temp warehouse")
+    ap.add_argument("--warehouse", default="lake", choices=["lake", "file"],
+                    help="a DuckLake (the default warehouse) or a DuckDB file (the layout before it)")
     opts = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_scan_"))
-    warehouse = tmp / "warehouse.duckdb"
+    warehouse = (f"ducklake:sqlite:{tmp / 'warehouse' / 'catalog.sqlite'}" if opts.warehouse == "lake"
+                 else tmp / "warehouse.duckdb")
     target = tmp / "target"
 
     t0 = time.perf_counter()
@@ -166,7 +170,7 @@ def main() -> None:
           f"(compute_indicators: TA-Lib + CPR + bookkeeping): {compute:.2f}s, ratio {compute / raw:.1f}x; "
           f"whole int_indicators model incl. DuckDB read + write: {stage:.2f}s, ratio {stage / raw:.1f}x")
     summary = {
-        "bars": bars.height, "symbols": opts.symbols, "years": opts.years,
+        "bars": bars.height, "symbols": opts.symbols, "years": opts.years, "warehouse": opts.warehouse,
         "command": opts.command, "full_s": round(full, 2), "tests_s": tests and round(tests, 2),
         "incremental_s": round(inc, 2),
         "raw_talib_s": round(raw, 3), "raw_talib_stored_s": round(raw_stored, 3),

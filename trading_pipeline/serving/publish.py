@@ -540,16 +540,21 @@ def _exists_at(con: duckdb.DuckDBPyConnection, table: str, version: int | None =
 
 def _lake_changes(con: duckdb.DuckDBPyConnection, catalog: str, table: str, start: int, end: int,
                   key: tuple[str, ...]) -> str:
-    """SQL of the rows of ``table`` that are new between snapshots ``start`` (exclusive) and
-    ``end`` (inclusive), from DuckLake's change feed: inserted rows whose key was not deleted
-    in the same range (a re-load or correction of a stored row is not news). Its cost follows
-    the changes, not the table."""
+    """The name of a temp table of the rows of ``table`` that are new between snapshots
+    ``start`` (exclusive) and ``end`` (inclusive), from DuckLake's change feed (read once):
+    inserted rows whose key was not deleted in the same range (a re-load or correction of a
+    stored row is not news). Its cost follows the changes, not the table."""
     schema, name = table.split(".")
-    fn = f"ducklake_table_changes({_lit(catalog)}, {_lit(schema)}, {_lit(name)}, {int(start) + 1}, {int(end)})"
+    tmp = f"_changes_{schema}_{name}"
+    cols = ", ".join(_q(c) for c in _columns(con, table))
     on = " AND ".join(f"d.{_q(c)} IS NOT DISTINCT FROM c.{_q(c)}" for c in key)
-    cols = ", ".join(f"c.{_q(c)}" for c in _columns(con, table))
-    return (f"SELECT {cols} FROM {fn} c WHERE c.change_type IN ('insert', 'update_postimage') "
-            f"AND NOT EXISTS (SELECT 1 FROM {fn} d WHERE d.change_type IN ('delete', 'update_preimage') AND {on})")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {tmp} AS SELECT change_type, {cols}
+                    FROM ducklake_table_changes({_lit(catalog)}, {_lit(schema)}, {_lit(name)},
+                                                {int(start) + 1}, {int(end)})""")
+    con.execute(f"""DELETE FROM {tmp} c WHERE change_type NOT IN ('insert', 'update_postimage')
+                    OR EXISTS (SELECT 1 FROM {tmp} d WHERE d.change_type IN ('delete', 'update_preimage') AND {on})""")
+    con.execute(f"ALTER TABLE {tmp} DROP COLUMN change_type")
+    return tmp
 
 
 def _publish_lake(
@@ -679,7 +684,7 @@ def _lake_feed(
             f"""SELECT {i} AS ord, t.ts AS ts, 'bars:' || t.symbol AS channel,
                        concat_ws('|', t.symbol, t.timeframe, strftime(t.ts, '%Y-%m-%dT%H:%M:%S')) AS key,
                        {_json_select(cols)} AS payload
-                FROM ({_lake_changes(con, catalog, table, prev_data, data, _BAR_KEY)}) t"""
+                FROM {_lake_changes(con, catalog, table, prev_data, data, _BAR_KEY)} t"""
         )
     new_signals = None
     if "marts.signals" in have and (prev_data is None or changed):
@@ -691,7 +696,7 @@ def _lake_feed(
             on = " AND ".join(f"p.{_q(c)} IS NOT DISTINCT FROM n.{_q(c)}" for c in key)
             # inserted since the last publish (the change feed) and absent then (a rebuilt
             # table re-inserts every row; a re-run re-inserts the same keys)
-            new_signals = (f"SELECT * FROM ({_lake_changes(con, catalog, 'marts.signals', prev_data, data, key)}) n "
+            new_signals = (f"SELECT * FROM {_lake_changes(con, catalog, 'marts.signals', prev_data, data, key)} n "
                            f"WHERE NOT EXISTS (SELECT 1 FROM marts.signals p AT (VERSION => {int(prev_data)}) WHERE {on})")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _new_signals AS {new_signals}")
         ts_col = "t.ts" if "ts" in cols else "NULL::TIMESTAMP"
@@ -723,6 +728,6 @@ def _lake_feed(
             FROM ({union}) ORDER BY seq""",
         [prev_head, now, sequence],
     )
-    if new_signals is not None:
-        con.execute("DROP TABLE IF EXISTS _new_signals")
+    for tmp in ("_new_signals", "_changes_raw_bars_daily", "_changes_raw_bars_intraday", "_changes_marts_signals"):
+        con.execute(f"DROP TABLE IF EXISTS temp.{tmp}")
     return int(con.sql("SELECT count(*) FROM main.feed").fetchall()[0][0] - before)
