@@ -19,14 +19,14 @@ import pytest
 from tests.scans.runs import scan_daily_script
 from trading_pipeline import runs
 from trading_pipeline.marketdata import warehouse
-from trading_pipeline.settings import get_settings
+from trading_pipeline.settings import Settings, get_settings
 
 pytestmark = [pytest.mark.timeout(600)]
 SRC = {"source": "sample", "synthetic_symbols": 3}
 
 
 def marts(home) -> dict:
-    con = warehouse.connect(home / "warehouse.duckdb", read_only=True)
+    con = warehouse.connect(Settings(home=home).warehouse_path, read_only=True)
     try:
         out = {}
         for t, key in (("marts.signals", "scan, symbol, timeframe, ts, kind"), ("marts.indicators_daily", "symbol, ts")):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
 from trading_pipeline.marketdata.sources.synthetic import SyntheticBarSource
@@ -56,8 +55,15 @@ def load(warehouse: Path, bars: pl.DataFrame) -> None:
             upsert_bars(con, "raw.bars_intraday", intraday, "test")
 
 
-def query(warehouse: Path, sql: str) -> pl.DataFrame:
-    con = duckdb.connect(str(warehouse), read_only=True)
+def lake(folder: Path) -> str:
+    """A DuckLake (the default warehouse) with its SQLite catalog and data in ``folder``."""
+    return f"ducklake:sqlite:{folder / 'catalog.sqlite'}"
+
+
+def query(warehouse: Path | str, sql: str) -> pl.DataFrame:
+    from trading_pipeline.marketdata import warehouse as wh
+
+    con = wh.connect(warehouse, read_only=True)
     try:
         return con.sql(sql).pl()
     finally:

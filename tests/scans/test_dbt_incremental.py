@@ -13,7 +13,7 @@ from datetime import date, datetime
 import polars as pl
 import pytest
 
-from tests.scans.dbt_fixtures import load, query, synthetic
+from tests.scans.dbt_fixtures import lake, load, query, synthetic
 
 D1 = datetime(2023, 6, 30)
 D2 = datetime(2023, 10, 31)
@@ -92,7 +92,7 @@ def snapshot(warehouse, table: str) -> pl.DataFrame:
 def built(tmp_path_factory, dbt):
     root = tmp_path_factory.mktemp("wh_incremental")
     bars = final_bars()
-    inc = root / "incremental.duckdb"
+    inc = lake(root / "incremental")  # DuckLakes, the default warehouse
     after_step1 = None
     rewritten = []
     for i, step in enumerate(steps(bars)):
@@ -109,7 +109,7 @@ def built(tmp_path_factory, dbt):
                 "group by all order by all",
             )
         )
-    full = root / "full.duckdb"
+    full = lake(root / "full")
     load(full, corrected(bars))
     dbt(full, "run")
     return {"inc": inc, "full": full, "after_step1": after_step1, "rewritten": rewritten, "bars": bars}

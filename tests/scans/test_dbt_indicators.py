@@ -18,6 +18,7 @@ from tests.scans.dbt_fixtures import (
     INDICATOR_COLUMNS,
     eurusd_hourly,
     goog_daily,
+    lake,
     load,
     query,
     synthetic,
@@ -28,7 +29,7 @@ SERIES = [("GOOG", "1d"), ("EURUSD", "1h"), ("SYN0000", "1m"), ("SYN0001", "1m")
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory, dbt):
-    path = tmp_path_factory.mktemp("wh_indicators") / "warehouse.duckdb"
+    path = lake(tmp_path_factory.mktemp("wh_indicators"))  # the default warehouse: a DuckLake
     bars = pl.concat(
         [
             goog_daily(),
