@@ -89,7 +89,7 @@ _SORT: dict[str, tuple[str, ...]] = {
     "marts.alerts": ("session_date", "ts", "symbol"),
 }
 
-FEED_DDL = """CREATE TABLE {db}.main.feed (
+FEED_COLUMNS = """(
     seq          BIGINT    NOT NULL,
     channel      VARCHAR   NOT NULL,
     key          VARCHAR   NOT NULL,
@@ -97,6 +97,7 @@ FEED_DDL = """CREATE TABLE {db}.main.feed (
     published_at TIMESTAMP NOT NULL,
     snapshot     BIGINT    NOT NULL
 )"""
+FEED_DDL = "CREATE TABLE {db}.main.feed " + FEED_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -515,14 +516,7 @@ LAKE_DDL = (
         warehouse       VARCHAR   NOT NULL,
         data_snapshot   BIGINT    NOT NULL
     )""",
-    """CREATE TABLE IF NOT EXISTS main.feed (
-        seq          BIGINT    NOT NULL,
-        channel      VARCHAR   NOT NULL,
-        key          VARCHAR   NOT NULL,
-        payload      VARCHAR   NOT NULL,
-        published_at TIMESTAMP NOT NULL,
-        snapshot     BIGINT    NOT NULL
-    )""",
+    "CREATE TABLE IF NOT EXISTS main.feed " + FEED_COLUMNS,
 )
 PUBLISH_MESSAGE = "serving publish"
 _BAR_KEY = ("symbol", "timeframe", "ts")
