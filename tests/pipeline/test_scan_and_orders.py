@@ -56,7 +56,15 @@ def test_scan_builds_marts_and_checks_pass(story):
     assert failed == []
     sig = q("SELECT count(*) AS n, count(DISTINCT session_date) AS d FROM marts.signals WHERE timeframe = '1d'").row(0)
     assert sig[0] > 0 and sig[1] > 10
-    assert (get_settings().serving_dir / "serving.duckdb").exists()
+    # the run published a lake snapshot: the pointer the API reads names the snapshot the run's
+    # serving/snapshot materialization recorded (what `trading sql --as-of <run id>` reads)
+    from trading_pipeline.serving.snapshot import read_pointer
+
+    pointer = read_pointer(get_settings().serving_dir)
+    recorded = [e.materialization.metadata["lake_snapshot_id"].value
+                for e in story["first"].get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "serving/snapshot"]
+    assert pointer is not None and recorded and pointer["snapshot_id"] >= recorded[-1] > 0
 
 
 def test_orders_come_from_the_trade_day_and_fill_at_next_open(story):
