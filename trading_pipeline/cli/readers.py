@@ -318,7 +318,7 @@ def _pin(con, settings, version: int) -> None:
     except duckdb.Error as exc:
         if "no snapshot found" in str(exc).lower():  # expired between the look-up and now
             fail(f"--as-of: lake snapshot {version} has just been expired", code=2)
-        fail(str(warehouse.open_error(str(settings.warehouse_path), exc)))
+        fail(str(warehouse.open_error(str(settings.warehouse_path), exc)), code=2)
 
 
 def _attach_statements(settings, version: int | None, label: str | None) -> dict:
@@ -333,7 +333,7 @@ def _attach_statements(settings, version: int | None, label: str | None) -> dict
     if lk.catalog_file is not None:  # absolute: the client may run from anywhere
         location = location[: len(location) - len(lk.catalog)] + str(lk.catalog_file.resolve())
     statements = [
-        f"SET extension_directory = '{str(extensions.extension_directory()).replace(chr(39), chr(39) * 2)}'",
+        f"SET extension_directory = {warehouse.sql_literal(str(extensions.extension_directory()))}",
         "SET autoinstall_known_extensions = false",
         "LOAD ducklake",
         *([f"LOAD {lk.catalog_type}"] if lk.catalog_type in ("sqlite", "postgres") else []),

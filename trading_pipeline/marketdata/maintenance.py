@@ -38,6 +38,7 @@ from pathlib import Path
 import duckdb
 
 from trading_pipeline.marketdata import warehouse as wh
+from trading_pipeline.marketdata.warehouse import sql_literal as _lit
 
 #: a data file with at least this fraction of its rows deleted is rewritten without them
 DELETE_THRESHOLD = 0.3
@@ -252,5 +253,3 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

@@ -30,6 +30,7 @@ from pathlib import Path
 import duckdb
 
 from trading_pipeline.marketdata import warehouse as wh
+from trading_pipeline.marketdata.warehouse import sql_literal as _lit
 from trading_pipeline.settings import Settings
 
 LEGACY_FILE = "warehouse.duckdb"
@@ -329,8 +330,6 @@ def _identifiers(text: str) -> list[str]:
     return [q.replace('""', '"') if q else p for q, p in re.findall(r'"((?:[^"]|"")*)"|([^."\s]+)', text)]
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _q(name: str) -> str:

@@ -298,8 +298,13 @@ def _settings_data_path() -> str | None:
     return get_settings().warehouse_data_path or None
 
 
-def _lit(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """``text`` as a SQL string literal (quotes doubled): for the statements DuckDB cannot take
+    parameters in (ATTACH, table functions' names)."""
     return "'" + text.replace("'", "''") + "'"
+
+
+_lit = sql_literal
 
 
 def connect_lake(

@@ -505,8 +505,9 @@ def _prune_generations(serving_dir: Path, keep: int) -> None:
 
 # ---- DuckLake: publishing records a snapshot id ---------------------------------------------------
 
-LAKE_DDL = (
-    """CREATE TABLE IF NOT EXISTS main.snapshot_meta (
+# what a publish writes in the lake, by table (created when missing: DDL is a commit)
+LAKE_DDL = {
+    "main.snapshot_meta": """CREATE TABLE IF NOT EXISTS main.snapshot_meta (
         sequence        BIGINT    NOT NULL,
         published_at    TIMESTAMP NOT NULL,
         feed_head_seq   BIGINT    NOT NULL,
@@ -516,8 +517,8 @@ LAKE_DDL = (
         warehouse       VARCHAR   NOT NULL,
         data_snapshot   BIGINT    NOT NULL
     )""",
-    "CREATE TABLE IF NOT EXISTS main.feed " + FEED_COLUMNS,
-)
+    "main.feed": "CREATE TABLE IF NOT EXISTS main.feed " + FEED_COLUMNS,
+}
 PUBLISH_MESSAGE = "serving publish"
 _BAR_KEY = ("symbol", "timeframe", "ts")
 _SIGNAL_KEY = ("scan", "symbol", "timeframe", "ts", "kind")
@@ -573,8 +574,8 @@ def _publish_lake(
             con = wh.connect(location)
         try:
             catalog = con.sql("SELECT current_database()").fetchall()[0][0]
-            for ddl in LAKE_DDL:
-                if not _exists_at(con, ddl.split("EXISTS ")[1].split(" ")[0]):
+            for table, ddl in LAKE_DDL.items():
+                if not _exists_at(con, table):
                     con.execute(ddl)
             prev = con.sql("SELECT sequence, feed_head_seq, data_snapshot FROM main.snapshot_meta "
                            "ORDER BY sequence DESC LIMIT 1").fetchall()

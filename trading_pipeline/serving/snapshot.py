@@ -22,6 +22,8 @@ from pathlib import Path
 
 import duckdb
 
+from trading_pipeline.marketdata.warehouse import sql_literal
+
 SNAPSHOT_NAME = "serving.duckdb"
 POINTER_NAME = "published.json"
 LAKE_CATALOG = "lake"  # the alias every lake reader uses (dbt's views name it)
@@ -72,8 +74,7 @@ def attach_published(con: duckdb.DuckDBPyConnection, serving_dir: Path | str, al
     return alias
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+_lit = sql_literal  # one quoting rule for every literal we build (publish uses it too)
 
 
 def _tables_in(con: duckdb.DuckDBPyConnection, db: str) -> set[str]:
