@@ -9,7 +9,7 @@ both ways give the same answers.
 * the last run, and whether it is **dead**: a run still STARTED/STARTING whose process
   (the ``trading/pid`` tag this host's CLI sets, ``runs.run_job``) is gone (``kill -9``,
   OOM). The next run marks it failed (``runs.reap_dead_runs``); until then status says so.
-* failed checks: checks whose latest result failed (for a partitioned check, in any session).
+* failed checks: checks whose latest result failed.
 * marts out of date: ``intermediate/int_indicators`` materialized after ``marts/signals``
   (a scan killed mid-dbt), or the marts newer than the published snapshot.
 """
@@ -106,9 +106,9 @@ def _read_sqlite(runs_db: Path, index_db: Path) -> dict:
     con = _ro(index_db)
     try:
         latest = con.execute(
-            """SELECT asset_key, check_name, partition, execution_status FROM asset_check_executions
+            """SELECT asset_key, check_name, execution_status FROM asset_check_executions
                WHERE id IN (SELECT max(id) FROM asset_check_executions
-                            GROUP BY asset_key, check_name, partition)"""
+                            GROUP BY asset_key, check_name)"""
         ).fetchall()
         # from the materialization events themselves: asset_keys' last_materialization_timestamp
         # also moves on ASSET_MATERIALIZATION_PLANNED (a run that planned, then died)
@@ -134,17 +134,10 @@ def _epoch(ts) -> float:
 
 
 def _failed(latest: list[tuple]) -> list[str]:
-    """Checks whose latest result failed; a check with results per partition (the bar checks)
-    is judged on those only (unpartitioned results are from before it was partitioned)."""
-    by_check: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
-    for asset, check, partition, status in latest:
-        by_check.setdefault((_key(asset), check), []).append((partition, status))
-    failed = []
-    for (asset, check), rows in by_check.items():
-        partitioned = any(p is not None for p, _ in rows)
-        if any(s == "FAILED" and (p is not None) == partitioned for p, s in rows):
-            failed.append(f"{asset}:{check}")
-    return sorted(failed)
+    """Checks whose latest result failed, from (asset, check, status) of each check's latest
+    execution (a home from before the bar checks lost their session partitions has older
+    per-session rows too: the latest result of all is the one that counts)."""
+    return sorted({f"{_key(asset)}:{check}" for asset, check, status in latest if status == "FAILED"})
 
 
 def _run(run_id: str, job: str, status: str, start: float | None, end: float | None, tags: dict) -> dict:
@@ -169,9 +162,8 @@ def _read_api(settings: Settings) -> dict:
     latest = []
     for checks_def in runs.definitions().asset_checks or []:
         for spec in checks_def.check_specs:
-            for info in inst.event_log_storage.get_asset_check_partition_info([spec.key]):
-                latest.append((json.dumps(list(spec.asset_key.path)), spec.name, info.partition_key,
-                               info.latest_execution_status.value))
+            for rec in inst.event_log_storage.get_asset_check_execution_history(spec.key, limit=1):
+                latest.append((json.dumps(list(spec.asset_key.path)), spec.name, rec.status.value))
     out["failed_checks"] = _failed(latest)
     for name in (INDICATORS, SIGNALS, SNAPSHOT):
         ev = inst.get_latest_materialization_event(dg.AssetKey(name.split("/")))

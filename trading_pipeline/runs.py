@@ -16,7 +16,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import date, timedelta
+from datetime import date
 from functools import lru_cache
 
 import dagster as dg
@@ -25,8 +25,6 @@ from trading_pipeline.defs.run_logs import with_run_logging
 from trading_pipeline.settings import Settings
 
 PID_TAG, HOST_TAG = "trading/pid", "trading/host"  # as run_state.py reads them (it imports this module)
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 # what a quiet run printed (dbt's log, compute-log tee), by run id, for failure messages
 CAPTURED: dict[str, str] = {}
 
@@ -89,17 +87,29 @@ def definitions() -> dg.Definitions:
 
 
 def session_key(d: date) -> str:
-    """The session partition holding date ``d`` (weekends fall in Friday's partition)."""
-    while d.weekday() >= 5:
-        d -= timedelta(days=1)
-    return d.isoformat()
+    """The session holding date ``d`` (weekends fall in Friday's), as runs are tagged."""
+    from trading_pipeline.marketdata.calendars import session_of
+
+    return session_of(d).isoformat()
 
 
-def session_keys(start: date, end: date | None = None) -> list[str]:
-    """The session partitions from ``start`` to ``end`` (inclusive), as a range run holds them."""
-    from trading_pipeline.defs.bars import SESSIONS
+def with_window(job: dg.JobDefinition, run_config: dict | None, start: date, end: date | None) -> dict:
+    """``run_config`` with sessions ``start``..``end`` set on each bar asset of ``job``
+    (BarsConfig.start/end, defs/bars.py) that does not name its own."""
+    from trading_pipeline.defs.bars import DAILY, INTRADAY
 
-    return SESSIONS.get_partition_keys_in_range(dg.PartitionKeyRange(session_key(start), session_key(end or start)))
+    config = {**(run_config or {})}
+    ops = {**config.get("ops", {})}
+    selected = job.asset_layer.selected_asset_keys
+    for key in (DAILY, INTRADAY):
+        if key in selected:
+            op = BAR_ASSETS[key]
+            cfg = {**(ops.get(op, {}).get("config") or {})}
+            cfg.setdefault("start", start.isoformat())
+            cfg.setdefault("end", (end or start).isoformat())
+            ops[op] = {**ops.get(op, {}), "config": cfg}
+    config["ops"] = ops
+    return config
 
 
 def run_job(
@@ -109,22 +119,28 @@ def run_job(
     run_config: dict | None = None,
     start: date | None = None,
     end: date | None = None,
-    partition: str | None = None,
     tags: dict[str, str] | None = None,
     quiet: bool = True,
     on_step: Callable[[int, int, str], None] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Run ``name`` in this process; ``on_step(done, total, step)`` is told as steps finish
-    (read from the run's event log every half second), for a progress bar on long runs."""
+    (read from the run's event log every half second), for a progress bar on long runs.
+
+    ``start``/``end`` (inclusive) are the sessions its bar assets load, whatever the length:
+    one run, one materialization, one result per check."""
     job = definitions().resolve_job_def(name)
     inst = instance(settings)
     reap_dead_runs(inst, settings)
     all_tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     if start is not None:
-        all_tags[RANGE_START] = session_key(start)
-        all_tags[RANGE_END] = session_key(end or start)
+        from trading_pipeline.defs.bars import END_TAG, SESSION_TAG, START_TAG
+
+        run_config = with_window(job, run_config, start, end)
+        all_tags[START_TAG], all_tags[END_TAG] = session_key(start), session_key(end or start)
+        if all_tags[START_TAG] == all_tags[END_TAG]:
+            all_tags[SESSION_TAG] = all_tags[START_TAG]
     # the location's console logger (text or JSON per TRADING_LOG_FORMAT, defs/run_logs.py)
-    # at the CLI's level: a run config of our own replaces a partitioned job's default one
+    # at the CLI's level: a run config of our own replaces the job's default one
     # (quiet: CRITICAL, so a failed step's stack trace stays in the run's log and the command
     # says what failed in its own words)
     config = with_run_logging(run_config, log_level="CRITICAL" if quiet else "INFO")
@@ -132,7 +148,6 @@ def run_job(
     run = lambda: job.execute_in_process(  # noqa: E731
         run_config=config,
         instance=inst,
-        partition_key=partition,
         tags=all_tags,
         raise_on_error=False,
         run_id=run_id,
@@ -316,8 +331,7 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 
 def failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
-    """``asset:check`` of every check that failed in the run, once each (a partitioned check,
-    like the bar checks, reports one result per session of the run)."""
+    """``asset:check`` of every check that failed in the run, once each."""
     out: dict[str, None] = {}
     for ev in result.get_asset_check_evaluations():
         if not ev.passed:

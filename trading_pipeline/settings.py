@@ -7,6 +7,7 @@ DuckDB warehouse, serving snapshots, the operational store and ``DAGSTER_HOME``.
 from __future__ import annotations
 
 import re
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -92,6 +93,12 @@ class Settings(BaseSettings):
     risk_file: Path = Field(default=PROJECT_DIR / "risk.yaml")
     sample_symbols: int = Field(default=20, ge=0, description="Synthetic symbols beside GOOG.")
     exchange: str = Field(default="XNYS", description="Default exchange calendar for new symbols.")
+    history_start: date = Field(
+        default=date(1950, 1, 3),
+        description="The earliest date a bar may have (TRADING_HISTORY_START): the exchange calendars "
+        "start there, and a load with older bars is refused before any work. Earlier dates make "
+        "every process build longer calendars.",
+    )
     lock_wait_seconds: float = Field(
         default=120.0, ge=0,
         description="How long a warehouse writer (bar load, dbt step, publish) waits for another "

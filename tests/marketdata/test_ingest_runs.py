@@ -17,14 +17,12 @@ from typer.testing import CliRunner
 
 from trading_pipeline import runs
 from trading_pipeline.cli.main import app
-from trading_pipeline.defs.bars import CHECK_GROUPS, DAILY, SESSIONS
+from trading_pipeline.defs.bars import CHECK_GROUPS, DAILY, END_TAG, START_TAG
 from trading_pipeline.marketdata import warehouse
 from trading_pipeline.settings import get_settings
 
 GOOD = "Date,Open,High,Low,Close,Volume\n2013-02-27,794.8,804.8,791.1,799.8,2522000\n2013-02-28,801.1,806.2,799.0,801.2,2265800\n2013-03-01,797.8,807.1,796.2,806.2,2175400\n"
 runner = CliRunner()
-# the session partitions of ingest_file's range (2013-02-25 .. 2013-03-08): ten weekdays
-RANGE_KEYS = SESSIONS.get_partition_keys_in_range(dg.PartitionKeyRange("2013-02-25", "2013-03-08"))
 
 
 def table(sql):
@@ -54,13 +52,17 @@ def test_ingest_twice_changes_nothing(trading_home, tmp_path):
     r2 = ingest_file(f)
     assert r2.success
     assert table("SELECT symbol, ts, open, high, low, close, volume, session_date FROM raw.bars_daily ORDER BY ts").equals(first)
-    # the run is recorded in the instance under TRADING_HOME, with all seven checks passing
-    # for each session of the range (the checks are partitioned like the asset)
+    # the run is recorded in the instance under TRADING_HOME: one materialization for the
+    # whole range, all seven checks passing once each over what it loaded
     evals = r2.get_asset_check_evaluations()
-    assert sorted((e.check_name, e.partition) for e in evals) == sorted(
-        (c, k) for c in CHECK_GROUPS for k in RANGE_KEYS
-    )
-    assert all(e.passed for e in evals)
+    assert sorted(e.check_name for e in evals) == sorted(CHECK_GROUPS)
+    assert all(e.passed and e.partition is None for e in evals)
+    mats = r2.get_asset_materialization_events()
+    assert len(mats) == 1 and mats[0].partition is None
+    md = mats[0].event_specific_data.materialization.metadata
+    assert md["window"].value == "2013-02-25 00:00:00 .. 2013-03-11 00:00:00"
+    assert {e.metadata["window"].value for e in evals} == {md["window"].value}
+    assert r2.dagster_run.tags[START_TAG] == "2013-02-25" and r2.dagster_run.tags[END_TAG] == "2013-03-08"
     inst = runs.instance(get_settings())
     assert {r.run_id for r in inst.get_runs()} >= {r1.run_id, r2.run_id}
 
@@ -108,16 +110,15 @@ def check_executions(run_id: str) -> dict[tuple[str, str, str | None], str]:
 
 
 def test_range_run_resolves_every_planned_check_execution(trading_home, tmp_path):
-    """Regression: a run over a range of sessions left one PLANNED row per check and session
-    in Dagster's asset_check_executions, never resolved (the UI lists them as skipped
-    executions), while the results went to rows of their own without a partition. Now the
-    checks are partitioned like the asset and each planned execution is resolved."""
+    """Regression: a run over a range of sessions left PLANNED rows in Dagster's
+    asset_check_executions, never resolved (the UI listed them as skipped executions). Now a
+    run of any length plans and resolves each check once."""
     f = tmp_path / "GOOG.csv"
     f.write_text(GOOD)
     result = ingest_file(f)
     assert result.success
     rows = check_executions(result.run_id)
-    assert rows == {("raw/bars_daily", c, k): "SUCCEEDED" for c in CHECK_GROUPS for k in RANGE_KEYS}
+    assert rows == {("raw/bars_daily", c, None): "SUCCEEDED" for c in CHECK_GROUPS}
     # nothing PLANNED anywhere in the instance
     inst = runs.instance(get_settings())
     planned = [
@@ -127,21 +128,13 @@ def test_range_run_resolves_every_planned_check_execution(trading_home, tmp_path
             key, limit=10_000, status={AssetCheckExecutionRecordStatus.PLANNED})
     ]
     assert planned == []
-    # what the UI shows per partition (Dagster's asset check state): every session passed,
-    # each result about that session's latest materialization (made by this run)
-    assert {e.partition for e in result.get_asset_materialization_events()} == set(RANGE_KEYS)
+    # what the UI shows: each check's latest result is about this run's materialization
+    mat = inst.fetch_materializations(dg.AssetRecordsFilter(DAILY), limit=1).records[0]
+    assert mat.run_id == result.run_id
     for name in CHECK_GROUPS:
-        key = dg.AssetCheckKey(DAILY, name)
-        state = inst.event_log_storage.get_asset_check_state([(key, SESSIONS)])[key]
-        shown = {s.value: set(sub.subset_value.get_partition_keys())
-                 for s, sub in state.subsets.items() if not sub.is_empty}
-        assert shown == {"SUCCEEDED": set(RANGE_KEYS)}, name
-        for rec in inst.event_log_storage.get_asset_check_execution_history(key, limit=100):
-            target = rec.evaluation.target_materialization_data
-            assert target.run_id == result.run_id
-            assert target.storage_id == inst.fetch_materializations(
-                dg.AssetRecordsFilter(DAILY, asset_partitions=[rec.partition]), limit=1
-            ).records[0].storage_id
+        rec = inst.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(DAILY, name), limit=1)[0]
+        assert rec.run_id == result.run_id and rec.status.value == "SUCCEEDED"
+        assert rec.evaluation.target_materialization_data.storage_id == mat.storage_id
 
 
 def test_stored_bad_bars_fail_blocking_checks(trading_home, tmp_path):
@@ -156,16 +149,16 @@ def test_stored_bad_bars_fail_blocking_checks(trading_home, tmp_path):
     assert not result.success  # blocking: the check step fails the run
     failed = set(runs.failed_checks(result))
     assert failed == {"raw/bars_daily:high_low_consistent", "raw/bars_daily:in_session"}
-    # recorded per session: FAILED for the one the bar is in (a Saturday: Friday's partition,
-    # 2013-03-01), passed for the others; nothing left PLANNED
+    # recorded once per check: FAILED for the two the bar breaks, each failure naming its
+    # session (a Saturday: filed under Friday's, 2013-03-01) and bar; nothing left PLANNED
     rows = check_executions(result.run_id)
-    bad = {(c, "2013-03-01") for c in ("high_low_consistent", "in_session")}
-    assert rows == {("raw/bars_daily", c, k): "FAILED" if (c, k) in bad else "SUCCEEDED"
-                    for c in CHECK_GROUPS for k in RANGE_KEYS}
-    ev = next(e for e in result.get_asset_check_evaluations()
-              if e.check_name == "high_low_consistent" and e.partition == "2013-03-01")
+    bad = {"high_low_consistent", "in_session"}
+    assert rows == {("raw/bars_daily", c, None): "FAILED" if c in bad else "SUCCEEDED" for c in CHECK_GROUPS}
+    ev = next(e for e in result.get_asset_check_evaluations() if e.check_name == "high_low_consistent")
     assert not ev.passed and ev.blocking
-    assert {b for x in ev.metadata["failures"].value for b in x["bars"]} == {"GOOG 1d 2013-03-02 00:00:00"}
+    failures = ev.metadata["failures"].value
+    assert {b for x in failures for b in x["bars"]} == {"GOOG 1d 2013-03-02 00:00:00"}
+    assert {s for x in failures for s in x["sessions"]} == {"2013-03-01"}
     # `trading status` reports both, once each
     status = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert sorted(status["failed_checks"]) == sorted(failed)
@@ -319,11 +312,11 @@ def test_checks_judge_the_symbols_the_load_wrote_not_others_in_its_sessions(trad
     assert evals and all(e.passed for e in evals)
     assert {e.metadata["scope"].value for e in evals} == {"symbols loaded by this run"}
     assert sum(e.metadata["rows_checked"].value for e in evals if e.check_name == "in_session") == 2
-    # a run of the checks alone (no load) still judges every stored bar of the session
-    job = runs.definitions().resolve_job_def("ingest_daily_bars")
+    # a run of the checks alone (no load) judges every stored bar
+    job = runs.definitions().resolve_implicit_global_asset_job_def()
     only_checks = job.get_subset(asset_selection=set(), asset_check_selection={
         dg.AssetCheckKey(DAILY, c) for c in CHECK_GROUPS})
-    alone = only_checks.execute_in_process(instance=inst, partition_key="2013-02-28", raise_on_error=False)
+    alone = only_checks.execute_in_process(instance=inst, raise_on_error=False)
     assert not alone.success
     assert runs.failed_checks(alone) == ["raw/bars_daily:high_low_consistent"]
     assert table("SELECT symbol, count(*) AS n FROM raw.bars_daily GROUP BY 1 ORDER BY 1").rows() == [
@@ -410,18 +403,21 @@ def test_suite_failure_on_a_loads_own_bars_rolls_it_back(tmp_path):
         assert con.sql("SELECT count(*) FROM raw.bars_daily").fetchall() == [(0,)]
 
 
-@pytest.mark.parametrize("row", ["1999-12-30,30,31,29,30.5,100000", "2030-01-02,30,31,29,30.5,100000"])
+@pytest.mark.parametrize("row", ["1949-12-30,30,31,29,30.5,100000", "2030-01-02,30,31,29,30.5,100000"])
 def test_rows_outside_the_loadable_range_are_refused_before_any_run(trading_home, tmp_path, row):
-    """Issues 21.3/21.4: a file reaching before the first session failed after its bars were
+    """Issues 21.3/21.4: a file reaching before the first date failed after its bars were
     committed unchecked; a stray 2030 row made the run span every session up to 2030 (minutes).
-    Both are refused up front: exit 2, the row named, nothing stored, no run started."""
+    Both are refused up front: exit 2, the row named, nothing stored, no run started. Issue
+    13: the first date is TRADING_HISTORY_START (1950-01-03), and the message says so."""
     f = tmp_path / "ORCL.csv"
     f.write_text(ORCL + row + "\n")
     t0 = time.monotonic()
     res = _trading(trading_home, "ingest", str(f))
     assert res.returncode == 2, res.stderr
     assert "ORCL.csv row 4" in res.stderr and "nothing was loaded" in res.stderr
-    assert time.monotonic() - t0 < 60  # refused before any partition work (was 670-749 s)
+    if row.startswith("1949"):
+        assert "before 1950-01-03" in res.stderr and "TRADING_HISTORY_START" in res.stderr
+    assert time.monotonic() - t0 < 60  # refused before any run (was 670-749 s)
     assert not warehouse.exists(get_settings().warehouse_path) or table(
         "SELECT count(*) AS n FROM raw.bars_daily")["n"][0] == 0
     assert runs.instance(get_settings()).get_runs() == []
@@ -442,4 +438,41 @@ def test_a_run_reports_its_steps_as_they_finish(trading_home, tmp_path):
     assert seen and {t for _, t, _ in seen} == {2}  # the bar asset and its checks
     assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
     assert {s for _, _, s in seen if s} <= {"raw__bars_daily", "bars_daily_quality"}
-    assert runs.session_keys(date(2013, 2, 25), date(2013, 3, 10)) == RANGE_KEYS  # a Sunday end
+    assert runs.session_key(date(2013, 3, 10)) == "2013-03-08"  # a Sunday: Friday's session
+
+
+def _history_csv(path, start: date, end: date) -> int:
+    """One symbol's daily bars on every XNYS session from ``start`` to ``end``."""
+    from trading_pipeline.marketdata.calendars import session_dates
+
+    days = session_dates("XNYS", start, end)
+    path.write_text("Date,Open,High,Low,Close,Volume\n" + "".join(
+        f"{d},{10 + i % 7},{12 + i % 7},{9 + i % 7},{11 + i % 7},{1000 + i}\n" for i, d in enumerate(days)))
+    return len(days)
+
+
+def test_a_history_of_any_length_is_one_materialization_and_one_result_per_check(trading_home, tmp_path):
+    """Issue 13: a session-partitioned asset cost Dagster a materialization and seven check
+    records per session (10 bars/s through `trading ingest`), and a file starting before
+    2000-01-03 could not load at all. Now 1962..2013 (12,900 sessions) is one run with the same
+    Dagster bookkeeping as a three-bar file: one materialization, seven check results."""
+    short, long_ = tmp_path / "short" / "IBM.csv", tmp_path / "long" / "IBM.csv"
+    short.parent.mkdir()
+    long_.parent.mkdir()
+    short.write_text(GOOD)
+    n = _history_csv(long_, date(1962, 1, 2), date(2013, 3, 1))
+    assert n > 12_000
+    inst = runs.instance(get_settings())
+    events = {}
+    for name, f in (("short", short), ("long", long_)):
+        res = runner.invoke(app, ["ingest", str(f), "--json"])
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.stdout)
+        run_id = out["runs"][0]["run_id"]
+        kinds = [e.dagster_event.event_type_value for e in inst.all_logs(run_id) if e.dagster_event]
+        events[name] = sorted(k for k in kinds if k.startswith(("ASSET_", "STEP_")))
+        assert kinds.count("ASSET_MATERIALIZATION") == 1 and kinds.count("ASSET_CHECK_EVALUATION") == len(CHECK_GROUPS)
+    assert out["loaded"] == n and out["start"] == "1962-01-02"
+    assert events["long"] == events["short"]
+    assert table("SELECT min(ts)::DATE::VARCHAR AS d, count(*) AS n FROM raw.bars_daily WHERE symbol = 'IBM'").row(0) == (
+        "1962-01-02", n)

@@ -17,6 +17,7 @@ import dagster as dg
 import pytest
 
 from trading_pipeline import runs
+from trading_pipeline.defs.bars import START_TAG
 from trading_pipeline.settings import PROJECT_DIR, get_settings
 
 GOOD = (
@@ -86,14 +87,14 @@ def test_runs_events_checks_and_the_pool_live_in_postgres(pg_dagster, tmp_path) 
     row = conn.execute("SELECT status, pipeline_name FROM runs WHERE run_id = %s", (r1.run_id,)).fetchone()
     assert row == ("SUCCESS", "ingest_daily_bars")
     tags = dict(conn.execute("SELECT key, value FROM run_tags WHERE run_id = %s", (r1.run_id,)).fetchall())
-    assert tags[runs.RANGE_START] == "2013-02-25" and tags[runs.HOST_TAG] == socket.gethostname()
+    assert tags[START_TAG] == "2013-02-25" and tags[runs.HOST_TAG] == socket.gethostname()
     kinds = {k for (k,) in conn.execute("SELECT DISTINCT dagster_event_type FROM event_logs WHERE run_id = %s", (r1.run_id,))}
     E = dg.DagsterEventType  # stored by value: RUN_START is "PIPELINE_START"
     assert {e.value for e in (E.RUN_START, E.STEP_SUCCESS, E.ASSET_MATERIALIZATION, E.ASSET_CHECK_EVALUATION,
                               E.RUN_SUCCESS)} <= kinds, sorted(map(str, kinds))
     assert not kinds & {E.STEP_FAILURE.value, E.RUN_FAILURE.value}
 
-    # --- materializations: one event per asset and session partition, as the run reported
+    # --- materializations: one event for the whole range, as the run reported
     mats = conn.execute(
         "SELECT asset_key, partition FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
         (r1.run_id,),
@@ -101,14 +102,12 @@ def test_runs_events_checks_and_the_pool_live_in_postgres(pg_dagster, tmp_path) 
     reported = {(e.asset_key.to_string(), e.partition) for e in r1.get_asset_materialization_events()}
     assert reported and sorted(mats) == sorted(reported)
     assert {tuple(json.loads(k)) for k, _ in mats} >= {("raw", "bars_daily")}
-    assert {p for _, p in mats} >= {"2013-02-27", "2013-02-28", "2013-03-01"}
+    assert [p for _, p in mats] == [None]
 
-    # --- asset checks: seven per session partition of the range (the checks are partitioned
-    # like the asset), every one passed and resolved in the executions table: no row is left
-    # PLANNED (one per check and session used to be, beside unpartitioned results)
+    # --- asset checks: seven for the run, every one passed and resolved in the executions
+    # table: no row is left PLANNED
     evals = r1.get_asset_check_evaluations()
-    assert len(evals) == 7 * 10 and all(e.passed for e in evals)
-    assert {e.partition for e in evals} == {p for _, p in mats if p}
+    assert len(evals) == 7 and all(e.passed for e in evals)
     checks = conn.execute(
         "SELECT asset_key, check_name, partition, execution_status FROM asset_check_executions"
         " WHERE run_id = %s",
@@ -123,7 +122,7 @@ def test_runs_events_checks_and_the_pool_live_in_postgres(pg_dagster, tmp_path) 
         "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_CHECK_EVALUATION'",
         (r1.run_id,),
     ).fetchone()[0]
-    assert n_check_events == 7 * 10
+    assert n_check_events == 7
 
     # --- the duckdb_writer pool: created in Postgres at its one-slot default, used, free again
     limit, default = conn.execute(

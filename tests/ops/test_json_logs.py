@@ -154,10 +154,10 @@ def test_dagster_records_carry_the_run_context_in_both_formats():
 
 
 def _resolve(req: dg.RunRequest, job: dg.JobDefinition) -> dg.RunRequest:
-    """What the daemon does with a run request before it creates the run (a partitioned job's
-    request without run config gets the job's config for that partition)."""
+    """What the daemon does with a run request before it creates the run: a request without
+    run config runs with the job's default config (a partitioned job's, that partition's)."""
     if req.partition_key is None:
-        return req
+        return req if req.run_config else req.with_replaced_attrs(run_config=job.run_config or {})
     return req.with_resolved_tags_and_config(
         target_definition=job, dynamic_partitions_requests=[], dynamic_partitions_store=None
     )
@@ -199,12 +199,17 @@ def test_every_job_schedule_and_sensor_names_the_run_logger(trading_home):
              "freshness_daily": datetime(2013, 3, 1, 18, 0, tzinfo=ny),
              "lake_maintenance_daily": datetime(2013, 3, 1, 3, 30, tzinfo=ny)}
     requests = []
+    from trading_pipeline import runs
+    from trading_pipeline.settings import get_settings
+
+    inst = runs.instance(get_settings())  # the intraday ticks look for an unfinished run first
     for schedule in repo.schedule_defs:
-        data = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=ticks[schedule.name], repository_def=repo))
+        data = schedule.evaluate_tick(dg.build_schedule_context(
+            scheduled_execution_time=ticks[schedule.name], repository_def=repo, instance=inst))
         assert data.run_requests, schedule.name
         requests += [(schedule.job_name, r) for r in data.run_requests]
     replay = repo.get_sensor_def("sample_replay")
-    requests += [(replay.job_name, r) for r in replay.evaluate_tick(dg.build_sensor_context(repository_def=repo)).run_requests]
+    requests += [(replay.job_name, r) for r in replay.evaluate_tick(dg.build_sensor_context(repository_def=repo, instance=inst)).run_requests]
     assert {name for name, _ in requests} == {"scan_daily", "scan_intraday", "freshness_checks", "lake_maintenance"}
     for name, req in requests:
         rc = _resolve(req, jobs[name]).run_config
@@ -220,16 +225,18 @@ def test_daemon_style_runs_follow_trading_log_format(trading_home, monkeypatch, 
     import dagster as dg
 
     from trading_pipeline.definitions import defs
+    from trading_pipeline.defs.scans import session_tags
 
     job = defs().get_repository_def().get_job("ingest_daily_bars")
-    req = _resolve(dg.RunRequest(partition_key="2013-03-01"), job)
-    assert "loggers" in req.run_config and "ops" not in req.run_config
+    # as the schedules and sensors ask for one session (defs/scans.py): op config, no loggers
+    req = _resolve(dg.RunRequest(run_config={"ops": {"raw__bars_daily": {"config": {"start": "2013-03-01"}}}},
+                                 tags=session_tags("2013-03-01")), job)
+    assert "loggers" not in req.run_config
 
     def launch(log_format: str) -> tuple[str, list[str]]:
         monkeypatch.setenv("TRADING_LOG_FORMAT", log_format)
         capfd.readouterr()
-        result = job.execute_in_process(run_config=req.run_config, partition_key=req.partition_key,
-                                        tags=req.tags, raise_on_error=False)
+        result = job.execute_in_process(run_config=req.run_config, tags=req.tags, raise_on_error=False)
         assert result.success
         captured = capfd.readouterr()
         return result.run_id, (captured.out + captured.err).splitlines()

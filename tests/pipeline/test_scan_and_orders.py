@@ -9,7 +9,7 @@ import pytest
 
 from tests.scans.runs import scan_daily
 from trading_pipeline import runs
-from trading_pipeline.defs.bars import CHECK_GROUPS, SESSIONS
+from trading_pipeline.defs.bars import CHECK_GROUPS
 from trading_pipeline.marketdata import warehouse
 from trading_pipeline.settings import get_settings
 
@@ -119,12 +119,11 @@ def check_executions(run_id: str) -> dict[tuple[str, str, str | None], str]:
 
 def test_range_scan_resolves_every_check_execution(story):
     """A scan over many sessions: no check execution is left PLANNED; the bar checks passed
-    for each session of the range, dbt's tests (unpartitioned models) once each."""
+    once each over the whole range, dbt's tests once each."""
     rows = check_executions(story["first"].run_id)
     assert "PLANNED" not in rows.values()
-    sessions = SESSIONS.get_partition_keys_in_range(dg.PartitionKeyRange("2012-03-01", TRADE_DAY.isoformat()))
     bars = {(c, p): st for (a, c, p), st in rows.items() if a == "raw/bars_daily"}
-    assert bars == {(c, p): "SUCCEEDED" for c in CHECK_GROUPS for p in sessions}
+    assert bars == {(c, None): "SUCCEEDED" for c in CHECK_GROUPS}
     dbt = {(a, c): p for (a, c, p) in rows if a != "raw/bars_daily"}
     assert dbt and set(dbt.values()) == {None}
 
@@ -138,21 +137,22 @@ def test_failed_bar_check_blocks_the_scan_downstream(story):
     con.close()
     signals_before = q("SELECT count(*) AS n FROM marts.signals")["n"][0]
     bad = {"raw/bars_daily:unique_keys", "raw/bars_daily:high_low_consistent"}
-    # one session, then a range of sessions in one run (a single-run backfill): both blocked
-    for kw in ({"partition": "2013-03-01"}, {"start": date(2013, 2, 25), "end": date(2013, 3, 1)}):
+    # one session, then a range of sessions in one run: both blocked
+    for kw in ({"start": date(2013, 3, 1)}, {"start": date(2013, 2, 25), "end": date(2013, 3, 1)}):
         r = scan_daily(SRC, check=False, **kw)
         assert bad <= set(runs.failed_checks(r))
         assert not r.success
         materialized = {e.asset_key.to_user_string() for e in r.get_asset_materialization_events()}
         assert "marts/signals" not in materialized and "serving/snapshot" not in materialized
         assert q("SELECT count(*) AS n FROM marts.signals")["n"][0] == signals_before
-        # the bar checks' executions, resolved per session: FAILED where the bad bars are
-        rows = {(c, p): st for (a, c, p), st in check_executions(r.run_id).items() if a == "raw/bars_daily"}
-        sessions = [kw["partition"]] if "partition" in kw else ["2013-02-25", "2013-02-26", "2013-02-27", "2013-02-28", "2013-03-01"]
-        assert set(rows) == {(c, p) for c in CHECK_GROUPS for p in sessions}
-        assert {k for k, st in rows.items() if st == "FAILED"} == {
-            (c, "2013-03-01") for c in ("unique_keys", "high_low_consistent")}
-        assert set(rows.values()) == {"SUCCEEDED", "FAILED"}
+        # the bar checks' executions, once each: FAILED for the rules the bad bars break, each
+        # failure naming the session they are in
+        rows = {c: st for (a, c, p), st in check_executions(r.run_id).items() if a == "raw/bars_daily"}
+        assert set(rows) == set(CHECK_GROUPS)
+        assert {c for c, st in rows.items() if st == "FAILED"} == {"unique_keys", "high_low_consistent"}
+        for ev in r.get_asset_check_evaluations():
+            if ev.asset_key.to_user_string() == "raw/bars_daily" and not ev.passed:
+                assert {s for f in ev.metadata["failures"].value for s in f["sessions"]} == {"2013-03-01"}
 
 
 def test_portfolio_daily_in_the_warehouse(story):

@@ -21,11 +21,10 @@ def scan_config(src: dict[str, Any]) -> dict[str, Any]:
     return {"ops": {"raw__bars_daily": {"config": dict(src)}}}
 
 
-def scan_daily(src: dict[str, Any], start: date | None = None, end: date | None = None, *,
-               partition: str | None = None, check: bool = True):
-    """Scan the sessions ``start``..``end`` (or one ``partition``); with ``check``, assert that
+def scan_daily(src: dict[str, Any], start: date | None = None, end: date | None = None, *, check: bool = True):
+    """Scan the sessions ``start``..``end`` (one run, one load); with ``check``, assert that
     the run succeeded (showing the step's error if not). Returns the run's result."""
-    r = runs.run_job(JOB, get_settings(), run_config=scan_config(src), start=start, end=end, partition=partition)
+    r = runs.run_job(JOB, get_settings(), run_config=scan_config(src), start=start, end=end)
     if check:
         assert r.success, runs.failure_message(r)
     return r

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -115,16 +114,16 @@ def ingest(
 
 
 def _outside_loadable_range(dated: pl.DataFrame) -> tuple[str, str] | None:
-    """Rows the session partitions cannot hold (before the first session) or that cannot be
-    real yet (after today): refused before any run, so nothing is stored and a stray 2030 row
-    does not make the run span every session up to it."""
+    """Rows older than the platform holds (``TRADING_HISTORY_START``: the exchange calendars
+    start there) or that cannot be real yet (after today): refused before any run, so nothing
+    is stored and a stray 2030 row does not make the run span every session up to it."""
     from datetime import UTC, datetime
 
     import polars as pl
 
-    from trading_pipeline.marketdata.calendars import CALENDAR_START
+    from trading_pipeline.marketdata.calendars import calendar_start
 
-    first = date.fromisoformat(CALENDAR_START)
+    first = calendar_start()
     today = datetime.now(UTC).date()
     early = dated.filter(pl.col("ts").dt.date() < first)
     late = dated.filter(pl.col("ts").dt.date() > today)
@@ -137,12 +136,13 @@ def _outside_loadable_range(dated: pl.DataFrame) -> tuple[str, str] | None:
 
     parts = []
     if early.height:
-        parts.append(f"{early.height:,} bar(s) before {first}, the first session this warehouse holds: {where(early)}")
+        parts.append(f"{early.height:,} bar(s) before {first}, the earliest date this platform holds: {where(early)}")
     if late.height:
         parts.append(f"{late.height:,} bar(s) after today ({today}): {where(late)}")
     fix = []
     if early.height:
-        fix.append(f"the earliest loadable date is {first}: drop the rows before it")
+        fix.append(f"the earliest loadable date is {first}: set TRADING_HISTORY_START to an earlier date "
+                   "(e.g. TRADING_HISTORY_START=1900-01-02) or drop the rows before it")
     if late.height:
         fix.append("drop the rows dated after today (a bar cannot be in the future)")
     return ("; ".join(parts) + "; nothing was loaded",
@@ -174,21 +174,20 @@ def _load_refused(result) -> list[dict] | None:
 
 def _check_failures(result) -> list[dict]:
     """Failed bar checks of a run, one entry per rule: how many rows, which symbols and
-    sessions, and example bars (from each session's check result)."""
+    sessions, and example bars (from the check's result)."""
     by_check: dict[str, dict] = {}
     for ev in result.get_asset_check_evaluations():
         if ev.passed:
             continue
         entry = by_check.setdefault(ev.check_name, {"check": ev.check_name, "rows": 0, "symbols": set(),
                                                     "sessions": set(), "bars": []})
-        if ev.partition:
-            entry["sessions"].add(ev.partition)
         failures = ev.metadata.get("failures")
         failures = failures.value if failures is not None else []
         # a rule has several expectations (high >= open, high >= close ...) that one bad bar
-        # can all break: count the bars once per session
+        # can all break: count the bars once
         entry["rows"] += max((f.get("unexpected_count") or 0 for f in failures), default=0)
         for f in failures:
+            entry["sessions"].update(f.get("sessions", []))
             for bar in f.get("bars", []):
                 entry["symbols"].add(bar.split(" ", 1)[0])
                 if bar not in entry["bars"]:
@@ -248,7 +247,6 @@ def materialization_metadata(result) -> dict:
     out: dict = {}
     seen: set = set()
     for ev in result.get_asset_materialization_events():
-        # a single-run backfill reports the same metadata once per partition: count it once
         if ev.asset_key in seen:
             continue
         seen.add(ev.asset_key)

@@ -645,6 +645,11 @@ def scan(
     symbol: Annotated[str | None, typer.Option(help="Only load and show this symbol.")] = None,
     intraday: Annotated[bool, typer.Option("--intraday", help="Scan intraday bars instead of daily.")] = False,
     until: Annotated[str | None, typer.Option(help="Intraday: only bars before this time (naive UTC ISO).")] = None,
+    full_tests: Annotated[bool, typer.Option(
+        "--full-tests",
+        help="Run every dbt data test over all rows (slow on a large history). Default: the "
+             "tests check only the rows this scan's build changed (for uniqueness, their keys "
+             "against the whole table); a first build tests everything anyway.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Materialize the scan for one session through Dagster (bars → dbt) and print its signals.
@@ -652,7 +657,7 @@ def scan(
     The bars come from the home's own source (recorded at its first load; the bundled sample
     only for an empty or demo home); a home loaded from files is scanned on its stored bars.
     A day that is not a session, outside the data, or an unknown symbol is refused (exit 2)
-    before any run.
+    before any run. dbt's data tests check the new rows only, unless --full-tests.
     """
     def refuse(message: str, hint: str | None = None) -> None:
         if json_out:
@@ -676,19 +681,22 @@ def scan(
     from trading_pipeline import runs
     op = "raw__bars_intraday" if intraday else "raw__bars_daily"
     if source is None:  # a file-loaded home: scan its stored bars, fetch nothing
-        job, run_config, partition = ("scan_intraday_stored" if intraday else "scan_daily_stored"), None, None
+        job, run_config = ("scan_intraday_stored" if intraday else "scan_daily_stored"), None
     else:
-        job, partition = ("scan_intraday" if intraday else "scan_daily"), runs.session_key(session)
+        job = "scan_intraday" if intraday else "scan_daily"
         cfg: dict = {"source": source}
         if symbol:
             cfg["symbols"] = [symbol.upper()]
         if until and intraday:
             cfg["until"] = until
         run_config = {"ops": {op: {"config": cfg}}}
+    if full_tests:  # dbt_models' DbtBuildConfig (defs/dbt.py): every data test over all rows
+        run_config = {**(run_config or {})}
+        run_config["ops"] = {**run_config.get("ops", {}), "dbt_models": {"config": {"full_tests": True}}}
     with progress_bar() as progress:
         task = progress.add_task(f"{job} {session}", total=1)
         t0 = time.perf_counter()
-        result = runs.run_job(job, settings, run_config=run_config, partition=partition)
+        result = runs.run_job(job, settings, run_config=run_config, start=session)  # tagged with it
         progress.advance(task)
     if not result.success:
         fail(f"scan run {result.run_id} failed: {runs.failure_message(result)}",

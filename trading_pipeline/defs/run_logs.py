@@ -13,7 +13,7 @@ falls back to its own colored console logger (``create_log_manager`` in
 * every job of this location has :func:`run_logging` as its default config (runs launched
   with no run config: the UI launchpad, and schedules or sensors that pass none);
 * every schedule and sensor here builds its run config with :func:`with_run_logging`,
-  because a run request's own run config *replaces* a partitioned job's default config;
+  because a run request's own run config *replaces* the job's default config;
 * the CLI (``trading_pipeline.runs``) does the same, with its log level.
 """
 

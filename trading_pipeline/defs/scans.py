@@ -7,13 +7,17 @@
 * ``intraday_scan`` schedule: every 5 minutes while XNYS is open.
 * ``sample_replay`` sensor: with the bundled sample, walks the last sample session five
   minutes at a time so the intraday scan has new bars to process under ``make up``.
+
+A one-session run is tagged ``trading/session``; the intraday schedule and the replay skip
+a tick (with the reason in the UI) while the previous run for that session is queued or
+running, so a slow machine never builds an unbounded queue.
 """
 
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from trading_pipeline.defs.bars import DAILY, FRESHNESS, INTRADAY, SESSIONS
+from trading_pipeline.defs.bars import DAILY, END_TAG, FRESHNESS, INTRADAY, SESSION_TAG, START_TAG
 from trading_pipeline.defs.run_logs import run_logging, with_run_logging
 from trading_pipeline.marketdata import calendars
 from trading_pipeline.marketdata.bars import naive_utc
@@ -31,14 +35,12 @@ DBT_AND_SERVING = dg.AssetSelection.groups("scans", "serving")
 scan_daily_job = dg.define_asset_job(
     "scan_daily",
     selection=(dg.AssetSelection.assets(DAILY) | DBT_AND_SERVING) - dg.AssetSelection.assets(INTRADAY_ONLY) - FRESHNESS,
-    partitions_def=SESSIONS,
     description="End-of-day scan: one session's daily bars, then dbt indicators and signals.",
     config=run_logging(),
 )
 scan_intraday_job = dg.define_asset_job(
     "scan_intraday",
     selection=(dg.AssetSelection.assets(INTRADAY) | DBT_AND_SERVING) - dg.AssetSelection.assets(DAILY_ONLY) - FRESHNESS,
-    partitions_def=SESSIONS,
     description="Intraday scan: one session's intraday bars up to now, then dbt.",
     config=run_logging(),
 )
@@ -57,6 +59,28 @@ scan_intraday_stored_job = dg.define_asset_job(
     description="Intraday scan of the stored bars (a file-loaded home): dbt, then publish.",
     config=run_logging(),
 )
+
+
+def session_tags(session: str) -> dict[str, str]:
+    """A one-session run's tags (as runs.run_job tags the CLI's runs)."""
+    return {START_TAG: session, END_TAG: session, SESSION_TAG: session}
+
+
+UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED]
+
+
+def unfinished_scan(instance: dg.DagsterInstance, job: str, session: str) -> str | None:
+    """Why a new run of ``job`` for ``session`` should wait: the previous one is still queued
+    or running (each run loads the session up to its own cut-off, so a later run does all the
+    earlier one would; never queue a second behind it). None when there is none."""
+    runs = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=job, statuses=UNFINISHED, tags={SESSION_TAG: session}), limit=1)
+    if not runs:
+        return None
+    run = runs[0].dagster_run
+    return (f"the previous {job} run for {session} ({run.run_id[:8]}) is still {run.status.value.lower()}; "
+            "skipped so runs never queue up behind it (the next tick loads everything up to its own time)")
 
 
 def _scheduled_source() -> tuple[str | None, str]:
@@ -95,8 +119,8 @@ def eod_scan(context: dg.ScheduleEvaluationContext):
         return dg.SkipReason(f"{why}: no source to fetch {what} from; load it with `trading ingest`, "
                              "then `trading scan`")
     # the 16:15 tick on an early-close day finds the 13:15 run's key and launches nothing
-    return dg.RunRequest(run_key=f"eod-{what}", partition_key=what, run_config=with_run_logging(
-        {"ops": {"raw__bars_daily": {"config": {"source": source}}}}))
+    return dg.RunRequest(run_key=f"eod-{what}", tags=session_tags(what), run_config=with_run_logging(
+        {"ops": {"raw__bars_daily": {"config": {"source": source, "start": what, "end": what}}}}))
 
 
 def intraday_decision(now: datetime, calendar: str = EXCHANGE_CALENDAR) -> tuple[bool, str]:
@@ -119,10 +143,14 @@ def intraday_scan(context: dg.ScheduleEvaluationContext):
     run, what = intraday_decision(now)
     if not run:
         return dg.SkipReason(what)
+    busy = unfinished_scan(context.instance, scan_intraday_job.name, what)
+    if busy:
+        return dg.SkipReason(busy)
     cutoff = naive_utc(now).isoformat()
     return dg.RunRequest(
-        run_key=f"intraday-{now:%Y%m%dT%H%M}", partition_key=what,
-        run_config=with_run_logging({"ops": {"raw__bars_intraday": {"config": {"until": cutoff}}}}),
+        run_key=f"intraday-{now:%Y%m%dT%H%M}", tags=session_tags(what),
+        run_config=with_run_logging({"ops": {"raw__bars_intraday": {"config": {
+            "until": cutoff, "start": what, "end": what}}}}),
     )
 
 
@@ -149,11 +177,13 @@ def sample_replay(context: dg.SensorEvaluationContext):
     cutoffs = replay_cutoffs()
     if done >= len(cutoffs):
         return dg.SkipReason(f"replay of {REPLAY_SESSION} finished ({len(cutoffs)} steps)")
+    busy = unfinished_scan(context.instance, scan_intraday_job.name, REPLAY_SESSION)
+    if busy:  # the cursor stays: this step is taken at the next tick after that run ends
+        return dg.SkipReason(busy)
     cutoff = cutoffs[done]
     context.update_cursor(str(done + 1))
     return dg.RunRequest(
-        run_key=f"replay-{cutoff:%Y%m%dT%H%M}", partition_key=REPLAY_SESSION,
-        run_config=with_run_logging(
-            {"ops": {"raw__bars_intraday": {"config": {"source": "sample", "until": cutoff.isoformat()}}}}
-        ),
+        run_key=f"replay-{cutoff:%Y%m%dT%H%M}", tags=session_tags(REPLAY_SESSION),
+        run_config=with_run_logging({"ops": {"raw__bars_intraday": {"config": {
+            "source": "sample", "until": cutoff.isoformat(), "start": REPLAY_SESSION, "end": REPLAY_SESSION}}}}),
     )

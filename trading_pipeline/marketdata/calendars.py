@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 
 import exchange_calendars as xc
@@ -12,7 +12,12 @@ import polars as pl
 # The calendar of a symbol nobody said otherwise about (TRADING_EXCHANGE defaults to it too).
 DEFAULT_CALENDAR = "XNYS"
 
-CALENDAR_START = "2000-01-03"
+
+def calendar_start() -> date:
+    """The first date the calendars cover: ``TRADING_HISTORY_START`` (1950-01-03 by default)."""
+    from trading_pipeline.settings import get_settings
+
+    return get_settings().history_start
 
 # exchange -> (calendar name, timezone); the calendar decides sessions and trading hours.
 EXCHANGES: dict[str, tuple[str, str]] = {
@@ -23,10 +28,17 @@ EXCHANGES: dict[str, tuple[str, str]] = {
 }
 
 
+def session_of(d: date) -> date:
+    """The session a calendar day's bars are filed under: a weekend day's under Friday's
+    (24/7 markets trade then; the equity calendars have no session). Loads, checks and the
+    CLI name sessions this way."""
+    return d - timedelta(days=max(0, d.weekday() - 4))
+
+
 @lru_cache(maxsize=16)
 def get_calendar(name: str) -> xc.ExchangeCalendar:
     try:
-        return xc.get_calendar(name, start=CALENDAR_START)
+        return xc.get_calendar(name, start=calendar_start().isoformat())
     except xc.errors.InvalidCalendarName as exc:
         raise ValueError(f"unknown exchange calendar {name!r}") from exc
 

@@ -127,7 +127,7 @@ def ingest(
     load commits is unchecked, whatever happens to the run afterwards.
 
     ``window`` (start inclusive, end exclusive, naive UTC) keeps only bars inside the
-    partitions being materialised; bars outside it are neither loaded nor rejected.
+    sessions the run loads; bars outside it are neither loaded nor rejected.
     """
     stored = known_symbols(con)
     registered = dict(stored)  # grows with the symbols this load brings

@@ -74,9 +74,14 @@ def dbt_env(
     return env
 
 
-def vars_json(rules: Rules | Path | str | None = None, *, warehouse: str | None = None) -> str:
+def vars_json(
+    rules: Rules | Path | str | None = None, *, warehouse: str | None = None,
+    full_tests: bool | None = None,
+) -> str:
     """rules (a Rules, a path, or None for the repo's rules.yaml) as a --vars JSON string; with
-    ``warehouse`` (a :func:`warehouse_for_dbt` location) the profile's ``var('warehouse')``."""
+    ``warehouse`` (a :func:`warehouse_for_dbt` location) the profile's ``var('warehouse')``;
+    with ``full_tests`` the ``full_tests`` var (True: data tests check every row, not only the
+    build's new rows; dbt_project/macros/test_scope.sql)."""
     if rules is None:
         rules = DEFAULT_RULES_FILE
     if not isinstance(rules, Rules):
@@ -85,6 +90,8 @@ def vars_json(rules: Rules | Path | str | None = None, *, warehouse: str | None 
     if warehouse is not None:
         out["warehouse"] = warehouse
         out["duckdb_extensions"] = str(extension_directory())
+    if full_tests is not None:
+        out["full_tests"] = bool(full_tests)
     return json.dumps(out, separators=(",", ":"))
 
 
