@@ -15,7 +15,14 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+)
 
 UtcDateTime = Annotated[
     datetime,
@@ -214,6 +221,9 @@ class Order(BaseModel):
     signal_ts: UtcDateTime | None = None
     reason: str | None = None
     cancel_requested: bool = False
+    stop_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    trail_amount: Decimal | None = None
 
 
 def order_model(o: Any) -> Order:
@@ -251,12 +261,21 @@ class OrderCreate(BaseModel):
     symbol: str = Field(pattern=_SYMBOL, examples=["GOOG"])
     side: Literal["buy", "sell"]
     quantity: OrderDecimal = Field(gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8, examples=["10"])
-    order_type: Literal["market", "limit"] = "market"
+    order_type: Literal["market", "limit", "stop", "stop_limit", "trailing_stop"] = Field(
+        default="market",
+        description="stop: stop_price; stop_limit: stop_price and limit_price; trailing_stop: "
+        "trail_percent or trail_amount (not both). A buy stop must be above the last price, a sell stop below.",
+    )
     limit_price: OrderDecimal | None = Field(default=None, gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8)
-    time_in_force: Literal["day", "gtc", "ioc"] = "day"
+    stop_price: OrderDecimal | None = Field(default=None, gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8)
+    trail_percent: OrderDecimal | None = Field(default=None, gt=0, lt=100, max_digits=24, decimal_places=8)
+    trail_amount: OrderDecimal | None = Field(default=None, gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8)
+    time_in_force: Literal["day", "gtc", "ioc", "opg"] = Field(
+        default="day", description="ioc and opg (fill at the session open only) are for market and limit orders."
+    )
     account: str = Field(default="paper", pattern=_ACCOUNT)
 
-    @field_validator("quantity", "limit_price")
+    @field_validator("quantity", "limit_price", "stop_price", "trail_percent", "trail_amount")
     @classmethod
     def _finite(cls, v: Decimal | None) -> Decimal | None:
         if v is not None and not v.is_finite():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
+from decimal import Decimal
 
 import polars as pl
 import pytest
@@ -400,3 +401,74 @@ def test_docs_pages_load_their_assets_from_this_server(client: TestClient) -> No
         srcs = re.findall(r'(?:src|href)="([^"]+)"', body)
         assert srcs and all(s.startswith("/") for s in srcs), (page, srcs)
         assert "cdn" not in body.lower() and "fonts.googleapis" not in body
+
+
+# ---- order types and time in force -----------------------------------------------------------
+def _last_close(client: TestClient, symbol: str) -> Decimal:
+    bars = client.get(f"/market-data/{symbol}").json()["bars"]
+    return Decimal(str(max(bars, key=lambda b: b["ts"])["close"]))
+
+
+def test_post_stop_orders_of_every_type(client: TestClient) -> None:
+    last = _last_close(client, "GOOG")
+    up, down = (last * Decimal("1.02")).quantize(Decimal("0.01")), (last * Decimal("0.98")).quantize(Decimal("0.01"))
+    cases = [
+        ({"order_type": "stop", "stop_price": str(up), "time_in_force": "gtc"},
+         {"stop_price": str(up), "limit_price": None, "time_in_force": "gtc"}),
+        ({"order_type": "stop_limit", "side": "sell", "stop_price": str(down), "limit_price": str(down - 1)},
+         {"stop_price": str(down), "limit_price": str(down - 1)}),
+        ({"order_type": "trailing_stop", "side": "sell", "trail_percent": "2.5"}, {"trail_percent": "2.5", "trail_amount": None}),
+        ({"order_type": "trailing_stop", "trail_amount": "1.25"}, {"trail_amount": "1.25", "trail_percent": None}),
+        ({"order_type": "limit", "limit_price": str(last), "time_in_force": "opg"}, {"time_in_force": "opg"}),
+    ]
+    for i, (extra, expect) in enumerate(cases):
+        body = {"symbol": "GOOG", "side": "buy", "quantity": "1", **extra}
+        r = client.post("/orders", json=body, headers={"Idempotency-Key": f"stop-{i}"})
+        assert r.status_code == 201, (body, r.text)
+        order = r.json()["order"]
+        assert order["order_type"] == body["order_type"] and order["status"] == "accepted"
+        assert {k: order[k] for k in expect} == expect
+        assert client.get(f"/orders/{order['client_order_id']}").json() == order  # stored as answered
+    # the same key with another stop price is another order
+    r = client.post("/orders", json={"symbol": "GOOG", "side": "buy", "quantity": "1", "order_type": "stop",
+                                     "stop_price": str(up + 1), "time_in_force": "gtc"}, headers={"Idempotency-Key": "stop-0"})
+    assert r.status_code == 409
+
+
+def test_contradictory_order_terms_are_422_and_nothing_is_stored(client: TestClient) -> None:
+    last = _last_close(client, "GOOG")
+    base = {"symbol": "GOOG", "side": "buy", "quantity": "1"}
+    bad = [
+        ({"order_type": "stop"}, "needs a positive stop_price"),
+        ({"order_type": "stop_limit", "stop_price": str(last + 1)}, "needs a positive limit_price"),
+        ({"order_type": "stop_limit", "limit_price": str(last + 1)}, "needs a positive stop_price"),
+        ({"order_type": "stop", "stop_price": str(last + 1), "limit_price": str(last + 2)}, "has no limit_price"),
+        ({"order_type": "trailing_stop"}, "exactly one of"),
+        ({"order_type": "trailing_stop", "trail_percent": "1", "trail_amount": "1"}, "exactly one of"),
+        ({"order_type": "trailing_stop", "trail_percent": "0"}, "greater than 0"),
+        ({"order_type": "trailing_stop", "trail_amount": "-1"}, "greater than 0"),
+        ({"order_type": "trailing_stop", "trail_percent": "100"}, "less than 100"),
+        ({"order_type": "market", "stop_price": str(last + 1)}, "has no stop_price"),
+        ({"order_type": "limit", "limit_price": str(last), "trail_amount": "1"}, "has no trail_percent"),
+        ({"order_type": "stop", "stop_price": str(last + 1), "time_in_force": "opg"}, "day or gtc"),
+        ({"order_type": "stop", "stop_price": str(last + 1), "time_in_force": "fok"}, "time_in_force"),
+        ({"order_type": "stop", "stop_price": str(last)}, "buy stop must be above the market"),
+        ({"order_type": "stop", "side": "sell", "stop_price": str(last + 1)}, "sell stop must be below the market"),
+        ({"order_type": "stop_limit", "stop_price": str(last - 1), "limit_price": str(last)}, "buy stop must be above"),
+    ]
+    for extra, message in bad:
+        r = client.post("/orders", json={**base, **extra})
+        assert r.status_code == 422, (extra, r.text)
+        assert message in r.text, (extra, r.text)
+    locs = {
+        "stop": ["body", "stop_price"],
+        "stop_limit": ["body", "limit_price"],
+        "trailing_stop": ["body", "trail_percent"],
+    }
+    for otype, loc in locs.items():
+        extra = {"order_type": otype} if otype != "stop_limit" else {"order_type": otype, "stop_price": str(last + 1)}
+        assert client.post("/orders", json={**base, **extra}).json()["detail"][0]["loc"] == loc
+    r = client.post("/orders", json={**base, "order_type": "stop", "stop_price": str(last + 1), "time_in_force": "ioc"})
+    assert r.json()["detail"][0]["loc"] == ["body", "time_in_force"]
+    assert client.get("/orders").json()["count"] == 0
+    assert client.get("/risk").json()["recent_events"] == []

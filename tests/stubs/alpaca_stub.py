@@ -84,6 +84,9 @@ class StubOrder:
     type: str
     time_in_force: str
     limit_price: Decimal | None
+    stop_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    trail_price: Decimal | None = None
     status: str = "accepted"
     filled_qty: Decimal = Decimal(0)
     filled_avg_price: Decimal | None = None
@@ -130,12 +133,12 @@ class StubOrder:
             "side": self.side,
             "time_in_force": self.time_in_force,
             "limit_price": _num(self.limit_price),
-            "stop_price": None,
+            "stop_price": _num(self.stop_price),
             "status": self.status,
             "extended_hours": False,
             "legs": None,
-            "trail_percent": None,
-            "trail_price": None,
+            "trail_percent": _num(self.trail_percent),
+            "trail_price": _num(self.trail_price),
             "hwm": None,
         }
 
@@ -489,12 +492,23 @@ class AlpacaStub:
             raise _Fault(422, "symbol is required", 40010001)
         if side not in ("buy", "sell"):
             raise _Fault(422, "invalid side", 40010001)
-        if otype not in ("market", "limit"):
-            raise _Fault(
-                422, f"invalid order type {otype!r} (stub supports market, limit)", 40010001
-            )
+        if otype not in ("market", "limit", "stop", "stop_limit", "trailing_stop"):
+            raise _Fault(422, f"invalid order type {otype!r}", 40010001)
         if tif not in ("day", "gtc", "ioc", "fok", "opg", "cls"):
             raise _Fault(422, "invalid time_in_force", 40010001)
+        if tif in ("opg", "cls") and otype not in ("market", "limit"):
+            raise _Fault(422, f"{tif} orders must be market or limit", 40010001)
+        stop_price, trail_percent, trail_price = (
+            None if body.get(k) is None else Decimal(str(body[k])) for k in ("stop_price", "trail_percent", "trail_price")
+        )
+        if otype in ("stop", "stop_limit") and stop_price is None:
+            raise _Fault(422, "stop_price is required", 40010001)
+        if otype not in ("stop", "stop_limit") and stop_price is not None:
+            raise _Fault(422, f"{otype} orders require no stop_price", 40010001)
+        if otype == "trailing_stop" and (trail_percent is None) == (trail_price is None):
+            raise _Fault(422, "trailing_stop orders require exactly one of trail_percent and trail_price", 40010001)
+        if otype != "trailing_stop" and (trail_percent is not None or trail_price is not None):
+            raise _Fault(422, f"{otype} orders require no trail", 40010001)
         try:
             qty = Decimal(str(body.get("qty")))
         except ArithmeticError:
@@ -502,10 +516,10 @@ class AlpacaStub:
         if not qty.is_finite() or qty <= 0:
             raise _Fault(422, "qty must be > 0", 40010001)
         limit_price = body.get("limit_price")
-        if otype == "limit" and limit_price is None:
-            raise _Fault(422, "limit orders require limit_price", 40010001)
-        if otype == "market" and limit_price is not None:
-            raise _Fault(422, "market orders require no limit_price", 40010001)
+        if otype in ("limit", "stop_limit") and limit_price is None:
+            raise _Fault(422, f"{otype} orders require limit_price", 40010001)
+        if otype not in ("limit", "stop_limit") and limit_price is not None:
+            raise _Fault(422, f"{otype} orders require no limit_price", 40010001)
         limit = None if limit_price is None else Decimal(str(limit_price))
         price = limit if limit is not None else self.prices.get(symbol)
         if side == "buy" and price is not None and qty * price > self._buying_power():
@@ -519,6 +533,9 @@ class AlpacaStub:
             type=otype,
             time_in_force=tif,
             limit_price=limit,
+            stop_price=stop_price,
+            trail_percent=trail_percent,
+            trail_price=trail_price,
         )
         self.orders[order.id] = order
         return 200, order.to_json()

@@ -95,6 +95,8 @@ class FakeOrder:
     tif: str
     account: str
     order_ref: str
+    aux_price: float | None = None  # STP / STP LMT: the stop price; TRAIL: the trailing amount
+    trailing_percent: float | None = None
     status: str = "Submitted"
     hold: float | None = None  # quantity allowed to fill before the next advance()
     executions: list[FakeExecution] = field(default_factory=list)
@@ -523,6 +525,8 @@ class FakeTWS:
             tif=f[21] or "DAY",
             account=f[23] or self.account,
             order_ref=f[26],
+            aux_price=float(f[20]) if f[20] else None,
+            trailing_percent=self._trailing_percent(f, conn.version),
         )
         self.orders[(client_id, order_id)] = order
         if self._drop_after_next_order:
@@ -545,6 +549,17 @@ class FakeTWS:
             self._try_fill(order)
         if conn.muted:
             conn.abort()
+
+    @staticmethod
+    def _trailing_percent(f: list[str], version: int) -> float | None:
+        """placeOrder's trailingPercent: after hidden (f[34]), an empty field, discretionaryAmt,
+        goodAfterTime, goodTillDate, faGroup, faMethod, faPercentage, faProfile (before server
+        version 177), 24 fields from modelCode to deltaNeutralAuxPrice (8 more when
+        deltaNeutralOrderType is set), continuousUpdate, referencePriceType, trailStopPrice."""
+        i = 42 + (1 if version < 177 else 0)
+        i += 24 + (8 if f[i + 22] else 0)
+        value = f[i + 3]
+        return float(value) if value else None
 
     def _modify(self, conn: _Conn, order: FakeOrder, f: list[str]) -> None:
         if order.status in DONE:
@@ -580,8 +595,9 @@ class FakeTWS:
         if price is None:
             return
         buy = order.action == "BUY"
-        marketable = order.order_type == "MKT" or (
-            order.limit_price is not None
+        marketable = order.order_type == "MKT" or (  # stops (STP, STP LMT, TRAIL) rest here
+            order.order_type == "LMT"
+            and order.limit_price is not None
             and (price <= order.limit_price if buy else price >= order.limit_price)
         )
         qty = order.remaining
@@ -691,7 +707,8 @@ class FakeTWS:
         # contract, action, totalQuantity, orderType, lmtPrice, auxPrice, tif, ocaGroup,
         # account, openClose, origin, orderRef
         return [*self._contract_fields(o.symbol), o.action, o.quantity, o.order_type,
-                o.limit_price if o.limit_price is not None else "", "", o.tif, "", o.account,
+                o.limit_price if o.limit_price is not None else "", o.aux_price if o.aux_price is not None else "",
+                o.tif, "", o.account,
                 "", 0, o.order_ref]
 
     def _open_order(self, o: FakeOrder, version: int) -> list[Any]:

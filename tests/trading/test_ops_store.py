@@ -18,13 +18,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder
-from trading_pipeline.trading.model import OrderStatus, Side
+from trading_pipeline.trading.model import OrderStatus, OrderType, Side, TimeInForce
 from trading_pipeline.trading.orders import Order
 from trading_pipeline.trading.store import OpsStore, metadata, migrations
 
 D = Decimal
 T = datetime(2024, 3, 4, 15)
-HEAD = "0004_denied_status"
+HEAD = "0005_stop_orders"
 
 
 def order(coid: str = "o1", qty: str = "10", account: str = "acct", symbol: str = "AAA", side: Side = Side.BUY, **kw) -> Order:
@@ -43,7 +43,7 @@ def test_schema_is_migrated_once_and_sqlite_runs_in_wal(store_url) -> None:
     s1 = OpsStore(store_url)
     assert migrations.revisions()[-1] == migrations.head() == HEAD
     assert s1.schema_revision() == HEAD
-    assert s1.schema_version() == len(migrations.revisions()) == 4
+    assert s1.schema_version() == len(migrations.revisions()) == 5
     s2 = OpsStore(store_url)  # reopening applies nothing twice
     with s2.reading() as conn:
         stamped = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
@@ -338,7 +338,7 @@ def _tables(engine: sa.Engine) -> dict[str, tuple]:
 def test_a_store_of_a_release_before_alembic_upgrades_in_place(store_url, version) -> None:
     _store_of_release(store_url, version)
     s = OpsStore(store_url)
-    assert s.schema_revision() == HEAD and s.schema_version() == 4
+    assert s.schema_revision() == HEAD and s.schema_version() == 5
     statuses = {o.client_order_id: o.status for o in s.list_orders()}
     assert {k: statuses[k] for k in ("risk-1", "broker-1", "broker-2")} == {
         "risk-1": OrderStatus.DENIED, "broker-1": OrderStatus.REJECTED, "broker-2": OrderStatus.REJECTED,
@@ -372,8 +372,10 @@ def test_the_frozen_old_sql_is_what_the_revisions_build(store_url) -> None:
     with s.transaction() as conn:
         migrations.downgrade(conn, "base")
         assert set(sa.inspect(conn).get_table_names()) == {"alembic_version", "schema_version"}
-        migrations.upgrade(conn)
+        migrations.upgrade(conn, "0004_denied_status")  # the last revision the old SQL has a twin of
     assert _tables(s.engine) == before
+    assert s.schema_revision() == "0004_denied_status"
+    s.migrate()
     assert s.schema_revision() == HEAD
     s.close()
 
@@ -387,7 +389,7 @@ def test_a_data_revision_downgrades_and_upgrades(store) -> None:
     with store.reading() as conn:
         assert conn.execute(sa.text("SELECT status FROM orders")).scalar() == "rejected"
     store.migrate()
-    assert store.schema_version() == 4 and store.get_order("d").status == OrderStatus.DENIED
+    assert store.schema_version() == 5 and store.get_order("d").status == OrderStatus.DENIED
 
 
 def test_processes_opening_an_old_store_at_once_stamp_and_upgrade_it_once(store_url) -> None:
@@ -594,3 +596,39 @@ def test_two_processes_write_concurrently(store_url, tmp_path) -> None:
     assert store.get_cursor("shared") in {f"p1-{n - 1}", f"p2-{n - 1}"}
     assert len(store.order_events("shared-order")) == 1
     store.close()
+
+
+# ---- stop orders (revision 0005) ------------------------------------------------------------
+def test_stop_orders_round_trip(store) -> None:
+    store.insert_order(order("st", order_type=OrderType.STOP, stop_price=D("105.25"), time_in_force=TimeInForce.GTC))
+    store.insert_order(order("sl", side=Side.SELL, order_type=OrderType.STOP_LIMIT, stop_price=D("95"), limit_price=D("94.5")))
+    store.insert_order(order("tp", side=Side.SELL, order_type=OrderType.TRAILING_STOP, trail_percent=D("2.5")))
+    store.insert_order(order("ta", order_type=OrderType.TRAILING_STOP, trail_amount=D("1.75")))
+    got = {o.client_order_id: o for o in store.list_orders()}
+    assert (got["st"].order_type, got["st"].stop_price, got["st"].time_in_force) == (OrderType.STOP, D("105.25"), TimeInForce.GTC)
+    assert (got["sl"].stop_price, got["sl"].limit_price) == (D("95"), D("94.5"))
+    assert (got["tp"].trail_percent, got["tp"].trail_amount, got["tp"].stop_price) == (D("2.5"), None, None)
+    assert (got["ta"].trail_amount, got["ta"].trail_percent) == (D("1.75"), None)
+    assert got["st"].to_request().stop_price == D("105.25") and got["tp"].to_request().trail_percent == D("2.5")
+
+
+def test_revision_0005_upgrades_a_0004_store_with_its_orders(store_url) -> None:
+    s = OpsStore(store_url)
+    s.insert_order(order("old", order_type=OrderType.LIMIT, limit_price=D("99.5")))
+    with s.transaction() as conn:
+        assert migrations.downgrade(conn, "0004_denied_status") == "0004_denied_status"
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("orders")}
+        paper_cols = {c["name"] for c in sa.inspect(conn).get_columns("paper_orders")}
+    assert "stop_price" not in cols and "trail_mark" not in paper_cols  # really a 0004 database
+    s.close()
+    s = OpsStore(store_url)  # opening applies 0005
+    assert s.schema_revision() == HEAD
+    old = s.get_order("old")
+    assert (old.limit_price, old.stop_price, old.trail_percent, old.trail_amount) == (D("99.5"), None, None, None)
+    s.insert_order(order("new", order_type=OrderType.STOP, stop_price=D("101")))
+    assert s.get_order("new").stop_price == D("101")
+    with s.reading() as conn:
+        paper_cols = {c["name"] for c in sa.inspect(conn).get_columns("paper_orders")}
+    assert {"stop_price", "trail_percent", "trail_amount", "trail_mark", "current_stop", "triggered_at"} <= paper_cols
+    s.close()
+

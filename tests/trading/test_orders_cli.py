@@ -131,3 +131,33 @@ def test_manual_order_on_a_historical_market_fills_at_the_next_stored_bar(cli, m
         assert order["status"] == "filled" and Decimal(str(order["avg_fill_price"])) == Decimal("104")
     else:  # the wall clock puts the order after every stored bar: it waits
         assert synced["changed"] == []
+
+
+def test_order_submit_stop_types_and_bad_terms_exit_2(cli) -> None:
+    invoke, settings = cli
+    stop = invoke("order", "submit", "GOOG", "buy", "1", "--type", "stop", "--stop-price", "102", "--tif", "gtc", "--json")
+    assert stop["action"] == "submitted"
+    assert (stop["order"]["order_type"], stop["order"]["stop_price"], stop["order"]["time_in_force"]) == ("stop", "102", "gtc")
+    sl = invoke("order", "submit", "GOOG", "sell", "1", "--type", "stop-limit", "--stop-price", "98", "--limit", "97.5", "--json")
+    assert (sl["order"]["order_type"], sl["order"]["stop_price"], sl["order"]["limit_price"]) == ("stop_limit", "98", "97.5")
+    tr = invoke("order", "submit", "GOOG", "sell", "1", "--type", "trailing-stop", "--trail-percent", "3", "--json")
+    assert (tr["order"]["order_type"], tr["order"]["trail_percent"], tr["order"]["trail_amount"]) == ("trailing_stop", "3", None)
+    opg = invoke("order", "submit", "GOOG", "buy", "1", "--tif", "opg", "--json")
+    assert (opg["order"]["order_type"], opg["order"]["time_in_force"]) == ("market", "opg")
+    bad = [
+        (("--type", "stop"), "needs a positive --stop-price"),
+        (("--type", "stop-limit", "--stop-price", "102"), "needs a positive --limit"),
+        (("--type", "stop", "--stop-price", "102", "--limit", "103"), "has no --limit"),
+        (("--type", "trailing-stop", "--trail-percent", "1", "--trail-amount", "1"), "exactly one of"),
+        (("--type", "trailing-stop", "--trail-amount", "0"), "--trail-amount must be > 0"),
+        (("--type", "stop", "--stop-price", "100"), "buy stop must be above the market"),  # the last close is 100
+        (("--type", "stop", "--stop-price", "102", "--tif", "ioc"), "day or gtc"),
+        (("--type", "oco",), "--type must be"),
+        (("--tif", "fok",), "--tif must be"),
+        (("--stop-price", "102",), "a market order has no --stop-price"),
+    ]
+    for args, message in bad:
+        out = invoke("order", "submit", "GOOG", "buy", "1", *args, code=2)
+        assert message in " ".join(out.split()), (args, out)
+    store_orders = invoke("orders", "--json")
+    assert len(store_orders) == 4  # nothing stored for the bad ones

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from trading_pipeline.settings import PROJECT_DIR
 from trading_pipeline.trading.brokers.base import BrokerFill, BrokerOrder
-from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side
+from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from trading_pipeline.trading.orders import Order
 from trading_pipeline.trading.risk import RiskContext, RiskEngine, RiskLimits
 
@@ -29,6 +29,17 @@ def req(qty: str | int, side: Side = Side.BUY, limit: str | None = None, symbol:
         order_type=OrderType.LIMIT if limit else OrderType.MARKET,
         limit_price=D(limit) if limit else None,
     )
+
+
+def stop(qty: str | int, stop_price: str, side: Side = Side.BUY, limit: str | None = None) -> OrderRequest:
+    return OrderRequest(
+        f"s-{qty}-{side}-{stop_price}-{limit}", "acct", "AAA", side, D(qty),
+        OrderType.STOP_LIMIT if limit else OrderType.STOP, D(limit) if limit else None, stop_price=D(stop_price),
+    )
+
+
+def trailing(qty: str | int, side: Side = Side.SELL) -> OrderRequest:
+    return OrderRequest(f"t-{qty}-{side}", "acct", "AAA", side, D(qty), OrderType.TRAILING_STOP, trail_percent=D(2))
 
 
 def ctx(**kw) -> RiskContext:
@@ -65,6 +76,15 @@ CASES = [
      (req("99.8"), ctx(equity=D(2000), positions={"BBB": D(100)}, commission=lambda q: D(1)))),
     # margin: 2 x equity 4,000 - gross 5,000 = 3,000 (at leverage 1 this account could buy nothing)
     ("buying_power", {"max_leverage": "2"}, (req(300), ctx(equity=D(4000), positions={"BBB": D(500)})), (req(299), ctx(equity=D(4000), positions={"BBB": D(500)}))),
+    # stops: a stop is valued at its stop price, a stop-limit at its limit, a trailing stop at the last close
+    ("max_order_notional", {"max_order_notional": "1000"}, (stop(10, "100"), ctx(last_prices={"AAA": D(99)})), (stop(10, "99.99"), ctx(last_prices={"AAA": D(99)}))),
+    ("max_order_notional", {"max_order_notional": "1000"}, (stop(10, "99", limit="100"), ctx(last_prices={"AAA": D(98)})), (stop(10, "99", limit="99.99"), ctx(last_prices={"AAA": D(98)}))),
+    ("max_order_notional", {"max_order_notional": "1000"}, (trailing(100), ctx()), (trailing(99), ctx())),
+    ("buying_power", {}, (stop(100, "10.5"), ctx(equity=D(1050))), (stop(99, "10.5"), ctx(equity=D(1050)))),
+    # the collar applies to a stop price (and to a stop-limit's limit) as to a limit
+    ("price_collar", {"price_collar_pct": "5"}, (stop(1, "10.50"), ctx()), (stop(1, "10.49"), ctx())),
+    ("price_collar", {"price_collar_pct": "5"}, (stop(1, "9.50", Side.SELL), ctx()), (stop(1, "9.51", Side.SELL), ctx())),
+    ("price_collar", {"price_collar_pct": "5"}, (stop(1, "10.40", limit="10.50"), ctx()), (stop(1, "10.40", limit="10.49"), ctx())),
     # a short sale takes buying power like a purchase
     ("buying_power", {}, (req(100, Side.SELL), ctx(equity=D(2000), positions={"BBB": D(100)})), (req(99, Side.SELL), ctx(equity=D(2000), positions={"BBB": D(100)}))),
 ]
@@ -286,3 +306,44 @@ def test_working_orders_count_toward_position_limits(store, loose_limits) -> Non
     d = eng.check(req(60), RiskContext.from_store(store, "acct", prices, now=NOW))
     assert not d.approved and d.rule == "max_position_quantity"
     assert eng.check(req(39), RiskContext.from_store(store, "acct", prices, now=NOW)).approved
+
+
+def test_working_stop_orders_hold_buying_power_at_their_price(store, loose_limits) -> None:
+    store.ensure_account("acct", D(10000))
+    store.insert_order(Order("s1", "acct", "AAA", Side.BUY, D(10), OrderType.STOP, stop_price=D(120), created_at=NOW))
+    store.insert_order(Order("s2", "acct", "BBB", Side.BUY, D(10), OrderType.STOP_LIMIT, D(55), stop_price=D(52), created_at=NOW))
+    store.insert_order(Order("s3", "acct", "CCC", Side.BUY, D(10), OrderType.TRAILING_STOP, trail_amount=D(3), created_at=NOW))
+    c = RiskContext.from_store(store, "acct", {"AAA": D(100), "BBB": D(50), "CCC": D(30)}, now=NOW)
+    assert c.committed == D(10) * 120 + D(10) * 55 + D(10) * 30
+
+
+def test_contradictory_terms_are_refused_before_risk_and_nothing_is_stored(store, loose_limits) -> None:
+    from trading_pipeline.trading.brokers.paper import PaperBroker, PolarsBarFeed
+    from trading_pipeline.trading.execution import submit_order
+    from trading_pipeline.trading.model import InvalidOrder
+
+    from .conftest import daily_bars
+
+    broker = PaperBroker(store, PolarsBarFeed(daily_bars("AAA", [(10, 10, 10, 10)])), account="acct")
+    eng = RiskEngine(loose_limits, store)
+    bad = {
+        "needs a positive stop_price": OrderRequest("b1", "acct", "AAA", Side.BUY, D(1), OrderType.STOP),
+        "needs a positive limit_price": OrderRequest("b2", "acct", "AAA", Side.BUY, D(1), OrderType.STOP_LIMIT, stop_price=D(11)),
+        "a stop order has no limit_price": OrderRequest("b3", "acct", "AAA", Side.BUY, D(1), OrderType.STOP, D(11), stop_price=D(11)),
+        "buy stop must be above the market": stop(1, "10"),
+        "sell stop must be below the market": stop(1, "10", Side.SELL),
+        "exactly one of": OrderRequest("b4", "acct", "AAA", Side.SELL, D(1), OrderType.TRAILING_STOP,
+                                       trail_percent=D(1), trail_amount=D(1)),
+        "trail_amount must be > 0": OrderRequest("b5", "acct", "AAA", Side.SELL, D(1), OrderType.TRAILING_STOP, trail_amount=D(0)),
+        "trail_percent must be > 0 and < 100": OrderRequest("b6", "acct", "AAA", Side.SELL, D(1), OrderType.TRAILING_STOP,
+                                                            trail_percent=D(-1)),
+        "day or gtc, not opg": OrderRequest("b7", "acct", "AAA", Side.SELL, D(1), OrderType.STOP, time_in_force=TimeInForce.OPG,
+                                            stop_price=D(9)),
+        "has no stop_price": OrderRequest("b8", "acct", "AAA", Side.BUY, D(1), OrderType.LIMIT, D(10), stop_price=D(11)),
+    }
+    for reason, request in bad.items():
+        with pytest.raises(InvalidOrder, match=reason):
+            submit_order(request, broker=broker, store=store, risk_engine=eng, prices={"AAA": D(10)})
+    assert store.list_orders() == [] and store.list_risk_events() == []
+    ok = submit_order(stop(1, "10.01"), broker=broker, store=store, risk_engine=eng, prices={"AAA": D(10)})
+    assert ok.action == "submitted" and store.get_order(ok.client_order_id).stop_price == D("10.01")

@@ -93,6 +93,14 @@ def get_order(_key: ApiKeyRecord, store: Store, client_order_id: Annotated[str, 
     return order_model(o)
 
 
+def _field_at_fault(problem: str) -> str:
+    """The body field an order problem (``model.order_problem``) names first."""
+    named = [(problem.find(f), f) for f in ("limit_price", "stop_price", "trail_percent", "trail_amount") if f in problem]
+    if named:
+        return min(named)[1]
+    return "time_in_force" if "time in force" in problem else "order_type"
+
+
 async def _json_body(request: Request) -> None:
     """415 for a body not sent as JSON: FastAPI leaves it unparsed, and the 422 that follows
     ("Input should be a valid dictionary") would not say why."""
@@ -152,15 +160,18 @@ def create_order(
     ] = None,
 ) -> Any:
     from trading_pipeline.trading.brokers.base import BrokerError
+    from trading_pipeline.trading.model import InvalidOrder, order_problem
     from trading_pipeline.trading.orders import client_order_id, utcnow
     from trading_pipeline.trading.risk import RiskEngine
     from trading_pipeline.trading.services import place_order
 
     symbol = body.symbol.upper()
-    if body.order_type == "limit" and body.limit_price is None:
-        raise field_error(("body", "limit_price"), "a limit order needs limit_price")
-    if body.order_type == "market" and body.limit_price is not None:
-        raise field_error(("body", "limit_price"), "a market order takes no limit_price")
+    problem = order_problem(
+        body.order_type, body.side, limit_price=body.limit_price, stop_price=body.stop_price,
+        trail_percent=body.trail_percent, trail_amount=body.trail_amount, time_in_force=body.time_in_force,
+    )
+    if problem:  # contradictory terms: a 422 on the field at fault, nothing stored
+        raise field_error(("body", _field_at_fault(problem)), problem)
     if idempotency_key:
         coid = idempotent_order_id(_key["id"], body.account, idempotency_key)
     else:
@@ -173,6 +184,10 @@ def create_order(
             and existing.quantity == body.quantity
             and existing.order_type.value == body.order_type
             and existing.limit_price == body.limit_price
+            and existing.stop_price == body.stop_price
+            and existing.trail_percent == body.trail_percent
+            and existing.trail_amount == body.trail_amount
+            and existing.time_in_force.value == body.time_in_force
         )
         if not same:
             raise HTTPException(409, f"Idempotency-Key already used for a different order ({coid})")
@@ -185,7 +200,11 @@ def create_order(
             store=store, broker=state.broker(body.account), feed=state.feed(), risk_engine=engine,
             account=body.account, symbol=symbol, side=body.side, quantity=body.quantity,
             limit_price=body.limit_price, time_in_force=body.time_in_force, order_id=coid,
+            order_type=body.order_type, stop_price=body.stop_price,
+            trail_percent=body.trail_percent, trail_amount=body.trail_amount,
         )
+    except InvalidOrder as exc:  # against the market (a buy stop at or below the last price): nothing stored
+        raise field_error(("body", _field_at_fault(str(exc))), str(exc)) from exc
     except BrokerError as exc:
         raise HTTPException(502, f"broker error: {exc}") from exc
     result, order = placed.result, placed.order

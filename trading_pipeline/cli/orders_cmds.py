@@ -75,6 +75,14 @@ def _parse_decimal(text: str, what: str) -> Decimal:
     return value
 
 
+def _cli_words(problem: str) -> str:
+    """An order problem in the options' words (stop_price -> --stop-price, ...)."""
+    for field, option in (("limit_price", "--limit"), ("stop_price", "--stop-price"), ("trail_percent", "--trail-percent"),
+                          ("trail_amount", "--trail-amount"), ("stop_limit", "stop-limit"), ("trailing_stop", "trailing-stop")):
+        problem = problem.replace(field, option)
+    return problem
+
+
 def register(app: typer.Typer) -> None:
     """Add the order, portfolio and kill-switch commands to the `trading` app."""
     order_app = typer.Typer(help="Submit, cancel or sync one order (through the risk engine).", no_args_is_help=True)
@@ -184,23 +192,50 @@ def register(app: typer.Typer) -> None:
         symbol: Annotated[str, typer.Argument(help="Symbol, e.g. GOOG.")],
         side: Annotated[str, typer.Argument(help="buy or sell.")],
         quantity: Annotated[str, typer.Argument(help="Shares/units (> 0).")],
-        limit: Annotated[str | None, typer.Option("--limit", help="Limit price; market order when omitted.")] = None,
+        limit: Annotated[str | None, typer.Option("--limit", help="Limit price (limit and stop-limit orders).")] = None,
+        order_type: Annotated[str | None, typer.Option(
+            "--type", help="market, limit, stop, stop-limit or trailing-stop; default: limit with --limit, else market.",
+        )] = None,
+        stop: Annotated[str | None, typer.Option("--stop-price", help="Stop price (stop and stop-limit orders).")] = None,
+        trail_percent: Annotated[str | None, typer.Option("--trail-percent", help="Trailing stop: trail by this % of the best price.")] = None,
+        trail_amount: Annotated[str | None, typer.Option("--trail-amount", help="Trailing stop: trail by this amount.")] = None,
         account: AccountOpt = DEFAULT_ACCOUNT,
-        tif: Annotated[str, typer.Option("--tif", help="Time in force: day, gtc or ioc.")] = "day",
+        tif: Annotated[str, typer.Option("--tif", help="Time in force: day, gtc, ioc or opg (at the open).")] = "day",
         client_id: Annotated[str | None, typer.Option("--id", help="Your own client order id (makes a retry safe).")] = None,
         json_out: JsonOpt = False,
     ) -> None:
         """Submit one order through the risk engine and the ops store to the broker."""
         from trading_pipeline.trading.brokers.base import BrokerError
+        from trading_pipeline.trading.model import (
+            InvalidOrder,
+            OrderType,
+            TimeInForce,
+            order_problem,
+        )
         from trading_pipeline.trading.risk import RiskEngine
         from trading_pipeline.trading.services import place_order
 
         if side.lower() not in ("buy", "sell"):
             fail(f"side must be buy or sell, got {side!r}", code=2)
-        if tif.lower() not in ("day", "gtc", "ioc"):
-            fail(f"--tif must be day, gtc or ioc, got {tif!r}", code=2)
+        tifs = [t.value for t in TimeInForce]
+        if tif.lower() not in tifs:
+            fail(f"--tif must be {', '.join(tifs[:-1])} or {tifs[-1]}, got {tif!r}", code=2)
+        types = [t.value.replace("_", "-") for t in OrderType]
+        if order_type is not None and order_type.lower().replace("_", "-") not in types:
+            fail(f"--type must be {', '.join(types[:-1])} or {types[-1]}, got {order_type!r}", code=2)
         qty = _parse_decimal(quantity, "quantity")
         limit_price = _parse_decimal(limit, "--limit") if limit is not None else None
+        stop_price = _parse_decimal(stop, "--stop-price") if stop is not None else None
+        trail_pct = _parse_decimal(trail_percent, "--trail-percent") if trail_percent is not None else None
+        trail_amt = _parse_decimal(trail_amount, "--trail-amount") if trail_amount is not None else None
+        otype = (
+            OrderType(order_type.lower().replace("-", "_")) if order_type is not None
+            else OrderType.LIMIT if limit_price is not None else OrderType.MARKET
+        )
+        problem = order_problem(otype, side.lower(), limit_price=limit_price, stop_price=stop_price,
+                                trail_percent=trail_pct, trail_amount=trail_amt, time_in_force=tif.lower())
+        if problem:
+            fail(_cli_words(problem), code=2)
         settings = get_settings()
         store = _store(settings)
         try:
@@ -210,7 +245,10 @@ def register(app: typer.Typer) -> None:
                 feed=_price_feed(settings),
                 risk_engine=RiskEngine.from_file(settings.risk_file, store), account=account, symbol=symbol,
                 side=side, quantity=qty, limit_price=limit_price, time_in_force=tif, order_id=client_id,
+                order_type=otype, stop_price=stop_price, trail_percent=trail_pct, trail_amount=trail_amt,
             )
+        except InvalidOrder as exc:  # against the market (a buy stop at or below the last close)
+            fail(_cli_words(str(exc)), code=2)
         except (BrokerError, FileNotFoundError) as exc:
             fail(str(exc), "is the warehouse built (`trading demo`) and the broker reachable?")
         result, request, order = placed.result, placed.request, placed.order

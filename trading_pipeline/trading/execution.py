@@ -24,6 +24,7 @@ from trading_pipeline import logs
 from trading_pipeline.trading.brokers.base import Broker, BrokerError
 from trading_pipeline.trading.decisions import DecisionRules, Signal, Skip, decide, signal_side
 from trading_pipeline.trading.model import (
+    InvalidOrder,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -113,9 +114,14 @@ def submit_order(
     ``prices`` maps symbol -> last close; it should cover the order's symbol and every symbol
     the account holds or has working orders in (``store.symbols_in_play(account)``), so that
     equity, exposure and buying power value them at market rather than at cost.
+
+    Raises :class:`~trading_pipeline.trading.model.InvalidOrder` for a new order whose terms
+    contradict each other or the market (a buy stop at or below the last close, say).
     """
     coid = request.client_order_id
     existing = store.get_order(coid)
+    if existing is None and (problem := request.problem(prices.get(request.symbol))):
+        raise InvalidOrder(problem)  # contradictory terms: refused before risk, nothing stored
     if existing is not None:
         if existing.status == OrderStatus.NEW:
             return _submit_recorded(existing, broker=broker, store=store, risk_engine=risk_engine)

@@ -17,7 +17,14 @@ from typing import Any
 
 from trading_pipeline.marketdata.bars import naive_utc as to_naive_utc  # noqa: F401 - re-exported
 from trading_pipeline.marketdata.bars import utcnow
-from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
+from trading_pipeline.trading.model import (
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+    order_problem,
+)
 
 OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED})
 
@@ -107,6 +114,9 @@ class Order:
     cancel_requested: bool = False
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    stop_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    trail_amount: Decimal | None = None
 
     def __post_init__(self) -> None:
         self.side = Side(self.side)
@@ -115,10 +125,12 @@ class Order:
         self.status = OrderStatus(self.status)
         if self.quantity <= 0:
             raise ValueError(f"order {self.client_order_id}: quantity must be > 0, got {self.quantity}")
-        if self.order_type == OrderType.LIMIT and (self.limit_price is None or self.limit_price <= 0):
-            raise ValueError(f"order {self.client_order_id}: a limit order needs a positive limit_price")
-        if self.order_type == OrderType.MARKET and self.limit_price is not None:
-            raise ValueError(f"order {self.client_order_id}: a market order has no limit_price")
+        problem = order_problem(
+            self.order_type, self.side, limit_price=self.limit_price, stop_price=self.stop_price,
+            trail_percent=self.trail_percent, trail_amount=self.trail_amount, time_in_force=self.time_in_force,
+        )
+        if problem:
+            raise ValueError(f"order {self.client_order_id}: {problem}")
 
     @classmethod
     def from_request(
@@ -140,6 +152,9 @@ class Order:
             order_type=request.order_type,
             limit_price=request.limit_price,
             time_in_force=request.time_in_force,
+            stop_price=request.stop_price,
+            trail_percent=request.trail_percent,
+            trail_amount=request.trail_amount,
             strategy=strategy,
             signal_ts=signal_ts,
             broker=broker,
@@ -163,6 +178,9 @@ class Order:
             order_type=self.order_type,
             limit_price=self.limit_price,
             time_in_force=self.time_in_force,
+            stop_price=self.stop_price,
+            trail_percent=self.trail_percent,
+            trail_amount=self.trail_amount,
         )
 
     @property
@@ -247,8 +265,8 @@ class Order:
             changes.append(f"quantity {self.quantity} -> {quantity}")
             self.quantity = quantity
         if limit_price is not None:
-            if self.order_type != OrderType.LIMIT:
-                raise IllegalTransition(f"order {self.client_order_id}: a market order has no limit")
+            if self.order_type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+                raise IllegalTransition(f"order {self.client_order_id}: a {self.order_type.value} order has no limit")
             if limit_price <= 0:
                 raise ValueError("limit_price must be > 0")
             changes.append(f"limit {self.limit_price} -> {limit_price}")

@@ -22,11 +22,11 @@ buying power (at leverage 1, shorting 10,000 of stock leaves cash + 10,000 but b
 down by 10,000). Working orders reserve buying power before they fill: ``committed`` = sum,
 over working orders, of the part of their unfilled quantity that opens or adds to a
 position (a buy that adds to a long, a sell that adds to or opens a short; taken in order
-of creation, starting from the booked position) x their limit price (a market order: the
-last close) + their estimated commission. A new order needs ``required = opening quantity
+of creation, starting from the booked position) x their price (a limit or stop-limit: its limit;
+a stop: its stop price; a market order or a trailing stop: the last close) + their estimated
+commission. A new order needs ``required = opening quantity
 x price + estimated commission``, where the opening quantity is the part of the order that
-opens or adds to a position after the working orders, and the price is its limit or the
-last close. The order is rejected when ``committed + required >= buying power``. An order
+opens or adds to a position after the working orders, and the price is valued the same way. The order is rejected when ``committed + required >= buying power``. An order
 that only reduces a position (a sell against a long, a buy covering a short) needs nothing
 and is never blocked by this rule. Commission is estimated only when the broker states its
 schedule (the paper broker's ``commission(quantity)``; the backtest's fill model);
@@ -107,6 +107,20 @@ def opening_quantity(position: Decimal, signed: Decimal) -> Decimal:
     return max(abs(signed) - abs(position), ZERO)
 
 
+def order_price(
+    order_type: OrderType | str, limit_price: Decimal | None, stop_price: Decimal | None, last: Decimal | None
+) -> Decimal | None:
+    """The price an order is valued at for notional and buying power: a limit or stop-limit
+    order's limit, a stop's stop price, a market or trailing stop order's last close (a
+    trailing stop's trigger moves with the market)."""
+    t = OrderType(order_type)
+    if t in (OrderType.LIMIT, OrderType.STOP_LIMIT) and limit_price is not None:
+        return limit_price
+    if t == OrderType.STOP and stop_price is not None:
+        return stop_price
+    return last
+
+
 CommissionEstimate = Callable[[Decimal], Decimal]  # quantity -> estimated commission
 
 
@@ -174,7 +188,7 @@ class RiskContext:
             opening = opening_quantity(before, signed) if remaining > 0 else ZERO
             if opening <= 0:
                 continue
-            price = o.limit_price if o.order_type == OrderType.LIMIT and o.limit_price is not None else prices.get(o.symbol)
+            price = order_price(o.order_type, o.limit_price, o.stop_price, prices.get(o.symbol))
             if price is None and o.symbol in pf.positions and pf.positions[o.symbol].avg_price > 0:
                 price = pf.positions[o.symbol].avg_price
             if price is None or price <= 0:
@@ -301,10 +315,8 @@ class RiskEngine:
     # ---- helpers -------------------------------------------------------------------------
     @staticmethod
     def _price(order: OrderRequest, ctx: RiskContext) -> Decimal | None:
-        """The price the order is expected to trade at: its limit, else the last close."""
-        if order.order_type == OrderType.LIMIT and order.limit_price is not None:
-            return order.limit_price
-        return ctx.last_prices.get(order.symbol)
+        """The price the order is expected to trade at (:func:`order_price`)."""
+        return order_price(order.order_type, order.limit_price, order.stop_price, ctx.last_prices.get(order.symbol))
 
     @staticmethod
     def _after(order: OrderRequest, ctx: RiskContext) -> tuple[Decimal, Decimal]:
@@ -352,17 +364,18 @@ class RiskEngine:
         last = ctx.last_prices.get(order.symbol)
         if last is None or last <= 0:
             return _reject("price_collar", f"no last close for {order.symbol}: cannot check price or size the order")
-        if order.order_type != OrderType.LIMIT or order.limit_price is None:
-            return None
-        dev_pct = abs(order.limit_price - last) / last * 100
         lim = self.limits.price_collar_pct
-        if dev_pct >= lim:
-            return _reject(
-                "price_collar",
-                f"limit {order.limit_price} is {dev_pct:.2f}% from the last close {last}; collar is {lim}%",
-                dev_pct,
-                lim,
-            )
+        for what, price in (("stop", order.stop_price), ("limit", order.limit_price)):
+            if price is None:
+                continue
+            dev_pct = abs(price - last) / last * 100
+            if dev_pct >= lim:
+                return _reject(
+                    "price_collar",
+                    f"{what} {price} is {dev_pct:.2f}% from the last close {last}; collar is {lim}%",
+                    dev_pct,
+                    lim,
+                )
         return None
 
     def _max_order_quantity(self, order: OrderRequest, ctx: RiskContext) -> RiskDecision | None:

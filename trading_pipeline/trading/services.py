@@ -65,17 +65,26 @@ def place_order(
     limit_price: Decimal | None = None,
     time_in_force: str | TimeInForce = TimeInForce.DAY,
     order_id: str | None = None,
+    order_type: str | OrderType | None = None,
+    stop_price: Decimal | None = None,
+    trail_percent: Decimal | None = None,
+    trail_amount: Decimal | None = None,
 ) -> Placed:
     """One manual order (``trading order submit``, ``POST /orders``): priced at the feed's last
     closes of the symbol and everything the account holds or works, then risk, store, broker
     (:func:`~trading_pipeline.trading.execution.submit_order`, the road signal orders take).
-    A limit price makes a limit order. ``order_id`` makes a retry safe (default: a new id)."""
+    Without ``order_type``, a limit price makes a limit order. ``order_id`` makes a retry safe
+    (default: a new id). Contradictory terms raise
+    :class:`~trading_pipeline.trading.model.InvalidOrder` and store nothing."""
     symbol = symbol.upper()
     side = Side(str(side).lower())
     coid = order_id or client_order_id("manual", account, symbol, utcnow(), side)
+    if order_type is None:
+        order_type = OrderType.LIMIT if limit_price is not None else OrderType.MARKET
     request = OrderRequest(
         coid, account, symbol, side, quantity,
-        OrderType.LIMIT if limit_price is not None else OrderType.MARKET, limit_price, TimeInForce(str(time_in_force).lower()),
+        OrderType(str(order_type).lower().replace("-", "_")), limit_price, TimeInForce(str(time_in_force).lower()),
+        stop_price=stop_price, trail_percent=trail_percent, trail_amount=trail_amount,
     )
     prices = feed.last_closes(sorted({symbol, *store.symbols_in_play(account)}))
     result = submit_order(request, broker=broker, store=store, risk_engine=risk_engine, prices=prices)

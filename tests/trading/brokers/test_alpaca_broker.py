@@ -76,6 +76,43 @@ def test_submit_sends_our_fields_on_the_wire(
     assert got.fills == ()
 
 
+@pytest.mark.parametrize(
+    ("request_", "wire_type", "wire_fields"),
+    [
+        (OrderRequest("st-1", "main", "AAPL", Side.BUY, Decimal(3), OrderType.STOP, None, TimeInForce.GTC,
+                      stop_price=Decimal("105.5")),
+         "stop", {"stop_price": Decimal("105.5"), "limit_price": None, "time_in_force": "gtc"}),
+        (OrderRequest("sl-1", "main", "AAPL", Side.SELL, Decimal(3), OrderType.STOP_LIMIT, Decimal("94.5"), TimeInForce.DAY,
+                      stop_price=Decimal(95)),
+         "stop_limit", {"stop_price": Decimal(95), "limit_price": Decimal("94.5"), "time_in_force": "day"}),
+        (OrderRequest("tp-1", "main", "AAPL", Side.SELL, Decimal(3), OrderType.TRAILING_STOP, None, TimeInForce.GTC,
+                      trail_percent=Decimal("2.5")),
+         "trailing_stop", {"trail_percent": Decimal("2.5"), "trail_price": None, "stop_price": None}),
+        (OrderRequest("ta-1", "main", "AAPL", Side.SELL, Decimal(3), OrderType.TRAILING_STOP, None, TimeInForce.GTC,
+                      trail_amount=Decimal("1.25")),
+         "trailing_stop", {"trail_price": Decimal("1.25"), "trail_percent": None}),
+        (OrderRequest("opg-1", "main", "AAPL", Side.BUY, Decimal(3), OrderType.LIMIT, Decimal(99), TimeInForce.OPG),
+         "limit", {"limit_price": Decimal(99), "time_in_force": "opg"}),
+    ],
+    ids=["stop", "stop_limit", "trail_percent", "trail_amount", "opg"],
+)
+def test_submit_sends_stop_types_and_opg_on_the_wire(
+    alpaca_stub: AlpacaStub, alpaca_broker: AlpacaBroker, request_: OrderRequest, wire_type: str, wire_fields: dict
+) -> None:
+    got = alpaca_broker.submit(request_)
+    wire = alpaca_stub.order(request_.client_order_id)
+    assert wire.type == wire_type
+    assert {k: getattr(wire, k) for k in wire_fields} == wire_fields
+    assert got.status == OrderStatus.ACCEPTED and got.broker_order_id == wire.id
+
+
+def test_contradictory_stop_terms_never_reach_alpaca(alpaca_stub: AlpacaStub, alpaca_broker: AlpacaBroker) -> None:
+    bad = OrderRequest("bad-1", "main", "AAPL", Side.BUY, Decimal(1), OrderType.STOP, None, TimeInForce.GTC)
+    with pytest.raises(BrokerError, match="needs a positive stop_price") as exc:
+        alpaca_broker.submit(bad)
+    assert not exc.value.retryable and alpaca_stub.orders == {}
+
+
 def test_duplicate_submit_returns_the_first_order(
     alpaca_stub: AlpacaStub, alpaca_broker: AlpacaBroker
 ) -> None:

@@ -75,6 +75,43 @@ def test_market_order_fills_with_commission_and_orderref(broker: IBBroker, tws: 
     assert acct.cash == Decimal(1_000_000 - 1000 - 1)
 
 
+@pytest.mark.parametrize(
+    ("request_", "wire"),
+    [
+        (OrderRequest("stp-1", ACCOUNT, "AAA", Side.BUY, Decimal(5), OrderType.STOP, None, TimeInForce.GTC,
+                      stop_price=Decimal("105.5")),
+         ("STP", None, 105.5, None, "GTC")),
+        (OrderRequest("stl-1", ACCOUNT, "AAA", Side.SELL, Decimal(5), OrderType.STOP_LIMIT, Decimal("94.5"), TimeInForce.DAY,
+                      stop_price=Decimal(95)),
+         ("STP LMT", 94.5, 95.0, None, "DAY")),
+        (OrderRequest("trp-1", ACCOUNT, "AAA", Side.SELL, Decimal(5), OrderType.TRAILING_STOP, None, TimeInForce.GTC,
+                      trail_percent=Decimal("2.5")),
+         ("TRAIL", None, None, 2.5, "GTC")),
+        (OrderRequest("tra-1", ACCOUNT, "AAA", Side.SELL, Decimal(5), OrderType.TRAILING_STOP, None, TimeInForce.GTC,
+                      trail_amount=Decimal("1.25")),
+         ("TRAIL", None, 1.25, None, "GTC")),
+        (OrderRequest("opg-1", ACCOUNT, "AAA", Side.BUY, Decimal(5), OrderType.LIMIT, Decimal(90), TimeInForce.OPG),
+         ("LMT", 90.0, None, None, "OPG")),
+    ],
+    ids=["stop", "stop_limit", "trail_percent", "trail_amount", "opg"],
+)
+def test_stop_types_and_opg_reach_tws_as_ib_orders(broker: IBBroker, tws: FakeTWS, request_: OrderRequest, wire: tuple) -> None:
+    got = broker.submit(request_)
+    assert got.status == OrderStatus.ACCEPTED and got.filled_quantity == 0  # a stop rests
+    (server_order,) = tws.snapshot()
+    assert server_order.order_ref == request_.client_order_id
+    sent = (server_order.order_type, server_order.limit_price, server_order.aux_price,
+            server_order.trailing_percent, server_order.tif)
+    assert sent == wire
+
+
+def test_contradictory_stop_terms_never_reach_tws(broker: IBBroker, tws: FakeTWS) -> None:
+    bad = OrderRequest("bad-1", ACCOUNT, "AAA", Side.SELL, Decimal(5), OrderType.TRAILING_STOP, None, TimeInForce.GTC)
+    with pytest.raises(BrokerError, match="exactly one of"):
+        broker.submit(bad)
+    assert tws.snapshot() == []
+
+
 def test_limit_order_rests_until_price_crosses(broker: IBBroker, tws: FakeTWS) -> None:
     order = broker.submit(req("lim-1", limit=95.0, tif=TimeInForce.GTC))
     assert order.status == OrderStatus.ACCEPTED

@@ -42,6 +42,9 @@ from alpaca.trading.requests import (
     LimitOrderRequest,
     MarketOrderRequest,
     ReplaceOrderRequest,
+    StopLimitOrderRequest,
+    StopOrderRequest,
+    TrailingStopOrderRequest,
 )
 
 from trading_pipeline.marketdata.bars import naive_utc
@@ -114,6 +117,24 @@ def _naive_utc(value: str | datetime) -> datetime:
         value = re.sub(r"(\.\d{6})\d+", r"\1", value)
     ts = datetime.fromisoformat(value) if isinstance(value, str) else value
     return naive_utc(ts)
+
+
+def _alpaca_request(order: OrderRequest, common: dict[str, Any]) -> Any:
+    """Our order as alpaca-py's request of its type (Alpaca's ``type`` is our order type; a
+    trailing stop's ``trail_amount`` is Alpaca's ``trail_price``)."""
+    def num(x: Decimal | None) -> float | None:
+        return None if x is None else float(x)
+
+    t = OrderType(order.order_type)
+    if t == OrderType.LIMIT:
+        return LimitOrderRequest(**common, limit_price=num(order.limit_price))
+    if t == OrderType.STOP:
+        return StopOrderRequest(**common, stop_price=num(order.stop_price))
+    if t == OrderType.STOP_LIMIT:
+        return StopLimitOrderRequest(**common, stop_price=num(order.stop_price), limit_price=num(order.limit_price))
+    if t == OrderType.TRAILING_STOP:
+        return TrailingStopOrderRequest(**common, trail_percent=num(order.trail_percent), trail_price=num(order.trail_amount))
+    return MarketOrderRequest(**common)
 
 
 class AlpacaBroker:
@@ -331,10 +352,8 @@ class AlpacaBroker:
     # ------------------------------------------------------------------ protocol
     def submit(self, order: OrderRequest) -> BrokerOrder:
         """Submit once; a duplicate client_order_id returns the order Alpaca already has."""
-        if order.order_type == OrderType.LIMIT and order.limit_price is None:
-            raise BrokerError(
-                f"limit order {order.client_order_id} has no limit_price", retryable=False
-            )
+        if problem := order.problem():
+            raise BrokerError(f"order {order.client_order_id}: {problem}", retryable=False)
         common: dict[str, Any] = {
             "symbol": order.symbol,
             "qty": float(order.quantity),
@@ -343,11 +362,7 @@ class AlpacaBroker:
             "client_order_id": order.client_order_id,
         }
         try:
-            request = (
-                LimitOrderRequest(**common, limit_price=float(order.limit_price))  # type: ignore[arg-type]
-                if order.order_type == OrderType.LIMIT
-                else MarketOrderRequest(**common)
-            )
+            request = _alpaca_request(order, common)
         except (pydantic.ValidationError, ValueError) as exc:
             raise BrokerError(
                 f"order {order.client_order_id} is not valid for Alpaca: {exc}", retryable=False

@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from ib_async import IB, LimitOrder, MarketOrder, Stock, Trade
+from ib_async import IB, LimitOrder, MarketOrder, Stock, StopLimitOrder, StopOrder, Trade
+from ib_async import Order as IBOrder
 from ib_async.order import OrderStatus as IBStatus
 from ib_async.util import UNSET_DOUBLE
 
@@ -114,6 +115,23 @@ def to_broker_order(trade: Trade) -> BrokerOrder:
     )
 
 
+def _ib_order(order: OrderRequest, action: str, qty: float) -> Any:
+    """Our order as IB's: MKT, LMT, STP (auxPrice = stop), STP LMT (lmtPrice, auxPrice = stop),
+    TRAIL (trailingPercent, or auxPrice = the trailing amount)."""
+    t = OrderType(order.order_type)
+    if t == OrderType.LIMIT:
+        return LimitOrder(action, qty, float(order.limit_price))  # type: ignore[arg-type]
+    if t == OrderType.STOP:
+        return StopOrder(action, qty, float(order.stop_price))  # type: ignore[arg-type]
+    if t == OrderType.STOP_LIMIT:
+        return StopLimitOrder(action, qty, float(order.limit_price), float(order.stop_price))  # type: ignore[arg-type]
+    if t == OrderType.TRAILING_STOP:
+        if order.trail_percent is not None:
+            return IBOrder(orderType="TRAIL", action=action, totalQuantity=qty, trailingPercent=float(order.trail_percent))
+        return IBOrder(orderType="TRAIL", action=action, totalQuantity=qty, auxPrice=float(order.trail_amount))  # type: ignore[arg-type]
+    return MarketOrder(action, qty)
+
+
 class IBBroker:
     """Orders, positions and account of one IB account through TWS / IB Gateway.
 
@@ -205,8 +223,8 @@ class IBBroker:
     def submit(self, order: OrderRequest) -> BrokerOrder:
         if order.quantity <= 0:
             raise BrokerError(f"quantity must be positive, got {order.quantity}")
-        if order.order_type == OrderType.LIMIT and order.limit_price is None:
-            raise BrokerError("a limit order needs a limit_price")
+        if problem := order.problem():
+            raise BrokerError(problem)
 
         async def submit(ib: IB) -> BrokerOrder:
             existing = await self._find(ib, order.client_order_id)
@@ -214,11 +232,8 @@ class IBBroker:
                 return to_broker_order(existing)
             action = "BUY" if order.side == Side.BUY else "SELL"
             qty = float(order.quantity)
-            if order.order_type == OrderType.LIMIT:
-                ib_order: Any = LimitOrder(action, qty, float(order.limit_price))  # type: ignore[arg-type]
-            else:
-                ib_order = MarketOrder(action, qty)
-            ib_order.tif = order.time_in_force.value.upper()
+            ib_order = _ib_order(order, action, qty)
+            ib_order.tif = order.time_in_force.value.upper()  # DAY, GTC, IOC, OPG
             ib_order.orderRef = order.client_order_id
             account = order.account if order.account in ib.managedAccounts() else self.account_id
             if account:

@@ -6,6 +6,24 @@ on the first such bar that trades through its limit (buy: low < limit; sell: hig
 at the better of the open and the limit. Slippage (bps, against us; never past a limit)
 and commission (per share, with a minimum) are configurable.
 
+Stops (buy: the market trades above the stop; sell: below it). A bar triggers a stop when it
+trades through it (buy: high > stop; sell: low < stop) or opens past it. A stop then fills
+as a market order: at the stop, or at the open when the bar gapped past it. A stop-limit
+becomes a limit order: opened past the stop, it fills in that bar like a limit (at the open
+when the open is within the limit, at the limit when the bar trades through it later; a
+gap past the limit that never comes back does not fill); triggered inside the bar, it fills
+there at the stop only when the stop is strictly better than the limit, otherwise it works as
+a limit from the next bar on. A trailing stop starts at the first bar's open and trails the
+best price by ``trail_percent`` or ``trail_amount``: each bar is first checked against the
+stop the earlier bars set, then the mark ratchets to the bar's high (sell) or low (buy), never
+back (within one bar the order of high and low is unknown, so a bar never raises the stop it
+is checked against).
+
+Time in force: ``day`` expires when its session ends (for daily bars: after the first bar),
+``gtc`` works until filled or cancelled, ``ioc`` gets only the first bar and is cancelled
+otherwise, ``opg`` fills only at the open of a session's first bar (a limit: if the open is
+within it) and expires otherwise.
+
 Its state lives in its own ops-store tables (``paper_orders``, ``paper_fills``,
 ``paper_accounts``), so a second process or a retried job sees the same book, and a second
 submit with the same client_order_id returns the first order. ``process_bars()`` advances
@@ -16,6 +34,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -311,8 +330,8 @@ class PaperBroker:
             return f"this paper broker serves account {self.account_id!r}, not {order.account!r}"
         if order.quantity <= 0:
             return f"quantity must be > 0, got {order.quantity}"
-        if order.order_type == OrderType.LIMIT and (order.limit_price is None or order.limit_price <= 0):
-            return "a limit order needs a positive limit_price"
+        if problem := order.problem():
+            return problem
         if self.feed.last_bar(order.symbol) is None:
             return f"unknown symbol {order.symbol!r}: no bars in the feed"
         return None
@@ -346,6 +365,9 @@ class PaperBroker:
                     quantity=order.quantity,
                     limit_price=order.limit_price,
                     time_in_force=TimeInForce(order.time_in_force).value,
+                    stop_price=order.stop_price,
+                    trail_percent=order.trail_percent,
+                    trail_amount=order.trail_amount,
                     status=(OrderStatus.REJECTED if reason else OrderStatus.ACCEPTED).value,
                     filled_quantity=ZERO,
                     avg_fill_price=None,
@@ -392,8 +414,8 @@ class PaperBroker:
                     raise BrokerError(f"cannot modify {client_order_id}: quantity {quantity} <= filled {row.filled_quantity}")
                 values["quantity"] = quantity
             if limit_price is not None:
-                if row.order_type != OrderType.LIMIT.value:
-                    raise BrokerError(f"cannot modify {client_order_id}: a market order has no limit price")
+                if row.order_type not in (OrderType.LIMIT.value, OrderType.STOP_LIMIT.value):
+                    raise BrokerError(f"cannot modify {client_order_id}: a {row.order_type} order has no limit price")
                 if limit_price <= 0:
                     raise BrokerError(f"cannot modify {client_order_id}: limit price must be > 0")
                 values["limit_price"] = limit_price
@@ -411,30 +433,119 @@ class PaperBroker:
     def commission(self, quantity: Decimal) -> Decimal:
         return max(quantity * self.commission_per_share, self.commission_min)
 
-    def _match(self, row: Any, bars: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | None, Decimal | None]:
-        """Decide the fate of one working order: ("fill", bar, price), ("expire", bar, None) or ("wait", ...)."""
+    def _limit_fill(self, side: Side, limit: Decimal, o: Decimal, lo: Decimal, hi: Decimal) -> Decimal | None:
+        """A working limit order's fill price on a bar (the better of the open and the limit,
+        slipped but never past the limit), or None if the bar does not trade through it."""
+        if side == Side.BUY and (lo < limit or o <= limit):
+            return min(self._slipped(min(o, limit), side), limit)
+        if side == Side.SELL and (hi > limit or o >= limit):
+            return max(self._slipped(max(o, limit), side), limit)
+        return None
+
+    @staticmethod
+    def _trigger(side: Side, stop: Decimal, o: Decimal, lo: Decimal, hi: Decimal) -> Decimal | None:
+        """The price at which a bar triggers a stop: the open if it opened past the stop, the
+        stop if it trades through it later, None if it does neither."""
+        if side == Side.BUY:
+            return o if o >= stop else (stop if hi > stop else None)
+        return o if o <= stop else (stop if lo < stop else None)
+
+    @staticmethod
+    def _trail_stop(row: Any, side: Side, mark: Decimal) -> Decimal:
+        if row.trail_amount is not None:
+            stop = mark + row.trail_amount if side == Side.BUY else mark - row.trail_amount
+        else:
+            pct = row.trail_percent / Decimal(100)
+            stop = mark * (1 + pct) if side == Side.BUY else mark * (1 - pct)
+        return stop.quantize(PRICE_QUANTUM)
+
+    def _opens_session(self, row: Any, bar: dict[str, Any]) -> bool:
+        """Whether ``bar`` is the first bar of its session (every daily bar is)."""
+        if bar.get("timeframe", "1d") == "1d":
+            return True
+        session = _session(bar)
+        earlier = self.feed.bars_after(row.symbol, bar["ts"] - timedelta(days=1)).to_dicts()
+        return not any(_session(b) == session and b["ts"] < bar["ts"] for b in earlier)
+
+    def _match(self, row: Any, bars: list[dict[str, Any]]) -> Match:
+        """Decide the fate of one working order (see the module docstring for the rules)."""
         side = Side(row.side)
         if not bars:
-            return "wait", None, None
-        if row.order_type == OrderType.MARKET.value:
-            return "fill", bars[0], self._slipped(to_decimal(bars[0]["open"]), side)
-        limit: Decimal = row.limit_price
-        first_session = _session(bars[0])
+            return Match("wait")
+        otype = OrderType(row.order_type)
         tif = TimeInForce(row.time_in_force)
+        first_session = _session(bars[0])
+        if tif == TimeInForce.OPG:
+            bar = bars[0]
+            if not self._opens_session(row, bar):
+                return Match("expire", bar, reason=f"opg: first bar after the order ({bar['ts']}) is not a session open")
+            o = to_decimal(bar["open"])
+            if otype == OrderType.MARKET:
+                return Match("fill", bar, self._slipped(o, side))
+            price = self._limit_fill(side, row.limit_price, o, o, o)  # the opening price only
+            if price is not None:
+                return Match("fill", bar, price)
+            return Match("expire", bar, reason=f"opg limit {row.limit_price} not reached at the open {o} of {bar['ts']}")
+        if otype == OrderType.MARKET:
+            return Match("fill", bars[0], self._slipped(to_decimal(bars[0]["open"]), side))
+        mark: Decimal | None = None  # replayed from the first bar on every pass: no stored state is trusted
+        stop: Decimal | None = row.stop_price
+        triggered_at = None
         for i, bar in enumerate(bars):
             if tif == TimeInForce.IOC and i > 0:
-                return "expire", bar, None
+                return Match("expire", bar, reason=f"ioc limit not reached by {bar['ts']}")
             if tif == TimeInForce.DAY and _session(bar) != first_session:
-                return "expire", bar, None
+                return Match("expire", bar, reason=self._unfilled(otype, triggered_at, bar))
             o, lo, hi = to_decimal(bar["open"]), to_decimal(bar["low"]), to_decimal(bar["high"])
-            if side == Side.BUY and (lo < limit or o <= limit):
-                return "fill", bar, min(self._slipped(min(o, limit), side), limit)
-            if side == Side.SELL and (hi > limit or o >= limit):
-                return "fill", bar, max(self._slipped(max(o, limit), side), limit)
+            if otype == OrderType.LIMIT:
+                price = self._limit_fill(side, row.limit_price, o, lo, hi)
+                if price is not None:
+                    return Match("fill", bar, price)
+                continue
+            if otype == OrderType.STOP_LIMIT and triggered_at is not None:
+                price = self._limit_fill(side, row.limit_price, o, lo, hi)
+                if price is not None:
+                    return Match("fill", bar, price, triggered_at=triggered_at)
+                continue
+            if otype == OrderType.TRAILING_STOP:
+                if i == 0:
+                    mark = o  # it starts working at the first bar's open
+                assert mark is not None
+                stop = self._trail_stop(row, side, mark)
+            assert stop is not None
+            trigger = self._trigger(side, stop, o, lo, hi)
+            if trigger is None:
+                if otype == OrderType.TRAILING_STOP:  # ratchet for the next bar, never back
+                    mark = min(mark, lo) if side == Side.BUY else max(mark, hi)  # type: ignore[type-var]
+                continue
+            if otype in (OrderType.STOP, OrderType.TRAILING_STOP):
+                return Match("fill", bar, self._slipped(trigger, side), mark=mark, stop=stop, triggered_at=bar["ts"])
+            # stop_limit: a limit from the trigger on
+            triggered_at = bar["ts"]
+            limit: Decimal = row.limit_price
+            if trigger == o:  # opened past the stop: the rest of the bar is a limit order's
+                price = self._limit_fill(side, limit, o, lo, hi)
+            else:  # crossed the stop inside the bar: traded at the stop, fills if that beats the limit
+                better = stop < limit if side == Side.BUY else stop > limit
+                price = min(self._slipped(stop, side), limit) if side == Side.BUY else max(self._slipped(stop, side), limit)
+                price = price if better else None
+            if price is not None:
+                return Match("fill", bar, price, triggered_at=triggered_at)
         last = bars[-1]
         if tif == TimeInForce.IOC or (tif == TimeInForce.DAY and last.get("timeframe") == "1d"):
-            return "expire", last, None  # its only bar (or whole session) passed without a fill
-        return "wait", None, None
+            # its only bar (or whole session) passed without a fill
+            return Match("expire", last, reason=self._unfilled(otype, triggered_at, last, tif))
+        if otype == OrderType.TRAILING_STOP:
+            assert mark is not None
+            stop = self._trail_stop(row, side, mark)
+        return Match("wait", mark=mark, stop=stop, triggered_at=triggered_at)
+
+    @staticmethod
+    def _unfilled(otype: OrderType, triggered_at: datetime | None, bar: dict[str, Any],
+                  tif: TimeInForce = TimeInForce.DAY) -> str:
+        if otype == OrderType.LIMIT or triggered_at is not None:
+            return f"{tif.value} limit not reached by {bar['ts']}"
+        return f"{tif.value} stop not triggered by {bar['ts']}"
 
     def process_bars(self) -> list[BrokerOrder]:
         """Fill or expire working orders against the bars now available; returns those changed."""
@@ -445,8 +556,10 @@ class PaperBroker:
                     sa.select(paper_orders).where(paper_orders.c.client_order_id == open_order.client_order_id)
                 ).first()
             bars = self.feed.bars_after(row.symbol, row.submitted_at).to_dicts()
-            action, bar, price = self._match(row, bars)
+            m = self._match(row, bars)
+            action, bar, price = m.action, m.bar, m.price
             if action == "wait" or bar is None:
+                self._remember(row, m)
                 continue
             with self.store.transaction() as conn:
                 cur = conn.execute(
@@ -462,7 +575,7 @@ class PaperBroker:
                     conn.execute(
                         paper_orders.update()
                         .where(paper_orders.c.client_order_id == row.client_order_id)
-                        .values(status=status.value, reason=f"{row.time_in_force} limit not reached by {bar['ts']}", updated_at=now)
+                        .values(status=status.value, reason=m.reason, updated_at=now)
                     )
                 else:
                     assert price is not None
@@ -490,6 +603,7 @@ class PaperBroker:
                             avg_fill_price=price,
                             reason=f"filled at {price} on bar {bar['ts']}",
                             updated_at=now,
+                            **self._state(row, m),
                         )
                     )
                 result = self._load(conn, row.client_order_id)
@@ -497,4 +611,41 @@ class PaperBroker:
                 changed.append(result)
         return changed
 
+    @staticmethod
+    def _state(row: Any, m: Match) -> dict[str, Any]:
+        """The paper book's memory of a working stop: its mark, current stop and trigger time."""
+        if row.order_type == OrderType.TRAILING_STOP.value:
+            return {"trail_mark": m.mark, "current_stop": m.stop, "triggered_at": m.triggered_at}
+        if row.order_type in (OrderType.STOP.value, OrderType.STOP_LIMIT.value):
+            return {"triggered_at": m.triggered_at}
+        return {}
+
+    def _remember(self, row: Any, m: Match) -> None:
+        """Record a waiting stop's state when it changed (a trailing stop's ratchet, a
+        stop-limit's trigger), so the book shows where a working stop stands."""
+        values = self._state(row, m)
+        if not values or all(getattr(row, k) == v for k, v in values.items()):
+            return
+        with self.store.transaction() as conn:
+            conn.execute(
+                paper_orders.update()
+                .where(paper_orders.c.client_order_id == row.client_order_id,
+                       paper_orders.c.status.in_([s.value for s in OPEN_STATUSES]))
+                .values(**values)
+            )
+
     sync = process_bars
+
+
+@dataclass(frozen=True)
+class Match:
+    """The fate of one working order on the bars so far: ``fill`` (on ``bar`` at ``price``),
+    ``expire`` (``reason``) or ``wait``; with a stop's state as of the last bar seen."""
+
+    action: str
+    bar: dict[str, Any] | None = None
+    price: Decimal | None = None
+    reason: str = ""
+    mark: Decimal | None = None
+    stop: Decimal | None = None
+    triggered_at: datetime | None = None

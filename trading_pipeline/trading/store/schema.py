@@ -61,6 +61,10 @@ orders = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime, nullable=False, index=True),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # stop, stop_limit and trailing_stop orders (revision 0005)
+    sa.Column("stop_price", DecimalText),
+    sa.Column("trail_percent", DecimalText),
+    sa.Column("trail_amount", DecimalText),
 )
 
 order_events = sa.Table(
@@ -174,6 +178,15 @@ paper_orders = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("submitted_at", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # stop, stop_limit and trailing_stop orders (revision 0005)
+    sa.Column("stop_price", DecimalText),
+    sa.Column("trail_percent", DecimalText),
+    sa.Column("trail_amount", DecimalText),
+    # a trailing stop's best price so far (buy: lowest low, sell: highest high) and the stop it
+    # implies; a stop_limit's trigger time once triggered. Kept as of the last process_bars.
+    sa.Column("trail_mark", DecimalText),
+    sa.Column("current_stop", DecimalText),
+    sa.Column("triggered_at", sa.DateTime),
 )
 
 paper_fills = sa.Table(
