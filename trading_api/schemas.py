@@ -283,6 +283,34 @@ class OrderCreate(BaseModel):
         return v
 
 
+class OrderModify(BaseModel):
+    """New terms for a working order; a field left out keeps its value. At least one field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quantity: OrderDecimal | None = Field(
+        default=None, gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8,
+        description="The new total quantity; must exceed the part already filled.",
+    )
+    limit_price: OrderDecimal | None = Field(default=None, gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8)
+    stop_price: OrderDecimal | None = Field(default=None, gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8)
+    trail_percent: OrderDecimal | None = Field(
+        default=None, gt=0, lt=100, max_digits=24, decimal_places=8,
+        description="A trailing stop's new trail (replaces a trail_amount); not with trail_amount.",
+    )
+    trail_amount: OrderDecimal | None = Field(
+        default=None, gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8,
+        description="A trailing stop's new trail (replaces a trail_percent); not with trail_percent.",
+    )
+
+    @field_validator("quantity", "limit_price", "stop_price", "trail_percent", "trail_amount")
+    @classmethod
+    def _finite(cls, v: Decimal | None) -> Decimal | None:
+        if v is not None and not v.is_finite():
+            raise ValueError("must be a finite number")
+        return v
+
+
 class OrderResult(BaseModel):
     action: str = Field(description="submitted | resumed | skipped | denied (pre-trade risk) | rejected (broker) | error")
     reason: str

@@ -472,3 +472,70 @@ def test_contradictory_order_terms_are_422_and_nothing_is_stored(client: TestCli
     assert r.json()["detail"][0]["loc"] == ["body", "time_in_force"]
     assert client.get("/orders").json()["count"] == 0
     assert client.get("/risk").json()["recent_events"] == []
+
+
+# ---- modify ----------------------------------------------------------------------------------
+def test_patch_modifies_a_working_order_and_refuses_with_404_409_422(client: TestClient) -> None:
+    last = _last_close(client, "GOOG")
+    limit, new_limit = (last * Decimal("0.98")).quantize(Decimal("0.01")), (last * Decimal("0.99")).quantize(Decimal("0.01"))
+    r = client.post("/orders", json={"symbol": "GOOG", "side": "buy", "quantity": "2", "order_type": "limit",
+                                     "limit_price": str(limit), "time_in_force": "gtc"})
+    assert r.status_code == 201, r.text
+    coid = r.json()["order"]["client_order_id"]
+    assert client.patch(f"/orders/{coid}", json={"quantity": "3"}, headers={"X-API-Key": ""}).status_code == 401
+    p = client.patch(f"/orders/{coid}", json={"quantity": "3", "limit_price": str(new_limit)})
+    assert p.status_code == 200, p.text
+    assert (p.json()["quantity"], p.json()["limit_price"], p.json()["status"]) == ("3", str(new_limit), "accepted")
+    assert client.get(f"/orders/{coid}").json() == p.json()  # stored as answered
+    unchanged = p.json()
+    refused = [
+        ({"stop_price": str(last + 1)}, 422, "limit order has no stop_price"),
+        ({}, 422, "at least one of"),
+        ({"trail_percent": "1", "trail_amount": "1"}, 422, "not both"),
+        ({"limit_price": str(new_limit)}, 422, "nothing to modify"),
+        ({"quantity": "0"}, 422, "greater than 0"),
+        ({"quantity": "1", "side": "sell"}, 422, "Extra inputs"),
+        ({"quantity": "5000"}, 422, "max_order_notional"),  # risk on the new terms, as POST reports it
+    ]
+    for body, code, text in refused:
+        r = client.patch(f"/orders/{coid}", json=body)
+        assert r.status_code == code and text in r.text, (body, r.text)
+        assert client.get(f"/orders/{coid}").json() == unchanged, body
+    denied = client.patch(f"/orders/{coid}", json={"quantity": "5000"}).json()["detail"]
+    assert denied["rule"] == "max_order_notional" and denied["client_order_id"] == coid
+    assert client.patch("/orders/tp-doesnotexist", json={"quantity": "1"}).status_code == 404
+    assert client.delete(f"/orders/{coid}").status_code == 200
+    r = client.patch(f"/orders/{coid}", json={"quantity": "4"})
+    assert r.status_code == 409 and "cancelled" in r.json()["detail"]
+    assert client.get(f"/orders/{coid}").json()["quantity"] == "3"
+
+
+def test_patch_of_terms_the_broker_cannot_replace_is_409(client: TestClient, monkeypatch) -> None:
+    from trading_pipeline.trading.brokers.base import refuse_stop_modify
+
+    last = _last_close(client, "GOOG")
+    stop = (last * Decimal("0.98")).quantize(Decimal("0.01"))
+    r = client.post("/orders", json={"symbol": "GOOG", "side": "sell", "quantity": "1", "order_type": "stop",
+                                     "stop_price": str(stop), "time_in_force": "gtc"})
+    assert r.status_code == 201, r.text
+    coid, order = r.json()["order"]["client_order_id"], r.json()["order"]
+    state = client.app.state.trading
+    paper_for = state.broker
+
+    class LiveLike:  # as Alpaca and IB: stop and trail changes not supported yet
+        name = "live"
+
+        def __init__(self, account: str) -> None:
+            self.paper = paper_for(account)
+
+        def __getattr__(self, item: str):
+            return getattr(self.paper, item)
+
+        def modify(self, client_order_id, *, stop_price=None, trail_percent=None, trail_amount=None, **terms):
+            refuse_stop_modify(self.name, stop_price, trail_percent, trail_amount)
+            return self.paper.modify(client_order_id, **terms)
+
+    monkeypatch.setattr(state, "broker", LiveLike)
+    r = client.patch(f"/orders/{coid}", json={"stop_price": str(stop - 1)})
+    assert r.status_code == 409 and "not supported by this broker (live) yet" in r.json()["detail"]
+    assert client.get(f"/orders/{coid}").json() == order

@@ -161,3 +161,30 @@ def test_order_submit_stop_types_and_bad_terms_exit_2(cli) -> None:
         assert message in " ".join(out.split()), (args, out)
     store_orders = invoke("orders", "--json")
     assert len(store_orders) == 4  # nothing stored for the bad ones
+
+
+def test_order_modify_and_its_refusals(cli) -> None:
+    invoke, settings = cli
+    placed = invoke("order", "submit", "GOOG", "sell", "2", "--type", "stop", "--stop-price", "98", "--tif", "gtc", "--json")
+    coid = placed["order"]["client_order_id"]
+    modified = invoke("order", "modify", coid, "--quantity", "3", "--stop-price", "97", "--json")
+    assert modified["action"] == "modified"
+    assert (modified["order"]["quantity"], modified["order"]["stop_price"]) == ("3", "97")
+    [listed] = invoke("orders", "--json")
+    assert (listed["quantity"], listed["stop_price"]) == ("3", "97")
+    bad = [
+        ((coid, "--limit", "96"), 2, "a stop order has no --limit"),
+        ((coid, "--stop-price", "101"), 2, "sell stop must be below the market"),  # the last close is 100
+        ((coid,), 2, "at least one of"),
+        ((coid, "--trail-percent", "1", "--trail-amount", "1"), 2, "not both"),
+        ((coid, "--quantity", "-1"), 2, "--quantity must be > 0"),
+        (("tp-nope", "--quantity", "1"), 2, "no order 'tp-nope'"),
+        ((coid, "--quantity", "1000"), 1, "max_order_notional"),  # risk denies: exit 1, as for a new order
+    ]
+    for args, code, message in bad:
+        out = invoke("order", "modify", *args, code=code)
+        assert message in " ".join(out.split()), (args, out)
+    assert invoke("orders", "--json") == [listed]  # unchanged by every refusal
+    invoke("order", "cancel", coid)
+    out = invoke("order", "modify", coid, "--quantity", "4", code=2)
+    assert "cannot modify, it is cancelled" in out

@@ -27,6 +27,7 @@ from trading_api.schemas import (
     Order,
     OrderCreate,
     OrderList,
+    OrderModify,
     OrderRejectedResponse,
     OrderResult,
     RiskRejectionResponse,
@@ -242,3 +243,67 @@ def cancel(_key: ApiKeyRecord, state: State, store: Store, client_order_id: Anno
     except BrokerError as exc:
         raise HTTPException(502, f"broker error: {exc}") from exc
     return order_model(order)
+
+
+@router.patch(
+    "/orders/{client_order_id}",
+    response_model=Order,
+    responses={
+        400: {"model": ErrorDetail, "description": "The body could not be read as text (e.g. not UTF-8)."},
+        404: {"model": ErrorDetail, "description": "No such order."},
+        409: {"model": ErrorDetail, "description": "The order is not working (filled, cancelled, rejected, denied, "
+              "expired, a cancel pending), the new quantity is not above the filled part, or the broker cannot "
+              "replace these terms."},
+        415: {"model": ErrorDetail, "description": "The body is not sent as JSON."},
+        422: {
+            "model": OrderRejectedResponse,
+            "description": "Refused by a risk rule on the modified order: `detail` has the rule and reason (the order "
+            "is unchanged). Or contradictory or missing terms: `detail` lists the field errors.",
+        },
+        502: {"model": ErrorDetail, "description": "Broker error; the order is unchanged."},
+        503: {"model": ErrorDetail, "description": "The ops store or the risk limits file is unavailable."},
+    },
+    summary="Modify a working order's quantity, limit, stop or trail",
+)
+def modify(
+    request: Request,
+    _key: ApiKeyRecord,
+    _json: Annotated[None, Depends(_json_body)],
+    state: State,
+    store: Store,
+    body: OrderModify,
+    client_order_id: Annotated[str, Path(pattern=_COID)],
+) -> Any:
+    from trading_pipeline.trading.brokers.base import BrokerError
+    from trading_pipeline.trading.execution import UnknownOrder
+    from trading_pipeline.trading.model import InvalidOrder
+    from trading_pipeline.trading.orders import IllegalTransition
+    from trading_pipeline.trading.risk import RiskEngine
+    from trading_pipeline.trading.services import modify_working_order
+
+    terms = body.model_dump(exclude_none=True)
+    if not terms:
+        raise field_error(("body",), "give at least one of quantity, limit_price, stop_price, trail_percent, trail_amount")
+    if "trail_percent" in terms and "trail_amount" in terms:
+        raise field_error(("body", "trail_percent"), "give trail_percent or trail_amount, not both")
+    if store.get_order(client_order_id) is None:
+        raise HTTPException(404, f"no order {client_order_id!r}")
+    try:
+        engine = RiskEngine.from_file(state.settings.risk_file, store)
+    except (OSError, ValueError) as exc:
+        raise HTTPException(503, f"risk limits unavailable ({state.settings.risk_file}): {exc}") from exc
+    try:
+        result = modify_working_order(store=store, broker_for=state.broker, feed=state.feed(), risk_engine=engine,
+                                      client_order_id=client_order_id, **terms)
+    except UnknownOrder as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except IllegalTransition as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except InvalidOrder as exc:
+        raise field_error(("body", _field_at_fault(str(exc)) if "nothing to modify" not in str(exc) else "quantity"), str(exc)) from exc
+    except BrokerError as exc:  # ModifyNotSupported, or the broker finds it no longer working
+        raise HTTPException(502 if exc.retryable else 409, f"broker: {exc}") from exc
+    log.info("api_order_modify", client_order_id=client_order_id, action=result.action, reason=result.reason)
+    if result.action == "denied":
+        return _rejection(request, client_order_id, None, result.reason)
+    return order_model(result.order)

@@ -1,4 +1,4 @@
-"""`trading orders`, `portfolio`, `order submit|cancel|sync` and `kill-switch`.
+"""`trading orders`, `portfolio`, `order submit|modify|cancel|sync` and `kill-switch`.
 
 Manual orders take the same road as signal orders (risk engine, ops store, then broker), so
 nothing typed at a terminal skips a limit. The broker is the one chosen by TRADING_BROKER
@@ -85,7 +85,7 @@ def _cli_words(problem: str) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the order, portfolio and kill-switch commands to the `trading` app."""
-    order_app = typer.Typer(help="Submit, cancel or sync one order (through the risk engine).", no_args_is_help=True)
+    order_app = typer.Typer(help="Submit, modify, cancel or sync one order (through the risk engine).", no_args_is_help=True)
     app.add_typer(order_app, name="order")
 
     @app.command("orders")
@@ -284,6 +284,65 @@ def register(app: typer.Typer) -> None:
             print_json(_order_dict(order))
         else:
             console.print(f"{order.client_order_id}: {order.status} - {order.reason or ''}")
+
+    @order_app.command("modify")
+    def modify_cmd(
+        client_order_id: Annotated[str, typer.Argument(help="The order's client order id (see `trading orders`).")],
+        quantity: Annotated[str | None, typer.Option("--quantity", help="New total quantity (above the filled part).")] = None,
+        limit: Annotated[str | None, typer.Option("--limit", help="New limit price (limit and stop-limit orders).")] = None,
+        stop: Annotated[str | None, typer.Option("--stop-price", help="New stop price (stop and stop-limit orders).")] = None,
+        trail_percent: Annotated[str | None, typer.Option("--trail-percent", help="Trailing stop: new trail in %.")] = None,
+        trail_amount: Annotated[str | None, typer.Option("--trail-amount", help="Trailing stop: new trail amount.")] = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Change a working order's quantity, limit, stop or trail (through the term check and the
+        risk engine); exit 1 when a risk rule denies it, 2 when it cannot be modified."""
+        from trading_pipeline.trading.brokers.base import BrokerError
+        from trading_pipeline.trading.execution import UnknownOrder
+        from trading_pipeline.trading.model import InvalidOrder
+        from trading_pipeline.trading.orders import IllegalTransition
+        from trading_pipeline.trading.risk import RiskEngine
+        from trading_pipeline.trading.services import modify_working_order
+
+        if trail_percent is not None and trail_amount is not None:
+            fail("give --trail-percent or --trail-amount, not both", code=2)
+        terms = {
+            "quantity": _parse_decimal(quantity, "--quantity") if quantity is not None else None,
+            "limit_price": _parse_decimal(limit, "--limit") if limit is not None else None,
+            "stop_price": _parse_decimal(stop, "--stop-price") if stop is not None else None,
+            "trail_percent": _parse_decimal(trail_percent, "--trail-percent") if trail_percent is not None else None,
+            "trail_amount": _parse_decimal(trail_amount, "--trail-amount") if trail_amount is not None else None,
+        }
+        if all(v is None for v in terms.values()):
+            fail("give at least one of --quantity, --limit, --stop-price, --trail-percent, --trail-amount", code=2)
+        settings = get_settings()
+        store = _store(settings)
+        if store.get_order(client_order_id) is None:
+            fail(f"no order {client_order_id!r} in the ops store", "list them with `trading orders`", code=2)
+        try:
+            result = modify_working_order(
+                store=store, broker_for=lambda account: _broker(settings, store, account), feed=_price_feed(settings),
+                risk_engine=RiskEngine.from_file(settings.risk_file, store), client_order_id=client_order_id, **terms,
+            )
+        except UnknownOrder as exc:
+            fail(str(exc), "list them with `trading orders`", code=2)
+        except (IllegalTransition, InvalidOrder) as exc:
+            fail(_cli_words(str(exc)), code=2)
+        except BrokerError as exc:
+            fail(str(exc), code=1 if exc.retryable else 2)
+        order = result.order
+        if json_out:
+            print_json({"action": result.action, "reason": result.reason, "order": _order_dict(order)})
+        elif result.action == "denied":
+            console.print(f"[red]denied[/] {client_order_id}: unchanged - {result.reason}")
+        else:
+            console.print(
+                f"[green]modified[/] {client_order_id}: {order.side} {order.quantity} {order.symbol} {order.order_type}"
+                + "".join(f" {k}={getattr(order, k)}" for k in ("limit_price", "stop_price", "trail_percent", "trail_amount")
+                          if getattr(order, k) is not None)
+            )
+        if result.action == "denied":
+            raise typer.Exit(1)
 
     @order_app.command("sync")
     def sync_cmd(account: AccountOpt = DEFAULT_ACCOUNT, json_out: JsonOpt = False) -> None:

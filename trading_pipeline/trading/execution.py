@@ -19,6 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import polars as pl
+from sqlalchemy.engine import Connection
 
 from trading_pipeline import logs
 from trading_pipeline.trading.brokers.base import Broker, BrokerError
@@ -29,6 +30,7 @@ from trading_pipeline.trading.model import (
     OrderStatus,
     OrderType,
     TimeInForce,
+    order_problem,
 )
 from trading_pipeline.trading.orders import OPEN_STATUSES, Order, client_order_id, utcnow
 from trading_pipeline.trading.risk import CommissionEstimate, RiskContext, RiskEngine
@@ -224,6 +226,92 @@ def cancel_order(client_order_id: str, *, broker: Broker, store: OpsStore) -> Or
             return store.transition(client_order_id, OrderStatus.CANCELLED, "cancelled before reaching the broker")
         raise BrokerError(f"broker {broker.name} does not know order {client_order_id}")
     return store.sync_from_broker(client_order_id, broker.cancel(client_order_id), broker.name)
+
+
+class UnknownOrder(LookupError):
+    """No order with this client order id in the ops store."""
+
+
+@dataclass(frozen=True)
+class ModifyResult:
+    action: str  # modified | denied (pre-trade risk)
+    order: Order  # as stored after the attempt (unchanged when denied)
+    reason: str  # "rule: reason" when denied
+
+
+def modify_order(
+    client_order_id: str,
+    *,
+    broker: Broker,
+    store: OpsStore,
+    risk_engine: RiskEngine,
+    prices: Mapping[str, Decimal],
+    quantity: Decimal | None = None,
+    limit_price: Decimal | None = None,
+    stop_price: Decimal | None = None,
+    trail_percent: Decimal | None = None,
+    trail_amount: Decimal | None = None,
+    now: datetime | None = None,
+) -> ModifyResult:
+    """Change a working order's quantity, limit, stop or trail (``trading order modify``,
+    ``PATCH /orders/{id}``): the terms check (:func:`~trading_pipeline.trading.model.order_problem`,
+    a changed stop against the last close), then pre-trade risk on the order with its new terms
+    (its unfilled rest, as if new: the order itself is left out of the working orders), then the
+    broker, then one ``modified`` event with old and new terms. The paper broker's book changes in
+    the same transaction as the ops store's order.
+
+    Raises :class:`UnknownOrder`, :class:`~trading_pipeline.trading.orders.IllegalTransition`
+    (not working, a cancel pending, or a quantity not above the filled part),
+    :class:`~trading_pipeline.trading.model.InvalidOrder` (contradictory terms or no change) and
+    :class:`BrokerError` (``ModifyNotSupported`` for terms the broker cannot replace yet). A risk
+    denial is recorded as a risk event and returned with action ``denied``. In every refused case
+    the order (and the broker's book) is unchanged.
+    """
+    from trading_pipeline.trading.brokers.paper import PaperBroker
+    from trading_pipeline.trading.orders import modified_terms
+
+    existing = store.get_order(client_order_id)
+    if existing is None:
+        raise UnknownOrder(f"no order {client_order_id!r} in the ops store")
+    changes = {"quantity": quantity, "limit_price": limit_price, "stop_price": stop_price,
+               "trail_percent": trail_percent, "trail_amount": trail_amount}
+    trial = existing.copy()
+    trial.modify(**changes)  # state, quantity and terms: raises before anything is asked or written
+    if stop_price is not None and (problem := order_problem(
+        trial.order_type, trial.side, limit_price=trial.limit_price, stop_price=trial.stop_price,
+        trail_percent=trial.trail_percent, trail_amount=trial.trail_amount, time_in_force=trial.time_in_force,
+        reference=prices.get(existing.symbol),
+    )):
+        raise InvalidOrder(problem)
+    new = modified_terms(existing, **changes)
+    request = OrderRequest(
+        client_order_id, existing.account, existing.symbol, existing.side,
+        new["quantity"] - existing.filled_quantity, existing.order_type, new["limit_price"],
+        existing.time_in_force, stop_price=new["stop_price"], trail_percent=new["trail_percent"],
+        trail_amount=new["trail_amount"],
+    )
+    ctx = RiskContext.from_store(store, existing.account, prices, now or utcnow(),
+                                 commission=commission_estimate(broker), exclude=client_order_id)
+    decision = risk_engine.check(request, ctx)
+    if not decision.approved:
+        return ModifyResult("denied", existing, f"{decision.rule}: {decision.reason}")
+    sent = {k: v for k, v in changes.items() if v is not None}
+    if "trail_percent" in sent or "trail_amount" in sent:
+        sent["trail_percent"], sent["trail_amount"] = new["trail_percent"], new["trail_amount"]
+    same_book = isinstance(broker, PaperBroker) and broker.store.url == store.url
+
+    def change(o: Order, conn: Connection) -> list:
+        event = o.modify(**changes)
+        if same_book:
+            assert isinstance(broker, PaperBroker)
+            broker.modify(client_order_id, conn=conn, **sent)
+        return [event]
+
+    if not same_book:  # a live broker first: if it refuses, nothing is written
+        broker.modify(client_order_id, **sent)
+    order = store.update_order(client_order_id, change)
+    log.info("order_modified", client_order_id=client_order_id, terms={k: str(v) for k, v in sent.items()})
+    return ModifyResult("modified", order, "modified")
 
 
 def sync_open_orders(store: OpsStore, broker: Broker, account: str | None = None) -> list[Order]:

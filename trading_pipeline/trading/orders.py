@@ -89,7 +89,7 @@ class OrderEvent:
     ts: datetime
     from_status: OrderStatus | None  # None for the "created" event
     to_status: OrderStatus
-    kind: str  # "transition", "fill", "cancel_request", "modify_request", "note"
+    kind: str  # "transition", "fill", "cancel_request", "modify_request", "modified", "note"
     reason: str
 
 
@@ -273,7 +273,62 @@ class Order:
             self.limit_price = limit_price
         return self._event(self.status, "modify_request", "; ".join(changes) or "no change", now)
 
+    def modify(
+        self,
+        *,
+        quantity: Decimal | None = None,
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        trail_percent: Decimal | None = None,
+        trail_amount: Decimal | None = None,
+        now: datetime | None = None,
+    ) -> OrderEvent:
+        """Change a working order's terms (``trading order modify``, ``PATCH /orders/{id}``): an
+        event of kind ``modified`` naming each old and new term. A trailing stop given one trail
+        drops the other. Raises :class:`IllegalTransition` for an order that is not working (or
+        a new quantity not above the filled part) and :class:`~trading_pipeline.trading.model.InvalidOrder`
+        for terms :func:`~trading_pipeline.trading.model.order_problem` refuses; the order is
+        unchanged then."""
+        from trading_pipeline.trading.model import InvalidOrder
+
+        if not self.is_open:
+            raise IllegalTransition(f"order {self.client_order_id}: cannot modify, it is {self.status}")
+        if self.cancel_requested:
+            raise IllegalTransition(f"order {self.client_order_id}: cannot modify, a cancel is pending")
+        new = modified_terms(self, quantity=quantity, limit_price=limit_price, stop_price=stop_price,
+                             trail_percent=trail_percent, trail_amount=trail_amount)
+        if new["quantity"] <= self.filled_quantity:
+            raise IllegalTransition(
+                f"order {self.client_order_id}: new quantity {new['quantity']} must exceed the filled {self.filled_quantity}"
+            )
+        problem = order_problem(self.order_type, self.side, limit_price=new["limit_price"], stop_price=new["stop_price"],
+                                trail_percent=new["trail_percent"], trail_amount=new["trail_amount"],
+                                time_in_force=self.time_in_force)
+        if problem:
+            raise InvalidOrder(problem)
+        changes = [f"{k} {getattr(self, k)} -> {v}" for k, v in new.items() if getattr(self, k) != v]
+        if not changes:
+            raise InvalidOrder("nothing to modify: give a quantity, limit_price, stop_price, trail_percent or trail_amount that differs")
+        for k, v in new.items():
+            setattr(self, k, v)
+        return self._event(self.status, "modified", "modified: " + "; ".join(changes), now)
+
     def note(self, reason: str, now: datetime | None = None) -> OrderEvent:
         """An event without a status change (e.g. a broker error with an unknown outcome)."""
         self.reason = reason
         return self._event(self.status, "note", reason, now)
+
+
+MODIFIABLE = ("quantity", "limit_price", "stop_price", "trail_percent", "trail_amount")
+
+
+def modified_terms(order: Order, **changes: Decimal | None) -> dict[str, Decimal | None]:
+    """The terms ``order`` has once ``changes`` (None: unchanged) apply; a new trail_percent
+    replaces a trail_amount and the other way round."""
+    new = {k: getattr(order, k) for k in MODIFIABLE}
+    new.update({k: v for k, v in changes.items() if v is not None})
+    if changes.get("trail_percent") is not None and changes.get("trail_amount") is None:
+        new["trail_amount"] = None
+    if changes.get("trail_amount") is not None and changes.get("trail_percent") is None:
+        new["trail_percent"] = None
+    return new

@@ -159,13 +159,16 @@ class RiskContext:
         *,
         commission: CommissionEstimate | None = None,
         record_mark: bool = True,
+        exclude: str | None = None,
     ) -> RiskContext:
         """Build the context from the ops store's booked state and the latest closes.
 
         ``prices`` should hold a last close for the order's symbol and for every symbol the
         account holds or has working orders in (:meth:`OpsStore.symbols_in_play`); a held
         symbol without one is valued at cost. With ``record_mark`` (the default; read-only
-        views pass False) the equity seen here is recorded as today's equity mark.
+        views pass False) the equity seen here is recorded as today's equity mark. ``exclude``: a
+        working order left out of the working orders and the order counts (a modify checks that
+        order with its new terms as if it were new).
         """
         from trading_pipeline.trading.model import OrderStatus, Side
 
@@ -180,6 +183,8 @@ class RiskContext:
         )
         committed = ZERO
         unpriced: set[str] = set()
+        excluded = [o for o in working if o.client_order_id == exclude]
+        working = [o for o in working if o.client_order_id != exclude]
         for o in sorted(working, key=lambda o: (o.created_at, o.client_order_id)):
             remaining = o.quantity - o.filled_quantity
             signed = remaining if o.side == Side.BUY else -remaining
@@ -205,8 +210,9 @@ class RiskContext:
             equity=equity,
             positions=positions,
             last_prices=dict(prices),
-            open_orders=store.count_open_orders(account),
-            orders_last_minute=store.count_orders_since(account, now - timedelta(minutes=1)),
+            open_orders=store.count_open_orders(account) - len(excluded),
+            orders_last_minute=store.count_orders_since(account, now - timedelta(minutes=1))
+            - sum(1 for o in excluded if o.created_at >= now - timedelta(minutes=1)),
             daily_pnl=daily_pnl,
             now=now,
             day_start_equity=day_start_equity,

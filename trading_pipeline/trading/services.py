@@ -14,7 +14,13 @@ from typing import Any
 
 from trading_pipeline.trading.brokers.base import Broker
 from trading_pipeline.trading.brokers.paper import BarFeed, DuckDBBarFeed
-from trading_pipeline.trading.execution import ExecutionResult, submit_order
+from trading_pipeline.trading.execution import (
+    ExecutionResult,
+    ModifyResult,
+    UnknownOrder,
+    modify_order,
+    submit_order,
+)
 from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce
 from trading_pipeline.trading.orders import Order, client_order_id, utcnow
 from trading_pipeline.trading.risk import RiskEngine
@@ -89,3 +95,30 @@ def place_order(
     prices = feed.last_closes(sorted({symbol, *store.symbols_in_play(account)}))
     result = submit_order(request, broker=broker, store=store, risk_engine=risk_engine, prices=prices)
     return Placed(result, request, store.get_order(coid))
+
+
+def modify_working_order(
+    *,
+    store: OpsStore,
+    broker_for: Callable[[str], Broker],
+    feed: BarFeed,
+    risk_engine: RiskEngine,
+    client_order_id: str,
+    quantity: Decimal | None = None,
+    limit_price: Decimal | None = None,
+    stop_price: Decimal | None = None,
+    trail_percent: Decimal | None = None,
+    trail_amount: Decimal | None = None,
+) -> ModifyResult:
+    """``trading order modify``, ``PATCH /orders/{id}``: :func:`~trading_pipeline.trading.execution.modify_order`
+    priced at the feed's last closes of the order's symbol and everything its account holds or
+    works; ``broker_for(account)`` gives the order account's broker."""
+    existing = store.get_order(client_order_id)
+    if existing is None:
+        raise UnknownOrder(f"no order {client_order_id!r} in the ops store")
+    prices = feed.last_closes(sorted({existing.symbol, *store.symbols_in_play(existing.account)}))
+    return modify_order(
+        client_order_id, broker=broker_for(existing.account), store=store, risk_engine=risk_engine, prices=prices,
+        quantity=quantity, limit_price=limit_price, stop_price=stop_price,
+        trail_percent=trail_percent, trail_amount=trail_amount,
+    )

@@ -363,3 +363,18 @@ def test_fills_fall_back_to_filled_qty_when_activities_are_refused(
         Decimal("101.2"),
         "agg",
     )
+
+
+def test_modify_of_stop_or_trail_is_not_supported_yet_and_sends_nothing(
+    alpaca_stub: AlpacaStub, alpaca_broker: AlpacaBroker
+) -> None:
+    from trading_pipeline.trading.brokers.base import ModifyNotSupported
+
+    alpaca_broker.submit(req("mod-4", limit="50", tif=TimeInForce.GTC))
+    for terms in ({"stop_price": Decimal("49")}, {"trail_percent": Decimal(2)}, {"trail_amount": Decimal(1)}):
+        with pytest.raises(ModifyNotSupported, match="not supported by this broker \\(alpaca\\) yet") as err:
+            alpaca_broker.modify("mod-4", quantity=Decimal(11), **terms)
+        assert not err.value.retryable
+    assert len(alpaca_stub.orders) == 1  # no replace was sent
+    status = alpaca_broker.order_status("mod-4")
+    assert status is not None and status.quantity == Decimal(10)

@@ -286,3 +286,14 @@ def unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_modify_of_stop_or_trail_is_not_supported_yet_and_sends_nothing(broker: IBBroker, tws: FakeTWS) -> None:
+    from trading_pipeline.trading.brokers.base import ModifyNotSupported
+
+    broker.submit(req("mod-3", limit=50.0, tif=TimeInForce.GTC))
+    for terms in ({"stop_price": Decimal("49")}, {"trail_percent": Decimal(2)}, {"trail_amount": Decimal(1)}):
+        with pytest.raises(ModifyNotSupported, match="not supported by this broker \\(ib\\) yet"):
+            broker.modify("mod-3", quantity=Decimal(11), **terms)
+    (server_order,) = tws.snapshot()
+    assert (server_order.quantity, server_order.limit_price) == (10.0, 50.0)

@@ -54,6 +54,7 @@ from trading_pipeline.trading.brokers.base import (
     BrokerFill,
     BrokerOrder,
     BrokerPosition,
+    refuse_stop_modify,
 )
 from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side
 
@@ -427,8 +428,12 @@ class AlpacaBroker:
         *,
         quantity: Decimal | None = None,
         limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        trail_percent: Decimal | None = None,
+        trail_amount: Decimal | None = None,
     ) -> BrokerOrder:
         """Replace the live order; a retried modify that already happened returns the result."""
+        refuse_stop_modify(self.name, stop_price, trail_percent, trail_amount)
         if quantity is None and limit_price is None:
             raise BrokerError("modify needs a quantity or a limit_price", retryable=False)
         if quantity is not None and quantity != quantity.to_integral_value():

@@ -63,6 +63,16 @@ class BrokerError(RuntimeError):
         self.retryable = retryable
 
 
+class ModifyNotSupported(BrokerError):
+    """This broker cannot (yet) replace these terms of a working order; nothing was sent."""
+
+
+def refuse_stop_modify(broker: str, stop_price: Decimal | None, trail_percent: Decimal | None,
+                       trail_amount: Decimal | None) -> None:
+    if stop_price is not None or trail_percent is not None or trail_amount is not None:
+        raise ModifyNotSupported(f"modifying stop_price or a trail is not supported by this broker ({broker}) yet")
+
+
 @runtime_checkable
 class Broker(Protocol):
     name: str
@@ -74,8 +84,18 @@ class Broker(Protocol):
     def cancel(self, client_order_id: str) -> BrokerOrder: ...
 
     def modify(
-        self, client_order_id: str, *, quantity: Decimal | None = None, limit_price: Decimal | None = None
-    ) -> BrokerOrder: ...
+        self,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        trail_percent: Decimal | None = None,
+        trail_amount: Decimal | None = None,
+    ) -> BrokerOrder:
+        """Replace a working order's terms (None: unchanged); :class:`ModifyNotSupported` for
+        terms this broker cannot replace yet."""
+        ...
 
     def order_status(self, client_order_id: str) -> BrokerOrder | None: ...
 

@@ -34,6 +34,7 @@ from trading_pipeline.trading.brokers.base import (
     BrokerFill,
     BrokerOrder,
     BrokerPosition,
+    refuse_stop_modify,
 )
 from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, to_decimal
 
@@ -282,7 +283,12 @@ class IBBroker:
         *,
         quantity: Decimal | None = None,
         limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        trail_percent: Decimal | None = None,
+        trail_amount: Decimal | None = None,
     ) -> BrokerOrder:
+        refuse_stop_modify(self.name, stop_price, trail_percent, trail_amount)
+
         async def modify(ib: IB) -> BrokerOrder:
             trade = self._existing(
                 ib, await self._find(ib, client_order_id), client_order_id, "modify"

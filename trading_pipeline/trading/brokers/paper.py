@@ -404,23 +404,46 @@ class PaperBroker:
         return result
 
     def modify(
-        self, client_order_id: str, *, quantity: Decimal | None = None, limit_price: Decimal | None = None
+        self,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        trail_percent: Decimal | None = None,
+        trail_amount: Decimal | None = None,
+        conn: sa.Connection | None = None,
     ) -> BrokerOrder:
-        with self.store.transaction() as conn:
-            row = self._open_row(conn, client_order_id, "modify")
-            values: dict[str, Any] = {"updated_at": self.clock()}
-            if quantity is not None:
-                if quantity <= row.filled_quantity:
-                    raise BrokerError(f"cannot modify {client_order_id}: quantity {quantity} <= filled {row.filled_quantity}")
-                values["quantity"] = quantity
-            if limit_price is not None:
-                if row.order_type not in (OrderType.LIMIT.value, OrderType.STOP_LIMIT.value):
-                    raise BrokerError(f"cannot modify {client_order_id}: a {row.order_type} order has no limit price")
-                if limit_price <= 0:
-                    raise BrokerError(f"cannot modify {client_order_id}: limit price must be > 0")
-                values["limit_price"] = limit_price
-            conn.execute(paper_orders.update().where(paper_orders.c.client_order_id == client_order_id).values(**values))
-            result = self._load(conn, client_order_id)
+        """New terms for a working order, used from the next bar after now on (earlier bars are
+        not replayed against them; a trailing stop starts trailing afresh). ``conn``: do it in
+        the caller's transaction (the ops store's order update, so both change or neither)."""
+        if conn is None:
+            with self.store.transaction() as own:
+                return self.modify(client_order_id, quantity=quantity, limit_price=limit_price, stop_price=stop_price,
+                                   trail_percent=trail_percent, trail_amount=trail_amount, conn=own)
+        row = self._open_row(conn, client_order_id, "modify")
+        values: dict[str, Any] = {"updated_at": max(self.clock(), row.updated_at + timedelta(microseconds=1))}
+        if quantity is not None:
+            if quantity <= row.filled_quantity:
+                raise BrokerError(f"cannot modify {client_order_id}: quantity {quantity} <= filled {row.filled_quantity}")
+            values["quantity"] = quantity
+        if limit_price is not None:
+            if row.order_type not in (OrderType.LIMIT.value, OrderType.STOP_LIMIT.value):
+                raise BrokerError(f"cannot modify {client_order_id}: a {row.order_type} order has no limit price")
+            if limit_price <= 0:
+                raise BrokerError(f"cannot modify {client_order_id}: limit price must be > 0")
+            values["limit_price"] = limit_price
+        if stop_price is not None:
+            if row.order_type not in (OrderType.STOP.value, OrderType.STOP_LIMIT.value):
+                raise BrokerError(f"cannot modify {client_order_id}: a {row.order_type} order has no stop price")
+            values["stop_price"] = stop_price
+        if trail_percent is not None or trail_amount is not None:
+            if row.order_type != OrderType.TRAILING_STOP.value:
+                raise BrokerError(f"cannot modify {client_order_id}: a {row.order_type} order has no trail")
+            values["trail_percent"], values["trail_amount"] = trail_percent, trail_amount
+            values["trail_mark"] = values["current_stop"] = None
+        conn.execute(paper_orders.update().where(paper_orders.c.client_order_id == client_order_id).values(**values))
+        result = self._load(conn, client_order_id)
         assert result is not None
         return result
 
@@ -490,7 +513,8 @@ class PaperBroker:
             return Match("fill", bars[0], self._slipped(to_decimal(bars[0]["open"]), side))
         mark: Decimal | None = None  # replayed from the first bar on every pass: no stored state is trusted
         stop: Decimal | None = row.stop_price
-        triggered_at = None
+        # a stop-limit triggered before a modification stays triggered
+        triggered_at = row.triggered_at if row.updated_at > row.submitted_at else None
         for i, bar in enumerate(bars):
             if tif == TimeInForce.IOC and i > 0:
                 return Match("expire", bar, reason=f"ioc limit not reached by {bar['ts']}")
@@ -555,7 +579,8 @@ class PaperBroker:
                 row = conn.execute(
                     sa.select(paper_orders).where(paper_orders.c.client_order_id == open_order.client_order_id)
                 ).first()
-            bars = self.feed.bars_after(row.symbol, row.submitted_at).to_dicts()
+            # a modified order works on its new terms from the first bar after the modification
+            bars = self.feed.bars_after(row.symbol, max(row.submitted_at, row.updated_at)).to_dicts()
             m = self._match(row, bars)
             action, bar, price = m.action, m.bar, m.price
             if action == "wait" or bar is None:
@@ -567,7 +592,7 @@ class PaperBroker:
                         sa.select(paper_orders).where(paper_orders.c.client_order_id == row.client_order_id)
                     )
                 ).first()
-                if OrderStatus(cur.status) not in OPEN_STATUSES or cur.quantity != row.quantity:
+                if OrderStatus(cur.status) not in OPEN_STATUSES or cur.updated_at != row.updated_at:
                     continue  # another process got there first, or it was modified: next pass
                 now = self.clock()
                 if action == "expire":
