@@ -151,14 +151,15 @@ def test_workflows(app: FastAPI, api_env: ApiEnv) -> None:
 
     run_state_machine_as_test(
         Workflows,
-        settings=settings(SETTINGS, max_examples=20, stateful_step_count=6, derandomize=True, database=None),
+        settings=settings(SETTINGS, max_examples=40, stateful_step_count=6, derandomize=True, database=None),
     )
-    # the links carried real ids: a DELETE reached a stored order (200: a working one was
-    # cancelled; 409: a real one that can no longer be, e.g. a rejected one from the list; an
-    # unknown id is 404). Which of them the exploration meets depends on the data it is served;
-    # cancelling itself is pinned in test_order_lifecycle.
-    found = seen[("DELETE", "/orders/{client_order_id}", 200)] + seen[("DELETE", "/orders/{client_order_id}", 409)]
-    assert found > 0 and seen[("GET", "/orders/{client_order_id}", 200)] > 0, seen
+    # the links carried real ids: requests on /orders/{id} reached stored orders (200; 409: a
+    # real one that can no longer be cancelled or modified, e.g. a rejected one from the list;
+    # an unknown id is 404). Which methods the exploration meets (GET, DELETE, PATCH) depends
+    # on the data it is served and on the clock (the risk engine's orders-per-minute limit);
+    # cancelling and modifying themselves are pinned in test_order_lifecycle and test_rest.
+    reached = {(m, st): n for (m, p, st), n in seen.items() if p == "/orders/{client_order_id}" and st in (200, 409)}
+    assert sum(reached.values()) > 0, seen
 
 
 # ---- findings of the first schemathesis runs, pinned ----------------------------------------------
