@@ -253,7 +253,19 @@ _SYMBOL = r"^[A-Za-z0-9][A-Za-z0-9._\-/=^]{0,31}$"
 _ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
 
-class OrderCreate(BaseModel):
+class _FiniteTerms(BaseModel):
+    """An order's numbers must be finite (NaN and infinity pass Decimal parsing): the one check
+    for a new order and a modify."""
+
+    @field_validator("quantity", "limit_price", "stop_price", "trail_percent", "trail_amount", check_fields=False)
+    @classmethod
+    def _finite(cls, v: Decimal | None) -> Decimal | None:
+        if v is not None and not v.is_finite():
+            raise ValueError("must be a finite number")
+        return v
+
+
+class OrderCreate(_FiniteTerms):
     """A manual order. It goes through the same risk engine and ops store as signal orders."""
 
     model_config = ConfigDict(extra="forbid")
@@ -275,15 +287,8 @@ class OrderCreate(BaseModel):
     )
     account: str = Field(default="paper", pattern=_ACCOUNT)
 
-    @field_validator("quantity", "limit_price", "stop_price", "trail_percent", "trail_amount")
-    @classmethod
-    def _finite(cls, v: Decimal | None) -> Decimal | None:
-        if v is not None and not v.is_finite():
-            raise ValueError("must be a finite number")
-        return v
 
-
-class OrderModify(BaseModel):
+class OrderModify(_FiniteTerms):
     """New terms for a working order; a field left out keeps its value. At least one field."""
 
     model_config = ConfigDict(extra="forbid")
@@ -302,13 +307,6 @@ class OrderModify(BaseModel):
         default=None, gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8,
         description="A trailing stop's new trail (replaces a trail_percent); not with trail_percent.",
     )
-
-    @field_validator("quantity", "limit_price", "stop_price", "trail_percent", "trail_amount")
-    @classmethod
-    def _finite(cls, v: Decimal | None) -> Decimal | None:
-        if v is not None and not v.is_finite():
-            raise ValueError("must be a finite number")
-        return v
 
 
 class OrderResult(BaseModel):
