@@ -476,3 +476,20 @@ def test_a_history_of_any_length_is_one_materialization_and_one_result_per_check
     assert events["long"] == events["short"]
     assert table("SELECT min(ts)::DATE::VARCHAR AS d, count(*) AS n FROM raw.bars_daily WHERE symbol = 'IBM'").row(0) == (
         "1962-01-02", n)
+
+
+@pytest.mark.parametrize(("start", "end", "said"), [
+    ("2013-13-01", "", "start/end must be YYYY-MM-DD"),
+    ("2013-03-01", "2013-02-01", "start 2013-03-01 is after end 2013-02-01"),
+    ("1949-12-30", "1950-01-05", "set TRADING_HISTORY_START"),
+])
+def test_a_bad_load_window_fails_the_run_with_its_reason_and_stores_nothing(trading_home, start, end, said):
+    """BarsConfig.start/end (the launchpad, a schedule's request): a window that is not one
+    fails the load step before anything is fetched or written, saying why."""
+    cfg = {"source": "sample", "start": start, "end": end}
+    result = runs.run_job("ingest_daily_bars", get_settings(), run_config={"ops": {"raw__bars_daily": {"config": cfg}}})
+    assert not result.success
+    assert said in runs.failure_message(result)
+    assert not result.get_asset_materialization_events()
+    assert not warehouse.exists(get_settings().warehouse_path) or table(
+        "SELECT count(*) AS n FROM raw.bars_daily")["n"][0] == 0
