@@ -224,11 +224,14 @@ class Order(BaseModel):
     stop_price: Decimal | None = None
     trail_percent: Decimal | None = None
     trail_amount: Decimal | None = None
+    parent_client_order_id: str | None = Field(default=None, description="A bracket exit: the entry it closes.")
+    oco_group: str | None = Field(default=None, description="A bracket's exits: filling one cancels the others.")
+    children: list[str] = Field(default_factory=list, description="A bracket entry: its exits' client order ids.")
 
 
-def order_model(o: Any) -> Order:
+def order_model(o: Any, children: list[str] | None = None) -> Order:
     """The API's view of a domain order (``trading_pipeline.trading.orders.Order``)."""
-    return Order(**o.record())
+    return Order(**o.record(), children=children or [])
 
 
 class OrderList(BaseModel):
@@ -255,14 +258,29 @@ _ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
 class _FiniteTerms(BaseModel):
     """An order's numbers must be finite (NaN and infinity pass Decimal parsing): the one check
-    for a new order and a modify."""
+    for a new order, a modify and a bracket's exits."""
 
-    @field_validator("quantity", "limit_price", "stop_price", "trail_percent", "trail_amount", check_fields=False)
+    @field_validator(
+        "quantity", "limit_price", "stop_price", "trail_percent", "trail_amount",
+        "take_profit_price", "stop_loss_price", check_fields=False,
+    )
     @classmethod
     def _finite(cls, v: Decimal | None) -> Decimal | None:
         if v is not None and not v.is_finite():
             raise ValueError("must be a finite number")
         return v
+
+
+class Bracket(_FiniteTerms):
+    """Exits for a market or limit entry: a take-profit limit and a stop-loss stop on the other
+    side, sized as the entry, one-cancels-other, working once the entry has filled. A buy's
+    take-profit is above the entry's limit (a market entry: the last close) and its stop-loss
+    below; a sell's the other way round."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    take_profit_price: OrderDecimal = Field(gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8)
+    stop_loss_price: OrderDecimal = Field(gt=0, le=Decimal("1e12"), max_digits=24, decimal_places=8)
 
 
 class OrderCreate(_FiniteTerms):
@@ -286,6 +304,7 @@ class OrderCreate(_FiniteTerms):
         default="day", description="ioc and opg (fill at the session open only) are for market and limit orders."
     )
     account: str = Field(default="paper", pattern=_ACCOUNT)
+    bracket: Bracket | None = Field(default=None, description="Take-profit and stop-loss exits (a bracket).")
 
 
 class OrderModify(_FiniteTerms):
@@ -314,6 +333,7 @@ class OrderResult(BaseModel):
     reason: str
     idempotent_replay: bool = False
     order: Order | None
+    children: list[Order] = Field(default_factory=list, description="A bracket's exits: take-profit, then stop-loss.")
 
 
 class RiskRejection(BaseModel):

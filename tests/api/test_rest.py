@@ -539,3 +539,61 @@ def test_patch_of_terms_the_broker_cannot_replace_is_409(client: TestClient, mon
     r = client.patch(f"/orders/{coid}", json={"stop_price": str(stop - 1)})
     assert r.status_code == 409 and "not supported by this broker (live) yet" in r.json()["detail"]
     assert client.get(f"/orders/{coid}").json() == order
+
+
+# ---- brackets --------------------------------------------------------------------------------
+def test_post_a_bracket_lists_its_exits_and_delete_cancels_them(client: TestClient) -> None:
+    last = _last_close(client, "GOOG")
+    limit = (last * Decimal("0.98")).quantize(Decimal("0.01"))
+    tp, sl = (limit * Decimal("1.05")).quantize(Decimal("0.01")), (limit * Decimal("0.95")).quantize(Decimal("0.01"))
+    r = client.post("/orders", json={"symbol": "GOOG", "side": "buy", "quantity": "2", "order_type": "limit",
+                                     "limit_price": str(limit), "time_in_force": "gtc",
+                                     "bracket": {"take_profit_price": str(tp), "stop_loss_price": str(sl)}})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    coid = body["order"]["client_order_id"]
+    kids = body["children"]
+    assert [(k["client_order_id"], k["order_type"], k["side"], k["quantity"], k["limit_price"], k["stop_price"]) for k in kids] == [
+        (f"{coid}-tp", "limit", "sell", "2", str(tp), None),
+        (f"{coid}-sl", "stop", "sell", "2", None, str(sl)),
+    ]
+    assert {k["parent_client_order_id"] for k in kids} == {coid} and kids[0]["oco_group"] == kids[1]["oco_group"] == f"{coid}-oco"
+    assert body["order"]["children"] == [f"{coid}-tp", f"{coid}-sl"]
+    assert sorted(client.get(f"/orders/{coid}").json()["children"]) == sorted([f"{coid}-tp", f"{coid}-sl"])
+    listed = {o["client_order_id"]: o for o in client.get("/orders").json()["items"]}
+    assert set(listed) == {coid, f"{coid}-tp", f"{coid}-sl"}
+    assert listed[f"{coid}-tp"]["parent_client_order_id"] == coid and listed[coid]["parent_client_order_id"] is None
+    assert client.delete(f"/orders/{coid}").json()["status"] == "cancelled"
+    assert {o["client_order_id"]: o["status"] for o in client.get("/orders").json()["items"]} == {
+        coid: "cancelled", f"{coid}-tp": "cancelled", f"{coid}-sl": "cancelled"}
+
+
+def test_a_bracket_that_does_not_fit_is_422_on_its_field_and_nothing_is_stored(client: TestClient) -> None:
+    last = _last_close(client, "GOOG")
+    base = {"symbol": "GOOG", "side": "buy", "quantity": "1"}
+    bad = [
+        ({"bracket": {"take_profit_price": str(last - 1), "stop_loss_price": str(last - 2)}}, ["body", "bracket", "take_profit_price"], "must be above"),
+        ({"bracket": {"take_profit_price": str(last + 2), "stop_loss_price": str(last + 1)}}, ["body", "bracket", "stop_loss_price"], "must be below"),
+        ({"side": "sell", "bracket": {"take_profit_price": str(last + 1), "stop_loss_price": str(last + 2)}},
+         ["body", "bracket", "take_profit_price"], "must be below"),
+        ({"bracket": {"take_profit_price": str(last + 1)}}, ["body", "bracket", "stop_loss_price"], "Field required"),
+        ({"bracket": {"take_profit_price": "-1", "stop_loss_price": str(last - 1)}}, ["body", "bracket", "take_profit_price"], "greater than 0"),
+        ({"order_type": "stop", "stop_price": str(last + 1), "bracket": {"take_profit_price": str(last + 5), "stop_loss_price": str(last - 5)}},
+         ["body", "order_type"], "market or limit"),
+    ]
+    for extra, loc, message in bad:
+        r = client.post("/orders", json={**base, **extra})
+        assert r.status_code == 422, (extra, r.text)
+        assert r.json()["detail"][0]["loc"] == loc and message in r.text, (extra, r.text)
+    assert client.get("/orders").json()["count"] == 0
+
+
+def test_a_broker_without_brackets_answers_409_and_stores_nothing(client: TestClient, monkeypatch) -> None:
+    from trading_pipeline.trading.brokers.paper import PaperBroker
+
+    monkeypatch.setattr(PaperBroker, "supports_brackets", False)
+    last = _last_close(client, "GOOG")
+    r = client.post("/orders", json={"symbol": "GOOG", "side": "buy", "quantity": "1",
+                                     "bracket": {"take_profit_price": str(last + 5), "stop_loss_price": str(last - 5)}})
+    assert r.status_code == 409 and "brackets are not supported by this broker" in r.text
+    assert client.get("/orders").json()["count"] == 0

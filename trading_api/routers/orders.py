@@ -83,7 +83,8 @@ def list_orders(
         for s in status_:
             statuses += ["new", "accepted", "partially_filled"] if s == "open" else [s]
     rows = store.list_orders(account=account, status=statuses, symbol=symbol.upper() if symbol else None, strategy=strategy, limit=limit)
-    return OrderList(count=len(rows), items=[order_model(o) for o in rows])
+    kids = store.children_of([o.client_order_id for o in rows])
+    return OrderList(count=len(rows), items=[order_model(o, kids.get(o.client_order_id)) for o in rows])
 
 
 @router.get("/orders/{client_order_id}", response_model=Order, responses={404: {"model": ErrorDetail}}, summary="One order")
@@ -91,7 +92,7 @@ def get_order(_key: ApiKeyRecord, store: Store, client_order_id: Annotated[str, 
     o = store.get_order(client_order_id)
     if o is None:
         raise HTTPException(404, f"no order {client_order_id!r}")
-    return order_model(o)
+    return order_model(o, store.children_of([client_order_id]).get(client_order_id))
 
 
 def _field_at_fault(problem: str) -> str:
@@ -135,7 +136,8 @@ def _rejection(request: Request, coid: str, order: Any, reason: str, code: int =
             "links": _ORDER_LINKS,
         },
         400: {"model": ErrorDetail, "description": "The body could not be read as text (e.g. not UTF-8)."},
-        409: {"model": ErrorDetail, "description": "Idempotency-Key reused with a different order."},
+        409: {"model": ErrorDetail, "description": "Idempotency-Key reused with a different order, or a bracket "
+              "this broker does not support yet."},
         415: {"model": ErrorDetail, "description": "The body is not sent as JSON."},
         422: {
             "model": OrderRejectedResponse,
@@ -160,7 +162,8 @@ def create_order(
         Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="Retry-safe: the same key returns the same order."),
     ] = None,
 ) -> Any:
-    from trading_pipeline.trading.brokers.base import BrokerError
+    from trading_pipeline.trading.brokers.base import BracketNotSupported, BrokerError
+    from trading_pipeline.trading.execution import InvalidBracket
     from trading_pipeline.trading.model import InvalidOrder, order_problem
     from trading_pipeline.trading.orders import client_order_id, utcnow
     from trading_pipeline.trading.risk import RiskEngine
@@ -203,7 +206,14 @@ def create_order(
             limit_price=body.limit_price, time_in_force=body.time_in_force, order_id=coid,
             order_type=body.order_type, stop_price=body.stop_price,
             trail_percent=body.trail_percent, trail_amount=body.trail_amount,
+            take_profit_price=body.bracket.take_profit_price if body.bracket else None,
+            stop_loss_price=body.bracket.stop_loss_price if body.bracket else None,
         )
+    except InvalidBracket as exc:  # the bracket does not fit its entry: nothing stored
+        loc = ("body", exc.field) if exc.field == "order_type" else ("body", "bracket", exc.field)
+        raise field_error(loc, str(exc)) from exc
+    except BracketNotSupported as exc:
+        raise HTTPException(409, str(exc)) from exc
     except InvalidOrder as exc:  # against the market (a buy stop at or below the last price): nothing stored
         raise field_error(("body", _field_at_fault(str(exc))), str(exc)) from exc
     except BrokerError as exc:
@@ -219,7 +229,10 @@ def create_order(
         return _rejection(request, coid, order, (order.reason or "").removeprefix("risk rule "))
     if replay:
         response.status_code = status.HTTP_200_OK
-    return OrderResult(action=result.action, reason=result.reason, idempotent_replay=replay, order=order_model(order) if order else None)
+    children = [order_model(c) for c in placed.children]
+    return OrderResult(action=result.action, reason=result.reason, idempotent_replay=replay,
+                       order=order_model(order, [c.client_order_id for c in placed.children]) if order else None,
+                       children=children)
 
 
 @router.delete(

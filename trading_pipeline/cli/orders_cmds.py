@@ -78,7 +78,8 @@ def _parse_decimal(text: str, what: str) -> Decimal:
 def _cli_words(problem: str) -> str:
     """An order problem in the options' words (stop_price -> --stop-price, ...)."""
     for field, option in (("limit_price", "--limit"), ("stop_price", "--stop-price"), ("trail_percent", "--trail-percent"),
-                          ("trail_amount", "--trail-amount"), ("stop_limit", "stop-limit"), ("trailing_stop", "trailing-stop")):
+                          ("trail_amount", "--trail-amount"), ("stop_limit", "stop-limit"), ("trailing_stop", "trailing-stop"),
+                          ("take_profit_price", "--take-profit"), ("stop_loss_price", "--stop-loss")):
         problem = problem.replace(field, option)
     return problem
 
@@ -114,13 +115,14 @@ def register(app: typer.Typer) -> None:
         store = _store(get_settings())
         rows = store.list_orders(account=account, status=statuses, symbol=symbol, strategy=strategy, limit=limit)
         if json_out:
-            print_json([_order_dict(o) for o in rows])
+            kids = store.children_of([o.client_order_id for o in rows])
+            print_json([{**_order_dict(o), "children": kids.get(o.client_order_id, [])} for o in rows])
             return
         # the columns a trader scans; ids, accounts, limits and reasons are in --json / --wide
         wide = console.width >= 160
         cols = ["created", "symbol", "side", "qty", "status", "filled", "avg", "strategy"]
         if wide:
-            cols += ["id", "account", "type", "limit", "reason"]
+            cols += ["id", "account", "type", "limit", "parent", "reason"]
         table = Table(title=f"orders ({len(rows)})", header_style="bold cyan")
         for col in cols:
             table.add_column(col, justify="right" if col in ("qty", "limit", "filled", "avg") else "left",
@@ -131,7 +133,8 @@ def register(app: typer.Typer) -> None:
             cells = [o.created_at.strftime("%m-%d %H:%M"), o.symbol, o.side.value, str(o.quantity),
                      f"[{colors.get(st, 'cyan')}]{st}[/]", str(o.filled_quantity), _d(o.avg_fill_price, 2), o.strategy]
             if wide:
-                cells += [o.client_order_id, o.account, o.order_type.value, _d(o.limit_price), o.reason or ""]
+                cells += [o.client_order_id, o.account, o.order_type.value, _d(o.limit_price),
+                          o.parent_client_order_id or "", o.reason or ""]
             table.add_row(*cells)
         console.print(table)
         if rows and not wide:
@@ -202,10 +205,13 @@ def register(app: typer.Typer) -> None:
         account: AccountOpt = DEFAULT_ACCOUNT,
         tif: Annotated[str, typer.Option("--tif", help="Time in force: day, gtc, ioc or opg (at the open).")] = "day",
         client_id: Annotated[str | None, typer.Option("--id", help="Your own client order id (makes a retry safe).")] = None,
+        take_profit: Annotated[str | None, typer.Option("--take-profit", help="Bracket: a take-profit limit exit at this price (with --stop-loss).")] = None,
+        stop_loss: Annotated[str | None, typer.Option("--stop-loss", help="Bracket: a stop-loss stop exit at this price (with --take-profit).")] = None,
         json_out: JsonOpt = False,
     ) -> None:
         """Submit one order through the risk engine and the ops store to the broker."""
-        from trading_pipeline.trading.brokers.base import BrokerError
+        from trading_pipeline.trading.brokers.base import BracketNotSupported, BrokerError
+        from trading_pipeline.trading.execution import InvalidBracket
         from trading_pipeline.trading.model import (
             InvalidOrder,
             OrderType,
@@ -236,6 +242,10 @@ def register(app: typer.Typer) -> None:
                                 trail_percent=trail_pct, trail_amount=trail_amt, time_in_force=tif.lower())
         if problem:
             fail(_cli_words(problem), code=2)
+        if (take_profit is None) != (stop_loss is None):
+            fail("a bracket needs both --take-profit and --stop-loss", code=2)
+        tp_price = _parse_decimal(take_profit, "--take-profit") if take_profit is not None else None
+        sl_price = _parse_decimal(stop_loss, "--stop-loss") if stop_loss is not None else None
         settings = get_settings()
         store = _store(settings)
         try:
@@ -246,7 +256,12 @@ def register(app: typer.Typer) -> None:
                 risk_engine=RiskEngine.from_file(settings.risk_file, store), account=account, symbol=symbol,
                 side=side, quantity=qty, limit_price=limit_price, time_in_force=tif, order_id=client_id,
                 order_type=otype, stop_price=stop_price, trail_percent=trail_pct, trail_amount=trail_amt,
+                take_profit_price=tp_price, stop_loss_price=sl_price,
             )
+        except InvalidBracket as exc:  # nothing stored
+            fail(_cli_words(str(exc)), code=2)
+        except BracketNotSupported as exc:  # nothing stored
+            fail(str(exc), code=2)
         except InvalidOrder as exc:  # against the market (a buy stop at or below the last close)
             fail(_cli_words(str(exc)), code=2)
         except (BrokerError, FileNotFoundError) as exc:
@@ -254,10 +269,15 @@ def register(app: typer.Typer) -> None:
         result, request, order = placed.result, placed.request, placed.order
         coid, symbol = request.client_order_id, request.symbol
         if json_out:
-            print_json({"action": result.action, "reason": result.reason, "order": _order_dict(order) if order else None})
+            print_json({"action": result.action, "reason": result.reason, "order": _order_dict(order) if order else None,
+                        "children": [_order_dict(c) for c in placed.children]})
         else:
             color = {"submitted": "green", "resumed": "green", "skipped": "yellow"}.get(result.action, "red")
             console.print(f"[{color}]{result.action}[/] {coid} {request.side} {qty} {symbol}: {result.status or ''} - {result.reason}")
+            for c in placed.children:
+                price = c.limit_price if c.limit_price is not None else c.stop_price
+                console.print(f"  exit {c.client_order_id} {c.side} {c.quantity} {c.order_type.value} @ {price}: {c.status}"
+                              f" (oco {c.oco_group}; active once {coid} fills)")
         if result.action in ("denied", "rejected", "error"):
             raise typer.Exit(1)
 

@@ -29,7 +29,9 @@ from trading_pipeline.trading.model import (
     OrderRequest,
     OrderStatus,
     OrderType,
+    Side,
     TimeInForce,
+    bracket_problem,
     order_problem,
 )
 from trading_pipeline.trading.orders import OPEN_STATUSES, Order, client_order_id, utcnow
@@ -143,6 +145,91 @@ def submit_order(
     return _submit_recorded(order, broker=broker, store=store, risk_engine=risk_engine)
 
 
+class InvalidBracket(InvalidOrder):
+    """A bracket that does not fit its entry; ``field`` names the term at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class BracketResult:
+    entry: ExecutionResult
+    children: tuple[Order, ...]  # as stored: take-profit first, then stop-loss (empty if none made)
+
+
+def bracket_children(entry: OrderRequest, take_profit_price: Decimal, stop_loss_price: Decimal) -> tuple[OrderRequest, OrderRequest]:
+    """The exits of a bracket: a gtc limit at the take-profit and a gtc stop at the stop-loss,
+    on the opposite side, sized as the entry, linked to it and to each other (one oco group)."""
+    side = Side.SELL if Side(entry.side) == Side.BUY else Side.BUY
+    coid = entry.client_order_id
+    common = dict(account=entry.account, symbol=entry.symbol, side=side, quantity=entry.quantity,
+                  time_in_force=TimeInForce.GTC, parent_client_order_id=coid, oco_group=f"{coid}-oco")
+    return (
+        OrderRequest(client_order_id=f"{coid}-tp", order_type=OrderType.LIMIT, limit_price=take_profit_price, **common),
+        OrderRequest(client_order_id=f"{coid}-sl", order_type=OrderType.STOP, stop_price=stop_loss_price, **common),
+    )
+
+
+def submit_bracket(
+    request: OrderRequest,
+    *,
+    take_profit_price: Decimal | None,
+    stop_loss_price: Decimal | None,
+    broker: Broker,
+    store: OpsStore,
+    risk_engine: RiskEngine,
+    prices: Mapping[str, Decimal],
+    strategy: str = "manual",
+    now: datetime | None = None,
+) -> BracketResult:
+    """An entry with a take-profit and a stop-loss exit. Checks first, nothing stored on a refusal:
+    the entry's terms and the bracket's (:func:`~trading_pipeline.trading.model.bracket_problem`,
+    raising :class:`InvalidBracket`), then whether the broker takes brackets
+    (:class:`~trading_pipeline.trading.brokers.base.BracketNotSupported`). The entry goes through
+    risk as any order (:func:`submit_order`); the exits do not: they only close the position the
+    entry opens, and risk counts them that way (held while the entry works, one per oco group).
+    They are made only when the entry was accepted; a replay returns the stored ones."""
+    from trading_pipeline.trading.brokers.base import BracketNotSupported
+
+    existing = store.get_order(request.client_order_id)
+    if existing is None:
+        if problem := request.problem(prices.get(request.symbol)):
+            raise InvalidOrder(problem)
+        if bad := bracket_problem(request.order_type, request.side, take_profit_price=take_profit_price,
+                                  stop_loss_price=stop_loss_price, limit_price=request.limit_price,
+                                  reference=prices.get(request.symbol)):
+            raise InvalidBracket(*bad)
+        if len(request.client_order_id) > 61:
+            raise InvalidBracket("order_id", "a bracket's entry id is at most 61 characters (its exits add -tp and -sl)")
+        if not getattr(broker, "supports_brackets", False):
+            raise BracketNotSupported(f"brackets are not supported by this broker ({broker.name}) yet")
+    assert take_profit_price is not None and stop_loss_price is not None
+    result = submit_order(request, broker=broker, store=store, risk_engine=risk_engine, prices=prices,
+                          strategy=strategy, now=now)
+    entry = store.get_order(request.client_order_id)
+    if entry is None or entry.status in (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.NEW):
+        return BracketResult(result, ())
+    if existing is not None and not store.list_orders(parent=request.client_order_id):
+        return BracketResult(result, ())  # a replay of an order placed without a bracket: it gets none now
+    children = []
+    for child in bracket_children(request, take_profit_price, stop_loss_price):
+        stored = store.get_order(child.client_order_id)
+        if stored is None:
+            order = Order.from_request(child, strategy=strategy, broker=broker.name, now=now or utcnow())
+            store.insert_order(order, reason=f"bracket exit of {request.client_order_id} (oco group {child.oco_group}); "
+                                             "active once the entry has filled")
+            stored = store.get_order(child.client_order_id)
+        assert stored is not None
+        if stored.status == OrderStatus.NEW:
+            _submit_recorded(stored, broker=broker, store=store, risk_engine=risk_engine)
+            stored = store.get_order(child.client_order_id)
+            assert stored is not None
+        children.append(stored)
+    return BracketResult(result, tuple(children))
+
+
 def execute_signals(
     signals: pl.DataFrame,
     *,
@@ -225,7 +312,15 @@ def cancel_order(client_order_id: str, *, broker: Broker, store: OpsStore) -> Or
         if order.status == OrderStatus.NEW:
             return store.transition(client_order_id, OrderStatus.CANCELLED, "cancelled before reaching the broker")
         raise BrokerError(f"broker {broker.name} does not know order {client_order_id}")
-    return store.sync_from_broker(client_order_id, broker.cancel(client_order_id), broker.name)
+    cancelled = store.sync_from_broker(client_order_id, broker.cancel(client_order_id), broker.name)
+    for child in store.list_orders(parent=client_order_id, status=list(OPEN_STATUSES)):
+        # a bracket's exits go with their entry (the broker cancelled them with it)
+        bo = broker.order_status(child.client_order_id)
+        if bo is not None:
+            store.sync_from_broker(child.client_order_id, bo, broker.name)
+        elif child.status == OrderStatus.NEW:
+            store.transition(child.client_order_id, OrderStatus.CANCELLED, f"bracket entry {client_order_id} cancelled")
+    return cancelled
 
 
 class UnknownOrder(LookupError):

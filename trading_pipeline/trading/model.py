@@ -62,6 +62,8 @@ class OrderRequest:
     stop_price: Decimal | None = None
     trail_percent: Decimal | None = None
     trail_amount: Decimal | None = None
+    parent_client_order_id: str | None = None  # a bracket's exit: the entry it closes
+    oco_group: str | None = None  # a bracket's exits: filling one cancels the others
 
     def problem(self, reference: Decimal | None = None) -> str | None:
         """Why these terms are not an order (None: they are); see :func:`order_problem`."""
@@ -120,6 +122,41 @@ def order_problem(
             return f"a buy stop must be above the market: stop_price {stop_price} <= last price {reference}"
         if sd == Side.SELL and stop_price >= reference:
             return f"a sell stop must be below the market: stop_price {stop_price} >= last price {reference}"
+    return None
+
+
+def bracket_problem(
+    order_type: OrderType | str,
+    side: Side | str,
+    *,
+    take_profit_price: Decimal | None,
+    stop_loss_price: Decimal | None,
+    limit_price: Decimal | None = None,
+    reference: Decimal | None = None,
+) -> tuple[str, str] | None:
+    """Why a bracket (take-profit and stop-loss exits) does not fit its entry, as (field, reason);
+    None if it does. The entry reference is its limit price, or the last close for a market entry:
+    a buy's take-profit must be above it and its stop-loss below it (a sell: the mirror)."""
+    t, sd = OrderType(order_type), Side(side)
+    for name, value in (("take_profit_price", take_profit_price), ("stop_loss_price", stop_loss_price)):
+        if value is None:
+            return name, f"a bracket needs a positive {name}"
+        if not value.is_finite() or value <= 0:
+            return name, f"{name} must be > 0, got {value}"
+    if t not in (OrderType.MARKET, OrderType.LIMIT):
+        return "order_type", f"a bracket's entry is a market or limit order, not {t.value}"
+    ref = limit_price if t == OrderType.LIMIT else reference
+    if ref is None:
+        return "take_profit_price", "no entry reference to check the bracket against (no limit price and no last close)"
+    assert take_profit_price is not None and stop_loss_price is not None
+    above, below = (take_profit_price, stop_loss_price) if sd == Side.BUY else (stop_loss_price, take_profit_price)
+    what = "limit price" if t == OrderType.LIMIT else "last close"
+    if above <= ref:
+        name = "take_profit_price" if sd == Side.BUY else "stop_loss_price"
+        return name, f"a {sd.value} bracket's {name} must be above the entry's {what} {ref}, got {above}"
+    if below >= ref:
+        name = "stop_loss_price" if sd == Side.BUY else "take_profit_price"
+        return name, f"a {sd.value} bracket's {name} must be below the entry's {what} {ref}, got {below}"
     return None
 
 

@@ -117,6 +117,8 @@ class Order:
     stop_price: Decimal | None = None
     trail_percent: Decimal | None = None
     trail_amount: Decimal | None = None
+    parent_client_order_id: str | None = None  # a bracket exit: its entry
+    oco_group: str | None = None  # a bracket's exits: filling one cancels the other
 
     def __post_init__(self) -> None:
         self.side = Side(self.side)
@@ -155,6 +157,8 @@ class Order:
             stop_price=request.stop_price,
             trail_percent=request.trail_percent,
             trail_amount=request.trail_amount,
+            parent_client_order_id=request.parent_client_order_id,
+            oco_group=request.oco_group,
             strategy=strategy,
             signal_ts=signal_ts,
             broker=broker,
@@ -181,6 +185,8 @@ class Order:
             stop_price=self.stop_price,
             trail_percent=self.trail_percent,
             trail_amount=self.trail_amount,
+            parent_client_order_id=self.parent_client_order_id,
+            oco_group=self.oco_group,
         )
 
     @property

@@ -185,7 +185,16 @@ class RiskContext:
         unpriced: set[str] = set()
         excluded = [o for o in working if o.client_order_id == exclude]
         working = [o for o in working if o.client_order_id != exclude]
+        # A bracket's exits: held (not counted) while their entry works; once it has filled, the
+        # exits of one one-cancels-other group count once (only one of them can fill).
+        open_ids = {o.client_order_id for o in working}
+        oco_seen: set[str] = set()
         for o in sorted(working, key=lambda o: (o.created_at, o.client_order_id)):
+            if o.parent_client_order_id is not None:
+                if o.parent_client_order_id in open_ids or (o.oco_group and o.oco_group in oco_seen):
+                    continue
+                if o.oco_group:
+                    oco_seen.add(o.oco_group)
             remaining = o.quantity - o.filled_quantity
             signed = remaining if o.side == Side.BUY else -remaining
             before = positions.get(o.symbol, ZERO)

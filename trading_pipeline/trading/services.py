@@ -19,6 +19,7 @@ from trading_pipeline.trading.execution import (
     ModifyResult,
     UnknownOrder,
     modify_order,
+    submit_bracket,
     submit_order,
 )
 from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce
@@ -56,6 +57,7 @@ class Placed:
     result: ExecutionResult
     request: OrderRequest
     order: Order | None  # as stored after the attempt (None if nothing was recorded)
+    children: tuple[Order, ...] = ()  # a bracket's exits as stored (take-profit, stop-loss)
 
 
 def place_order(
@@ -75,13 +77,16 @@ def place_order(
     stop_price: Decimal | None = None,
     trail_percent: Decimal | None = None,
     trail_amount: Decimal | None = None,
+    take_profit_price: Decimal | None = None,
+    stop_loss_price: Decimal | None = None,
 ) -> Placed:
     """One manual order (``trading order submit``, ``POST /orders``): priced at the feed's last
     closes of the symbol and everything the account holds or works, then risk, store, broker
     (:func:`~trading_pipeline.trading.execution.submit_order`, the road signal orders take).
     Without ``order_type``, a limit price makes a limit order. ``order_id`` makes a retry safe
     (default: a new id). Contradictory terms raise
-    :class:`~trading_pipeline.trading.model.InvalidOrder` and store nothing."""
+    :class:`~trading_pipeline.trading.model.InvalidOrder` and store nothing. ``take_profit_price``
+    and ``stop_loss_price`` make it a bracket (:func:`~trading_pipeline.trading.execution.submit_bracket`)."""
     symbol = symbol.upper()
     side = Side(str(side).lower())
     coid = order_id or client_order_id("manual", account, symbol, utcnow(), side)
@@ -93,6 +98,10 @@ def place_order(
         stop_price=stop_price, trail_percent=trail_percent, trail_amount=trail_amount,
     )
     prices = feed.last_closes(sorted({symbol, *store.symbols_in_play(account)}))
+    if take_profit_price is not None or stop_loss_price is not None:  # a bracket: both are required
+        bracket = submit_bracket(request, take_profit_price=take_profit_price, stop_loss_price=stop_loss_price,
+                                 broker=broker, store=store, risk_engine=risk_engine, prices=prices)
+        return Placed(bracket.entry, request, store.get_order(coid), bracket.children)
     result = submit_order(request, broker=broker, store=store, risk_engine=risk_engine, prices=prices)
     return Placed(result, request, store.get_order(coid))
 

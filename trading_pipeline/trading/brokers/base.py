@@ -67,6 +67,11 @@ class ModifyNotSupported(BrokerError):
     """This broker cannot (yet) replace these terms of a working order; nothing was sent."""
 
 
+class BracketNotSupported(BrokerError):
+    """This broker cannot take a bracket (entry with take-profit and stop-loss exits) yet;
+    raised before anything is stored or sent."""
+
+
 def refuse_stop_modify(broker: str, stop_price: Decimal | None, trail_percent: Decimal | None,
                        trail_amount: Decimal | None) -> None:
     if stop_price is not None or trail_percent is not None or trail_amount is not None:

@@ -24,6 +24,14 @@ Time in force: ``day`` expires when its session ends (for daily bars: after the 
 otherwise, ``opg`` fills only at the open of a session's first bar (a limit: if the open is
 within it) and expires otherwise.
 
+Brackets: an entry's two exits (a take-profit limit and a stop-loss stop, both gtc, linked by
+``parent_client_order_id`` and one ``oco_group``) are held while the entry works, cancelled
+with it (cancelled, expired or rejected), and work only on the bars after the bar the entry
+filled on. The first exit to fill cancels the other in the same transaction. When one bar
+could fill both (it trades through the take-profit and the stop), the stop-loss is taken to
+have filled: the order of high and low within a bar is unknown, so the paper broker assumes
+the worse one.
+
 Its state lives in its own ops-store tables (``paper_orders``, ``paper_fills``,
 ``paper_accounts``), so a second process or a retried job sees the same book, and a second
 submit with the same client_order_id returns the first order. ``process_bars()`` advances
@@ -232,6 +240,7 @@ class PaperBroker:
     """A simulated broker for one account; see the module docstring for the fill model."""
 
     name = "paper"
+    supports_brackets = True
 
     def __init__(
         self,
@@ -368,6 +377,8 @@ class PaperBroker:
                     stop_price=order.stop_price,
                     trail_percent=order.trail_percent,
                     trail_amount=order.trail_amount,
+                    parent_client_order_id=order.parent_client_order_id,
+                    oco_group=order.oco_group,
                     status=(OrderStatus.REJECTED if reason else OrderStatus.ACCEPTED).value,
                     filled_quantity=ZERO,
                     avg_fill_price=None,
@@ -399,9 +410,19 @@ class PaperBroker:
                 .where(paper_orders.c.client_order_id == client_order_id)
                 .values(status=OrderStatus.CANCELLED.value, reason="cancelled by request", updated_at=self.clock())
             )
+            # a bracket's exits go with their entry
+            self._cancel_children(conn, client_order_id, f"bracket entry {client_order_id} cancelled")
             result = self._load(conn, client_order_id)
         assert result is not None
         return result
+
+    def _cancel_children(self, conn: sa.Connection, parent: str, reason: str) -> None:
+        conn.execute(
+            paper_orders.update()
+            .where(paper_orders.c.parent_client_order_id == parent,
+                   paper_orders.c.status.in_([st.value for st in OPEN_STATUSES]))
+            .values(status=OrderStatus.CANCELLED.value, reason=reason, updated_at=self.clock())
+        )
 
     def modify(
         self,
@@ -574,11 +595,15 @@ class PaperBroker:
     def process_bars(self) -> list[BrokerOrder]:
         """Fill or expire working orders against the bars now available; returns those changed."""
         changed: list[BrokerOrder] = []
+        groups_done: set[str] = set()
         for open_order in self.open_orders():
             with self.store.reading() as conn:
                 row = conn.execute(
                     sa.select(paper_orders).where(paper_orders.c.client_order_id == open_order.client_order_id)
                 ).first()
+            if row.parent_client_order_id is not None:
+                changed += self._process_exit(row, groups_done)
+                continue
             # a modified order works on its new terms from the first bar after the modification
             bars = self.feed.bars_after(row.symbol, max(row.submitted_at, row.updated_at)).to_dicts()
             m = self._match(row, bars)
@@ -604,37 +629,107 @@ class PaperBroker:
                     )
                 else:
                     assert price is not None
-                    qty = cur.quantity - cur.filled_quantity
-                    conn.execute(
-                        paper_fills.insert().values(
-                            fill_id=f"{row.client_order_id}:{bar['ts'].isoformat()}",
-                            client_order_id=row.client_order_id,
-                            account=row.account,
-                            symbol=row.symbol,
-                            side=row.side,
-                            quantity=qty,
-                            price=price,
-                            commission=self.commission(qty),
-                            bar_ts=bar["ts"],
-                            ts=bar["ts"],
-                        )
-                    )
-                    conn.execute(
-                        paper_orders.update()
-                        .where(paper_orders.c.client_order_id == row.client_order_id)
-                        .values(
-                            status=OrderStatus.FILLED.value,
-                            filled_quantity=cur.quantity,
-                            avg_fill_price=price,
-                            reason=f"filled at {price} on bar {bar['ts']}",
-                            updated_at=now,
-                            **self._state(row, m),
-                        )
-                    )
+                    self._fill(conn, row, cur, m, now)
                 result = self._load(conn, row.client_order_id)
             if result is not None:
                 changed.append(result)
         return changed
+
+    def _fill(self, conn: sa.Connection, row: Any, cur: Any, m: Match, now: datetime) -> None:
+        """Book the fill of the rest of ``cur`` (``row`` as matched) on ``m.bar`` at ``m.price``."""
+        bar, price = m.bar, m.price
+        assert bar is not None and price is not None
+        qty = cur.quantity - cur.filled_quantity
+        conn.execute(
+            paper_fills.insert().values(
+                fill_id=f"{row.client_order_id}:{bar['ts'].isoformat()}",
+                client_order_id=row.client_order_id,
+                account=row.account,
+                symbol=row.symbol,
+                side=row.side,
+                quantity=qty,
+                price=price,
+                commission=self.commission(qty),
+                bar_ts=bar["ts"],
+                ts=bar["ts"],
+            )
+        )
+        conn.execute(
+            paper_orders.update()
+            .where(paper_orders.c.client_order_id == row.client_order_id)
+            .values(
+                status=OrderStatus.FILLED.value,
+                filled_quantity=cur.quantity,
+                avg_fill_price=price,
+                reason=f"filled at {price} on bar {bar['ts']}",
+                updated_at=now,
+                **self._state(row, m),
+            )
+        )
+
+    def _process_exit(self, row: Any, groups_done: set[str]) -> list[BrokerOrder]:
+        """A bracket's exits (see the module docstring): held until the entry has filled, then
+        worked on the bars after the entry's fill bar; the first exit to fill cancels the others
+        of its one-cancels-other group in the same transaction. If both could fill on the same bar
+        (the order of high and low within a bar is unknown), the stop-loss is taken to have
+        filled first: the conservative reading."""
+        group = row.oco_group or row.client_order_id
+        if group in groups_done:
+            return []
+        groups_done.add(group)
+        open_values = [st.value for st in OPEN_STATUSES]
+        with self.store.reading() as conn:
+            parent = conn.execute(
+                sa.select(paper_orders).where(paper_orders.c.client_order_id == row.parent_client_order_id)
+            ).first()
+            members = [row] if row.oco_group is None else conn.execute(
+                sa.select(paper_orders)
+                .where(paper_orders.c.oco_group == row.oco_group, paper_orders.c.status.in_(open_values))
+                .order_by(paper_orders.c.client_order_id)
+            ).all()
+            entry_bar = conn.execute(
+                sa.select(sa.func.max(paper_fills.c.bar_ts)).where(paper_fills.c.client_order_id == row.parent_client_order_id)
+            ).scalar()
+        parent_status = OrderStatus(parent.status) if parent is not None else OrderStatus.CANCELLED
+        if parent_status in OPEN_STATUSES:
+            return []  # held: an exit is active only once its entry has filled
+        ids = [r.client_order_id for r in members]
+        if parent_status != OrderStatus.FILLED:
+            with self.store.transaction() as conn:
+                conn.execute(
+                    paper_orders.update()
+                    .where(paper_orders.c.client_order_id.in_(ids), paper_orders.c.status.in_(open_values))
+                    .values(status=OrderStatus.CANCELLED.value, updated_at=self.clock(),
+                            reason=f"bracket entry {row.parent_client_order_id} is {parent_status.value}")
+                )
+                return [bo for i in ids if (bo := self._load(conn, i)) is not None]
+        fills = []
+        for r in members:
+            start = max(r.submitted_at, r.updated_at, entry_bar or r.submitted_at)
+            m = self._match(r, self.feed.bars_after(r.symbol, start).to_dicts())
+            if m.action == "fill" and m.bar is not None:
+                fills.append((m.bar["ts"], 0 if OrderType(r.order_type).is_stop else 1, r.client_order_id, r, m))
+            elif m.action == "wait":
+                self._remember(r, m)
+        if not fills:
+            return []  # exits are gtc: they never expire
+        _ts, _rank, winner_id, winner, m = min(fills, key=lambda f: f[:3])
+        with self.store.transaction() as conn:
+            cur = conn.execute(
+                self.store._lock_rows(sa.select(paper_orders).where(paper_orders.c.client_order_id == winner_id))
+            ).first()
+            if OrderStatus(cur.status) not in OPEN_STATUSES or cur.updated_at != winner.updated_at:
+                return []  # another process got there first, or it was modified: next pass
+            self._fill(conn, winner, cur, m, self.clock())
+            others = [i for i in ids if i != winner_id]
+            if others:
+                conn.execute(
+                    paper_orders.update()
+                    .where(paper_orders.c.client_order_id.in_(others), paper_orders.c.status.in_(open_values))
+                    .values(status=OrderStatus.CANCELLED.value, updated_at=self.clock(),
+                            reason=f"one-cancels-other: {winner_id} filled")
+                )
+            return [bo for i in ids if (bo := self._load(conn, i)) is not None]
 
     @staticmethod
     def _state(row: Any, m: Match) -> dict[str, Any]:

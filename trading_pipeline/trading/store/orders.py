@@ -80,9 +80,12 @@ class OrderRecords(StoreBase):
         strategy: str | None = None,
         since: datetime | None = None,
         limit: int | None = None,
+        parent: str | None = None,
     ) -> list[Order]:
-        """Newest first."""
+        """Newest first. ``parent``: only the bracket exits of that entry."""
         q = sa.select(orders).order_by(orders.c.created_at.desc(), orders.c.client_order_id)
+        if parent:
+            q = q.where(orders.c.parent_client_order_id == parent)
         if account:
             q = q.where(orders.c.account == account)
         if status is not None:
@@ -98,6 +101,21 @@ class OrderRecords(StoreBase):
             q = q.limit(limit)
         with self.reading() as conn:
             return [self._row_order(r) for r in conn.execute(q)]
+
+    def children_of(self, client_order_ids: Iterable[str]) -> dict[str, list[str]]:
+        """entry id -> its bracket exits' ids (sorted), for those of ``client_order_ids`` that have any."""
+        ids = sorted(set(client_order_ids))
+        out: dict[str, list[str]] = {}
+        with self.reading() as conn:
+            for i in range(0, len(ids), 500):
+                rows = conn.execute(
+                    sa.select(orders.c.parent_client_order_id, orders.c.client_order_id)
+                    .where(orders.c.parent_client_order_id.in_(ids[i:i + 500]))
+                    .order_by(orders.c.client_order_id)
+                )
+                for parent, child in rows:
+                    out.setdefault(parent, []).append(child)
+        return out
 
     def order_events(self, client_order_id: str) -> list[OrderEvent]:
         with self.reading() as conn:

@@ -65,6 +65,9 @@ orders = sa.Table(
     sa.Column("stop_price", DecimalText),
     sa.Column("trail_percent", DecimalText),
     sa.Column("trail_amount", DecimalText),
+    # a bracket's exits (revision 0006): the entry they close and their one-cancels-other group
+    sa.Column("parent_client_order_id", sa.String(64), index=True),
+    sa.Column("oco_group", sa.String(64)),
 )
 
 order_events = sa.Table(
@@ -187,6 +190,9 @@ paper_orders = sa.Table(
     sa.Column("trail_mark", DecimalText),
     sa.Column("current_stop", DecimalText),
     sa.Column("triggered_at", sa.DateTime),
+    # a bracket's exits (revision 0006): active once the parent has filled; one-cancels-other
+    sa.Column("parent_client_order_id", sa.String(64), index=True),
+    sa.Column("oco_group", sa.String(64)),
 )
 
 paper_fills = sa.Table(
