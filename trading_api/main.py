@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from trading_api.deps import AppState, OpsStoreUnavailable
 from trading_api.response_cache import ResponseCache
 from trading_api.routers import (
+    accounts,
     alerts,
     dashboard,
     health,
@@ -46,6 +47,7 @@ from trading_api.ws import router as ws_router
 from trading_pipeline import logs
 from trading_pipeline.serving.snapshot import SNAPSHOT_NAME
 from trading_pipeline.settings import Settings, get_settings
+from trading_pipeline.trading.accounts import AccountsError
 
 access_log = logs.get_logger("trading_api.access")
 log = logs.get_logger("trading_api")
@@ -168,6 +170,10 @@ def create_app(
     async def _ops_unavailable(request: Request, exc: OpsStoreUnavailable) -> JSONResponse:
         return _error(request, 503, str(exc), {"Retry-After": "5"})
 
+    @app.exception_handler(AccountsError)
+    async def _accounts_unusable(request: Request, exc: AccountsError) -> JSONResponse:
+        return _error(request, 503, f"accounts file unusable (TRADING_ACCOUNTS_FILE): {exc}")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = getattr(exc, "headers", None)
@@ -185,7 +191,7 @@ def create_app(
         log.exception("unhandled_error", request_id=getattr(request.state, "request_id", None), path=request.url.path)
         return _error(request, 500, f"internal error ({type(exc).__name__}); see the API log")
 
-    for module in (health, market_data, signals, scans, alerts, orders, positions, portfolio, risk, dashboard):
+    for module in (health, market_data, signals, scans, alerts, orders, positions, portfolio, accounts, risk, dashboard):
         app.include_router(module.router)
     app.include_router(ws_router)
     app.include_router(docs_router(app))

@@ -399,8 +399,46 @@ class Portfolio(BaseModel):
     positions: list[Position]
 
 
+class PortfolioTotal(BaseModel):
+    """All the listed accounts together (in one currency)."""
+
+    accounts: int
+    cash: Money
+    equity: Money
+    realized_pnl: Money
+    unrealized_pnl: Money
+    gross_exposure: Money
+
+
 class PortfolioList(BaseModel):
     accounts: list[Portfolio]
+    total: PortfolioTotal
+
+
+class AccountInfo(BaseModel):
+    """One account: how it is set up (the accounts file) and where it stands (the ops store)."""
+
+    name: str
+    configured: bool = Field(description="Named in the accounts file (or the one implicit account without a file).")
+    broker: Literal["paper", "alpaca", "ib"] | None = Field(description="None: only in the ops store, takes no new orders.")
+    description: str
+    scans: Literal["all"] | list[str] = Field(description="Scans whose signals become orders in this account.")
+    starting_cash: Money | None = Field(description="Paper accounts: the cash the account opened with.")
+    risk_overrides: dict[str, Any] = Field(description="This account's changes to risk.yaml's limits.")
+    limits: dict[str, Any] | None = Field(description="The limits in force for this account (risk.yaml with the overrides).")
+    cash: Money | None
+    equity: Money | None = Field(description="Cash plus positions at the last closes; None before the account's first order.")
+    positions: int
+    open_orders: int
+    alpaca: dict[str, Any] | None = Field(default=None, description="Alpaca accounts: paper flag, the key variable's name, whether it is set.")
+    ib: dict[str, Any] | None = Field(default=None, description="IB accounts: the gateway session.")
+
+
+class AccountList(BaseModel):
+    source: str | None = Field(description="The accounts file in force; None: one implicit account (TRADING_ACCOUNT).")
+    default: str = Field(description="The default account (TRADING_ACCOUNT).")
+    accounts: list[AccountInfo]
+    total_equity: Money = Field(description="Sum of the accounts' equity.")
 
 
 # ---- risk ---------------------------------------------------------------------------------
@@ -425,6 +463,8 @@ class RiskUsage(BaseModel):
         description="Buying power left for new orders: max_leverage x equity - gross exposure - what working "
         "orders reserve (null when a working order cannot be valued).",
     )
+    limits: dict[str, Any] | None = Field(
+        default=None, description="This account's limits when the accounts file overrides risk.yaml's (else null: `limits`).")
 
 
 class RiskEvent(BaseModel):

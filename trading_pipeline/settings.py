@@ -49,7 +49,14 @@ class Settings(BaseSettings):
         description="The paper broker's 'now': market = the newest stored bar (a replayed or sample "
         "market), wall = the system clock; auto = market for sample/file homes, wall for alpaca/ib.",
     )
-    account: str = Field(default="paper", description="Account the signal orders trade in.")
+    account: str = Field(
+        default="paper",
+        description="The default account (TRADING_ACCOUNT): where signal orders trade without an accounts file, "
+        "and the CLI's --account default.")
+    accounts_file: Path | None = Field(
+        default=None,
+        description="An accounts file (TRADING_ACCOUNTS_FILE; see accounts.example.yaml): each account's broker, "
+        "paper cash, risk-limit overrides and the scans it trades. Empty: one account, TRADING_ACCOUNT at TRADING_BROKER.")
     # How signals become orders, live and in backtests (trading/decisions.py; docs/decisions.md #13)
     allow_short: bool = Field(default=False, description="A sell signal with nothing to close opens a short.")
     on_repeat_signal: Literal["skip", "add"] = Field(

@@ -162,12 +162,12 @@ def create_order(
         Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="Retry-safe: the same key returns the same order."),
     ] = None,
 ) -> Any:
+    from trading_pipeline.trading.accounts import UnknownAccount
     from trading_pipeline.trading.brokers.base import BracketNotSupported, BrokerError
     from trading_pipeline.trading.execution import InvalidBracket
     from trading_pipeline.trading.model import InvalidOrder, order_problem
     from trading_pipeline.trading.orders import client_order_id, utcnow
-    from trading_pipeline.trading.risk import RiskEngine
-    from trading_pipeline.trading.services import place_order
+    from trading_pipeline.trading.services import place_order, risk_engine
 
     symbol = body.symbol.upper()
     problem = order_problem(
@@ -196,12 +196,14 @@ def create_order(
         if not same:
             raise HTTPException(409, f"Idempotency-Key already used for a different order ({coid})")
     try:
-        engine = RiskEngine.from_file(state.settings.risk_file, store)
+        engine, broker = risk_engine(state.settings, store, body.account), state.broker(body.account)
+    except UnknownAccount as exc:  # the accounts file does not name it: nothing stored
+        raise field_error(("body", "account"), str(exc.args[0])) from exc
     except (OSError, ValueError) as exc:
-        raise HTTPException(503, f"risk limits unavailable ({state.settings.risk_file}): {exc}") from exc
+        raise HTTPException(503, f"risk limits or accounts unavailable: {exc}") from exc
     try:
         placed = place_order(
-            store=store, broker=state.broker(body.account), feed=state.feed(), risk_engine=engine,
+            store=store, broker=broker, feed=state.feed(), risk_engine=engine,
             account=body.account, symbol=symbol, side=body.side, quantity=body.quantity,
             limit_price=body.limit_price, time_in_force=body.time_in_force, order_id=coid,
             order_type=body.order_type, stop_price=body.stop_price,
@@ -242,6 +244,7 @@ def create_order(
     summary="Cancel a working order",
 )
 def cancel(_key: ApiKeyRecord, state: State, store: Store, client_order_id: Annotated[str, Path(pattern=_COID)]) -> Order:
+    from trading_pipeline.trading.accounts import UnknownAccount
     from trading_pipeline.trading.brokers.base import BrokerError
     from trading_pipeline.trading.execution import cancel_order
     from trading_pipeline.trading.orders import IllegalTransition
@@ -251,6 +254,8 @@ def cancel(_key: ApiKeyRecord, state: State, store: Store, client_order_id: Anno
         raise HTTPException(404, f"no order {client_order_id!r}")
     try:
         order = cancel_order(client_order_id, broker=state.broker(existing.account), store=store)
+    except UnknownAccount as exc:  # its account left the accounts file: which broker to ask is unknown
+        raise HTTPException(409, f"{exc.args[0]}: put the account back in the accounts file to cancel its orders") from exc
     except IllegalTransition as exc:
         raise HTTPException(409, str(exc)) from exc
     except BrokerError as exc:
@@ -287,24 +292,27 @@ def modify(
     body: OrderModify,
     client_order_id: Annotated[str, Path(pattern=_COID)],
 ) -> Any:
+    from trading_pipeline.trading.accounts import UnknownAccount
     from trading_pipeline.trading.brokers.base import BrokerError
     from trading_pipeline.trading.execution import UnknownOrder
     from trading_pipeline.trading.model import InvalidOrder
     from trading_pipeline.trading.orders import IllegalTransition
-    from trading_pipeline.trading.risk import RiskEngine
-    from trading_pipeline.trading.services import modify_working_order
+    from trading_pipeline.trading.services import modify_working_order, risk_engine
 
     terms = body.model_dump(exclude_none=True)
     if not terms:
         raise field_error(("body",), "give at least one of quantity, limit_price, stop_price, trail_percent, trail_amount")
     if "trail_percent" in terms and "trail_amount" in terms:
         raise field_error(("body", "trail_percent"), "give trail_percent or trail_amount, not both")
-    if store.get_order(client_order_id) is None:
+    existing = store.get_order(client_order_id)
+    if existing is None:
         raise HTTPException(404, f"no order {client_order_id!r}")
     try:
-        engine = RiskEngine.from_file(state.settings.risk_file, store)
+        engine = risk_engine(state.settings, store, existing.account)
+    except UnknownAccount as exc:
+        raise HTTPException(409, f"{exc.args[0]}: its orders can be cancelled, not modified") from exc
     except (OSError, ValueError) as exc:
-        raise HTTPException(503, f"risk limits unavailable ({state.settings.risk_file}): {exc}") from exc
+        raise HTTPException(503, f"risk limits or accounts unavailable: {exc}") from exc
     try:
         result = modify_working_order(store=store, broker_for=state.broker, feed=state.feed(), risk_engine=engine,
                                       client_order_id=client_order_id, **terms)

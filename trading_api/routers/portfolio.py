@@ -1,13 +1,14 @@
-"""GET /portfolio: cash, equity and P&L per account, valued at the snapshot's last closes."""
+"""GET /portfolio: cash, equity and P&L per account and in total, valued at the snapshot's last closes."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from trading_api.deps import ApiKeyRecord, State, Store
-from trading_api.schemas import AUTH_RESPONSES, Portfolio, PortfolioList, Position
+from trading_api.schemas import AUTH_RESPONSES, Portfolio, PortfolioList, PortfolioTotal, Position
 
 router = APIRouter(tags=["portfolio"], responses=AUTH_RESPONSES)
 
@@ -45,4 +46,9 @@ def portfolio(
     account: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._\-]{1,64}$", description="Only this account (default: all).")] = None,
 ) -> PortfolioList:
     accounts = [account] if account else store.list_accounts()
-    return PortfolioList(accounts=[portfolio_of(state, store, a) for a in accounts])
+    items = [portfolio_of(state, store, a) for a in accounts]
+    return PortfolioList(accounts=items, total=PortfolioTotal(
+        accounts=len(items),
+        **{f: sum((getattr(p, f) or 0 for p in items), start=Decimal(0))
+           for f in ("cash", "equity", "realized_pnl", "unrealized_pnl", "gross_exposure")},
+    ))

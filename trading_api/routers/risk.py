@@ -12,6 +12,18 @@ from trading_api.schemas import AUTH_RESPONSES, KillSwitch, RiskEvent, RiskStatu
 router = APIRouter(tags=["risk"], responses=AUTH_RESPONSES)
 
 
+def _account_limits(settings, account: str, base):
+    """The account's limits: risk.yaml with its overrides from the accounts file (risk.yaml's own
+    for an account the file does not name)."""
+    from trading_pipeline.trading.accounts import UnknownAccount
+    from trading_pipeline.trading.services import accounts_of
+
+    try:
+        return accounts_of(settings).get(account).limits(base)
+    except UnknownAccount:
+        return base
+
+
 @router.get("/risk", response_model=RiskStatus, summary="Risk limits, usage and kill switch")
 def risk(
     _key: ApiKeyRecord,
@@ -35,12 +47,14 @@ def risk(
         conc = None
         if ctx.equity > 0 and pf.open_positions():
             conc = max(abs(p.quantity) * prices.get(p.symbol, p.avg_price) for p in pf.open_positions()) / ctx.equity * 100
+        own = _account_limits(state.settings, acct, limits)
         usage.append(
             RiskUsage(
                 account=acct, equity=ctx.equity, open_orders=ctx.open_orders, orders_last_minute=ctx.orders_last_minute,
                 daily_pnl=ctx.daily_pnl, day_start_equity=ctx.day_start_equity, gross_exposure=exposure,
                 max_concentration_pct=conc,
-                buying_power=None if ctx.unpriced_working else RiskEngine(limits).buying_power(ctx) - ctx.committed,
+                buying_power=None if ctx.unpriced_working else RiskEngine(own).buying_power(ctx) - ctx.committed,
+                limits=own.model_dump() if own is not limits else None,
             )
         )
     ks = store.kill_switch()

@@ -22,6 +22,7 @@ app = typer.Typer(
 def _register_commands() -> None:
     from trading_api.cli import register as register_api
     from trading_pipeline.cli import (
+        accounts_cmd,
         backtest_cmd,
         demo_cmd,
         ingest_cmd,
@@ -34,6 +35,7 @@ def _register_commands() -> None:
     readers.register(app)
     demo_cmd.register(app)
     orders_cmds.register(app)
+    accounts_cmd.register(app)
     backtest_cmd.register(app)
     warehouse_cmd.register(app)
     register_api(app)

@@ -18,8 +18,8 @@ from trading_pipeline.cli.output import console, fail, print_json
 from trading_pipeline.settings import Settings, get_settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-AccountOpt = Annotated[str, typer.Option("--account", "-a", help="Trading account.")]
-DEFAULT_ACCOUNT = "paper"
+AccountOpt = Annotated[str | None, typer.Option("--account", "-a", help="Trading account (default: TRADING_ACCOUNT).")]
+DEFAULT_ACCOUNT = None
 
 
 class KillSwitchAction(StrEnum):
@@ -37,9 +37,27 @@ def _store(settings: Settings) -> Any:
 
 
 def _broker(settings: Settings, store: Any, account: str) -> Any:
+    """The account's broker; an account the accounts file does not name exits 2."""
+    from trading_pipeline.trading.accounts import AccountsError, UnknownAccount
     from trading_pipeline.trading.services import make_broker
 
-    return make_broker(settings, store, account)
+    try:
+        return make_broker(settings, store, account)
+    except (UnknownAccount, AccountsError) as exc:
+        fail(str(exc.args[0] if exc.args else exc), "list them with `trading accounts`", code=2)
+
+
+def _risk(settings: Settings, store: Any, account: str) -> Any:
+    """risk.yaml's limits with the account's overrides (the accounts file)."""
+    from trading_pipeline.trading.accounts import AccountsError, UnknownAccount
+    from trading_pipeline.trading.services import risk_engine
+
+    try:
+        return risk_engine(settings, store, account)
+    except (UnknownAccount, AccountsError) as exc:
+        fail(str(exc.args[0] if exc.args else exc), "list them with `trading accounts`", code=2)
+    except (OSError, ValueError) as exc:
+        fail(f"risk limits unavailable ({settings.risk_file}): {exc}", code=2)
 
 
 def _price_feed(settings: Settings) -> Any:
@@ -189,6 +207,10 @@ def register(app: typer.Typer) -> None:
                 f"unrealized {_d(a['unrealized_pnl'])}  exposure {_d(a['gross_exposure'])}"
             )
             console.print(table)
+        if len(out) > 1:
+            console.print("total of {} accounts: equity {}  cash {}  exposure {}".format(
+                len(out), _d(sum(a["equity"] for a in out)), _d(sum(a["cash"] for a in out)),
+                _d(sum(a["gross_exposure"] for a in out))))
 
     @order_app.command("submit")
     def submit_cmd(
@@ -218,7 +240,6 @@ def register(app: typer.Typer) -> None:
             TimeInForce,
             order_problem,
         )
-        from trading_pipeline.trading.risk import RiskEngine
         from trading_pipeline.trading.services import place_order
 
         if side.lower() not in ("buy", "sell"):
@@ -247,13 +268,15 @@ def register(app: typer.Typer) -> None:
         tp_price = _parse_decimal(take_profit, "--take-profit") if take_profit is not None else None
         sl_price = _parse_decimal(stop_loss, "--stop-loss") if stop_loss is not None else None
         settings = get_settings()
+        account = account or settings.account
         store = _store(settings)
+        broker, engine = _broker(settings, store, account), _risk(settings, store, account)
         try:
             placed = place_order(
-                store=store, broker=_broker(settings, store, account),
+                store=store, broker=broker,
                 # no warehouse yet: no last close, so the price checks deny with that reason
                 feed=_price_feed(settings),
-                risk_engine=RiskEngine.from_file(settings.risk_file, store), account=account, symbol=symbol,
+                risk_engine=engine, account=account, symbol=symbol,
                 side=side, quantity=qty, limit_price=limit_price, time_in_force=tif, order_id=client_id,
                 order_type=otype, stop_price=stop_price, trail_percent=trail_pct, trail_amount=trail_amt,
                 take_profit_price=tp_price, stop_loss_price=sl_price,
@@ -321,7 +344,6 @@ def register(app: typer.Typer) -> None:
         from trading_pipeline.trading.execution import UnknownOrder
         from trading_pipeline.trading.model import InvalidOrder
         from trading_pipeline.trading.orders import IllegalTransition
-        from trading_pipeline.trading.risk import RiskEngine
         from trading_pipeline.trading.services import modify_working_order
 
         if trail_percent is not None and trail_amount is not None:
@@ -337,12 +359,14 @@ def register(app: typer.Typer) -> None:
             fail("give at least one of --quantity, --limit, --stop-price, --trail-percent, --trail-amount", code=2)
         settings = get_settings()
         store = _store(settings)
-        if store.get_order(client_order_id) is None:
+        existing = store.get_order(client_order_id)
+        if existing is None:
             fail(f"no order {client_order_id!r} in the ops store", "list them with `trading orders`", code=2)
+        engine = _risk(settings, store, existing.account)
         try:
             result = modify_working_order(
                 store=store, broker_for=lambda account: _broker(settings, store, account), feed=_price_feed(settings),
-                risk_engine=RiskEngine.from_file(settings.risk_file, store), client_order_id=client_order_id, **terms,
+                risk_engine=engine, client_order_id=client_order_id, **terms,
             )
         except UnknownOrder as exc:
             fail(str(exc), "list them with `trading orders`", code=2)
@@ -365,30 +389,49 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @order_app.command("sync")
-    def sync_cmd(account: AccountOpt = DEFAULT_ACCOUNT, json_out: JsonOpt = False) -> None:
-        """Advance the paper broker against new bars, pull fills into the store, and reconcile."""
+    def sync_cmd(
+        account: Annotated[str | None, typer.Option("--account", "-a", help="Only this account (default: every account).")] = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Advance the paper broker against new bars, pull fills into the store, and reconcile, per account."""
         from trading_pipeline.trading.execution import reconcile, sync_open_orders
+        from trading_pipeline.trading.services import accounts_of
 
         settings = get_settings()
         store = _store(settings)
-        broker = _broker(settings, store, account)
-        if hasattr(broker, "process_bars"):
-            broker.process_bars()
-        changed = sync_open_orders(store, broker, account)
-        mismatches = reconcile(store, broker, account)
+        if account:
+            names = [account]
+        else:
+            try:
+                names = accounts_of(settings).names()
+            except ValueError as exc:
+                fail(str(exc), code=2)
+        report = []
+        for name in names:
+            broker = _broker(settings, store, name)
+            if hasattr(broker, "process_bars"):
+                broker.process_bars()
+            changed = sync_open_orders(store, broker, name)
+            mismatches = reconcile(store, broker, name)
+            report.append((name, broker, changed, mismatches))
         if json_out:
-            print_json({"changed": [_order_dict(o) for o in changed], "mismatches": [m.__dict__ for m in mismatches]})
+            print_json({
+                "changed": [_order_dict(o) for _, _, changed, _ in report for o in changed],
+                "mismatches": [{**m.__dict__, "account": name} for name, _, _, ms in report for m in ms],
+                "accounts": [{"account": name, "changed": len(changed), "mismatches": len(ms)} for name, _, changed, ms in report],
+            })
             return
-        console.print(f"{len(changed)} orders changed")
-        working = store.count_open_orders(account)
-        newest = broker.feed.newest_ts() if hasattr(broker, "feed") else None
-        if working and newest is not None:
-            console.print(f"{working} working order(s) wait for a bar after {newest:%Y-%m-%d %H:%M} "
-                          "(the newest stored bar): load or scan the next session, then sync again")
-        for m in mismatches:
-            console.print(f"[red]mismatch[/] {m.kind}: {m.detail}")
-        if not mismatches:
-            console.print("[green]store and broker agree[/]")
+        for name, broker, changed, mismatches in report:
+            console.print(f"[bold]{name}[/]: {len(changed)} orders changed")
+            working = store.count_open_orders(name)
+            newest = broker.feed.newest_ts() if hasattr(broker, "feed") else None
+            if working and newest is not None:
+                console.print(f"{working} working order(s) wait for a bar after {newest:%Y-%m-%d %H:%M} "
+                              "(the newest stored bar): load or scan the next session, then sync again")
+            for m in mismatches:
+                console.print(f"[red]mismatch[/] {m.kind}: {m.detail}")
+            if not mismatches:
+                console.print("[green]store and broker agree[/]")
 
     @app.command("kill-switch")
     def kill_switch_cmd(

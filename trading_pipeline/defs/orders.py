@@ -56,14 +56,24 @@ def _market_time(con, timeframe: str) -> datetime | None:
     return row[0] if row else None
 
 
-def open_book(settings: Settings, account: str, market_time: datetime | None) -> Book:
-    from trading_pipeline.trading.services import make_broker
+def open_book(settings: Settings, account: str, market_time: datetime | None, store=None) -> Book:
+    from trading_pipeline.trading.services import accounts_of, make_broker
     from trading_pipeline.trading.store import OpsStore
 
-    store = OpsStore.from_settings(settings)
+    store = store if store is not None else OpsStore.from_settings(settings)
     # the paper broker acts at the session's market time: orders placed now fill on the next bar
-    clock = (lambda: market_time) if market_time is not None and settings.broker == "paper" else None
+    paper = accounts_of(settings).get(account).broker == "paper"
+    clock = (lambda: market_time) if market_time is not None and paper else None
     return Book(store, make_broker(settings, store, account, clock=clock), account, market_time)
+
+
+def _accounts(settings: Settings, only: str = "") -> list:
+    """The accounts an order run trades in: ``only``, or every account (the accounts file's, or
+    the one implicit TRADING_ACCOUNT)."""
+    from trading_pipeline.trading.services import accounts_of
+
+    accts = accounts_of(settings)
+    return [accts.get(only)] if only else [accts.get(n) for n in accts.names()]
 
 
 def _signals(con, config: TradeConfig, session: str | None) -> pl.DataFrame:
@@ -146,13 +156,14 @@ def _portfolio_daily(con, store, session: str, prices: dict[str, Decimal]) -> in
     "plus ops.portfolio_daily (cash, equity, P&L per account and session).",
 )
 def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: WarehouseResource):
+    from trading_pipeline.trading.brokers.base import BrokerError
     from trading_pipeline.trading.decisions import DecisionRules
     from trading_pipeline.trading.execution import execute_signals, sync_open_orders
-    from trading_pipeline.trading.risk import RiskEngine
+    from trading_pipeline.trading.services import risk_engine
     from trading_pipeline.trading.sizing import Sizing
 
     settings = get_settings()
-    account = config.account or settings.account
+    accounts = _accounts(settings, config.account)
     con = wh.connect(warehouse.resolved_path(), read_only=True)
     try:
         market_time = _market_time(con, config.timeframe)
@@ -161,35 +172,61 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
     finally:
         con.close()
     prices = _prices(warehouse.resolved_path(), session)
-    book = open_book(settings, account, market_time)
-    if hasattr(book.broker, "process_bars"):
-        book.broker.process_bars()
-    filled = sync_open_orders(book.store, book.broker, account)
-    results = []
+    results, filled, per_account, store = [], [], {}, None
     now = (market_time + timedelta(hours=23)) if market_time else None
-    if signals.height:
-        risk = RiskEngine.from_file(settings.risk_file, book.store)
-        rules = DecisionRules.from_settings(settings)
-        for (scan,), group in signals.partition_by("scan", as_dict=True).items():
-            results += execute_signals(
-                group, account=account, strategy=str(scan), broker=book.broker, store=book.store,
-                risk_engine=risk, sizing=Sizing(), prices=prices, rules=rules, now=now,
-            )
+    by_scan = signals.partition_by("scan", as_dict=True) if signals.height else {}
+    rules = DecisionRules.from_settings(settings) if by_scan else None
+    failed: dict[str, str] = {}
+    for acct in accounts:  # each account: its broker, its risk limits, the scans it takes
+        scans = [(str(scan), group) for (scan,), group in by_scan.items() if acct.takes(str(scan))]
+        try:
+            book = open_book(settings, acct.name, market_time, store)
+            store = book.store
+            if hasattr(book.broker, "process_bars"):
+                book.broker.process_bars()
+            filled += sync_open_orders(book.store, book.broker, acct.name)
+            mine = []
+            if scans:
+                risk = risk_engine(settings, book.store, acct.name)
+                for scan, group in scans:
+                    mine += execute_signals(
+                        group, account=acct.name, strategy=scan, broker=book.broker, store=book.store,
+                        risk_engine=risk, sizing=Sizing(), prices=prices, rules=rules, now=now,
+                    )
+        except BrokerError as exc:  # one account's broker down: the others still trade; the run fails after
+            failed[acct.name] = str(exc)
+            per_account[acct.name] = {"scans": [s for s, _ in scans], "error": str(exc)}
+            context.log.error(f"account {acct.name}: broker error, no orders this run: {exc}")
+            continue
+        per_account[acct.name] = {"scans": [s for s, _ in scans], "orders": len(mine)}
+        results += mine
+    if store is None:
+        from trading_pipeline.trading.store import OpsStore
+
+        store = OpsStore.from_settings(settings)
     if now is not None:
-        _mark_close(book.store, prices, now)
+        _mark_close(store, prices, now)
     actions: dict[str, int] = {}
     for r in results:
         actions[r.action] = actions.get(r.action, 0) + 1
     with wh.writer(warehouse.resolved_path()) as con:
-        mirrored = _mirror(con, book.store)
+        mirrored = _mirror(con, store)
         if session is not None:
-            mirrored["portfolio_daily"] = _portfolio_daily(con, book.store, session, prices)
+            mirrored["portfolio_daily"] = _portfolio_daily(con, store, session, prices)
     logs.run_event(context.log, "orders", session=session, signals=signals.height, actions=actions, synced=len(filled))
+    if failed:
+        raise dg.Failure(
+            description=f"broker error in account(s) {', '.join(sorted(failed))} "
+            f"({'; '.join(f'{a}: {e}' for a, e in sorted(failed.items()))}); the other accounts traded and the "
+            "ops store was mirrored; a re-run resumes (orders are idempotent by id)",
+            metadata={"errors": dg.MetadataValue.json(failed), "accounts": dg.MetadataValue.json(per_account)},
+        )
     return dg.MaterializeResult(metadata={
         "session": dg.MetadataValue.text(str(session)),
         "signals": dg.MetadataValue.int(signals.height),
         "actions": dg.MetadataValue.json(actions),
         "orders_updated_from_broker": dg.MetadataValue.int(len(filled)),
+        "accounts": dg.MetadataValue.json(per_account),
         "rejections": dg.MetadataValue.json([
             {"symbol": r.symbol, "reason": r.reason} for r in results if r.action in ("denied", "rejected")][:20]),
         "mirrored_rows": dg.MetadataValue.json(mirrored),
@@ -207,12 +244,15 @@ def reconciliation(context: dg.AssetCheckExecutionContext):
     finally:
         if con:
             con.close()
-    book = open_book(settings, settings.account, market_time)
-    mismatches = reconcile(book.store, book.broker, settings.account)
+    mismatches, store = [], None
+    for acct in _accounts(settings):
+        book = open_book(settings, acct.name, market_time, store)
+        store = book.store
+        mismatches += [f"{acct.name}: {m.message}" for m in reconcile(book.store, book.broker, acct.name)]
     return dg.AssetCheckResult(
         passed=not mismatches,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"mismatches": dg.MetadataValue.json([m.message for m in mismatches][:50]),
+        metadata={"mismatches": dg.MetadataValue.json(mismatches[:50]),
                   "count": dg.MetadataValue.int(len(mismatches))},
     )
 

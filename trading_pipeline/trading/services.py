@@ -6,12 +6,15 @@ were given.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from trading_pipeline.trading.accounts import Accounts
+from trading_pipeline.trading.accounts import load as load_accounts
 from trading_pipeline.trading.brokers.base import Broker
 from trading_pipeline.trading.brokers.paper import BarFeed, DuckDBBarFeed
 from trading_pipeline.trading.execution import (
@@ -24,7 +27,7 @@ from trading_pipeline.trading.execution import (
 )
 from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce
 from trading_pipeline.trading.orders import Order, client_order_id, utcnow
-from trading_pipeline.trading.risk import RiskEngine
+from trading_pipeline.trading.risk import RiskEngine, RiskLimits
 from trading_pipeline.trading.store import OpsStore
 
 
@@ -33,23 +36,49 @@ def warehouse_feed(settings: Any, timeframe: str = "1d") -> DuckDBBarFeed:
     return DuckDBBarFeed(settings.warehouse_path, timeframe=timeframe)
 
 
+def accounts_of(settings: Any) -> Accounts:
+    """The accounts in force (``TRADING_ACCOUNTS_FILE``, or the one implicit account)."""
+    return load_accounts(settings)
+
+
 def make_broker(settings: Any, store: OpsStore, account: str, *, feed: BarFeed | None = None,
                 clock: Callable[[], datetime] | None = None) -> Broker:
-    """The broker ``TRADING_BROKER`` names. Paper keeps its book in ``store`` and fills against
-    ``feed`` (default: the warehouse; the API passes the serving snapshot's) on ``clock``
-    (default: ``TRADING_CLOCK``; the order job passes the session's market time)."""
-    if settings.broker == "paper":
+    """The broker ``account`` trades at (its entry in the accounts file, else ``TRADING_BROKER``);
+    :class:`~trading_pipeline.trading.accounts.UnknownAccount` for a name the accounts file does
+    not have. Paper keeps its book in ``store`` and fills against ``feed`` (default: the
+    warehouse; the API passes the serving snapshot's) on ``clock`` (default: ``TRADING_CLOCK``;
+    the order job passes the session's market time)."""
+    acct = accounts_of(settings).get(account)
+    if acct.broker == "paper":
         from trading_pipeline.trading.brokers.paper import PaperBroker, paper_clock
 
         feed = feed if feed is not None else warehouse_feed(settings)
-        return PaperBroker(store, feed, account=account, clock=clock or paper_clock(settings, feed))
-    if settings.broker == "alpaca":
+        return PaperBroker(store, feed, account=account, starting_cash=acct.starting_cash,
+                           clock=clock or paper_clock(settings, feed))
+    if acct.broker == "alpaca":
         from trading_pipeline.trading.brokers.alpaca import AlpacaBroker
 
-        return AlpacaBroker.from_settings(settings)
+        if acct.alpaca is None:  # the implicit account: TRADING_ALPACA_* settings
+            return AlpacaBroker.from_settings(settings)
+        a = acct.alpaca
+        key, secret = os.environ.get(a.api_key_env, ""), os.environ.get(a.secret_key_env, "")
+        if not key or not secret:
+            from trading_pipeline.trading.brokers.base import BrokerError
+
+            raise BrokerError(f"account {account!r} (alpaca) needs its keys in the environment variables "
+                              f"{a.api_key_env} and {a.secret_key_env} (named in {accounts_of(settings).source})")
+        return AlpacaBroker(key, secret, paper=a.paper, url_override=a.url_override, account=account)
     from trading_pipeline.trading.brokers.ib import IBBroker
 
-    return IBBroker.from_settings(settings)
+    if acct.ib is None:
+        return IBBroker.from_settings(settings)
+    return IBBroker(acct.ib.host, acct.ib.port, acct.ib.client_id)
+
+
+def risk_engine(settings: Any, store: OpsStore | None, account: str) -> RiskEngine:
+    """``risk.yaml``'s limits with ``account``'s overrides from the accounts file."""
+    base = RiskLimits.from_yaml(settings.risk_file)
+    return RiskEngine(accounts_of(settings).get(account).limits(base), store)
 
 
 @dataclass(frozen=True)
@@ -131,3 +160,37 @@ def modify_working_order(
         quantity=quantity, limit_price=limit_price, stop_price=stop_price,
         trail_percent=trail_percent, trail_amount=trail_amount,
     )
+
+
+def account_overview(settings: Any, store: OpsStore, feed: BarFeed) -> dict[str, Any]:
+    """``GET /accounts`` and ``trading accounts``: every account (the accounts file's, or the
+    implicit one, plus any the ops store has), its broker, scans and effective risk limits, and
+    its cash, equity, positions and working orders from the ops store at the feed's last closes."""
+    accts = accounts_of(settings)
+    base = RiskLimits.from_yaml(settings.risk_file)
+    in_store = set(store.list_accounts())
+    rows = []
+    for name in sorted(set(accts.names()) | in_store):
+        configured = name in accts.by_name
+        acct = accts.by_name.get(name) or (None if accts.configured else accts.get(name))
+        row: dict[str, Any] = {
+            "name": name, "configured": configured,
+            "broker": acct.broker if acct else None,
+            "description": acct.description if acct else "in the ops store, not in the accounts file: no new orders",
+            "scans": (acct.public()["scans"] if acct else []),
+            "starting_cash": acct.starting_cash if acct and acct.broker == "paper" else None,
+            "risk_overrides": dict(acct.risk) if acct else {},
+            "limits": acct.limits(base).model_dump(mode="json") if acct else None,
+            "cash": None, "equity": None, "positions": 0, "open_orders": 0,
+        }
+        if acct and acct.alpaca:
+            row["alpaca"] = acct.public()["alpaca"]
+        if acct and acct.ib:
+            row["ib"] = acct.public()["ib"]
+        if name in in_store:
+            pf = store.portfolio(name)
+            prices = feed.last_closes(sorted({p.symbol for p in pf.open_positions()}))
+            row.update(cash=pf.cash, equity=pf.equity(prices), positions=len(pf.open_positions()),
+                       open_orders=store.count_open_orders(name))
+        rows.append(row)
+    return {"source": str(accts.source) if accts.source else None, "default": accts.default, "accounts": rows}
