@@ -150,3 +150,12 @@ def test_the_overview_lists_file_accounts_and_store_only_ones(tmp_path, monkeypa
     assert rows["retired"]["configured"] is False and rows["retired"]["broker"] is None
     assert rows["live"]["alpaca"] == {"paper": True, "api_key_env": "TEST_LIVE_KEY", "keys_set": True}
     assert "'s'" not in repr(rows["live"]) and "'k'" not in repr(rows["live"])  # never the keys themselves
+
+
+def test_without_a_file_trading_broker_alpaca_uses_the_trading_alpaca_settings(tmp_path):
+    s = _settings(tmp_path, None, broker="alpaca", alpaca_api_key="k", alpaca_secret_key="s")
+    acct = load_accounts(s).get("paper")
+    assert acct.broker == "alpaca" and acct.alpaca is None
+    from trading_pipeline.trading.brokers.alpaca import AlpacaBroker
+
+    assert isinstance(make_broker(s, OpsStore(f"sqlite:///{tmp_path / 'ops.sqlite'}"), "paper"), AlpacaBroker)

@@ -91,9 +91,6 @@ class Account(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Account:
-        if self.broker == "alpaca" and self.alpaca is None:
-            raise ValueError("an alpaca account needs `alpaca: {api_key_env: ..., secret_key_env: ...}` "
-                             "(the names of the environment variables that hold its keys)")
         if self.broker != "alpaca" and self.alpaca is not None:
             raise ValueError(f"`alpaca:` settings on a {self.broker} account")
         if self.broker != "ib" and self.ib is not None:
@@ -172,10 +169,14 @@ def read_file(path: Path | str) -> list[Account]:
         if not isinstance(body, dict):
             raise AccountsError(f"{path}: account {name!r}: expected a mapping of settings")
         try:
-            out.append(Account.model_validate({**body, "name": str(name)}))
+            acct = Account.model_validate({**body, "name": str(name)})
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'account'}: {e['msg']}" for e in exc.errors())
             raise AccountsError(f"{path}: account {name!r}: {problems}") from exc
+        if acct.broker == "alpaca" and acct.alpaca is None:  # (the implicit account uses TRADING_ALPACA_*)
+            raise AccountsError(f"{path}: account {name!r}: an alpaca account needs `alpaca: {{api_key_env: ..., "
+                                "secret_key_env: ...}` (the names of the environment variables that hold its keys)")
+        out.append(acct)
     return out
 
 
