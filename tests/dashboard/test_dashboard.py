@@ -66,6 +66,7 @@ def test_root_with_a_key_serves_the_page_with_only_local_assets(
         sources = re.findall(r"<(?:script|link)\b[^>]*?\b(?:src|href)=\"([^\"]*)\"", r.text)
         assert any(s.startswith("/static/plotly.min.js") for s in sources), sources
         assert any(s.startswith("/static/dashboard.js") for s in sources), sources
+        assert any(s.startswith("/static/dashboard-orders.js") for s in sources), sources
         assert any(s.startswith("/static/dashboard.css") for s in sources), sources
         for s in sources:
             assert s.startswith("/static/") or s == "data:,", f"non-local asset {s}"
@@ -85,6 +86,7 @@ def test_static_assets_are_served_open_with_caching(client: TestClient) -> None:
     assert again.status_code == 304 and again.content == b""
     for name, kind in (
         ("dashboard.js", "text/javascript"),
+        ("dashboard-orders.js", "text/javascript"),
         ("dashboard.css", "text/css"),
         ("dashboard-auth.js", "text/javascript"),
     ):

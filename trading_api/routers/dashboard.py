@@ -36,6 +36,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # Own assets served from STATIC_DIR (an allow-list: nothing else in the folder is reachable).
 ASSETS = {
     "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard-orders.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard-auth.js": "text/javascript; charset=utf-8",
 }

@@ -1,5 +1,6 @@
 // Trading dashboard: plain JS, no build step. Reads the REST API with the key in X-API-Key,
 // listens on /ws for signals, alerts and order events, and draws the chart with Plotly.
+// Order entry (the ticket, Modify and Cancel, the orders table) is dashboard-orders.js.
 // Every value from the server is written with textContent (never innerHTML).
 (function () {
   "use strict";
@@ -46,6 +47,7 @@
     opsTimer: null,
     chartRendered: 0,
   };
+  var orders = null; // dashboard-orders.js, set up once the key is known
 
   // ---- small DOM helpers ------------------------------------------------------------------
   function $(id) { return document.getElementById(id); }
@@ -280,6 +282,7 @@
   function loadChart() {
     var symbol = state.symbol;
     var tf = state.timeframe;
+    if (symbol && orders) orders.useSymbol(symbol); // the order ticket follows the chart
     if (!symbol || state.snapshotOk !== true) {
       showChartMessage(state.snapshotOk ? "No symbol selected: pick one from the watchlist or type it above." : "Waiting for a snapshot…");
       return;
@@ -479,7 +482,7 @@
   function loadOps() {
     clearTimeout(state.opsTimer);
     state.opsTimer = setTimeout(loadOps, OPS_EVERY_MS);
-    api("/orders?limit=50", "orders").then(function (body) { if (body) renderOrders(body.items); });
+    api("/orders?limit=50", "orders").then(function (body) { if (body && orders) orders.render(body.items); });
     // The kill switch matters most when things are wrong: always ask (a 503 is shown).
     api("/risk?events=10", "risk").then(function (body) { if (body) renderRisk(body); });
     if (state.snapshotOk !== true) return; // valuing positions needs the snapshot's closes
@@ -502,18 +505,6 @@
         td(num(p.market_value), "num"), pnlCell(p.unrealized_pnl), pnlCell(p.realized_pnl)].forEach(function (c) { tr.appendChild(c); });
       return tr;
     }), "positions-empty");
-  }
-  function renderOrders(items) {
-    fillBody("orders", items.map(function (o) {
-      var tr = el("tr");
-      tr.dataset.coid = o.client_order_id;
-      var st = td("");
-      st.appendChild(el("span", "status " + o.status, o.status));
-      [td(when(o.created_at)), td(o.symbol), td(o.side, o.side === "buy" ? "pos" : "neg"), td(num(o.quantity, 0), "num"), td(o.order_type),
-        st, td(num(o.filled_quantity, 0), "num"), td(num(o.avg_fill_price), "num"), td(o.reason || "", "reason")].forEach(function (c) { tr.appendChild(c); });
-      tr.title = o.client_order_id + " · " + o.account + " · " + o.strategy;
-      return tr;
-    }), "orders-empty");
   }
   function renderRisk(r) {
     var ks = r.kill_switch || {};
@@ -674,6 +665,13 @@
   if (!apiKey) {
     setProblem("auth", "No API key in this tab: open /?api_key=… (create one with `trading api-key create NAME`).", true);
     return;
+  }
+  if (window.tradingOrders) {
+    orders = window.tradingOrders.setup({
+      apiKey: apiKey, $: $, el: el, td: td, num: num, when: when, setProblem: setProblem, reload: loadOps,
+    });
+  } else {
+    setProblem("orders-js", "The order ticket did not load (/static/dashboard-orders.js).", true);
   }
   window.tradingDashboard = { state: state, select: select, reload: function () { loadSnapshotData(); loadOps(); } };
   loadStatus().then(function () {
