@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/backtest.py                    # 500 symbols x 10 years (~1.26M bars)
     .venv/bin/python bench/backtest.py --symbols 100 --years 2
+    .venv/bin/python bench/backtest.py --stop-loss-atr 2 --take-profit-atr 3   # with bracket exits
 
 Steps: synthetic bars are written to a fresh warehouse in a temp dir; a BENCH-ONLY signal
 table is generated (see ``bench_signals``) and written to marts.signals; then
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trading_pipeline.backtest.engine import run_backtest  # noqa: E402
 from trading_pipeline.marketdata.sources.synthetic import SyntheticBarSource  # noqa: E402
 from trading_pipeline.marketdata.warehouse import upsert_bars, writer  # noqa: E402
+from trading_pipeline.trading.decisions import DecisionRules  # noqa: E402
 
 
 def make_bars(n_symbols: int, years: int, end: date) -> pl.DataFrame:
@@ -63,7 +65,10 @@ def main() -> None:
     ap.add_argument("--years", type=int, default=10)
     ap.add_argument("--hold", type=int, default=5)
     ap.add_argument("--end", default="2024-12-31")
+    ap.add_argument("--stop-loss-atr", type=float, default=None, help="bracket exits (with --take-profit-atr)")
+    ap.add_argument("--take-profit-atr", type=float, default=None)
     args = ap.parse_args()
+    rules = DecisionRules(stop_loss_atr=args.stop_loss_atr, take_profit_atr=args.take_profit_atr)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "warehouse.duckdb"
@@ -79,10 +84,10 @@ def main() -> None:
         setup = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        first = run_backtest(path, strategy="breakout", hold=args.hold)
+        first = run_backtest(path, strategy="breakout", hold=args.hold, rules=rules)
         elapsed = time.perf_counter() - t1
         t2 = time.perf_counter()
-        second = run_backtest(path, strategy="breakout", hold=args.hold)
+        second = run_backtest(path, strategy="breakout", hold=args.hold, rules=rules)
         elapsed2 = time.perf_counter() - t2
         deterministic = first.trades.equals(second.trades) and first.equity.equals(second.equity)
         best = min(elapsed, elapsed2)
@@ -94,6 +99,7 @@ def main() -> None:
             "sessions": first.equity.height,
             "signals": first.signals_used,
             "trades": first.trades.height,
+            "exit_reasons": dict(sorted(first.trades.group_by("exit_reason").len().iter_rows())),
             "rejected_orders": first.metrics["rejected_orders"],
             "setup_s": round(setup, 2),
             "backtest_s": [round(elapsed, 2), round(elapsed2, 2)],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -63,6 +64,13 @@ class Settings(BaseSettings):
         default="skip", description="A same-side signal while holding: skip (one position per symbol) or add (pyramid).")
     on_opposite_signal: Literal["exit", "reverse", "ignore"] = Field(
         default="exit", description="An opposite signal while holding: exit the position, reverse it, or ignore it.")
+    stop_loss_atr: Decimal | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Signal entries get a bracket: a stop-loss this many ATR(14) from the signal bar's close "
+        "(TRADING_STOP_LOSS_ATR; with TRADING_TAKE_PROFIT_ATR). Empty: no exits, as before.")
+    take_profit_atr: Decimal | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="The bracket's take-profit, this many ATR(14) from the signal bar's close (TRADING_TAKE_PROFIT_ATR).")
     ops_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the ops store; default SQLite in TRADING_HOME."
     )

@@ -44,11 +44,14 @@ SIGNAL_SCHEMA = {"symbol": pl.Utf8, "timeframe": pl.Utf8, "ts": pl.Datetime("us"
                  "kind": pl.Utf8, "direction": pl.Utf8, "score": pl.Float64, "reason": pl.Utf8, "scan": pl.Utf8}
 
 
-def build_warehouse(path: Path, prices: dict | None = None, signals: list[dict] | None = None) -> Path:
+def build_warehouse(path: Path, prices: dict | None = None, signals: list[dict] | None = None,
+                    atr: float | None = 1.0) -> Path:
+    """``atr``: every bar's atr_14 in marts.indicators_daily (None: NULL)."""
     prices = prices if prices is not None else {"AAA": AAA, "BBB": BBB}
     bars = bars_frame(prices)
     sig = pl.DataFrame(signals or [], schema=SIGNAL_SCHEMA)
-    ind = bars.select("symbol", "timeframe", "ts", "session_date", "close").with_columns(pl.lit(1.0).alias("atr_14"))
+    ind = bars.select("symbol", "timeframe", "ts", "session_date", "close").with_columns(
+        pl.lit(atr, pl.Float64).alias("atr_14"))
     with wh.writer(path) as con:
         wh.upsert_bars(con, "raw.bars_daily", bars, source="t")
         con.register("_sig", sig)

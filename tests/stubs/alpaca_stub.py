@@ -11,6 +11,16 @@ One server serves both APIs (the paths do not overlap), so ``stub.url`` is the
 
 Nothing fills on its own: tests call :meth:`AlpacaStub.fill` (one order, part or all) or
 :meth:`AlpacaStub.advance` (every marketable open order at the current prices).
+
+Brackets (``order_class: bracket`` with ``take_profit.limit_price`` and ``stop_loss.stop_price``)
+make an entry and two legs (a limit and a stop on the other side, with Alpaca's own ids and
+client ids, the entry's time_in_force). The legs are ``held`` until the entry fills, then
+``new``; a leg that fills cancels the other; cancelling the entry cancels its working legs and
+cancelling a leg cancels the other one. The POST reply and ``GET /v2/orders/{id}?nested=true``
+roll the legs up under the entry; ``GET /v2/orders?nested=true`` lists entries with their legs
+(an entry whose legs still work is listed as open), without it the legs are listed as orders.
+:meth:`AlpacaStub.leg` and :meth:`AlpacaStub.fill_leg` reach a leg by its entry's client id;
+:attr:`AlpacaStub.bodies` keeps every request body.
 """
 
 from __future__ import annotations
@@ -97,6 +107,9 @@ class StubOrder:
     replaced_at: datetime | None = None
     replaced_by: str | None = None
     replaces: str | None = None
+    order_class: str = ""  # "" (simple) or "bracket" (the entry and its legs)
+    legs: list[str] = field(default_factory=list)  # a bracket entry's leg ids: take-profit, stop-loss
+    parent_id: str | None = None  # a leg's entry
 
     @property
     def is_open(self) -> bool:
@@ -127,7 +140,7 @@ class StubOrder:
             "qty": _num(self.qty),
             "filled_qty": _num(self.filled_qty),
             "filled_avg_price": _num(self.filled_avg_price),
-            "order_class": "",
+            "order_class": self.order_class,
             "order_type": self.type,
             "type": self.type,
             "side": self.side,
@@ -174,6 +187,7 @@ class AlpacaStub:
         self.positions: dict[str, StubPosition] = {}
         self.activities: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, str, Any]] = []  # (method, path, JSON body) of every request
         self._bars = bars if bars is not None else pl.DataFrame()
         self._lock = threading.RLock()
         self._faults: list[tuple[str, Any]] = []  # queued one-shot faults, first match wins
@@ -263,6 +277,33 @@ class AlpacaStub:
         with self._lock:
             self._faults.append(("reject_submit", (status, message, code)))
 
+    def strip_legs_next_submit(self) -> None:
+        """The next order submit is carried out, but its reply has ``legs: null``."""
+        with self._lock:
+            self._faults.append(("strip_legs", None))
+
+    def leg(self, entry_client_order_id: str, which: str) -> StubOrder:
+        """A bracket's leg: ``which`` is ``take_profit`` or ``stop_loss``."""
+        with self._lock:
+            entry = self.order(entry_client_order_id)
+            assert entry.legs, f"{entry_client_order_id} is not a bracket"
+            return self.orders[entry.legs[0 if which == "take_profit" else 1]]
+
+    def fill_leg(
+        self,
+        entry_client_order_id: str,
+        which: str,
+        qty: Decimal | float | str | None = None,
+        price: Decimal | float | str | None = None,
+    ) -> None:
+        """Fill a bracket's leg (``take_profit`` or ``stop_loss``), part or all."""
+        with self._lock:
+            self._fill(
+                self.leg(entry_client_order_id, which),
+                None if qty is None else Decimal(str(qty)),
+                None if price is None else Decimal(str(price)),
+            )
+
     def malformed_next(
         self, n: int = 1, body: str = '{"bars": {"AAPL": [{"t": "not-a-time"}]}'
     ) -> None:
@@ -301,9 +342,14 @@ class AlpacaStub:
         n = 0
         with self._lock:
             for order in list(self.orders.values()):
-                if not order.is_open or order.symbol not in self.prices:
+                if not order.is_open or order.status == "held" or order.symbol not in self.prices:
                     continue
                 price = self.prices[order.symbol]
+                if order.type in ("stop", "stop_limit") and order.stop_price is not None:
+                    if (order.side == "buy" and price < order.stop_price) or (
+                        order.side == "sell" and price > order.stop_price
+                    ):
+                        continue  # not triggered
                 if order.type == "limit" and order.limit_price is not None:
                     if (order.side == "buy" and price > order.limit_price) or (
                         order.side == "sell" and price < order.limit_price
@@ -327,7 +373,7 @@ class AlpacaStub:
 
     # ---------------------------------------------------------------- state
     def _fill(self, order: StubOrder, qty: Decimal | None, price: Decimal | None) -> None:
-        if not order.is_open:
+        if not order.is_open or order.status == "held":
             raise ValueError(f"order {order.client_order_id} is {order.status}, cannot fill")
         qty = order.remaining if qty is None else min(qty, order.remaining)
         price = (
@@ -348,6 +394,14 @@ class AlpacaStub:
         order.updated_at = now = _now()
         if order.status == "filled":
             order.filled_at = now
+            for leg_id in order.legs:  # a bracket's entry filled: its legs work now
+                if self.orders[leg_id].status == "held":
+                    self.orders[leg_id].status, self.orders[leg_id].updated_at = "new", now
+        if order.parent_id is not None:  # a leg filled: the other one is cancelled
+            for leg_id in self.orders[order.parent_id].legs:
+                other = self.orders[leg_id]
+                if leg_id != order.id and other.is_open:
+                    other.status, other.canceled_at, other.updated_at = "canceled", now, now
         signed = qty if order.side == "buy" else -qty
         self.cash -= signed * price
         pos = self.positions.setdefault(order.symbol, StubPosition(order.symbol))
@@ -447,8 +501,14 @@ class AlpacaStub:
             raise _Fault(404, f"order not found for {order_id}", 40410000)
         return self.orders[order_id]
 
+    def _json(self, order: StubOrder, nested: bool) -> dict[str, Any]:
+        out = order.to_json()
+        if nested and order.legs:
+            out["legs"] = [self.orders[i].to_json() for i in order.legs]
+        return out
+
     def _get_order(self, order_id: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        return 200, self._find(order_id).to_json()
+        return 200, self._json(self._find(order_id), query.get("nested", "").lower() == "true")
 
     def _get_order_by_client_id(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
         coid = query.get("client_order_id", "")
@@ -460,19 +520,25 @@ class AlpacaStub:
     def _list_orders(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
         status = query.get("status", "open")
         limit = min(int(query.get("limit", 50)), 500)
+        nested = query.get("nested", "").lower() == "true"
         orders = sorted(
             self.orders.values(),
             key=lambda o: o.created_at,
             reverse=query.get("direction") != "asc",
         )
+        if nested:  # legs are rolled up under their entry
+            orders = [o for o in orders if o.parent_id is None]
         if status == "open":
-            orders = [o for o in orders if o.is_open]
+            orders = [
+                o for o in orders
+                if o.is_open or (nested and any(self.orders[i].is_open for i in o.legs))
+            ]
         elif status == "closed":
             orders = [o for o in orders if not o.is_open]
         if "symbols" in query:
             wanted = set(query["symbols"].split(","))
             orders = [o for o in orders if o.symbol in wanted]
-        return 200, [o.to_json() for o in orders[:limit]]
+        return 200, [self._json(o, nested) for o in orders[:limit]]
 
     def _submit(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
         if not isinstance(body, dict):
@@ -537,8 +603,43 @@ class AlpacaStub:
             trail_percent=trail_percent,
             trail_price=trail_price,
         )
+        order_class = body.get("order_class") or ""
+        legs: list[StubOrder] = []
+        if order_class == "bracket":
+            legs = self._bracket_legs(order, body)
+        elif order_class not in ("", "simple"):
+            raise _Fault(422, f"order_class {order_class!r} is not supported here", 40010001)
+        elif body.get("take_profit") is not None or body.get("stop_loss") is not None:
+            raise _Fault(422, "take_profit and stop_loss need order_class bracket", 40010001)
         self.orders[order.id] = order
-        return 200, order.to_json()
+        for leg in legs:
+            self.orders[leg.id] = leg
+        return 200, self._json(order, nested=True)
+
+    def _bracket_legs(self, entry: StubOrder, body: dict[str, Any]) -> list[StubOrder]:
+        """Validate a bracket and make its take-profit and stop-loss legs (entry linked to them)."""
+        if entry.type not in ("market", "limit"):
+            raise _Fault(422, "bracket orders must be market or limit orders", 40010001)
+        if entry.time_in_force not in ("day", "gtc"):
+            raise _Fault(422, "bracket orders must be day or gtc", 40010001)
+        tp = (body.get("take_profit") or {}).get("limit_price")
+        sl = (body.get("stop_loss") or {}).get("stop_price")
+        if tp is None:
+            raise _Fault(422, "bracket orders require take_profit.limit_price", 40010001)
+        if sl is None:
+            raise _Fault(422, "bracket orders require stop_loss.stop_price", 40010001)
+        tp_price, sl_price = Decimal(str(tp)), Decimal(str(sl))
+        if (entry.side == "buy") != (tp_price > sl_price):
+            raise _Fault(422, "take_profit.limit_price must be on the profit side of stop_loss.stop_price", 40010001)
+        side = "sell" if entry.side == "buy" else "buy"
+        legs = [
+            StubOrder(id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=entry.symbol, side=side,
+                      qty=entry.qty, type=kind, time_in_force=entry.time_in_force, limit_price=limit,
+                      stop_price=stop, status="held", order_class="bracket", parent_id=entry.id)
+            for kind, limit, stop in (("limit", tp_price, None), ("stop", None, sl_price))
+        ]
+        entry.order_class, entry.legs = "bracket", [leg.id for leg in legs]
+        return legs
 
     def _replace(self, order_id: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         old = self._find(order_id)
@@ -581,7 +682,11 @@ class AlpacaStub:
         order = self._find(order_id)
         if not order.is_open:
             raise _Fault(422, f"order is not cancelable (status {order.status})", 42210000)
-        order.status, order.canceled_at, order.updated_at = "canceled", _now(), _now()
+        # an entry takes its legs with it; a leg takes the other leg (one-cancels-other)
+        linked = order.legs or (self.orders[order.parent_id].legs if order.parent_id else [])
+        for o in [order, *(self.orders[i] for i in linked)]:
+            if o.is_open:
+                o.status, o.canceled_at, o.updated_at = "canceled", _now(), _now()
         return 204, None
 
     def _list_positions(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
@@ -687,7 +792,7 @@ class AlpacaStub:
         with self._lock:
             for i, (kind, _arg) in enumerate(self._faults):
                 is_submit = method == "POST" and path == "/v2/orders"
-                if kind in ("drop_after_submit", "reject_submit") and not is_submit:
+                if kind in ("drop_after_submit", "reject_submit", "strip_legs") and not is_submit:
                     continue
                 return self._faults.pop(i)
         return None
@@ -754,6 +859,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw_body) if raw_body else None
         except ValueError:
             return self._reply(400, {"code": 40010000, "message": "request body format is invalid"})
+        with stub._lock:
+            stub.bodies.append((method, path, body))
         try:
             with stub._lock:
                 status, payload = stub._handle(method, path, query, body)
@@ -761,6 +868,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(f.status, f.body)
         if fault is not None and fault[0] in ("drop_after_submit", "drop_reply"):
             return self._drop()
+        if fault is not None and fault[0] == "strip_legs" and isinstance(payload, dict):
+            payload = {**payload, "legs": None}
         self._reply(status, payload)
 
     def do_GET(self) -> None:

@@ -30,7 +30,14 @@ fill at that price when placed; limit orders fill when the price crosses the lim
 placement, on modify, or on :meth:`FakeTWS.advance`). Fault injection:
 :meth:`~FakeTWS.reject_next_order` (error 201), :meth:`~FakeTWS.drop_connections`,
 :meth:`~FakeTWS.drop_after_next_order` (the order reaches the server, no reply, socket dies),
-:meth:`~FakeTWS.partial_fill_next` (fill part now, the rest on ``advance()``).
+:meth:`~FakeTWS.partial_fill_next` (fill part now, the rest on ``advance()``),
+:meth:`~FakeTWS.drop_before_next_transmit` (the connection dies before a transmit goes live).
+
+Brackets (IB's pattern): an order placed with ``transmit`` 0 is held, unseen, until an order
+of the same client with ``transmit`` 1 arrives; then all of them go live together (held ones
+are dropped with their connection). A child (``parentId``) is ``PreSubmitted`` and does not
+fill until its parent has filled; cancelling a parent cancels its children; a fill of an order
+in an ``ocaGroup`` with ``ocaType`` 1 cancels the rest of the group. Stop orders never trigger.
 
 The server runs on 127.0.0.1 on a free port, in a daemon thread with its own event loop, so
 synchronous tests can use it; every public method is thread-safe (it runs on that loop).
@@ -97,6 +104,9 @@ class FakeOrder:
     order_ref: str
     aux_price: float | None = None  # STP / STP LMT: the stop price; TRAIL: the trailing amount
     trailing_percent: float | None = None
+    parent_id: int = 0  # a bracket child: the parent's order id (same client)
+    oca_group: str = ""
+    oca_type: int = 0
     status: str = "Submitted"
     hold: float | None = None  # quantity allowed to fill before the next advance()
     executions: list[FakeExecution] = field(default_factory=list)
@@ -207,6 +217,8 @@ class FakeTWS:
         self._con_ids: dict[str, int] = {}
         self._reject_next: str | None = None
         self._drop_after_next_order = False
+        self._drop_before_transmit = 0
+        self._untransmitted: dict[int, list[FakeOrder]] = {}  # client id -> orders placed with transmit 0
         self._partial_next: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -276,6 +288,11 @@ class FakeTWS:
         """Accept the next order (it is live on the server) but die before replying."""
         self.call(lambda: setattr(self, "_drop_after_next_order", True))
 
+    def drop_before_next_transmit(self, n: int = 1) -> None:
+        """The next ``n`` orders placed with transmit (and the held orders they would send)
+        never go live: the connection is reset instead."""
+        self.call(lambda: setattr(self, "_drop_before_transmit", n))
+
     def partial_fill_next(self, quantity: float) -> None:
         """The next order fills only ``quantity`` now; the rest fills on :meth:`advance`."""
         self.call(lambda: setattr(self, "_partial_next", float(quantity)))
@@ -339,6 +356,8 @@ class FakeTWS:
         finally:
             conn.closed = True
             self._conns.discard(conn)
+            if conn.client_id is not None:
+                self._untransmitted.pop(conn.client_id, None)  # held orders die with the session
             writer.close()
 
     @staticmethod
@@ -527,28 +546,56 @@ class FakeTWS:
             order_ref=f[26],
             aux_price=float(f[20]) if f[20] else None,
             trailing_percent=self._trailing_percent(f, conn.version),
+            parent_id=int(f[28] or 0),
+            oca_group=f[22],
+            oca_type=self._oca_type(f, conn.version),
         )
-        self.orders[(client_id, order_id)] = order
+        if f[27] == "0":  # transmit off: TWS holds it until an order with transmit on
+            self._untransmitted.setdefault(client_id, []).append(order)
+            return
+        group = [*self._untransmitted.pop(client_id, []), order]
+        if self._drop_before_transmit:
+            self._drop_before_transmit -= 1
+            conn.abort()  # nothing of the group went live
+            return
+        for o in group:
+            self.orders[(client_id, o.order_id)] = o
         if self._drop_after_next_order:
             self._drop_after_next_order = False
-            conn.muted = True  # the order is live, but the client never hears about it
-        if self._reject_next is not None:
+            conn.muted = True  # the orders are live, but the client never hears about them
+        for o in group:
+            self._activate(conn, o)
+        if conn.muted:
+            conn.abort()
+
+    def _activate(self, conn: _Conn, order: FakeOrder) -> None:
+        parent = self.orders.get((order.client_id, order.parent_id)) if order.parent_id else None
+        if parent is not None and parent.status in ("Inactive", "Cancelled", "ApiCancelled"):
+            order.status = "Cancelled"  # a child of a refused parent goes with it
+            conn.send(*self._order_status(order))
+            conn.send(4, 2, order.order_id, 202, "Order Canceled - reason:parent order not active", "")
+        elif self._reject_next is not None:
             order.status, order.reason = "Inactive", self._reject_next
             self._reject_next = None
-            conn.send(4, 2, order_id, 201, f"Order rejected - reason:{order.reason}", "")
+            conn.send(4, 2, order.order_id, 201, f"Order rejected - reason:{order.reason}", "")
         elif order.symbol not in self.known_symbols:
             order.status, order.reason = "Inactive", "No security definition has been found"
             conn.send(
-                4, 2, order_id, 200, "No security definition has been found for the request", ""
+                4, 2, order.order_id, 200, "No security definition has been found for the request", ""
             )
         else:
+            order.status = "PreSubmitted" if parent is not None and parent.status != "Filled" else "Submitted"
             conn.send(*self._open_order(order, conn.version))
             conn.send(*self._order_status(order))
             if self._partial_next is not None:
                 order.hold, self._partial_next = self._partial_next, None
             self._try_fill(order)
-        if conn.muted:
-            conn.abort()
+
+    @staticmethod
+    def _oca_type(f: list[str], version: int) -> int:
+        """placeOrder's ocaType: after modelCode, shortSaleSlot, designatedLocation, exemptCode."""
+        value = f[42 + (1 if version < 177 else 0) + 4]
+        return int(value) if value else 0
 
     @staticmethod
     def _trailing_percent(f: list[str], version: int) -> float | None:
@@ -589,10 +636,19 @@ class FakeTWS:
             order.status = "Cancelled"
             conn.send(*self._order_status(order))
             conn.send(4, 2, order_id, 202, "Order Canceled - reason:", "")
+            for child in self._children(order):  # a bracket's exits go with their parent
+                if child.status not in DONE:
+                    child.status = "Cancelled"
+                    conn.send(*self._order_status(child))
+                    conn.send(4, 2, child.order_id, 202, "Order Canceled - reason:parent cancelled", "")
+
+    def _children(self, parent: FakeOrder) -> list[FakeOrder]:
+        return [o for o in self._sorted_orders()
+                if o.parent_id and o.parent_id == parent.order_id and o.client_id == parent.client_id]
 
     def _try_fill(self, order: FakeOrder) -> None:
         price = self.prices.get(order.symbol)
-        if price is None:
+        if price is None or order.status == "PreSubmitted":  # a child waits for its parent
             return
         buy = order.action == "BUY"
         marketable = order.order_type == "MKT" or (  # stops (STP, STP LMT, TRAIL) rest here
@@ -648,6 +704,20 @@ class FakeTWS:
         for c in self._conns:
             if c.account_updates:
                 self._send_account_values(c)
+        if order.oca_group and order.oca_type == 1:  # one fills: the rest of the group is cancelled
+            for other in self._sorted_orders():
+                if (other is not order and other.oca_group == order.oca_group
+                        and other.client_id == order.client_id and other.status not in DONE):
+                    other.status = "Cancelled"
+                    self._notify(other, self._order_status(other))
+        if order.status == "Filled":  # a parent filled: its children work now
+            for child in self._children(order):
+                if child.status == "PreSubmitted":
+                    child.status = "Submitted"
+                    version = conn.version if conn is not None else SERVER_VERSION
+                    self._notify(child, self._open_order(child, version))
+                    self._notify(child, self._order_status(child))
+                    self._try_fill(child)
 
     def _notify(self, order: FakeOrder, message: list[Any]) -> None:
         conn = self._owner(order.client_id)
@@ -684,7 +754,7 @@ class FakeTWS:
     def _order_status(self, o: FakeOrder) -> list[Any]:
         # orderId, status, filled, remaining, avgFillPrice, permId, parentId, lastFillPrice,
         # clientId, whyHeld, mktCapPrice
-        return [3, o.order_id, o.status, o.filled, o.remaining, o.avg_price, o.perm_id, 0,
+        return [3, o.order_id, o.status, o.filled, o.remaining, o.avg_price, o.perm_id, o.parent_id,
                 o.executions[-1].price if o.executions else 0.0, o.client_id, "", 0.0]
 
     def _commission(self, ex: FakeExecution) -> list[Any]:
@@ -708,7 +778,7 @@ class FakeTWS:
         # account, openClose, origin, orderRef
         return [*self._contract_fields(o.symbol), o.action, o.quantity, o.order_type,
                 o.limit_price if o.limit_price is not None else "", o.aux_price if o.aux_price is not None else "",
-                o.tif, "", o.account,
+                o.tif, o.oca_group, o.account,
                 "", 0, o.order_ref]
 
     def _open_order(self, o: FakeOrder, version: int) -> list[Any]:
@@ -719,8 +789,8 @@ class FakeTWS:
         if version < 177:
             f += [""]  # faProfile
         # modelCode .. deltaNeutralAuxPrice (29 fields; deltaNeutralOrderType empty)
-        f += ["", "", "", "", "", 0, "", -1, 0, "", "", "", "", "", 0, 0, 0, 0, "", 3, 0, 0, "",
-              0, 0, "", 0, "", ""]
+        f += ["", "", "", "", "", 0, "", -1, 0, "", "", "", "", "", 0, 0, 0, 0, "", o.oca_type or 3, 0, 0,
+              "", o.parent_id, 0, "", 0, "", ""]
         # continuousUpdate, referencePriceType, trailStopPrice, trailingPercent, basisPoints,
         # basisPointsType, comboLegsDescrip, #legs, #orderLegs, #smartComboParams,
         # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement, hedgeType

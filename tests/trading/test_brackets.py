@@ -237,13 +237,15 @@ def test_cli_submits_a_bracket_lists_it_and_refuses_a_bad_one_with_exit_2(cli) -
     assert set(o["client_order_id"] for o in invoke("orders", "--json")) == {"b1", "b1-tp", "b1-sl"}
 
 
-def test_alpaca_and_ib_do_not_take_brackets_yet() -> None:
+def test_alpaca_and_ib_take_brackets_natively_the_paper_broker_per_order() -> None:
     from trading_pipeline.trading.brokers.alpaca import AlpacaBroker
+    from trading_pipeline.trading.brokers.base import native_brackets, takes_brackets
     from trading_pipeline.trading.brokers.ib import IBBroker
     from trading_pipeline.trading.brokers.paper import PaperBroker
 
-    assert PaperBroker.supports_brackets is True
-    assert not getattr(AlpacaBroker, "supports_brackets", False) and not getattr(IBBroker, "supports_brackets", False)
+    assert PaperBroker.supports_brackets is True and native_brackets(PaperBroker) is None
+    for live in (AlpacaBroker, IBBroker):  # tests/trading/brokers/test_live_brackets.py runs them
+        assert live.supports_brackets is True and takes_brackets(live) and native_brackets(live) is live
 
 
 def test_a_replay_with_a_bracket_does_not_add_exits_to_a_plain_order(store, broker, risk_engine) -> None:

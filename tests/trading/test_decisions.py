@@ -183,3 +183,109 @@ def test_live_and_backtest_make_the_same_orders(tmp_path, rules: DecisionRules) 
     assert {side for _, _, side, _ in live_sent} == {"buy", "sell"}
     assert live_sent == bt_sent
     assert live_denied == bt_denied  # pyramiding runs into buying power: denied alike on both paths
+
+
+# ---------------------------------------------------------------- brackets: live == backtest
+
+BRACKETS = DecisionRules(stop_loss_atr=D("1.5"), take_profit_atr=D("2"))
+
+
+def _with_atr(signals: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """An ATR per signal (some NULL: those entries go without a bracket)."""
+    rng = np.random.default_rng(seed)
+    atr = [None if x < 0.2 else round(0.5 + 1.5 * x, 4) for x in rng.random(signals.height)]
+    return signals.with_columns(pl.Series("atr_14", atr, pl.Float64))
+
+
+def test_live_and_backtest_fill_the_same_brackets(tmp_path) -> None:
+    """Bracketed entries (stop 1.5 ATRs, take-profit 2 ATRs from the signal's close) over random
+    bars: the order job on the paper broker and the backtest send the same entries with the same
+    exit prices, and the same exits fill on the same bars at the same prices."""
+    sessions, bars, signals = _market(seed=11)
+    signals = _with_atr(signals, seed=12)
+    # live: the order job's steps session by session
+    store = OpsStore(f"sqlite:///{tmp_path / 'ops.sqlite'}")
+    feed = PolarsBarFeed()
+    now = [datetime.combine(sessions[0], time(23))]
+    broker = PaperBroker(store, feed, account="live", starting_cash=D(100_000), clock=lambda: now[0], **COSTS)
+    risk = RiskEngine(WIDE, store)
+    for d in sessions:
+        feed.append(bars.filter(pl.col("session_date") == d).drop("session_date"))
+        now[0] = datetime.combine(d, time(23))
+        broker.process_bars()
+        sync_open_orders(store, broker, "live")
+        todays = signals.filter(pl.col("session_date") == d)
+        closes = {r["symbol"]: D(repr(r["close"])) for r in bars.filter(pl.col("session_date") == d).iter_rows(named=True)}
+        if todays.height:
+            execute_signals(todays, account="live", strategy="breakout_daily", broker=broker, store=store,
+                            risk_engine=risk, sizing=SIZING, prices=closes, rules=BRACKETS, now=now[0])
+    orders = store.list_orders(account="live")
+    store.close()
+    entries = {o.client_order_id: o for o in orders if o.parent_client_order_id is None and o.status.value != "denied"}
+    exits = [o for o in orders if o.parent_client_order_id is not None]
+    by_id = {o.client_order_id: o for o in orders}
+    live_sent = sorted(
+        (o.signal_ts.date(), o.symbol, o.side.value, o.quantity,
+         by_id.get(f"{c}-sl").stop_price if f"{c}-sl" in by_id else None,
+         by_id.get(f"{c}-tp").limit_price if f"{c}-tp" in by_id else None)
+        for c, o in entries.items())
+    live_exits = sorted((o.symbol, "stop_loss" if o.order_type.value == "stop" else "take_profit", o.avg_fill_price)
+                        for o in exits if o.status.value == "filled")
+    # the backtest on the same bars and signals (ATR from marts.indicators_daily)
+    path = tmp_path / "wh.duckdb"
+    ind = signals.select("symbol", "timeframe", "ts", "session_date", "atr_14")
+    with wh.writer(path) as con:
+        wh.upsert_bars(con, "raw.bars_daily", bars, source="t")
+        con.register("_sig", signals.drop("atr_14"))
+        con.execute("CREATE OR REPLACE TABLE marts.signals AS SELECT * FROM _sig")
+        con.register("_ind", ind)
+        con.execute("CREATE OR REPLACE TABLE marts.indicators_daily AS SELECT * FROM _ind")
+    r = run_backtest(path, strategy="breakout", hold=0, rules=BRACKETS, sizing=SIZING, limits=WIDE, **COSTS)
+
+    def dec(x: float | None) -> Decimal | None:
+        return None if x is None else D(repr(x))
+
+    bt_sent = sorted((x["session_date"], x["symbol"], x["side"], dec(x["quantity"]), dec(x["stop_loss_price"]),
+                      dec(x["take_profit_price"])) for x in r.orders.iter_rows(named=True))
+    bt_exits = sorted((x["symbol"], x["exit_reason"], dec(x["exit_price"])) for x in r.trades.iter_rows(named=True)
+                      if x["exit_reason"] in ("stop_loss", "take_profit"))
+    assert len(live_exits) >= 4 and {e[1] for e in live_exits} == {"stop_loss", "take_profit"}  # a real sample
+    assert any(s[4] is None for s in live_sent if s[2] == "buy")  # and entries without ATR went plain
+    assert live_sent == bt_sent
+    assert live_exits == bt_exits
+
+
+def test_exit_rules_are_validated_and_set_together() -> None:
+    from pydantic import ValidationError
+
+    for bad in ({"stop_loss_atr": 2}, {"take_profit_atr": 3}, {"stop_loss_atr": 0, "take_profit_atr": 3},
+                {"stop_loss_atr": -1, "take_profit_atr": 3}, {"stop_loss_atr": "nan", "take_profit_atr": 3}):
+        with pytest.raises(ValidationError):
+            DecisionRules(**bad)
+    assert not DecisionRules().brackets and BRACKETS.brackets
+    # the backtest's stored config keeps them
+    from trading_pipeline.backtest.model import config_from_dict, make_config
+
+    cfg = make_config(strategy="breakout", rules=BRACKETS)
+    assert config_from_dict(cfg.to_dict()).rules == BRACKETS
+    assert make_config(strategy="breakout").run_id() != cfg.run_id()
+
+
+def test_an_entry_gets_bracket_prices_from_the_signal_atr() -> None:
+    atr_sig = Signal("AAA", T, "breakout_up", "long", D("1.234"))
+    d = one(atr_sig, rules=BRACKETS)  # close 100: stop 100 - 1.851 -> 98.14 (down), tp 100 + 2.468 -> 102.47 (up)
+    assert (d.purpose, d.stop_loss, d.take_profit, d.note) == ("entry", D("98.14"), D("102.47"), "")
+    short = one(Signal("AAA", T, "breakout_down", "short", D("1.234")),
+                rules=BRACKETS.model_copy(update={"allow_short": True}))
+    assert (short.side, short.stop_loss, short.take_profit) == (Side.SELL, D("101.86"), D("97.53"))
+    # no ATR, or a stop that would be <= 0: a plain entry that says why
+    plain = one(sig(), rules=BRACKETS)
+    assert isinstance(plain, Intent) and plain.stop_loss is None and "no usable ATR" in plain.note
+    cheap = one(Signal("AAA", T, "breakout_up", "long", D(80)), rules=BRACKETS)
+    assert cheap.stop_loss is None and "stop-loss" in cheap.note and "not above 0" in cheap.note
+    # only entries from flat carry one: adds, exits and reversals do not
+    add = one(atr_sig, held="50", rules=BRACKETS.model_copy(update={"on_repeat": RepeatSignal.ADD}))
+    exit_ = one(Signal("AAA", T, "breakout_down", "short", D("1.234")), held="50", rules=BRACKETS)
+    assert (add.purpose, add.stop_loss, exit_.purpose, exit_.stop_loss) == ("add", None, "exit", None)
+    # without exit rules: nothing, and no note
+    assert (one(atr_sig).stop_loss, one(atr_sig).note) == (None, "")

@@ -1,6 +1,6 @@
 """Backtests that replay the signals the scans produced, through the live order rules.
 
-(Just past 500 lines on purpose: loading and the session-by-session replay read top to bottom
+(Past 500 lines on purpose: loading and the session-by-session replay read top to bottom
 in one place; the config, the metrics and the report are their own modules.)
 
 Nothing here computes a signal (docs/decisions.md #3): the signals come from
@@ -19,6 +19,14 @@ So an order from a signal on bar t fills at bar t+1's open, never on the signal'
 (#5), and every order passes the risk rules (#8). Which orders a session's signals make is
 decided by :func:`trading_pipeline.trading.decisions.decide`, the function the live order job
 calls (#13), with the config's ``rules``; the one backtest-only rule is the ``hold`` exit.
+
+Bracket exits (``rules.stop_loss_atr`` / ``take_profit_atr``; the prices come from ``decide``):
+after an entry fills, its stop-loss and take-profit work from the next bar with the paper
+broker's rule functions (:func:`bracket_exit`), in the bar, after the open's fills: the first to
+fill closes the trade (``exit_reason`` ``stop_loss`` / ``take_profit``), a bar that reaches both
+is the stop-loss's, a gap past the stop fills at the open. While they work the symbol counts as
+having a working order (as live, where the exits are open orders), so signals for it are
+skipped; a ``hold`` exit still closes a trade neither exit has.
 
 This is the fast path: instead of a PaperBroker + OpsStore round trip per order (SQLite
 writes, far too slow for 500 symbols x 10 years), the book is an in-memory
@@ -62,7 +70,7 @@ from trading_pipeline.backtest.model import (
     make_config,
 )
 from trading_pipeline.marketdata import warehouse as wh
-from trading_pipeline.trading.brokers.paper import PaperBroker
+from trading_pipeline.trading.brokers.paper import PaperBroker, limit_fill, slipped, stop_trigger
 from trading_pipeline.trading.decisions import Intent, Signal, decide
 from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce, to_decimal
 from trading_pipeline.trading.positions import Portfolio
@@ -152,7 +160,7 @@ def load_bars(con: Any, cfg: BacktestConfig, symbols: Sequence[str]) -> pl.DataF
     rng, params = _range_sql(cfg)
     return wh.fetch_frame(
         con,
-        f"""SELECT symbol, session_date, ts, open, close FROM raw.bars_daily
+        f"""SELECT symbol, session_date, ts, open, high, low, close FROM raw.bars_daily
             WHERE timeframe = '1d' AND symbol IN (SELECT unnest(?::VARCHAR[])) {rng}
             ORDER BY symbol, ts""",
         [list(symbols), *params],
@@ -180,6 +188,9 @@ class _Order:
     signal_session: date
     signal_kind: str | None = None
     closing: Decimal = ZERO  # the part of quantity that closes the open trade
+    stop_loss: Decimal | None = None  # an entry's bracket (decide() prices it from the signal's ATR)
+    take_profit: Decimal | None = None
+    note: str = ""  # why an entry has no bracket when the rules ask for one
 
 
 @dataclass
@@ -247,7 +258,10 @@ def _submit(order: _Order, *, close: _Close, book: _Book) -> bool:
     book.pending[order.symbol] = order
     book.sent.append({"session_date": close.session, "symbol": order.symbol, "side": order.side.value,
                       "quantity": float(order.quantity), "purpose": order.purpose, "reason": order.reason,
-                      "signal_kind": order.signal_kind})
+                      "signal_kind": order.signal_kind,
+                      "stop_loss_price": None if order.stop_loss is None else float(order.stop_loss),
+                      "take_profit_price": None if order.take_profit is None else float(order.take_profit),
+                      "note": order.note or None})
     close.committed += book.reserved(order, close.index)
     close.orders_sent += 1
     return True
@@ -266,6 +280,22 @@ class _OpenTrade:
     quantity: Decimal
     realized: Decimal  # so far: minus the entry commission
     commission: Decimal
+    stop_loss: Decimal | None = None  # the bracket's exits, working from the bar after the entry's
+    take_profit: Decimal | None = None
+
+
+def bracket_exit(side: Side, stop_loss: Decimal, take_profit: Decimal, o: Decimal, lo: Decimal, hi: Decimal,
+                 slippage_bps: Decimal) -> tuple[str, Decimal] | None:
+    """Which of a bracket's exits (on ``side``, the side that closes the trade) one bar fills, and at
+    what price, by the paper broker's rules (its functions, imported): the stop-loss triggers when
+    the bar trades through it or opens past it (then at the open) and fills there, slipped; the
+    take-profit is a limit (the better of the open and the limit, never past it). A bar that
+    could fill both is the stop-loss's, as in ``PaperBroker._process_exit``. None: neither."""
+    trigger = stop_trigger(side, stop_loss, o, lo, hi)
+    if trigger is not None:
+        return "stop_loss", slipped(trigger, side, slippage_bps)
+    price = limit_fill(side, take_profit, o, lo, hi, slippage_bps)
+    return None if price is None else ("take_profit", price)
 
 
 def replay(
@@ -284,12 +314,16 @@ def replay(
     symbols = sorted(set(bars["symbol"].to_list())) if bars.height else []
     sym_index = {s: j for j, s in enumerate(symbols)}
     opens = np.full((n, len(symbols)), np.nan)
+    highs = np.full((n, len(symbols)), np.nan)
+    lows = np.full((n, len(symbols)), np.nan)
     closes = np.full((n, len(symbols)), np.nan)
     bar_ts: dict[tuple[int, int], datetime] = {}
     if bars.height:
         bi = np.array([sess_index[d] for d in bars["session_date"].to_list()], dtype=np.int64)
         bj = np.array([sym_index[s] for s in bars["symbol"].to_list()], dtype=np.int64)
         opens[bi, bj] = bars["open"].to_numpy()
+        highs[bi, bj] = bars["high"].to_numpy()
+        lows[bi, bj] = bars["low"].to_numpy()
         closes[bi, bj] = bars["close"].to_numpy()
         bar_ts = dict(zip(zip(bi.tolist(), bj.tolist(), strict=True), bars["ts"].to_list(), strict=True))
     # last known close at each session (point in time: forward-filled, never backward)
@@ -351,8 +385,37 @@ def replay(
                 open_trades[sym] = _OpenTrade(
                     next_trade_id, sym, "long" if order.side == Side.BUY else "short", order.signal_kind,
                     order.signal_session, i, ts, px, opening, realized, commission,
+                    order.stop_loss, order.take_profit,
                 )
                 next_trade_id += 1
+
+        # ---- in the bar: a bracket's exits, from the bar after the entry's fill bar
+        for sym in sorted(open_trades):
+            t = open_trades[sym]
+            j = sym_index[sym]
+            if t.stop_loss is None or t.take_profit is None or t.entry_index >= i or math.isnan(opens[i, j]):
+                continue
+            o_f = float(opens[i, j])
+            lo_f = o_f if math.isnan(lows[i, j]) else min(float(lows[i, j]), o_f)  # a bar without a range: its open
+            hi_f = o_f if math.isnan(highs[i, j]) else max(float(highs[i, j]), o_f)
+            sl_f, tp_f = float(t.stop_loss), float(t.take_profit)
+            near = 1e-9 * max(sl_f, tp_f)  # a float pre-check only skips bars far from both exits
+            if (lo_f > sl_f + near and hi_f < tp_f - near) if t.direction == "long" else \
+                    (hi_f < sl_f - near and lo_f > tp_f + near):
+                continue
+            side = Side.SELL if t.direction == "long" else Side.BUY
+            hit = bracket_exit(side, t.stop_loss, t.take_profit, to_decimal(o_f), to_decimal(lo_f), to_decimal(hi_f),
+                               fills.slippage_bps)
+            if hit is None:
+                continue
+            exit_reason, px = hit
+            qty = abs(pf.quantity(sym))
+            commission = fills.commission(qty)
+            realized = pf.apply_fill(sym, side, qty, px, commission)
+            del open_trades[sym]
+            trades.append(_trade_row(t, sessions, exit_index=i, exit_ts=bar_ts[(i, j)], exit_price=px,
+                                     exit_reason=exit_reason, exit_signal_session=None,
+                                     pnl=t.realized + realized, commission=t.commission + commission))
 
         # ---- the close: mark to market
         prices = {s: p for s in open_trades if (p := price(i, s)) is not None}
@@ -378,8 +441,10 @@ def replay(
                     qty = abs(pf.quantity(sym))
                     submit(_Order(sym, side, qty, "exit", "hold", session, closing=qty))
         todays = [Signal.from_row(row) for row in by_session.get(i, [])]
+        # a symbol with a working order, or a bracket's working exits, is busy (as live)
+        bracketed = {s for s, t in open_trades.items() if t.stop_loss is not None}
         decisions = decide(
-            todays, positions={p.symbol: p.quantity for p in pf.open_positions()}, working=set(pending),
+            todays, positions={p.symbol: p.quantity for p in pf.open_positions()}, working=set(pending) | bracketed,
             prices={s.symbol: p for s in todays if (p := price(i, s.symbol)) is not None},
             equity=equity, sizing=cfg.sizing, rules=cfg.rules,
         )
@@ -387,7 +452,8 @@ def replay(
             sig = d.signal
             if isinstance(d, Intent):
                 reason = {"exit": "opposite_signal", "reverse": "reverse"}.get(d.purpose, "signal")
-                submit(_Order(sig.symbol, d.side, d.quantity, d.purpose, reason, session, sig.kind, d.closing))
+                submit(_Order(sig.symbol, d.side, d.quantity, d.purpose, reason, session, sig.kind, d.closing,
+                              d.stop_loss, d.take_profit, d.note))
             elif d.rule == "sizing":
                 rejections.append({"session_date": session, "symbol": sig.symbol, "side": d.side.value if d.side else None,
                                    "quantity": 0.0, "purpose": "entry", "rule": "sizing", "reason": d.reason})

@@ -77,6 +77,9 @@ ORDER_SCHEMA: dict[str, Any] = {  # every order the risk checks let through, as 
     "purpose": pl.Utf8,  # entry | add | exit | reverse
     "reason": pl.Utf8,  # signal | opposite_signal | reverse | hold
     "signal_kind": pl.Utf8,
+    "stop_loss_price": pl.Float64,  # an entry's bracket (rules stop_loss_atr / take_profit_atr), else null
+    "take_profit_price": pl.Float64,
+    "note": pl.Utf8,  # why an entry has no bracket when the rules ask for one (no ATR at the signal bar)
 }
 BY_SYMBOL_SCHEMA: dict[str, Any] = {
     "symbol": pl.Utf8,
@@ -145,8 +148,13 @@ class BacktestConfig(BaseModel):
         return self.model_dump(mode="json")
 
     def run_id(self) -> str:
-        """Same parameters, same id: storing a re-run replaces the earlier rows."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """Same parameters, same id: storing a re-run replaces the earlier rows. (Rules without
+        exits hash as before they had them: a stored run keeps its id.)"""
+        d = self.to_dict()
+        for key in ("stop_loss_atr", "take_profit_atr"):
+            if d["rules"].get(key) is None:
+                d["rules"].pop(key, None)
+        blob = json.dumps(d, sort_keys=True).encode()
         return "bt-" + hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -90,6 +90,8 @@ def register(app: typer.Typer) -> None:
         allow_short: Annotated[bool | None, typer.Option("--allow-short/--no-allow-short", help="Let sell signals open shorts (default: TRADING_ALLOW_SHORT, off).")] = None,
         on_repeat: Annotated[str | None, typer.Option(help="A same-side signal while holding: skip or add (default: TRADING_ON_REPEAT_SIGNAL, skip).")] = None,
         on_opposite: Annotated[str | None, typer.Option(help="An opposite signal while holding: exit, reverse or ignore (default: TRADING_ON_OPPOSITE_SIGNAL, exit).")] = None,
+        stop_loss_atr: Annotated[float | None, typer.Option(help="Exits: a stop-loss this many ATR(14) below a buy's signal close (above a sell's), with --take-profit-atr (default: TRADING_STOP_LOSS_ATR, none).")] = None,
+        take_profit_atr: Annotated[float | None, typer.Option(help="Exits: a take-profit this many ATR(14) from the signal close, with --stop-loss-atr (default: TRADING_TAKE_PROFIT_ATR, none).")] = None,
         report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report to this path.")] = None,
         store: Annotated[bool, typer.Option("--store/--no-store", help="Store results in marts.backtest_* via a Dagster run.")] = True,
         json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
@@ -123,6 +125,7 @@ def register(app: typer.Typer) -> None:
             strategy=strategy, symbols=sorted({s.upper() for s in symbol}) if symbol else [], start=start or "",
             end=end or "", hold=hold, initial_cash=cash, slippage_bps=slippage_bps, commission_per_share=commission,
             commission_min=commission_min, allow_short=allow_short, on_repeat=on_repeat, on_opposite=on_opposite,
+            stop_loss_atr=stop_loss_atr, take_profit_atr=take_profit_atr,
         )
         try:
             config = params.backtest_config(settings)

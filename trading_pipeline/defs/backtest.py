@@ -37,6 +37,8 @@ class BacktestRunConfig(dg.Config):
     allow_short: bool | None = None
     on_repeat: str | None = None  # skip | add
     on_opposite: str | None = None  # exit | reverse | ignore
+    stop_loss_atr: float | None = None  # exits: a bracket N x ATR from the signal close (with take_profit_atr)
+    take_profit_atr: float | None = None
     run_id: str = ""
 
     def backtest_config(self, settings):
@@ -48,9 +50,12 @@ class BacktestRunConfig(dg.Config):
         from trading_pipeline.trading.risk import RiskLimits
 
         rules = DecisionRules.from_settings(settings).model_dump()
-        rules.update({k: v for k in ("allow_short", "on_repeat", "on_opposite") if (v := getattr(self, k)) is not None})
-        params = self.model_dump(exclude={"run_id", "allow_short", "on_repeat", "on_opposite"})
+        rules.update({k: v for k in RULE_FIELDS if (v := getattr(self, k)) is not None})
+        params = self.model_dump(exclude={"run_id", *RULE_FIELDS})
         return make_config(**params, rules=rules, limits=RiskLimits.from_yaml(settings.risk_file))
+
+
+RULE_FIELDS = ("allow_short", "on_repeat", "on_opposite", "stop_loss_atr", "take_profit_atr")
 
 
 def store_result(con, result, dagster_run_id: str = "") -> dict[str, int]:

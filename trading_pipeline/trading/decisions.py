@@ -22,6 +22,19 @@ The rules (:class:`DecisionRules`, from ``TRADING_ALLOW_SHORT``, ``TRADING_ON_RE
 * signals with no side (a neutral pattern), no last close, or a size that rounds to 0 are
   skipped with the reason.
 
+Exits (``stop_loss_atr`` and ``take_profit_atr``, set together; ``TRADING_STOP_LOSS_ATR`` /
+``TRADING_TAKE_PROFIT_ATR``): an **entry** (an order opening a position from flat) carries a
+bracket priced from the signal's ATR (``atr_14``) at the signal bar around the reference price,
+the symbol's last close in ``prices`` when deciding (the signal bar's close, the price the live
+path's risk and bracket checks use for a market entry): a buy's stop-loss is
+``close - stop_loss_atr x ATR`` and its take-profit ``close + take_profit_atr x ATR``; a sell
+mirrors them. Prices are rounded to the tick (0.01, 0.0001 below $1) away from the close, so the
+stop stays below and the take-profit above it. An entry whose signal has no usable ATR (NULL,
+not finite, <= 0) or whose stop would be <= 0 goes without a bracket and ``Intent.note`` says
+why. Adds, exits and reversals carry none (a reversal's order also closes the old position; a
+bracket would be sized wrong). While a bracket's exits work, the symbol has working orders, so
+later signals for it are skipped (``working_order``): the bracket manages the position.
+
 Signals are taken in (ts, symbol, kind) order, and each intent marks its symbol as working,
 so two signals for one symbol in one batch make one order.
 """
@@ -29,13 +42,13 @@ so two signals for one symbol in one batch make one order.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trading_pipeline.trading.model import Side, to_decimal
 from trading_pipeline.trading.sizing import Sizing
@@ -64,11 +77,28 @@ class DecisionRules(BaseModel):
     allow_short: bool = False
     on_repeat: RepeatSignal = RepeatSignal.SKIP
     on_opposite: OppositeSignal = OppositeSignal.EXIT
+    # an entry's bracket, in ATRs of the signal bar from its close (None: no bracket)
+    stop_loss_atr: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    take_profit_atr: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _exits_together(self) -> DecisionRules:
+        if (self.stop_loss_atr is None) != (self.take_profit_atr is None):
+            raise ValueError("stop_loss_atr and take_profit_atr are set together: a bracket is a "
+                             "take-profit and a stop-loss")
+        return self
+
+    @property
+    def brackets(self) -> bool:
+        """Whether entries carry a stop-loss and a take-profit."""
+        return self.stop_loss_atr is not None
 
     @classmethod
     def from_settings(cls, settings: Any) -> DecisionRules:
         return cls(allow_short=settings.allow_short, on_repeat=settings.on_repeat_signal,
-                   on_opposite=settings.on_opposite_signal)
+                   on_opposite=settings.on_opposite_signal,
+                   stop_loss_atr=getattr(settings, "stop_loss_atr", None),
+                   take_profit_atr=getattr(settings, "take_profit_atr", None))
 
 
 def signal_side(direction: object) -> Side:
@@ -95,7 +125,7 @@ class Signal:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Signal:
-        """A ``marts.signals`` row (an ``atr_14`` or ``atr`` column feeds ATR sizing)."""
+        """A ``marts.signals`` row (an ``atr_14`` or ``atr`` column feeds ATR sizing and bracket exits)."""
         atr = row.get("atr_14", row.get("atr"))
         return cls(row["symbol"], row["ts"], row["kind"], row["direction"], None if atr is None else to_decimal(atr))
 
@@ -110,6 +140,9 @@ class Intent:
     quantity: Decimal
     purpose: str  # entry | add | exit | reverse
     closing: Decimal = ZERO
+    stop_loss: Decimal | None = None  # the bracket's exits (an entry, with the rules' ATR exits)
+    take_profit: Decimal | None = None
+    note: str = ""  # why an entry has no bracket when the rules ask for one
 
     @property
     def symbol(self) -> str:
@@ -183,7 +216,42 @@ def _decide_one(sig: Signal, side: Side, held: Decimal, price: Decimal | None, e
         return Intent(sig, side, closing, "exit", closing)
     if not long_signal and not rules.allow_short:
         return Skip(sig, "no_short", "sell signal with no long position to close (shorting is off)", side)
-    return _entry(sig, side, price, equity, sizing, purpose="entry")
+    entry = _entry(sig, side, price, equity, sizing, purpose="entry")
+    if isinstance(entry, Intent) and rules.brackets:
+        assert price is not None
+        exits = bracket_prices(side, price, sig.atr, rules)
+        if isinstance(exits, str):
+            return replace(entry, note=exits)
+        return replace(entry, take_profit=exits[0], stop_loss=exits[1])
+    return entry
+
+
+def _tick(reference: Decimal) -> Decimal:
+    return Decimal("0.01") if reference >= 1 else Decimal("0.0001")
+
+
+def bracket_prices(side: Side, reference: Decimal, atr: Decimal | None,
+                   rules: DecisionRules) -> tuple[Decimal, Decimal] | str:
+    """(take-profit, stop-loss) of an entry on ``side`` from ``reference`` (the signal bar's
+    close) and the signal bar's ``atr``: buy ``reference + take_profit_atr x atr`` and
+    ``reference - stop_loss_atr x atr``, sell mirrored, each rounded to the tick away from the
+    reference; or why there is none (a sentence)."""
+    assert rules.stop_loss_atr is not None and rules.take_profit_atr is not None
+    if atr is None or not atr.is_finite() or atr <= 0:
+        return (f"no bracket: no usable ATR at the signal bar ({'NULL' if atr is None else atr}); "
+                "the entry goes without a stop-loss and take-profit")
+    tick = _tick(reference)
+    sign = 1 if side == Side.BUY else -1
+    tp_raw = reference + sign * rules.take_profit_atr * atr
+    sl_raw = reference - sign * rules.stop_loss_atr * atr
+    up, down = (ROUND_CEILING, ROUND_FLOOR) if side == Side.BUY else (ROUND_FLOOR, ROUND_CEILING)
+    take_profit = (tp_raw / tick).to_integral_value(rounding=up) * tick
+    stop_loss = (sl_raw / tick).to_integral_value(rounding=down) * tick
+    for name, value in (("stop-loss", stop_loss), ("take-profit", take_profit)):
+        if value <= 0:
+            return (f"no bracket: the {name} {value} (close {reference}, ATR {atr}) is not above 0; "
+                    "the entry goes without a stop-loss and take-profit")
+    return take_profit, stop_loss
 
 
 def _entry(sig: Signal, side: Side, price: Decimal | None, equity: Decimal, sizing: Sizing, *, purpose: str) -> Decision:

@@ -14,7 +14,7 @@ The order of steps is what makes a retried job safe (docs/decisions.md #6):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -22,8 +22,15 @@ import polars as pl
 from sqlalchemy.engine import Connection
 
 from trading_pipeline import logs
-from trading_pipeline.trading.brokers.base import Broker, BrokerError
-from trading_pipeline.trading.decisions import DecisionRules, Signal, Skip, decide, signal_side
+from trading_pipeline.trading.brokers.base import Broker, BrokerError, NativeBrackets
+from trading_pipeline.trading.decisions import (
+    DecisionRules,
+    Intent,
+    Signal,
+    Skip,
+    decide,
+    signal_side,
+)
 from trading_pipeline.trading.model import (
     InvalidOrder,
     OrderRequest,
@@ -172,6 +179,133 @@ def bracket_children(entry: OrderRequest, take_profit_price: Decimal, stop_loss_
     )
 
 
+def _exit_reason(entry_id: str, child: OrderRequest) -> str:
+    return f"bracket exit of {entry_id} (oco group {child.oco_group}); active once the entry has filled"
+
+
+def _sync_exits(exits: list[Order], *, broker: Broker, store: OpsStore) -> None:
+    """Bring a native bracket's exits that are still at NEW in line with the broker (by id)."""
+    for child in exits:
+        if child.status != OrderStatus.NEW:
+            continue
+        coid = child.client_order_id
+        try:
+            bo = broker.order_status(coid)
+        except BrokerError as exc:
+            store.note(coid, f"broker lookup failed, will retry: {exc}")
+            continue
+        if bo is None:
+            store.note(coid, f"bracket exit not found at {broker.name}; will look again")
+        else:
+            store.sync_from_broker(coid, bo, broker.name)
+
+
+def _submit_recorded_bracket(entry: Order, exits: list[Order], *, native: NativeBrackets, broker: Broker,
+                             store: OpsStore, risk_engine: RiskEngine) -> ExecutionResult:
+    """Send a bracket whose entry and exits are in the store at NEW, in one broker call; the
+    broker is asked for the entry by id first, so a retry never places a second bracket."""
+    coid = entry.client_order_id
+    try:
+        known = broker.order_status(coid)
+    except BrokerError as exc:
+        store.note(coid, f"broker lookup failed, will retry: {exc}")
+        return ExecutionResult(entry.symbol, coid, "error", OrderStatus.NEW, str(exc), entry.signal_ts)
+    if known is not None:
+        synced = store.sync_from_broker(coid, known, broker.name)
+        _sync_exits(exits, broker=broker, store=store)
+        return ExecutionResult(entry.symbol, coid, "resumed", synced.status, "found at broker; store synced", entry.signal_ts)
+    if halted := risk_engine.halted():
+        reason = f"{halted}; not sending recorded bracket"
+        store.note(coid, reason)
+        return ExecutionResult(entry.symbol, coid, "denied", OrderStatus.NEW, reason, entry.signal_ts)
+    try:
+        placed = native.submit_bracket(entry.to_request(), *(o.to_request() for o in exits))
+    except BrokerError as exc:
+        if exc.retryable:
+            for o in (entry, *exits):
+                store.note(o.client_order_id, "broker error, outcome unknown; a re-run looks the bracket up at "
+                                              f"the broker and resubmits: {exc}")
+            status = OrderStatus.NEW
+        else:
+            status = store.transition(coid, OrderStatus.REJECTED, f"broker refused: {exc}").status
+            for o in exits:
+                store.transition(o.client_order_id, OrderStatus.REJECTED, f"broker refused the bracket: {exc}")
+        log.warning("broker_error", client_order_id=coid, bracket=True, retryable=exc.retryable, error=exc)
+        return ExecutionResult(entry.symbol, coid, "error", status, str(exc), entry.signal_ts)
+    if len(placed) != 3 or [bo.client_order_id for bo in placed] != [coid, *(o.client_order_id for o in exits)]:
+        raise BrokerError(f"{broker.name} answered bracket {coid} with orders "
+                          f"{[bo.client_order_id for bo in placed]}; expected {coid}, its -tp and -sl")
+    synced = [store.sync_from_broker(o.client_order_id, bo, broker.name) for o, bo in zip((entry, *exits), placed, strict=True)]
+    action = "rejected" if synced[0].status == OrderStatus.REJECTED else "submitted"
+    return ExecutionResult(entry.symbol, coid, action, synced[0].status,
+                           synced[0].reason or f"sent to {broker.name} as one bracket", entry.signal_ts)
+
+
+def _submit_native_bracket(
+    request: OrderRequest,
+    take_profit_price: Decimal,
+    stop_loss_price: Decimal,
+    *,
+    existing: Order | None,
+    native: NativeBrackets,
+    broker: Broker,
+    store: OpsStore,
+    risk_engine: RiskEngine,
+    prices: Mapping[str, Decimal],
+    strategy: str,
+    now: datetime | None,
+    signal_ts: datetime | None = None,
+) -> BracketResult:
+    """:func:`submit_bracket` for a broker that places brackets in one call.
+
+    The entry goes through risk as in :func:`submit_order`. When approved, the exits are
+    recorded first and the entry last, so an entry at NEW without exits is always a plain order
+    (resumed as one, without a bracket) and a crash in between is mended by a replay. A replay of
+    a bracket stuck at NEW looks the entry up at the broker first (:func:`_submit_recorded_bracket`)."""
+    coid = request.client_order_id
+    requests = bracket_children(request, take_profit_price, stop_loss_price)
+    if existing is None:
+        if not store.has_account(request.account):
+            store.ensure_account(request.account, broker.account().cash)
+        now = now or utcnow()
+        ctx = RiskContext.from_store(store, request.account, prices, now, commission=commission_estimate(broker))
+        decision = risk_engine.check(request, ctx)
+        entry = Order.from_request(request, strategy=strategy, signal_ts=signal_ts, broker=broker.name, now=now)
+        if not decision.approved:
+            reason = f"{decision.rule}: {decision.reason}"
+            if store.insert_order(entry, reason="created; risk check failed"):
+                store.transition(coid, OrderStatus.DENIED, f"risk rule {reason}")
+            for child in requests:  # exits left over from an interrupted earlier attempt
+                if (left := store.get_order(child.client_order_id)) is not None and left.status == OrderStatus.NEW:
+                    store.transition(child.client_order_id, OrderStatus.CANCELLED, f"bracket entry {coid} denied by risk")
+            return BracketResult(ExecutionResult(request.symbol, coid, "denied", OrderStatus.DENIED, reason), ())
+        for child in requests:
+            store.insert_order(Order.from_request(child, strategy=strategy, broker=broker.name, now=now),
+                               reason=_exit_reason(coid, child))
+        if not store.insert_order(entry, reason=f"risk approved; submitting bracket to {broker.name}"):
+            return BracketResult(ExecutionResult(request.symbol, coid, "skipped", None,
+                                                 "recorded concurrently by another process"), ())
+        existing_entry = entry
+    else:
+        existing_entry = existing
+    found = [store.get_order(c.client_order_id) for c in requests]
+    exits = [o for o in found if o is not None]
+    if len(exits) != 2:  # a plain order under this id: it gets no exits now
+        if existing_entry.status == OrderStatus.NEW:
+            return BracketResult(_submit_recorded(existing_entry, broker=broker, store=store, risk_engine=risk_engine), ())
+        return BracketResult(ExecutionResult(request.symbol, coid, "skipped", existing_entry.status,
+                                             f"already in the ops store as {existing_entry.status}"), ())
+    if existing_entry.status == OrderStatus.NEW:
+        result = _submit_recorded_bracket(existing_entry, exits, native=native, broker=broker, store=store,
+                                          risk_engine=risk_engine)
+    else:
+        _sync_exits(exits, broker=broker, store=store)
+        result = ExecutionResult(request.symbol, coid, "skipped", existing_entry.status,
+                                 f"already in the ops store as {existing_entry.status}")
+    children = tuple(o for c in requests if (o := store.get_order(c.client_order_id)) is not None)
+    return BracketResult(result, children)
+
+
 def submit_bracket(
     request: OrderRequest,
     *,
@@ -183,6 +317,7 @@ def submit_bracket(
     prices: Mapping[str, Decimal],
     strategy: str = "manual",
     now: datetime | None = None,
+    signal_ts: datetime | None = None,
 ) -> BracketResult:
     """An entry with a take-profit and a stop-loss exit. Checks first, nothing stored on a refusal:
     the entry's terms and the bracket's (:func:`~trading_pipeline.trading.model.bracket_problem`,
@@ -190,8 +325,17 @@ def submit_bracket(
     (:class:`~trading_pipeline.trading.brokers.base.BracketNotSupported`). The entry goes through
     risk as any order (:func:`submit_order`); the exits do not: they only close the position the
     entry opens, and risk counts them that way (held while the entry works, one per oco group).
-    They are made only when the entry was accepted; a replay returns the stored ones."""
-    from trading_pipeline.trading.brokers.base import BracketNotSupported
+    They are made only when the entry was accepted; a replay returns the stored ones.
+
+    A broker with a native ``submit_bracket`` (Alpaca, IB; see brokers/base.py) takes all three
+    in one call instead: after risk approves the entry, both exits and then the entry are
+    recorded at NEW, then the broker is called once, then all three are synced
+    (:func:`_submit_native_bracket`)."""
+    from trading_pipeline.trading.brokers.base import (
+        BracketNotSupported,
+        native_brackets,
+        takes_brackets,
+    )
 
     existing = store.get_order(request.client_order_id)
     if existing is None:
@@ -203,11 +347,15 @@ def submit_bracket(
             raise InvalidBracket(*bad)
         if len(request.client_order_id) > 61:
             raise InvalidBracket("order_id", "a bracket's entry id is at most 61 characters (its exits add -tp and -sl)")
-        if not getattr(broker, "supports_brackets", False):
+        if not takes_brackets(broker):
             raise BracketNotSupported(f"brackets are not supported by this broker ({broker.name}) yet")
     assert take_profit_price is not None and stop_loss_price is not None
+    if (native := native_brackets(broker)) is not None:
+        return _submit_native_bracket(request, take_profit_price, stop_loss_price, existing=existing, native=native,
+                                      broker=broker, store=store, risk_engine=risk_engine, prices=prices,
+                                      strategy=strategy, now=now, signal_ts=signal_ts)
     result = submit_order(request, broker=broker, store=store, risk_engine=risk_engine, prices=prices,
-                          strategy=strategy, now=now)
+                          strategy=strategy, signal_ts=signal_ts, now=now)
     entry = store.get_order(request.client_order_id)
     if entry is None or entry.status in (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.NEW):
         return BracketResult(result, ())
@@ -218,8 +366,7 @@ def submit_bracket(
         stored = store.get_order(child.client_order_id)
         if stored is None:
             order = Order.from_request(child, strategy=strategy, broker=broker.name, now=now or utcnow())
-            store.insert_order(order, reason=f"bracket exit of {request.client_order_id} (oco group {child.oco_group}); "
-                                             "active once the entry has filled")
+            store.insert_order(order, reason=_exit_reason(request.client_order_id, child))
             stored = store.get_order(child.client_order_id)
         assert stored is not None
         if stored.status == OrderStatus.NEW:
@@ -250,6 +397,12 @@ def execute_signals(
     signals ask for is :func:`~trading_pipeline.trading.decisions.decide`'s answer (the same
     function the backtest uses); ``rules`` default to one position per symbol, exits on
     opposite signals, no shorts. One result per signal, in (ts, symbol, kind) order.
+
+    With exit rules (``stop_loss_atr`` / ``take_profit_atr``) an entry whose signal has an ATR
+    goes with its bracket (:func:`submit_bracket`; the result's reason names the exits); one
+    without gets a plain order and the reason says why. A broker that takes no brackets gets
+    nothing for a bracketed entry: the result is ``rejected`` with the broker's answer, nothing
+    is stored. A re-run sends what a crash left at NEW, the bracket's exits included.
     """
     missing = {"symbol", "timeframe", "ts", "kind", "direction", "score"} - set(signals.columns)
     if missing:
@@ -272,6 +425,9 @@ def execute_signals(
         if existing is None:
             fresh.append((len(results), sig))
             results.append(None)
+        elif exits := store.list_orders(parent=coid):
+            results.append(_replay_bracket(existing, exits, sig.ts, broker=broker, store=store, risk_engine=risk_engine,
+                                           prices=prices, strategy=strategy, now=now))
         elif existing.status == OrderStatus.NEW:
             results.append(_submit_recorded(existing, broker=broker, store=store, risk_engine=risk_engine))
         else:
@@ -294,14 +450,54 @@ def execute_signals(
             continue
         assert coid is not None
         request = OrderRequest(coid, account, sig.symbol, d.side, d.quantity, OrderType.MARKET, None, TimeInForce.DAY)
-        result = submit_order(
-            request, broker=broker, store=store, risk_engine=risk_engine, prices=prices,
-            strategy=strategy, signal_ts=sig.ts, now=now,
-        )
+        result = _send_decided(d, request, broker=broker, store=store, risk_engine=risk_engine, prices=prices,
+                               strategy=strategy, now=now)
         log.info("signal_order", symbol=sig.symbol, client_order_id=coid, purpose=d.purpose,
-                 action=result.action, status=result.status, reason=result.reason)
+                 action=result.action, status=result.status, reason=result.reason,
+                 stop_loss=d.stop_loss, take_profit=d.take_profit)
         results[at] = result
     return [r for r in results if r is not None]
+
+
+def _send_decided(d: Intent, request: OrderRequest, *, broker: Broker, store: OpsStore, risk_engine: RiskEngine,
+                  prices: Mapping[str, Decimal], strategy: str, now: datetime | None) -> ExecutionResult:
+    """One order :func:`decide` asked for: with its bracket (:func:`submit_bracket`) when it priced
+    one, plain otherwise (``d.note`` says why an entry has none when the rules ask for one). A
+    broker that takes no brackets gets nothing: the entry is not sent without its exits."""
+    from trading_pipeline.trading.brokers.base import BracketNotSupported
+
+    sig = d.signal
+    if d.stop_loss is None or d.take_profit is None:
+        result = submit_order(request, broker=broker, store=store, risk_engine=risk_engine, prices=prices,
+                              strategy=strategy, signal_ts=sig.ts, now=now)
+        return replace(result, reason=f"{result.reason}; {d.note}") if d.note else result
+    try:
+        bracket = submit_bracket(request, take_profit_price=d.take_profit, stop_loss_price=d.stop_loss, broker=broker,
+                                 store=store, risk_engine=risk_engine, prices=prices, strategy=strategy, now=now,
+                                 signal_ts=sig.ts)
+    except BracketNotSupported as exc:
+        return ExecutionResult(sig.symbol, request.client_order_id, "rejected", None,
+                               f"{exc}: the entry is not sent without its stop-loss {d.stop_loss} and "
+                               f"take-profit {d.take_profit}", sig.ts)
+    except InvalidOrder as exc:  # decide() prices brackets that pass; kept so one signal never stops a batch
+        return ExecutionResult(sig.symbol, request.client_order_id, "skipped", None, f"bracket refused: {exc}", sig.ts)
+    entry = bracket.entry
+    if not bracket.children:
+        return replace(entry, signal_ts=sig.ts)
+    exits = ", ".join(f"{c.client_order_id} {c.order_type.value} {c.limit_price or c.stop_price}" for c in bracket.children)
+    return replace(entry, reason=f"{entry.reason}; bracket exits {exits}", signal_ts=sig.ts)
+
+
+def _replay_bracket(entry: Order, exits: list[Order], signal_ts: datetime, *, broker: Broker, store: OpsStore, risk_engine: RiskEngine,
+                    prices: Mapping[str, Decimal], strategy: str, now: datetime | None) -> ExecutionResult:
+    """A re-run of a signal whose entry has stored bracket exits: through :func:`submit_bracket`'s
+    replay (with the stored exit prices), which sends what a crash left at NEW the way the broker
+    takes brackets (the paper broker one by one, a native bracket in one call) and nothing twice."""
+    tp = next((o.limit_price for o in exits if o.order_type == OrderType.LIMIT), None)
+    sl = next((o.stop_price for o in exits if o.order_type == OrderType.STOP), None)
+    bracket = submit_bracket(entry.to_request(), take_profit_price=tp, stop_loss_price=sl, broker=broker, store=store,
+                             risk_engine=risk_engine, prices=prices, strategy=strategy, now=now)
+    return replace(bracket.entry, signal_ts=signal_ts)
 
 
 def cancel_order(client_order_id: str, *, broker: Broker, store: OpsStore) -> Order:

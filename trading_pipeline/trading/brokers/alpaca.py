@@ -13,6 +13,13 @@ Why it looks the way it does:
 - **Fills come from fill activities** (``/v2/account/activities/FILL``), which carry each
   execution; if they cannot be read, one aggregate fill is derived from
   ``filled_qty``/``filled_avg_price`` so fills always sum to the filled quantity.
+- **Brackets are native** (``order_class: bracket``): one POST carries the entry with
+  ``take_profit.limit_price`` and ``stop_loss.stop_price``; Alpaca answers with the entry and
+  its two ``legs`` (own ids, Alpaca's client ids). Our exit ids ``<entry>-tp`` / ``<entry>-sl``
+  are resolved through the entry: it is looked up by our client_order_id, its legs read nested
+  (``GET /v2/orders/{id}?nested=true``), the limit leg is the take-profit, the stop leg the
+  stop-loss. Alpaca gives the legs the entry's time_in_force (day or gtc only), holds them
+  (``held``) until the entry fills, and cancels the other leg when one fills or is cancelled.
 - **Errors say whether a retry may help**: network errors, 5xx, 429 and unreadable replies
   are ``retryable`` (a retried submit is safe, see above); 4xx are not and carry Alpaca's
   message.
@@ -33,17 +40,20 @@ import pydantic
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderClass, QueryOrderStatus
 from alpaca.trading.enums import OrderSide as AlpacaSide
-from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.enums import TimeInForce as AlpacaTif
 from alpaca.trading.models import Order as AlpacaOrder
 from alpaca.trading.requests import (
+    GetOrderByIdRequest,
     GetOrdersRequest,
     LimitOrderRequest,
     MarketOrderRequest,
     ReplaceOrderRequest,
     StopLimitOrderRequest,
+    StopLossRequest,
     StopOrderRequest,
+    TakeProfitRequest,
     TrailingStopOrderRequest,
 )
 
@@ -86,6 +96,7 @@ STATUS_MAP: dict[str, OrderStatus] = {
     "rejected": OrderStatus.REJECTED,
 }
 DUPLICATE_CLIENT_ORDER_ID = "client_order_id must be unique"
+BRACKET_SUFFIXES = ("-tp", "-sl")  # our ids of a bracket's take-profit and stop-loss legs
 ACTIVITY_PAGE_SIZE = 100
 
 
@@ -120,6 +131,36 @@ def _naive_utc(value: str | datetime) -> datetime:
     return naive_utc(ts)
 
 
+def _is_bracket(order: AlpacaOrder) -> bool:
+    return getattr(order.order_class, "value", order.order_class) == OrderClass.BRACKET.value
+
+
+def _leg_suffix(leg: AlpacaOrder) -> str | None:
+    """Which of our exits a bracket leg is: the limit leg takes profit, the stop leg stops loss."""
+    kind = leg.type or leg.order_type
+    kind = getattr(kind, "value", kind)
+    return "-tp" if kind == "limit" else "-sl" if kind in ("stop", "stop_limit") else None
+
+
+def _pick_legs(legs: list[AlpacaOrder] | None, entry_id: str) -> dict[str, AlpacaOrder]:
+    """The take-profit and stop-loss legs of a bracket, keyed by our id suffix; the original leg
+    of each (a replacement is reached through ``replaced_by``)."""
+    found: dict[str, AlpacaOrder] = {}
+    for leg in sorted(legs or [], key=lambda o: o.replaces is not None):
+        suffix = _leg_suffix(leg)
+        if suffix is not None and suffix not in found:
+            found[suffix] = leg
+    if set(found) != set(BRACKET_SUFFIXES):
+        kinds = sorted(str(getattr(o.type, "value", o.type)) for o in legs or [])
+        raise BrokerError(
+            f"Alpaca bracket {entry_id}: expected a take-profit limit leg and a stop-loss stop leg, "
+            f"got {'no legs' if not legs else 'legs ' + ', '.join(kinds)}; the bracket may exist at Alpaca, "
+            "a retry looks it up by client_order_id",
+            retryable=True,
+        )
+    return found
+
+
 def _alpaca_request(order: OrderRequest, common: dict[str, Any]) -> Any:
     """Our order as alpaca-py's request of its type (Alpaca's ``type`` is our order type; a
     trailing stop's ``trail_amount`` is Alpaca's ``trail_price``)."""
@@ -147,6 +188,7 @@ class AlpacaBroker:
     """
 
     name = "alpaca"
+    supports_brackets = True  # natively: see submit_bracket
 
     def __init__(
         self,
@@ -242,8 +284,44 @@ class AlpacaBroker:
         return chain
 
     def _chain_for(self, client_order_id: str) -> list[AlpacaOrder] | None:
+        """The order under our id (a bracket leg for ``<entry>-tp`` / ``<entry>-sl``) and its
+        replacements, oldest first; None if Alpaca has no such order."""
+        leg = self._leg_for(client_order_id)
+        if leg is not None:
+            return self._chain(leg)
         first = self._by_client_id(client_order_id)
         return None if first is None else self._chain(first)
+
+    def _legs(self, parent: AlpacaOrder) -> dict[str, AlpacaOrder]:
+        """A bracket's legs, read nested when the reply did not roll them up."""
+        legs = parent.legs
+        if not legs:
+            full = self._do(
+                "order lookup",
+                lambda: self._client.get_order_by_id(parent.id, GetOrderByIdRequest(nested=True)),
+            )
+            legs = full.legs  # type: ignore[union-attr]
+        return _pick_legs(legs, parent.client_order_id)
+
+    def _leg_for(self, client_order_id: str) -> AlpacaOrder | None:
+        """The bracket leg behind ``<entry>-tp`` / ``<entry>-sl``; None for any other id, or
+        when the entry is not a bracket at Alpaca."""
+        suffix = client_order_id[-3:]
+        if suffix not in BRACKET_SUFFIXES:
+            return None
+        entry = self._by_client_id(client_order_id[:-3])
+        if entry is None or not _is_bracket(entry):
+            return None
+        return self._legs(self._chain(entry)[-1])[suffix]
+
+    def _bracket_of(self, entry_chain: list[AlpacaOrder]) -> tuple[BrokerOrder, BrokerOrder, BrokerOrder]:
+        entry_id = entry_chain[0].client_order_id
+        legs = self._legs(entry_chain[-1])
+        return (
+            self._to_broker(entry_chain),
+            self._to_broker(self._chain(legs["-tp"]), client_order_id=f"{entry_id}-tp"),
+            self._to_broker(self._chain(legs["-sl"]), client_order_id=f"{entry_id}-sl"),
+        )
 
     def _root(self, order: AlpacaOrder) -> list[AlpacaOrder]:
         """Walk ``replaces`` back to the order carrying our client_order_id; oldest first."""
@@ -289,9 +367,16 @@ class AlpacaBroker:
             raise
 
     def _to_broker(
-        self, chain: list[AlpacaOrder], activities: dict[str, list[dict[str, Any]]] | None = None
+        self,
+        chain: list[AlpacaOrder],
+        activities: dict[str, list[dict[str, Any]]] | None = None,
+        *,
+        client_order_id: str | None = None,
     ) -> BrokerOrder:
+        """Our view of an order chain, under ``client_order_id`` (default: the id the first
+        order carries; a bracket leg carries Alpaca's, so its caller names ours)."""
         root, live = chain[0], chain[-1]
+        our_id = client_order_id or root.client_order_id
         filled = _dec(live.filled_qty)
         avg = _dec(live.filled_avg_price) if live.filled_avg_price is not None else None
         fills: list[BrokerFill] = []
@@ -303,7 +388,7 @@ class AlpacaBroker:
                         fills.append(
                             BrokerFill(
                                 fill_id=str(a["id"]),
-                                client_order_id=root.client_order_id,
+                                client_order_id=our_id,
                                 quantity=_dec(a["qty"]),
                                 price=_dec(a["price"]),
                                 commission=Decimal(0),
@@ -321,7 +406,7 @@ class AlpacaBroker:
                 fills.append(
                     BrokerFill(
                         fill_id=f"{live.id}:cum:{filled}",
-                        client_order_id=root.client_order_id,
+                        client_order_id=our_id,
                         quantity=missing,
                         price=price,
                         commission=Decimal(0),
@@ -338,7 +423,7 @@ class AlpacaBroker:
             else None
         )
         return BrokerOrder(
-            client_order_id=root.client_order_id,
+            client_order_id=our_id,
             broker_order_id=str(live.id),
             symbol=live.symbol or "",
             side=side,
@@ -383,9 +468,76 @@ class AlpacaBroker:
             raise
         return self._to_broker([placed])  # type: ignore[list-item]
 
+    def submit_bracket(
+        self, entry: OrderRequest, take_profit: OrderRequest, stop_loss: OrderRequest
+    ) -> tuple[BrokerOrder, BrokerOrder, BrokerOrder]:
+        """One ``order_class: bracket`` POST for the entry and both exits; a duplicate entry id
+        returns the bracket Alpaca already has (see :class:`~.base.NativeBrackets`)."""
+        coid = entry.client_order_id
+        exit_side = Side.SELL if entry.side == Side.BUY else Side.BUY
+        problem = entry.problem()
+        if problem is None and OrderType(entry.order_type) not in (OrderType.MARKET, OrderType.LIMIT):
+            problem = "Alpaca bracket entries are market or limit orders"
+        if problem is None and entry.time_in_force.value not in ("day", "gtc"):
+            problem = "Alpaca takes brackets with time_in_force day or gtc only"
+        if problem is None and (
+            OrderType(take_profit.order_type) != OrderType.LIMIT or take_profit.limit_price is None
+            or OrderType(stop_loss.order_type) != OrderType.STOP or stop_loss.stop_price is None
+        ):
+            problem = "a bracket's take-profit is a limit order and its stop-loss a stop order"
+        if problem is None and any(
+            x.side != exit_side or x.quantity != entry.quantity or x.symbol != entry.symbol
+            for x in (take_profit, stop_loss)
+        ):
+            problem = "a bracket's exits are on the other side, for the entry's symbol and quantity"
+        if problem is None and (take_profit.client_order_id, stop_loss.client_order_id) != (
+            f"{coid}-tp", f"{coid}-sl"
+        ):
+            problem = "a bracket's exits are named <entry>-tp and <entry>-sl"
+        if problem:
+            raise BrokerError(f"bracket {coid}: {problem}", retryable=False)
+        common: dict[str, Any] = {
+            "symbol": entry.symbol,
+            "qty": float(entry.quantity),
+            "side": AlpacaSide.BUY if entry.side == Side.BUY else AlpacaSide.SELL,
+            "time_in_force": AlpacaTif(entry.time_in_force.value),
+            "client_order_id": coid,
+            "order_class": OrderClass.BRACKET,
+            "take_profit": TakeProfitRequest(limit_price=float(take_profit.limit_price)),  # type: ignore[arg-type]
+            "stop_loss": StopLossRequest(stop_price=float(stop_loss.stop_price)),  # type: ignore[arg-type]
+        }
+        try:
+            request = _alpaca_request(entry, common)
+        except (pydantic.ValidationError, ValueError) as exc:
+            raise BrokerError(f"bracket {coid} is not valid for Alpaca: {exc}", retryable=False) from exc
+        try:
+            placed = self._do("bracket submit", lambda: self._client.submit_order(request))
+        except BrokerError as exc:
+            cause = exc.__cause__
+            if (
+                isinstance(cause, APIError)
+                and cause.status_code == 422
+                and DUPLICATE_CLIENT_ORDER_ID in _api_message(cause)
+            ):
+                first = self._by_client_id(coid)
+                if first is not None:
+                    if not _is_bracket(first):
+                        raise BrokerError(
+                            f"Alpaca already has a plain (not bracket) order {coid}", retryable=False
+                        ) from exc
+                    return self._bracket_of(self._chain(first))
+            raise
+        if not placed.legs:  # type: ignore[union-attr]
+            raise BrokerError(
+                f"Alpaca accepted bracket {coid} but its reply lacks the take-profit and stop-loss legs; "
+                "outcome unclear, a retry looks the bracket up by client_order_id",
+                retryable=True,
+            )
+        return self._bracket_of([placed])  # type: ignore[list-item]
+
     def order_status(self, client_order_id: str) -> BrokerOrder | None:
         chain = self._chain_for(client_order_id)
-        return None if chain is None else self._to_broker(chain)
+        return None if chain is None else self._to_broker(chain, client_order_id=client_order_id)
 
     def _live_chain(self, client_order_id: str, action: str) -> list[AlpacaOrder]:
         chain = self._chain_for(client_order_id)
@@ -412,7 +564,7 @@ class AlpacaBroker:
         deadline = time.monotonic() + self._cancel_wait
         while True:
             chain = self._chain_for(client_order_id) or chain
-            result = self._to_broker(chain)
+            result = self._to_broker(chain, client_order_id=client_order_id)
             if result.status.is_terminal or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)
@@ -450,7 +602,7 @@ class AlpacaBroker:
             )
 
         if len(chain) > 1 and done(chain):
-            return self._to_broker(chain)
+            return self._to_broker(chain, client_order_id=client_order_id)
         request = ReplaceOrderRequest(
             qty=int(quantity) if quantity is not None else None,
             limit_price=float(limit_price) if limit_price is not None else None,
@@ -461,22 +613,36 @@ class AlpacaBroker:
             if isinstance(exc.__cause__, APIError) and exc.__cause__.status_code == 422:
                 again = self._chain_for(client_order_id)
                 if again is not None and len(again) > len(chain) and done(again):
-                    return self._to_broker(again)
+                    return self._to_broker(again, client_order_id=client_order_id)
             raise
-        return self._to_broker([*chain, new])  # type: ignore[list-item]
+        return self._to_broker([*chain, new], client_order_id=client_order_id)  # type: ignore[list-item]
 
     def open_orders(self) -> list[BrokerOrder]:
+        """Working orders; a bracket's working legs under our ``<entry>-tp`` / ``<entry>-sl``
+        (listed nested: Alpaca rolls the legs up under their entry)."""
         listed = self._do(
             "list orders",
             lambda: self._client.get_orders(
-                GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=False)
+                GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=True)
             ),
         )
-        chains = [self._root(o) for o in listed]  # type: ignore[arg-type, union-attr]
+        chains: list[tuple[list[AlpacaOrder], str | None]] = []
+        for o in listed:  # type: ignore[union-attr]
+            chain = self._root(o)  # type: ignore[arg-type]
+            if not (_is_bracket(o) and o.legs):  # type: ignore[union-attr]
+                chains.append((chain, None))
+                continue
+            entry_id = chain[0].client_order_id
+            if not _status(o).is_terminal:  # type: ignore[arg-type]
+                chains.append((chain, None))
+            for suffix, leg in _pick_legs(o.legs, entry_id).items():  # type: ignore[union-attr]
+                leg_chain = self._chain(leg)
+                if not _status(leg_chain[-1]).is_terminal:
+                    chains.append((leg_chain, f"{entry_id}{suffix}"))
         acts: dict[str, list[dict[str, Any]]] | None = {}
-        if any(_dec(o.filled_qty) > 0 for c in chains for o in c):
-            acts = self._fill_activities(o for c in chains for o in c)
-        return [self._to_broker(c, acts) for c in chains]
+        if any(_dec(o.filled_qty) > 0 for c, _ in chains for o in c):
+            acts = self._fill_activities(o for c, _ in chains for o in c)
+        return [self._to_broker(c, acts, client_order_id=coid) for c, coid in chains]
 
     def positions(self) -> list[BrokerPosition]:
         raw = self._do("positions", self._client.get_all_positions)

@@ -72,6 +72,48 @@ class BracketNotSupported(BrokerError):
     raised before anything is stored or sent."""
 
 
+# Brackets (an entry with a take-profit limit and a stop-loss stop, one-cancels-other) come in
+# two kinds, and :func:`~trading_pipeline.trading.execution.submit_bracket` takes either:
+#
+# - **per order**: the broker sets ``supports_brackets = True`` and takes each exit through
+#   ``submit`` (``OrderRequest.parent_client_order_id`` / ``oco_group`` link them; the paper
+#   broker holds them until the entry fills);
+# - **native**: the broker also has :meth:`NativeBrackets.submit_bracket`, which places all
+#   three in one call (Alpaca ``order_class=bracket``, IB parent + children with ``parentId``
+#   and one ``ocaGroup``). The exits keep our ids ``<entry>-tp`` / ``<entry>-sl``:
+#   ``order_status``, ``cancel`` and ``open_orders`` answer for them under those ids, whatever
+#   ids the broker gave its legs. Cancelling the entry cancels its working exits.
+#
+# A broker with neither refuses with :class:`BracketNotSupported`.
+
+
+@runtime_checkable
+class NativeBrackets(Protocol):
+    """The optional native-bracket method of a :class:`Broker`."""
+
+    def submit_bracket(
+        self, entry: OrderRequest, take_profit: OrderRequest, stop_loss: OrderRequest
+    ) -> tuple[BrokerOrder, BrokerOrder, BrokerOrder]:
+        """Place entry, take-profit and stop-loss as one bracket; return the broker's view of
+        (entry, take_profit, stop_loss) under our client ids.
+
+        Idempotent like ``submit``: if the broker already has the entry's client_order_id, the
+        existing bracket is returned and nothing new is placed. Raises :class:`BrokerError`
+        (``retryable`` when the outcome is unknown: a retry looks the entry up first) for
+        refusals, transport failures and replies that lack the legs."""
+        ...
+
+
+def native_brackets(broker: object) -> NativeBrackets | None:
+    """The broker as :class:`NativeBrackets` when it places brackets in one call, else None."""
+    return broker if callable(getattr(broker, "submit_bracket", None)) else None  # type: ignore[return-value]
+
+
+def takes_brackets(broker: object) -> bool:
+    """Whether the broker takes brackets at all (natively or per order)."""
+    return bool(getattr(broker, "supports_brackets", False)) or native_brackets(broker) is not None
+
+
 def refuse_stop_modify(broker: str, stop_price: Decimal | None, trail_percent: Decimal | None,
                        trail_amount: Decimal | None) -> None:
     if stop_price is not None or trail_percent is not None or trail_amount is not None:

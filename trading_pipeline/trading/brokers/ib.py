@@ -10,6 +10,13 @@ looks for an order with that ref in the session and in TWS's open and completed 
 returns it instead of placing again, so a retry after a dropped connection never doubles
 an order.
 
+Brackets are native (:meth:`IBBroker.submit_bracket`, IB's bracket pattern): the entry and
+its two exits (a take-profit LMT and a stop-loss STP, GTC, ``parentId`` = the entry's order id,
+one ``ocaGroup`` with ``ocaType`` 1) are placed with ``transmit`` False on the entry and the
+first exit and True on the last, so TWS sends the three together; each carries our id in
+``orderRef``. TWS holds the exits until the entry fills, cancels them with the entry, and
+cancels the other exit when one fills.
+
 One TWS client id allows one connection: give each process its own ``client_id``.
 """
 
@@ -144,6 +151,7 @@ class IBBroker:
     """
 
     name = "ib"
+    supports_brackets = True  # natively: see submit_bracket
 
     def __init__(
         self,
@@ -249,6 +257,72 @@ class IBBroker:
             raise BrokerError(
                 f"IB rejected order {order.client_order_id}: {result.reason}", retryable=False
             )
+        return result
+
+    def submit_bracket(
+        self, entry: OrderRequest, take_profit: OrderRequest, stop_loss: OrderRequest
+    ) -> tuple[BrokerOrder, BrokerOrder, BrokerOrder]:
+        """The entry with its take-profit and stop-loss as one IB bracket (see the module
+        docstring); if TWS already has the entry's orderRef, the bracket it has is returned."""
+        coid = entry.client_order_id
+        exit_side = Side.SELL if entry.side == Side.BUY else Side.BUY
+        problem = next((p for o in (entry, take_profit, stop_loss) if (p := o.problem())), None)
+        if problem is None and entry.quantity <= 0:
+            problem = f"quantity must be positive, got {entry.quantity}"
+        if problem is None and (
+            OrderType(take_profit.order_type) != OrderType.LIMIT
+            or OrderType(stop_loss.order_type) != OrderType.STOP
+        ):
+            problem = "a bracket's take-profit is a limit order and its stop-loss a stop order"
+        if problem is None and any(
+            x.side != exit_side or x.quantity != entry.quantity or x.symbol != entry.symbol
+            for x in (take_profit, stop_loss)
+        ):
+            problem = "a bracket's exits are on the other side, for the entry's symbol and quantity"
+        if problem:
+            raise BrokerError(f"bracket {coid}: {problem}")
+        oca_group = take_profit.oco_group or stop_loss.oco_group or f"{coid}-oco"
+
+        async def place(ib: IB) -> tuple[BrokerOrder, BrokerOrder, BrokerOrder]:
+            found = await self._find(ib, coid)
+            if found is not None:
+                exits = [await self._find(ib, x.client_order_id) for x in (take_profit, stop_loss)]
+                missing = [x.client_order_id for x, t in zip((take_profit, stop_loss), exits, strict=True) if t is None]
+                if missing:
+                    raise BrokerError(
+                        f"IB has the entry {coid} but not its exits {', '.join(missing)}: not a bracket "
+                        "placed here; check TWS"
+                    )
+                return (to_broker_order(found), *(to_broker_order(t) for t in exits if t is not None))  # type: ignore[return-value]
+            account = entry.account if entry.account in ib.managedAccounts() else self.account_id
+            qty = float(entry.quantity)
+            parent = _ib_order(entry, "BUY" if entry.side == Side.BUY else "SELL", qty)
+            parent.tif = entry.time_in_force.value.upper()
+            parent.orderId = ib.client.getReqId()
+            exit_action = "BUY" if exit_side == Side.BUY else "SELL"
+            tp = LimitOrder(exit_action, qty, float(take_profit.limit_price))  # type: ignore[arg-type]
+            sl = StopOrder(exit_action, qty, float(stop_loss.stop_price))  # type: ignore[arg-type]
+            for o, req in ((tp, take_profit), (sl, stop_loss)):
+                o.orderId = ib.client.getReqId()
+                o.parentId = parent.orderId
+                o.ocaGroup, o.ocaType = oca_group, 1
+                o.tif = req.time_in_force.value.upper()
+            orders = ((parent, entry), (tp, take_profit), (sl, stop_loss))
+            for i, (o, req) in enumerate(orders):
+                o.orderRef = req.client_order_id
+                o.transmit = i == len(orders) - 1  # the last one sends the three
+                if account:
+                    o.account = account
+            contract = Stock(entry.symbol, "SMART", "USD")
+            trades = [ib.placeOrder(contract, o) for o, _ in orders]
+            for trade in trades:
+                await self._wait(ib, trade, lambda t: t.orderStatus.status != IBStatus.PendingSubmit)
+            return tuple(to_broker_order(t) for t in trades)  # type: ignore[return-value]
+
+        result = self._run(place)
+        if result[0].status == OrderStatus.REJECTED:
+            log.warning("ib_order_rejected", client_order_id=coid, reason=result[0].reason, bracket=True)
+            raise BrokerError(f"IB rejected bracket {coid}: {result[0].reason}", retryable=False)
         return result
 
     def _existing(self, ib: IB, trade: Trade | None, client_order_id: str, verb: str) -> Trade:

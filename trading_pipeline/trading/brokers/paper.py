@@ -232,6 +232,34 @@ def paper_clock(settings: Any, feed: BarFeed) -> Callable[[], datetime]:
     return market_clock(feed) if mode == "market" else utcnow
 
 
+# ---- the fill rules, as pure functions (the backtest's bracket exits use them too) -------------
+def slipped(price: Decimal, side: Side, slippage_bps: Decimal) -> Decimal:
+    """``price`` moved ``slippage_bps`` against the order (a buy pays more, a sell gets less)."""
+    factor = Decimal(slippage_bps) / Decimal(10000)
+    p = price * (1 + factor) if side == Side.BUY else price * (1 - factor)
+    return p.quantize(PRICE_QUANTUM)
+
+
+def limit_fill(side: Side, limit: Decimal, o: Decimal, lo: Decimal, hi: Decimal,
+               slippage_bps: Decimal) -> Decimal | None:
+    """A working limit order's fill price on a bar (the better of the open and the limit,
+    slipped but never past the limit), or None if the bar does not trade through it."""
+    if side == Side.BUY and (lo < limit or o <= limit):
+        return min(slipped(min(o, limit), side, slippage_bps), limit)
+    if side == Side.SELL and (hi > limit or o >= limit):
+        return max(slipped(max(o, limit), side, slippage_bps), limit)
+    return None
+
+
+def stop_trigger(side: Side, stop: Decimal, o: Decimal, lo: Decimal, hi: Decimal) -> Decimal | None:
+    """The price at which a bar triggers a stop: the open if it opened past the stop, the
+    stop if it trades through it later, None if it does neither. A triggered stop fills as
+    a market order at this price, slipped."""
+    if side == Side.BUY:
+        return o if o >= stop else (stop if hi > stop else None)
+    return o if o <= stop else (stop if lo < stop else None)
+
+
 def _session(bar: dict[str, Any]) -> Any:
     return bar.get("session_date") or bar["ts"].date()
 
@@ -470,29 +498,15 @@ class PaperBroker:
 
     # ---- the market moves --------------------------------------------------------------------
     def _slipped(self, price: Decimal, side: Side) -> Decimal:
-        factor = self.slippage_bps / Decimal(10000)
-        p = price * (1 + factor) if side == Side.BUY else price * (1 - factor)
-        return p.quantize(PRICE_QUANTUM)
+        return slipped(price, side, self.slippage_bps)
 
     def commission(self, quantity: Decimal) -> Decimal:
         return max(quantity * self.commission_per_share, self.commission_min)
 
     def _limit_fill(self, side: Side, limit: Decimal, o: Decimal, lo: Decimal, hi: Decimal) -> Decimal | None:
-        """A working limit order's fill price on a bar (the better of the open and the limit,
-        slipped but never past the limit), or None if the bar does not trade through it."""
-        if side == Side.BUY and (lo < limit or o <= limit):
-            return min(self._slipped(min(o, limit), side), limit)
-        if side == Side.SELL and (hi > limit or o >= limit):
-            return max(self._slipped(max(o, limit), side), limit)
-        return None
+        return limit_fill(side, limit, o, lo, hi, self.slippage_bps)
 
-    @staticmethod
-    def _trigger(side: Side, stop: Decimal, o: Decimal, lo: Decimal, hi: Decimal) -> Decimal | None:
-        """The price at which a bar triggers a stop: the open if it opened past the stop, the
-        stop if it trades through it later, None if it does neither."""
-        if side == Side.BUY:
-            return o if o >= stop else (stop if hi > stop else None)
-        return o if o <= stop else (stop if lo < stop else None)
+    _trigger = staticmethod(stop_trigger)
 
     @staticmethod
     def _trail_stop(row: Any, side: Side, mark: Decimal) -> Decimal:
