@@ -486,16 +486,41 @@
     // The kill switch matters most when things are wrong: always ask (a 503 is shown).
     api("/risk?events=10", "risk").then(function (body) { if (body) renderRisk(body); });
     if (state.snapshotOk !== true) return; // valuing positions needs the snapshot's closes
-    api("/portfolio", "portfolio").then(function (body) { if (body) renderPortfolio(body.accounts); });
+    api("/portfolio", "portfolio").then(function (body) { if (body) renderPortfolio(body.accounts, body.total); });
     api("/positions", "positions").then(function (body) { if (body) renderPositions(body.items); });
   }
-  function renderPortfolio(accounts) {
-    fillBody("portfolio", accounts.map(function (a) {
+  function renderPortfolio(accounts, total) {
+    var rows = accounts.map(function (a) {
       var tr = el("tr");
       [td(a.account), td(num(a.equity), "num"), td(num(a.cash), "num"), pnlCell(a.realized_pnl), pnlCell(a.unrealized_pnl), td(num(a.gross_exposure), "num")]
         .forEach(function (c) { tr.appendChild(c); });
       return tr;
-    }));
+    });
+    if (total && accounts.length > 1) { // several accounts: their sum as the last row
+      var tr = el("tr", "total");
+      [td("Total (" + total.accounts + ")"), td(num(total.equity), "num"), td(num(total.cash), "num"), pnlCell(total.realized_pnl),
+        pnlCell(total.unrealized_pnl), td(num(total.gross_exposure), "num")].forEach(function (c) { tr.appendChild(c); });
+      rows.push(tr);
+    }
+    fillBody("portfolio", rows);
+  }
+  // The ticket's account field suggests the accounts GET /accounts lists (the accounts file's,
+  // or the one default account) and starts on the default one until the user types another.
+  function loadAccounts() {
+    api("/accounts", "accounts").then(function (body) {
+      if (!body) return;
+      var list = $("order-accounts");
+      if (list) {
+        list.replaceChildren.apply(list, body.accounts.filter(function (a) { return a.broker; }).map(function (a) {
+          var o = el("option");
+          o.value = a.name;
+          o.label = a.name + " · " + a.broker + (a.description ? " · " + a.description : "");
+          return o;
+        }));
+      }
+      var input = $("order-account");
+      if (input && !input.dataset.typed) input.value = body["default"];
+    });
   }
   function renderPositions(items) {
     fillBody("positions", items.map(function (p) {
@@ -674,6 +699,9 @@
     setProblem("orders-js", "The order ticket did not load (/static/dashboard-orders.js).", true);
   }
   window.tradingDashboard = { state: state, select: select, reload: function () { loadSnapshotData(); loadOps(); } };
+  var accountInput = $("order-account");
+  if (accountInput) accountInput.addEventListener("input", function () { accountInput.dataset.typed = "1"; });
+  loadAccounts();
   loadStatus().then(function () {
     if (state.snapshotOk !== true) loadOps(); // orders and risk need no snapshot
     if (!state.ws) connect();
