@@ -493,3 +493,27 @@ def test_a_bad_load_window_fails_the_run_with_its_reason_and_stores_nothing(trad
     assert not result.get_asset_materialization_events()
     assert not warehouse.exists(get_settings().warehouse_path) or table(
         "SELECT count(*) AS n FROM raw.bars_daily")["n"][0] == 0
+
+
+def test_a_loads_checks_reuse_its_pre_commit_verdict_only_on_the_same_rows(trading_home, tmp_path):
+    """The load step runs the suite on the rows it stores, inside its transaction; the run's
+    checks report that verdict when they would judge exactly those rows (same count in the same
+    scope), and run the suite themselves when the scope holds anything else."""
+    f = tmp_path / "GOOG.csv"
+    f.write_text(GOOD)
+    first = ingest_file(f)
+    assert first.success
+    evals = first.get_asset_check_evaluations()
+    assert {e.check_name for e in evals} == set(CHECK_GROUPS) and all(e.passed for e in evals)
+    assert all("same 3 stored rows" in e.metadata["verified"].value for e in evals)
+    assert {e.metadata["rows_checked"].value for e in evals} == {3}
+    assert all(e.metadata["expectations"].value >= 1 for e in evals)
+    # a stored bar the load did not write, inside its window: the checks run the suite on all 4
+    con = warehouse.connect(get_settings().warehouse_path)
+    con.execute("""INSERT INTO raw.bars_daily VALUES ('GOOG','1d','2013-02-28 12:00','2013-02-28',1,0.5,2,1,1,'manual',now())""")
+    con.close()
+    again = ingest_file(f)
+    assert not again.success and runs.failed_checks(again)
+    evals = again.get_asset_check_evaluations()
+    assert not any("verified" in e.metadata for e in evals)
+    assert {e.metadata["rows_checked"].value for e in evals} == {4}

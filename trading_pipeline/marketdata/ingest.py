@@ -64,6 +64,9 @@ class IngestResult:
     symbols: list[str] = field(default_factory=list)
     by_timeframe: dict[str, int] = field(default_factory=dict)
     rejections: pl.DataFrame | None = None
+    # the bar suite's verdict before the commit, per timeframe: {"rows": stored rows it judged,
+    # "expectations": {check group: how many}} (all passed: a failure rolls the load back)
+    verified: dict[str, dict] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -186,7 +189,7 @@ def ingest(
                    WHERE NOT EXISTS (SELECT 1 FROM raw.symbols s WHERE s.symbol = n.symbol)"""
             )
             con.unregister("_new_symbols")
-        _check_and_record(con, written, run_id, now)
+        result.verified = _check_and_record(con, written, run_id, now)
 
     transaction(con, write)
     for tf, good in written.items():
@@ -201,14 +204,16 @@ def ingest(
 
 
 def _check_and_record(con: duckdb.DuckDBPyConnection, written: dict[str, pl.DataFrame],
-                      run_id: str | None, now: datetime | None) -> None:
+                      run_id: str | None, now: datetime | None) -> dict[str, dict]:
     """Run the bar suite on the stored rows this load wrote and record the load (in the
-    caller's transaction); raise ``LoadCheckError`` when the suite fails."""
+    caller's transaction); raise ``LoadCheckError`` when the suite fails. Returns what was
+    judged per timeframe (rows, expectations per check group) for the run's checks."""
     from trading_pipeline.marketdata.warehouse import fetch_frame
 
     con.execute(LOADS_DDL)
     calendar_of = {s: c for s, (_, c) in known_symbols(con).items()}
     failures: list[dict] = []
+    verified: dict[str, dict] = {}
     for tf, good in written.items():
         if good.is_empty():
             continue
@@ -222,7 +227,11 @@ def _check_and_record(con: duckdb.DuckDBPyConnection, written: dict[str, pl.Data
             )
         finally:
             con.unregister("_written_keys")
-        failures += quality.failures_by_rule(quality.run_suite(stored, calendar_of, now=now), stored)
+        results = quality.run_suite(stored, calendar_of, now=now)
+        failures += quality.failures_by_rule(results, stored)
+        verified[tf] = {"rows": stored.height, "expectations": {
+            check: sum(r["expectation"].startswith(prefixes) for r in results)
+            for check, prefixes in quality.CHECK_GROUPS.items()}}
         loads = good.group_by("symbol", "timeframe").agg(
             pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts"), pl.len().alias("bars")
         )
@@ -236,6 +245,7 @@ def _check_and_record(con: duckdb.DuckDBPyConnection, written: dict[str, pl.Data
             con.unregister("_loads")
     if failures:
         raise LoadCheckError(failures)
+    return verified
 
 
 def batch_source(batches: Sequence[Batch]) -> str:
