@@ -522,7 +522,7 @@ def test_patch_of_terms_the_broker_cannot_replace_is_409(client: TestClient, mon
     state = client.app.state.trading
     paper_for = state.broker
 
-    class LiveLike:  # as Alpaca and IB: stop and trail changes not supported yet
+    class LiveLike:  # a live broker that cannot replace stops and trails
         name = "live"
 
         def __init__(self, account: str) -> None:

@@ -10,7 +10,13 @@ One server serves both APIs (the paths do not overlap), so ``stub.url`` is the
 ``url_override`` of TradingClient and of StockHistoricalDataClient alike.
 
 Nothing fills on its own: tests call :meth:`AlpacaStub.fill` (one order, part or all) or
-:meth:`AlpacaStub.advance` (every marketable open order at the current prices).
+:meth:`AlpacaStub.advance` (every marketable open order at the current prices: a stop once the
+price reaches its stop price, a trailing stop once the price falls its trail below the best price
+since it was placed, ``hwm``, or above it for a buy).
+
+``PATCH /v2/orders/{id}`` replaces ``qty``, ``limit_price``, ``stop_price`` and ``trail`` (the
+trail replaces trail_percent or trail_price, whichever the order has) with a new order that
+``replaces`` the old; a replaced bracket leg stays a leg of its entry.
 
 Brackets (``order_class: bracket`` with ``take_profit.limit_price`` and ``stop_loss.stop_price``)
 make an entry and two legs (a limit and a stop on the other side, with Alpaca's own ids and
@@ -110,6 +116,7 @@ class StubOrder:
     order_class: str = ""  # "" (simple) or "bracket" (the entry and its legs)
     legs: list[str] = field(default_factory=list)  # a bracket entry's leg ids: take-profit, stop-loss
     parent_id: str | None = None  # a leg's entry
+    hwm: Decimal | None = None  # a trailing stop's best price since it was placed (high for a sell)
 
     @property
     def is_open(self) -> bool:
@@ -152,7 +159,7 @@ class StubOrder:
             "legs": None,
             "trail_percent": _num(self.trail_percent),
             "trail_price": _num(self.trail_price),
-            "hwm": None,
+            "hwm": _num(self.hwm),
         }
 
 
@@ -345,6 +352,8 @@ class AlpacaStub:
                 if not order.is_open or order.status == "held" or order.symbol not in self.prices:
                     continue
                 price = self.prices[order.symbol]
+                if order.type == "trailing_stop" and not self._trail_triggered(order, price):
+                    continue
                 if order.type in ("stop", "stop_limit") and order.stop_price is not None:
                     if (order.side == "buy" and price < order.stop_price) or (
                         order.side == "sell" and price > order.stop_price
@@ -363,6 +372,19 @@ class AlpacaStub:
                 self._fill(order, None, price)
                 n += 1
         return n
+
+    @staticmethod
+    def _trail_triggered(order: StubOrder, price: Decimal) -> bool:
+        """Move a trailing stop's high-water mark to ``price`` if better; whether ``price`` reached
+        the stop (the mark less the trail for a sell, plus it for a buy)."""
+        sell = order.side == "sell"
+        if order.hwm is None or (price > order.hwm if sell else price < order.hwm):
+            order.hwm = price
+        if order.trail_percent is not None:
+            offset = order.hwm * order.trail_percent / 100
+        else:
+            offset = order.trail_price or Decimal(0)
+        return price <= order.hwm - offset if sell else price >= order.hwm + offset
 
     def reject(self, client_order_id: str, reason: str = "rejected by exchange") -> None:
         """Reject an accepted order asynchronously (status ``rejected``)."""
@@ -602,6 +624,7 @@ class AlpacaStub:
             stop_price=stop_price,
             trail_percent=trail_percent,
             trail_price=trail_price,
+            hwm=self.prices.get(symbol) if otype == "trailing_stop" else None,
         )
         order_class = body.get("order_class") or ""
         legs: list[StubOrder] = []
@@ -642,6 +665,9 @@ class AlpacaStub:
         return legs
 
     def _replace(self, order_id: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """PATCH: a new order with the given ``qty``, ``limit_price``, ``stop_price`` or ``trail``
+        (the trail replaces trail_percent or trail_price, whichever the order has); the old one is
+        ``replaced``. A bracket leg's replacement stays a leg of its entry (held while it was)."""
         old = self._find(order_id)
         if not old.is_open:
             raise _Fault(422, f"order is not replaceable (status {old.status})", 42210000)
@@ -652,13 +678,24 @@ class AlpacaStub:
         qty = Decimal(str(body["qty"])) if body.get("qty") is not None else old.qty
         if qty <= old.filled_qty:
             raise _Fault(422, "qty must be greater than the filled quantity", 40010001)
-        limit = (
-            Decimal(str(body["limit_price"]))
-            if body.get("limit_price") is not None
-            else old.limit_price
+        limit, stop, trail = (
+            None if body.get(k) is None else Decimal(str(body[k])) for k in ("limit_price", "stop_price", "trail")
         )
-        if old.type == "market" and body.get("limit_price") is not None:
-            raise _Fault(422, "cannot set limit_price on a market order", 40010001)
+        if limit is not None and old.type not in ("limit", "stop_limit"):
+            raise _Fault(422, f"cannot set limit_price on a {old.type} order", 40010001)
+        if stop is not None and old.type not in ("stop", "stop_limit"):
+            raise _Fault(422, f"cannot set stop_price on a {old.type} order", 40010001)
+        if trail is not None and old.type != "trailing_stop":
+            raise _Fault(422, f"cannot set trail on a {old.type} order", 40010001)
+        for name, value in (("limit_price", limit), ("stop_price", stop), ("trail", trail)):
+            if value is not None and value <= 0:
+                raise _Fault(422, f"{name} must be > 0", 40010001)
+        trail_percent, trail_price = old.trail_percent, old.trail_price
+        if trail is not None:
+            if old.trail_percent is not None:
+                trail_percent = trail
+            else:
+                trail_price = trail
         now = _now()
         new = StubOrder(
             id=str(uuid.uuid4()),
@@ -668,12 +705,26 @@ class AlpacaStub:
             qty=qty,
             type=old.type,
             time_in_force=body.get("time_in_force") or old.time_in_force,
-            limit_price=limit,
-            status="partially_filled" if old.filled_qty else "accepted",
+            limit_price=limit if limit is not None else old.limit_price,
+            stop_price=stop if stop is not None else old.stop_price,
+            trail_percent=trail_percent,
+            trail_price=trail_price,
+            status="held" if old.status == "held" else "partially_filled" if old.filled_qty else "accepted",
             filled_qty=old.filled_qty,
             filled_avg_price=old.filled_avg_price,
             replaces=old.id,
+            order_class=old.order_class if old.parent_id else "",
+            parent_id=old.parent_id,
         )
+        if old.legs:  # an entry's replacement keeps its legs
+            new.order_class, new.legs = old.order_class, old.legs
+            for leg_id in old.legs:
+                self.orders[leg_id].parent_id = new.id
+            old.legs = []
+        if old.parent_id is not None:  # a leg's replacement takes its place in the entry
+            parent = self.orders[old.parent_id]
+            parent.legs = [new.id if i == old.id else i for i in parent.legs]
+        new.hwm = old.hwm
         old.status, old.replaced_at, old.replaced_by, old.updated_at = "replaced", now, new.id, now
         self.orders[new.id] = new
         return 200, new.to_json()

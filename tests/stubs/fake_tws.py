@@ -37,7 +37,12 @@ Brackets (IB's pattern): an order placed with ``transmit`` 0 is held, unseen, un
 of the same client with ``transmit`` 1 arrives; then all of them go live together (held ones
 are dropped with their connection). A child (``parentId``) is ``PreSubmitted`` and does not
 fill until its parent has filled; cancelling a parent cancels its children; a fill of an order
-in an ``ocaGroup`` with ``ocaType`` 1 cancels the rest of the group. Stop orders never trigger.
+in an ``ocaGroup`` with ``ocaType`` 1 cancels the rest of the group.
+
+Stops (STP, STP LMT) trigger when the price reaches ``auxPrice`` (then fill as a market or limit
+order); trailing stops (TRAIL) never trigger. A modify (placeOrder again with the order's id)
+applies the new quantity, ``lmtPrice``, ``auxPrice`` and ``trailingPercent``;
+:meth:`~FakeTWS.reject_next_modify` refuses the next one with error 201 (the order stays as it was).
 
 The server runs on 127.0.0.1 on a free port, in a daemon thread with its own event loop, so
 synchronous tests can use it; every public method is thread-safe (it runs on that loop).
@@ -216,6 +221,7 @@ class FakeTWS:
         self._exec_seq = itertools.count(1)
         self._con_ids: dict[str, int] = {}
         self._reject_next: str | None = None
+        self._reject_modify: str | None = None
         self._drop_after_next_order = False
         self._drop_before_transmit = 0
         self._untransmitted: dict[int, list[FakeOrder]] = {}  # client id -> orders placed with transmit 0
@@ -283,6 +289,11 @@ class FakeTWS:
     def reject_next_order(self, reason: str = "Insufficient buying power") -> None:
         """The next new order is rejected with error 201 (as TWS does for a refused order)."""
         self.call(lambda: setattr(self, "_reject_next", reason))
+
+    def reject_next_modify(self, reason: str = "Order modification rejected") -> None:
+        """The next modify (placeOrder again with a live order's id) is refused with error 201;
+        the order stays live with the terms it had."""
+        self.call(lambda: setattr(self, "_reject_modify", reason))
 
     def drop_after_next_order(self) -> None:
         """Accept the next order (it is live on the server) but die before replying."""
@@ -612,8 +623,14 @@ class FakeTWS:
         if order.status in DONE:
             conn.send(4, 2, order.order_id, 104, "Cannot modify a filled order.", "")
             return
+        if self._reject_modify is not None:
+            reason, self._reject_modify = self._reject_modify, None
+            conn.send(4, 2, order.order_id, 201, f"Order rejected - reason:{reason}", "")
+            return
         order.quantity = float(f[17])
         order.limit_price = float(f[19]) if f[19] else None
+        order.aux_price = float(f[20]) if f[20] else None
+        order.trailing_percent = self._trailing_percent(f, conn.version)
         conn.send(*self._open_order(order, conn.version))
         conn.send(*self._order_status(order))
         self._try_fill(order)
@@ -651,8 +668,14 @@ class FakeTWS:
         if price is None or order.status == "PreSubmitted":  # a child waits for its parent
             return
         buy = order.action == "BUY"
-        marketable = order.order_type == "MKT" or (  # stops (STP, STP LMT, TRAIL) rest here
-            order.order_type == "LMT"
+        kind = order.order_type
+        if kind in ("STP", "STP LMT"):  # a stop acts once the price reaches its stop (auxPrice)
+            stop = order.aux_price
+            if stop is None or (price < stop if buy else price > stop):
+                return
+            kind = "MKT" if kind == "STP" else "LMT"
+        marketable = kind == "MKT" or (  # trailing stops (TRAIL) rest here
+            kind == "LMT"
             and order.limit_price is not None
             and (price <= order.limit_price if buy else price >= order.limit_price)
         )
@@ -794,7 +817,8 @@ class FakeTWS:
         # continuousUpdate, referencePriceType, trailStopPrice, trailingPercent, basisPoints,
         # basisPointsType, comboLegsDescrip, #legs, #orderLegs, #smartComboParams,
         # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement, hedgeType
-        f += [0, 0, "", "", "", "", "", 0, 0, 0, "", "", "", ""]
+        trailing = o.trailing_percent if o.trailing_percent is not None else ""
+        f += [0, 0, "", trailing, "", "", "", 0, 0, 0, "", "", "", ""]
         # optOutSmartRouting, clearingAccount, clearingIntent, notHeld, dncPresent, algoStrategy
         f += [0, "", "IB", 0, 0, ""]
         # solicited, whatIf, status, 9 margin fields, commission, min/max commission,

@@ -174,17 +174,19 @@ def test_a_paper_refusal_rolls_back_the_ops_store_too(store, broker, feed, risk_
     assert snapshot(store) == before
 
 
-def test_live_brokers_refuse_stop_and_trail_changes_clearly() -> None:
-    refuse_stop_modify("alpaca", None, None, None)  # quantity/limit only: fine
+def test_a_broker_without_stop_modify_refuses_stop_and_trail_changes_clearly() -> None:
+    """For brokers that replace only quantity and limit (Alpaca and IB replace stops and trails:
+    tests/trading/brokers/test_live_modify_stops.py)."""
+    refuse_stop_modify("other", None, None, None)  # quantity/limit only: fine
     with pytest.raises(ModifyNotSupported, match="not supported by this broker"):
-        refuse_stop_modify("alpaca", D(1), None, None)
-    with pytest.raises(ModifyNotSupported, match=r"\(ib\) yet"):
-        refuse_stop_modify("ib", None, None, D(1))
+        refuse_stop_modify("other", D(1), None, None)
+    with pytest.raises(ModifyNotSupported, match=r"\(other\) yet"):
+        refuse_stop_modify("other", None, None, D(1))
 
 
 class LiveLike:
-    """A broker that is not the paper book in this store (as Alpaca or IB): the modify goes to it
-    first, and its refusal leaves the store as it was."""
+    """A broker that is not the paper book in this store (as Alpaca or IB) and cannot replace
+    stops: the modify goes to it first, and its refusal leaves the store as it was."""
 
     name = "live"
 

@@ -365,16 +365,18 @@ def test_fills_fall_back_to_filled_qty_when_activities_are_refused(
     )
 
 
-def test_modify_of_stop_or_trail_is_not_supported_yet_and_sends_nothing(
+def test_modify_of_terms_the_order_does_not_have_sends_nothing(
     alpaca_stub: AlpacaStub, alpaca_broker: AlpacaBroker
 ) -> None:
-    from trading_pipeline.trading.brokers.base import ModifyNotSupported
-
+    """Stops and trails are replaced (tests/trading/brokers/test_live_modify_stops.py); on a
+    limit order they are refused before anything is sent."""
     alpaca_broker.submit(req("mod-4", limit="50", tif=TimeInForce.GTC))
-    for terms in ({"stop_price": Decimal("49")}, {"trail_percent": Decimal(2)}, {"trail_amount": Decimal(1)}):
-        with pytest.raises(ModifyNotSupported, match="not supported by this broker \\(alpaca\\) yet") as err:
+    for terms, what in (({"stop_price": Decimal("49")}, "stop price"), ({"trail_percent": Decimal(2)}, "trail"),
+                        ({"trail_amount": Decimal(1)}, "trail")):
+        with pytest.raises(BrokerError, match=f"a limit order has no {what}") as err:
             alpaca_broker.modify("mod-4", quantity=Decimal(11), **terms)
         assert not err.value.retryable
     assert len(alpaca_stub.orders) == 1  # no replace was sent
+    assert ("PATCH", f"/v2/orders/{alpaca_stub.order('mod-4').id}") not in alpaca_stub.requests
     status = alpaca_broker.order_status("mod-4")
     assert status is not None and status.quantity == Decimal(10)

@@ -288,12 +288,15 @@ def unused_port() -> int:
         return s.getsockname()[1]
 
 
-def test_modify_of_stop_or_trail_is_not_supported_yet_and_sends_nothing(broker: IBBroker, tws: FakeTWS) -> None:
-    from trading_pipeline.trading.brokers.base import ModifyNotSupported
-
+def test_modify_of_terms_the_order_does_not_have_sends_nothing(broker: IBBroker, tws: FakeTWS) -> None:
+    """Stops and trails are modified (tests/trading/brokers/test_live_modify_stops.py); on a
+    limit order they are refused before anything is sent."""
     broker.submit(req("mod-3", limit=50.0, tif=TimeInForce.GTC))
-    for terms in ({"stop_price": Decimal("49")}, {"trail_percent": Decimal(2)}, {"trail_amount": Decimal(1)}):
-        with pytest.raises(ModifyNotSupported, match="not supported by this broker \\(ib\\) yet"):
+    for terms, what in (({"stop_price": Decimal("49")}, "stop price"), ({"trail_percent": Decimal(2)}, "trail"),
+                        ({"trail_amount": Decimal(1)}, "trail")):
+        with pytest.raises(BrokerError, match=f"cannot set a {what} on LMT order"):
             broker.modify("mod-3", quantity=Decimal(11), **terms)
     (server_order,) = tws.snapshot()
     assert (server_order.quantity, server_order.limit_price) == (10.0, 50.0)
+    got = broker.order_status("mod-3")
+    assert got is not None and got.quantity == Decimal(10)

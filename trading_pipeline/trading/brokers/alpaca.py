@@ -9,7 +9,9 @@ Why it looks the way it does:
   client_order_id) and marks the old one ``replaced``. We follow ``replaced_by`` from the
   order carrying our id to the live one, and walk ``replaces`` back from a listed order to
   our id, so callers keep seeing one order under their id. No local state: it survives a
-  restart.
+  restart. A replace carries ``qty``, ``limit_price``, ``stop_price`` and ``trail`` (a
+  trailing stop's trail, in the kind it has: percent or price); a bracket's exit is replaced
+  as its own leg and keeps answering to ``<entry>-tp`` / ``<entry>-sl``.
 - **Fills come from fill activities** (``/v2/account/activities/FILL``), which carry each
   execution; if they cannot be read, one aggregate fill is derived from
   ``filled_qty``/``filled_avg_price`` so fills always sum to the filled quantity.
@@ -64,7 +66,7 @@ from trading_pipeline.trading.brokers.base import (
     BrokerFill,
     BrokerOrder,
     BrokerPosition,
-    refuse_stop_modify,
+    ModifyNotSupported,
 )
 from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side
 
@@ -288,9 +290,14 @@ class AlpacaBroker:
         replacements, oldest first; None if Alpaca has no such order."""
         leg = self._leg_for(client_order_id)
         if leg is not None:
-            return self._chain(leg)
+            return self._leg_chain(leg)
         first = self._by_client_id(client_order_id)
         return None if first is None else self._chain(first)
+
+    def _leg_chain(self, leg: AlpacaOrder) -> list[AlpacaOrder]:
+        """A bracket leg's whole chain, oldest first: the entry may list the original leg or,
+        once it was replaced, the replacement."""
+        return self._root(leg)[:-1] + self._chain(leg)
 
     def _legs(self, parent: AlpacaOrder) -> dict[str, AlpacaOrder]:
         """A bracket's legs, read nested when the reply did not roll them up."""
@@ -319,8 +326,8 @@ class AlpacaBroker:
         legs = self._legs(entry_chain[-1])
         return (
             self._to_broker(entry_chain),
-            self._to_broker(self._chain(legs["-tp"]), client_order_id=f"{entry_id}-tp"),
-            self._to_broker(self._chain(legs["-sl"]), client_order_id=f"{entry_id}-sl"),
+            self._to_broker(self._leg_chain(legs["-tp"]), client_order_id=f"{entry_id}-tp"),
+            self._to_broker(self._leg_chain(legs["-sl"]), client_order_id=f"{entry_id}-sl"),
         )
 
     def _root(self, order: AlpacaOrder) -> list[AlpacaOrder]:
@@ -584,28 +591,63 @@ class AlpacaBroker:
         trail_percent: Decimal | None = None,
         trail_amount: Decimal | None = None,
     ) -> BrokerOrder:
-        """Replace the live order; a retried modify that already happened returns the result."""
-        refuse_stop_modify(self.name, stop_price, trail_percent, trail_amount)
-        if quantity is None and limit_price is None:
-            raise BrokerError("modify needs a quantity or a limit_price", retryable=False)
+        """Replace the live order (``PATCH /v2/orders/{id}``: ``qty``, ``limit_price``,
+        ``stop_price``, ``trail``); a retried modify that already happened returns the result.
+
+        A trailing stop's ``trail`` replaces the trail it has (``trail_percent`` or
+        ``trail_price``, our ``trail_amount``): switching between the two is not something Alpaca
+        can replace, so it raises :class:`ModifyNotSupported` before anything is sent. A bracket's
+        exit is replaced through its own leg (``<entry>-sl`` / ``<entry>-tp``)."""
+        if trail_percent is not None and trail_amount is not None:
+            raise BrokerError("modify takes one of trail_percent and trail_amount", retryable=False)
+        trail = trail_percent if trail_percent is not None else trail_amount
+        if quantity is None and limit_price is None and stop_price is None and trail is None:
+            raise BrokerError(
+                "modify needs a quantity, limit_price, stop_price or trail", retryable=False
+            )
         if quantity is not None and quantity != quantity.to_integral_value():
             raise BrokerError(
                 f"Alpaca replaces whole-share quantities only, got {quantity}", retryable=False
             )
         chain = self._live_chain(client_order_id, "modify")
         live = chain[-1]
+        kind = str(getattr(live.type or live.order_type, "value", live.type or live.order_type))
+        if limit_price is not None and kind not in ("limit", "stop_limit"):
+            raise BrokerError(f"cannot modify {client_order_id}: a {kind} order has no limit price", retryable=False)
+        if stop_price is not None and kind not in ("stop", "stop_limit"):
+            raise BrokerError(f"cannot modify {client_order_id}: a {kind} order has no stop price", retryable=False)
+        if trail is not None:
+            if kind != "trailing_stop":
+                raise BrokerError(f"cannot modify {client_order_id}: a {kind} order has no trail", retryable=False)
+            has_percent = live.trail_percent is not None
+            if has_percent != (trail_percent is not None):
+                have, want = ("trail_percent", "trail_amount") if has_percent else ("trail_amount", "trail_percent")
+                raise ModifyNotSupported(
+                    f"cannot modify {client_order_id}: Alpaca replaces a trailing stop's trail in the kind it "
+                    f"has ({have}); switching to {want} is not possible, cancel and place a new order"
+                )
+        trail_field = "trail_percent" if trail_percent is not None else "trail_price"
 
         def done(c: list[AlpacaOrder]) -> bool:
             last = c[-1]
-            return (quantity is None or _dec(last.qty) == quantity) and (
-                limit_price is None or _dec(last.limit_price) == limit_price
+            return (
+                (quantity is None or _dec(last.qty) == quantity)
+                and (limit_price is None or _dec(last.limit_price) == limit_price)
+                and (stop_price is None or _dec(last.stop_price) == stop_price)
+                and (trail is None or _dec(getattr(last, trail_field)) == trail)
             )
 
         if len(chain) > 1 and done(chain):
             return self._to_broker(chain, client_order_id=client_order_id)
+
+        def num(x: Decimal | None) -> float | None:
+            return None if x is None else float(x)
+
         request = ReplaceOrderRequest(
             qty=int(quantity) if quantity is not None else None,
-            limit_price=float(limit_price) if limit_price is not None else None,
+            limit_price=num(limit_price),
+            stop_price=num(stop_price),
+            trail=num(trail),
         )
         try:
             new = self._do("modify", lambda: self._client.replace_order_by_id(live.id, request))
@@ -636,7 +678,7 @@ class AlpacaBroker:
             if not _status(o).is_terminal:  # type: ignore[arg-type]
                 chains.append((chain, None))
             for suffix, leg in _pick_legs(o.legs, entry_id).items():  # type: ignore[union-attr]
-                leg_chain = self._chain(leg)
+                leg_chain = self._leg_chain(leg)
                 if not _status(leg_chain[-1]).is_terminal:
                     chains.append((leg_chain, f"{entry_id}{suffix}"))
         acts: dict[str, list[dict[str, Any]]] | None = {}

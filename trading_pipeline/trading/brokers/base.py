@@ -116,6 +116,12 @@ def takes_brackets(broker: object) -> bool:
 
 def refuse_stop_modify(broker: str, stop_price: Decimal | None, trail_percent: Decimal | None,
                        trail_amount: Decimal | None) -> None:
+    """For a broker that can replace only quantity and limit price: raise
+    :class:`ModifyNotSupported` (before anything is sent) when a stop price or trail is given.
+
+    The paper, Alpaca and IB brokers replace stop prices and trails themselves and do not use
+    this; Alpaca and IB raise :class:`ModifyNotSupported` only for switching a trailing stop
+    between trail_percent and trail_amount."""
     if stop_price is not None or trail_percent is not None or trail_amount is not None:
         raise ModifyNotSupported(f"modifying stop_price or a trail is not supported by this broker ({broker}) yet")
 

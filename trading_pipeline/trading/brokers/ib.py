@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -41,7 +42,7 @@ from trading_pipeline.trading.brokers.base import (
     BrokerFill,
     BrokerOrder,
     BrokerPosition,
-    refuse_stop_modify,
+    ModifyNotSupported,
 )
 from trading_pipeline.trading.model import OrderRequest, OrderStatus, OrderType, Side, to_decimal
 
@@ -361,23 +362,70 @@ class IBBroker:
         trail_percent: Decimal | None = None,
         trail_amount: Decimal | None = None,
     ) -> BrokerOrder:
-        refuse_stop_modify(self.name, stop_price, trail_percent, trail_amount)
+        """Place the order again with its ``orderId`` and the new terms (IB's modify):
+        ``totalQuantity``; ``lmtPrice`` (LMT, STP LMT); ``auxPrice``, the stop price (STP, STP
+        LMT); ``trailingPercent``, or ``auxPrice`` for a trailing amount (TRAIL). A trailing stop
+        keeps its kind: percent to amount (or back) raises :class:`ModifyNotSupported` and sends
+        nothing. A bracket's exit is modified under its own id (``<entry>-sl`` / ``<entry>-tp``)."""
+        if trail_percent is not None and trail_amount is not None:
+            raise BrokerError("modify takes one of trail_percent and trail_amount")
+        if all(x is None for x in (quantity, limit_price, stop_price, trail_percent, trail_amount)):
+            raise BrokerError("modify needs a quantity, limit_price, stop_price or trail")
 
         async def modify(ib: IB) -> BrokerOrder:
             trade = self._existing(
                 ib, await self._find(ib, client_order_id), client_order_id, "modify"
             )
-            if limit_price is not None and trade.order.orderType != "LMT":
-                raise BrokerError(
-                    f"cannot set a limit price on {trade.order.orderType} order {client_order_id!r}"
-                )
+            o = trade.order
+            kind = o.orderType
+            if limit_price is not None and kind not in ("LMT", "STP LMT"):
+                raise BrokerError(f"cannot set a limit price on {kind} order {client_order_id!r}")
+            if stop_price is not None and kind not in ("STP", "STP LMT"):
+                raise BrokerError(f"cannot set a stop price on {kind} order {client_order_id!r}")
+            if trail_percent is not None or trail_amount is not None:
+                if kind != "TRAIL":
+                    raise BrokerError(f"cannot set a trail on {kind} order {client_order_id!r}")
+                has_percent = o.trailingPercent not in (None, UNSET_DOUBLE)
+                if has_percent != (trail_percent is not None):
+                    have, want = ("trail_percent", "trail_amount") if has_percent else ("trail_amount", "trail_percent")
+                    raise ModifyNotSupported(
+                        f"cannot modify {client_order_id!r}: IB modifies a trailing stop's trail in the kind it "
+                        f"has ({have}); switching to {want} is not supported, cancel and place a new order"
+                    )
+            terms = ("totalQuantity", "lmtPrice", "auxPrice", "trailingPercent")
+            before = {k: getattr(o, k) for k in terms}
+            status_before = trade.orderStatus.status
             if quantity is not None:
-                trade.order.totalQuantity = float(quantity)
+                o.totalQuantity = float(quantity)
             if limit_price is not None:
-                trade.order.lmtPrice = float(limit_price)
+                o.lmtPrice = float(limit_price)
+            if stop_price is not None:
+                o.auxPrice = float(stop_price)
+            if trail_percent is not None:
+                o.trailingPercent = float(trail_percent)
+            if trail_amount is not None:
+                o.auxPrice = float(trail_amount)
             seen = len(trade.log)
-            ib.placeOrder(trade.contract, trade.order)  # same orderId: IB treats it as a modify
-            await self._wait(ib, trade, lambda t: len(t.log) > seen + 1 or t.isDone())
+            ib.placeOrder(trade.contract, o)  # same orderId: IB treats it as a modify
+            if status_before == IBStatus.PreSubmitted:
+                # TWS acknowledges no modify of a held order: its open-orders answer comes after
+                # whatever it says about the modify
+                await ib.reqAllOpenOrdersAsync()
+            else:
+                await self._wait(ib, trade, lambda t: len(t.log) > seen + 1 or t.isDone())
+            refused = [e for e in trade.log[seen:] if e.errorCode and e.errorCode not in _CANCEL_CODES]
+            if refused:
+                # the order is live at TWS with its old terms; ib_async took the error for a
+                # cancel: put the local view back as it was, keeping the message in the log
+                for k, v in before.items():
+                    setattr(o, k, v)
+                trade.orderStatus.status = status_before
+                trade.log[seen:] = [
+                    replace(e, status=status_before, message=f"modify refused: {e.message}", errorCode=0)
+                    if e in refused else e
+                    for e in trade.log[seen:]
+                ]
+                raise BrokerError(f"IB refused to modify {client_order_id!r}: {refused[-1].message}")
             return to_broker_order(trade)
 
         return self._run(modify)
