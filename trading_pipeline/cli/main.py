@@ -23,6 +23,7 @@ def _register_commands() -> None:
     from trading_api.cli import register as register_api
     from trading_pipeline.cli import (
         accounts_cmd,
+        actions_cmd,
         backtest_cmd,
         demo_cmd,
         ingest_cmd,
@@ -32,6 +33,7 @@ def _register_commands() -> None:
     )
 
     ingest_cmd.register(app)
+    actions_cmd.register(app)
     readers.register(app)
     demo_cmd.register(app)
     orders_cmds.register(app)
