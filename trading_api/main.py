@@ -33,7 +33,9 @@ from trading_api.routers import (
     market_data,
     orders,
     portfolio,
+    portfolio_risk,
     positions,
+    rebalance,
     risk,
     scans,
     signals,
@@ -191,7 +193,7 @@ def create_app(
         log.exception("unhandled_error", request_id=getattr(request.state, "request_id", None), path=request.url.path)
         return _error(request, 500, f"internal error ({type(exc).__name__}); see the API log")
 
-    for module in (health, market_data, signals, scans, alerts, orders, positions, portfolio, accounts, risk, dashboard):
+    for module in (health, market_data, signals, scans, alerts, orders, positions, portfolio, accounts, risk, portfolio_risk, rebalance, dashboard):
         app.include_router(module.router)
     app.include_router(ws_router)
     app.include_router(docs_router(app))

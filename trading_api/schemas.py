@@ -486,3 +486,207 @@ class RiskStatus(BaseModel):
     kill_switch: KillSwitch
     usage: list[RiskUsage]
     recent_events: list[RiskEvent]
+
+
+# ---- rebalancing (POST /rebalance/preview) -------------------------------------------------------
+
+
+class RebalanceTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str = Field(pattern=_SYMBOL, examples=["GOOG"])
+    weight: Decimal = Field(ge=0, le=1, allow_inf_nan=False, max_digits=12, decimal_places=8,
+                            description="Fraction of equity (0..1, long only).", examples=["0.5"])
+
+
+class RebalancePreviewRequest(BaseModel):
+    """Targets as weights of equity (cash is 1 - their sum); the orders are computed, nothing is sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account: str | None = Field(default=None, pattern=_ACCOUNT, description="Default: TRADING_ACCOUNT.")
+    targets: list[RebalanceTarget] = Field(min_length=1, max_length=2000)
+    min_trade: Decimal = Field(default=Decimal("100"), ge=0, le=Decimal("1e12"), allow_inf_nan=False,
+                               description="Orders worth less than this (quantity x last close) are not traded.")
+    drift_band: Decimal = Field(default=Decimal("0.5"), ge=0, lt=100, allow_inf_nan=False,
+                                description="Symbols within this many percentage points of equity of their target are not traded.")
+
+
+class RebalanceOrder(BaseModel):
+    symbol: str
+    side: Literal["buy", "sell"]
+    quantity: Decimal
+    price: Price = Field(description="The last close it is planned at.")
+    value: Money
+    current_quantity: Decimal
+    target_quantity: Decimal = Field(description="The position once this order fills.")
+    current_weight: Decimal = Field(description="Fraction of equity now.")
+    target_weight: Decimal
+    client_order_id: str = Field(description="Deterministic per account, targets, session, symbol and side.")
+    note: str = ""
+
+
+class RebalanceSkipped(BaseModel):
+    symbol: str
+    reason: str
+
+
+class RebalancePreview(BaseModel):
+    account: str
+    session: str = Field(description="The newest bar's session: the last close the orders are priced at.")
+    targets_digest: str
+    equity: Money
+    cash: Money
+    cash_after: Money = Field(description="Cash once every order fills at its price (commission included).")
+    min_trade: Decimal
+    drift_band: Decimal
+    orders: list[RebalanceOrder] = Field(description="Sells first, then buys.")
+    skipped: list[RebalanceSkipped]
+    buy_scale: Decimal | None = Field(default=None, description="Set when the buys were scaled down to the cash.")
+    notes: list[str]
+
+
+# ---- portfolio risk (GET /risk/assessment) -------------------------------------------------------
+# Estimates, so floats (not decimal strings). Definitions: trading_pipeline/trading/portfolio_risk.py.
+
+
+class RiskHorizon(BaseModel):
+    days: int
+    var_95: float
+    es_95: float
+    var_99: float
+    es_99: float
+
+
+class RiskFigures(BaseModel):
+    var_95: float = Field(description="1-day historical VaR at 95%, a positive number for a loss.")
+    es_95: float = Field(description="1-day expected shortfall at 95%: the mean loss of the tail days.")
+    var_99: float
+    es_99: float
+    horizon: RiskHorizon = Field(description="The N-day figures: 1-day x sqrt(N).")
+
+
+class PositionRisk(RiskFigures):
+    symbol: str
+    quantity: float
+    price: float = Field(description="The symbol's last daily close.")
+    market_value: float
+    weight: float | None = Field(description="Market value / equity (None when equity <= 0).")
+    beta: float | None
+
+
+class SymbolExposure(BaseModel):
+    symbol: str
+    market_value: float
+    weight: float | None
+
+
+class PortfolioExposure(BaseModel):
+    long: float
+    short: float = Field(description="Sum of |market value| of the short positions (a positive number).")
+    gross: float
+    net: float
+    by_symbol: list[SymbolExposure]
+
+
+class ScenarioPosition(BaseModel):
+    symbol: str
+    source: str = Field(description="own, benchmark_beta, benchmark, none (historical); symbol, all, "
+                        "benchmark_beta, benchmark, unshocked (hypothetical).")
+    model_config = ConfigDict(populate_by_name=True)
+    return_: float | None = Field(alias="return", serialization_alias="return")
+    pnl: float | None
+
+
+class RiskScenario(BaseModel):
+    name: str
+    kind: Literal["historical", "hypothetical"]
+    status: Literal["ok", "no data"]
+    pnl: float | None = Field(description="Sum of quantity x price x return; None when a position has no data.")
+    pnl_pct: float | None
+    worst_symbol: str | None
+    worst_pnl: float | None
+    no_data: list[str]
+    sources: dict[str, list[str]]
+    positions: list[ScenarioPosition]
+    start: date | None = None
+    end: date | None = None
+    benchmark_return: float | None = None
+    shocks: dict[str, float] | None = None
+
+
+class AccountRisk(BaseModel):
+    account: str
+    error: str | None = Field(default=None, description="Why this account could not be assessed (then no figures).")
+    sessions_by_symbol: dict[str, int] | None = None
+    as_of: date | None = None
+    window: int | None = None
+    sessions: int | None = None
+    horizon_days: int | None = None
+    cash: float | None = None
+    equity: float | None = None
+    benchmark: str | None = None
+    var_95: float | None = None
+    es_95: float | None = None
+    var_99: float | None = None
+    es_99: float | None = None
+    horizon: RiskHorizon | None = None
+    beta: float | None = None
+    beta_dollars: float | None = None
+    exposure: PortfolioExposure | None = None
+    positions: list[PositionRisk] = []
+    scenarios: list[RiskScenario] = []
+    notes: list[str] = []
+
+
+class RiskAssessment(BaseModel):
+    window: int
+    horizon_days: int
+    benchmark: str | None
+    scenarios_file: str | None
+    accounts: list[AccountRisk]
+    total: AccountRisk = Field(description="All the accounts above as one portfolio (positions netted by symbol).")
+
+
+# ---- risk monitoring (GET /risk alerts, GET /risk/alerts) ----------------------------------------
+
+
+class RiskAlertNow(BaseModel):
+    """A warning threshold or limit the account is at now (trading_pipeline/trading/risk_monitor.py)."""
+
+    account: str
+    kind: str = Field(examples=["limit_usage:max_total_exposure", "daily_loss", "drawdown", "var"])
+    level: Literal["warning", "breach"]
+    value: Decimal
+    limit: Decimal = Field(description="The limit (or threshold: drawdown %, VaR budget) the value is compared to.")
+    message: str
+
+
+class StoredRiskAlert(BaseModel):
+    """A recorded risk alert: one per account, kind, level and session; ``delivered_at``,
+    ``attempts`` and ``last_error`` are the webhook's delivery state."""
+
+    id: int
+    source: Literal["risk"] = "risk"
+    account: str
+    kind: str
+    level: Literal["warning", "breach"]
+    value: Decimal | None = None
+    limit: Decimal | None = None
+    message: str
+    session_date: date
+    ts: UtcDateTime
+    delivered_at: UtcDateTime | None = None
+    attempts: int = 0
+    last_error: str | None = None
+
+
+class RiskMonitorStatus(RiskStatus):
+    alerts: list[RiskAlertNow] = Field(
+        default=[], description="What each account listed is at now against risk.yaml's warning thresholds and "
+        "limits (evaluated for this request; the recorded ones: GET /risk/alerts).")
+
+
+class RiskAlertList(BaseModel):
+    alerts: list[StoredRiskAlert]
+    last_id: int = Field(description="The newest risk alert id in the store: pass it as since_id to get only newer ones.")

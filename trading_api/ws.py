@@ -29,6 +29,14 @@ Server -> client:
 * ``{"type": "item", "seq": N, "channel": ..., "key": ..., "published_at": ..., "data": {...}}``
 * ``{"type": "order", "channel": "orders", "event_id": N, "data": {"event": {...}, "order": {...}}}``
   (``order`` is the order as it stands when the event is read)
+* ``{"type": "risk_alert", "channel": "alerts", "source": "risk", "alert_id": N, "data": {...}}``:
+  a risk monitoring alert (``trading_pipeline/trading/risk_monitor.py``: a limit's usage at
+  ``warn_at_pct``, a limit reached, a drawdown, VaR above its budget), pushed live to ``alerts``
+  subscribers once the ops store has it (polled every ``orders_interval`` by alert id, like order
+  events). The snapshot's ``since`` does not cover them: a reconnecting client catches up with
+  ``GET /risk/alerts?since_id=<last alert_id seen>`` (``risk_alerts_head`` in ``subscribed`` and
+  heartbeats is the newest alert id pushed). Only the order job writes them (one at a time: its
+  asset pool), so their ids commit in order.
 * ``{"type": "gap", "since": S, "oldest_seq": M}``: ``since`` is older than the retained feed.
 * ``{"type": "gap", "channel": "orders", "orders_since": N, "orders_head": H, "detail": ...}``:
   ``orders_since`` is ahead of the ops store's order event log (it was reset or replaced);
@@ -195,7 +203,7 @@ class Client:
                 except TimeoutError:
                     await self.ws.send_text(
                         json.dumps({"type": "heartbeat", "ts": _now_iso(), "head_seq": self.hub.head_seq,
-                                    "orders_head": self.hub.orders_head})
+                                    "orders_head": self.hub.orders_head, "risk_alerts_head": self.hub.risk_alerts_head})
                     )
                     continue
             text, live, seq, order_id = self.out.popleft()
@@ -302,6 +310,7 @@ class Hub:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self.orders_head: int | None = None  # every order event id <= this has been dispatched (or skipped)
+        self.risk_alerts_head: int | None = None  # every risk alert id <= this has been pushed
         self._order_hole: tuple[int, float] | None = None  # (first missing id, monotonic time first seen)
         self.last_dispatch: dict[str, Any] = {}
 
@@ -315,6 +324,7 @@ class Hub:
             log.warning("ws_hub_start_without_snapshot", reason=exc.reason)
         try:
             await self._poll_orders()  # start of the order event log
+            await self._poll_risk_alerts()  # and of the risk alerts
         except Exception as exc:  # ops store down: the poll loop retries
             log.warning("ws_hub_orders_unavailable", error=exc)
         self._task = asyncio.create_task(self.run(), name="ws-hub")
@@ -345,6 +355,7 @@ class Hub:
                 if now >= next_orders:
                     next_orders = now + self.orders_interval
                     await self._poll_orders()
+                    await self._poll_risk_alerts()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -419,7 +430,7 @@ class Hub:
                     client.cursor = max(client.cursor, rows[-1][0])
             reply: dict[str, Any] = {
                 "type": "subscribed", "channels": [], "head_seq": max(head, self.head_seq), "oldest_seq": oldest,
-                "replay": len(replay), "orders_head": self.orders_head,
+                "replay": len(replay), "orders_head": self.orders_head, "risk_alerts_head": self.risk_alerts_head,
             }
             orders_from = None
             if "orders" in new_channels:
@@ -502,6 +513,26 @@ class Hub:
         for c in live:
             c.orders_cursor = max(c.orders_cursor, self.orders_head)
         return len(run)
+
+    # ---- risk alerts (ops store) -----------------------------------------------------------
+    def _read_risk_alerts(self, after: int) -> list[tuple[int, str]]:
+        return [
+            (a.id, json.dumps({"type": "risk_alert", "channel": "alerts", "source": "risk", "alert_id": a.id,
+                               "data": a.public()}))
+            for a in self.state.store().list_risk_alerts(since_id=after, limit=self.order_page)
+        ]
+
+    async def _poll_risk_alerts(self) -> None:
+        """Push risk alerts past the head to ``alerts`` subscribers (live only; see the docstring)."""
+        if self.risk_alerts_head is None:  # first contact: live starts at the newest alert
+            self.risk_alerts_head = await asyncio.to_thread(lambda: self.state.store().last_risk_alert_id())
+            return
+        rows = await asyncio.to_thread(self._read_risk_alerts, self.risk_alerts_head)
+        for alert_id, text in rows:
+            for c in list(self.clients):
+                if "alerts" in c.channels:
+                    c.push(text)
+            self.risk_alerts_head = alert_id
 
     async def _replay_orders(self, client: Client) -> None:
         """Send ``client`` the order events past its cursor up to the hub's head, page by page,

@@ -71,6 +71,27 @@ class Settings(BaseSettings):
     take_profit_atr: Decimal | None = Field(
         default=None, gt=0, allow_inf_nan=False,
         description="The bracket's take-profit, this many ATR(14) from the signal bar's close (TRADING_TAKE_PROFIT_ATR).")
+    # Portfolio risk (trading/portfolio_risk.py; README "Portfolio risk")
+    risk_window: int = Field(
+        default=250, ge=2, le=10_000,
+        description="Portfolio VaR/ES: how many daily returns (sessions where every held symbol has a close) "
+        "the historical simulation uses (TRADING_RISK_WINDOW).")
+    risk_horizon: int = Field(
+        default=10, ge=1, le=250,
+        description="Portfolio VaR/ES: the N-day horizon reported beside the 1-day figures, as 1-day x sqrt(N) "
+        "(TRADING_RISK_HORIZON).")
+    risk_benchmark: str = Field(
+        default="", max_length=32,
+        description="Portfolio risk's benchmark symbol for betas and stress fallbacks (TRADING_RISK_BENCHMARK). "
+        "Empty: SPY if it has daily bars, else GOOG, else none (no betas).")
+    scenarios_file: Path | None = Field(
+        default=None,
+        description="Stress scenarios YAML (TRADING_SCENARIOS_FILE; see scenarios.example.yaml): historical windows "
+        "and hypothetical shocks. Empty: the three built-in windows (2008, 2020, 2022), no shocks.")
+    rebalance_targets: Path | None = Field(
+        default=None,
+        description="The targets file (symbol,weight CSV; see targets.example.csv) the `rebalance` job and its "
+        "schedule use when their run config names none (TRADING_REBALANCE_TARGETS). Empty: the schedule skips.")
     ops_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the ops store; default SQLite in TRADING_HOME."
     )
@@ -137,6 +158,17 @@ class Settings(BaseSettings):
     ib_port: int = 7497
     ib_client_id: int = 17
 
+    alert_webhook_url: str | None = Field(
+        default=None, pattern=r"^https?://",
+        description="Where risk alerts are POSTed as JSON (TRADING_ALERT_WEBHOOK_URL; the "
+        "alerts_webhook sensor, retried with backoff). Empty: no webhook.",
+    )
+    alert_webhook_secret: str | None = Field(
+        default=None,
+        description="Shared secret signing each webhook body: header X-Signature: sha256=<HMAC-SHA256 "
+        "hex of the raw body> (TRADING_ALERT_WEBHOOK_SECRET). Empty: bodies are not signed.",
+    )
+
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log lines as key=value text or JSON (API and Dagster runs)."
     )
@@ -153,7 +185,7 @@ class Settings(BaseSettings):
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
-    @field_validator("duckdb_extensions", mode="before")
+    @field_validator("duckdb_extensions", "alert_webhook_url", "alert_webhook_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v

@@ -13,7 +13,13 @@ import pytest
 
 from tests.api.support import ApiEnv
 from tests.dashboard.conftest import BrowserPage, DashboardServer
-from tests.dashboard.test_dashboard_orders import confirm, fill_ticket, open_dashboard, placed_id, review
+from tests.dashboard.test_dashboard_orders import (
+    confirm,
+    fill_ticket,
+    open_dashboard,
+    placed_id,
+    review,
+)
 
 ACCOUNTS = """
 accounts:
@@ -44,10 +50,11 @@ def test_the_ticket_offers_the_accounts_and_the_portfolio_shows_the_total(
     page.wait_for_function("() => document.querySelectorAll('#order-accounts option').length === 2")
     options = page.eval_on_selector_all("#order-accounts option", "os => os.map(o => [o.value, o.label])")
     assert options == [["paper", "paper · paper · every scan"], ["swing", "swing · paper · breakouts only"]]
-    assert page.get_by_label("Account").input_value() == "paper"  # GET /accounts' default
+    ticket_account = page.locator("#order-account")  # (the rebalance panel has an Account field too)
+    assert ticket_account.input_value() == "paper"  # GET /accounts' default
 
     fill_ticket(page, quantity="2", order_type="market", tif="day")
-    page.get_by_label("Account").fill("swing")
+    ticket_account.fill("swing")
     review(page)
     confirm(page, "Send order")
     coid = placed_id(page)

@@ -169,7 +169,7 @@ def _logger_keys(job: dg.JobDefinition, run_config: dict) -> set[str]:
     return set(dg.validate_run_config(job, run_config).get("loggers") or {})
 
 
-def test_every_job_schedule_and_sensor_names_the_run_logger(trading_home):
+def test_every_job_schedule_and_sensor_names_the_run_logger(trading_home, monkeypatch):
     """Dagster instantiates a job's loggers only when the run config names them; check that the
     run config each launch path produces (no run config, each schedule's and sensor's run
     requests) names ``console``, and that ``console`` is our logger on every job."""
@@ -182,9 +182,9 @@ def test_every_job_schedule_and_sensor_names_the_run_logger(trading_home):
     from trading_pipeline.defs.run_logs import run_logger
 
     repo = defs().get_repository_def()
-    # __ASSET_JOB (UI "Materialize") has no default config; backtest requires op config
-    # (only the CLI launches it, through runs.run_job)
-    unchecked = {"__ASSET_JOB", "backtest"}
+    # __ASSET_JOB (UI "Materialize") has no default config; backtest and load_corporate_actions
+    # require op config (the CLI launches them, through runs.run_job; the launchpad asks for it)
+    unchecked = {"__ASSET_JOB", "backtest", "load_corporate_actions"}
     jobs = {job.name: job for job in repo.get_all_jobs()}
     for job in jobs.values():
         assert job.loggers["console"] is run_logger, job.name
@@ -197,11 +197,16 @@ def test_every_job_schedule_and_sensor_names_the_run_logger(trading_home):
     ticks = {"eod_scan": datetime(2013, 3, 1, 16, 15, tzinfo=ny),
              "intraday_scan": datetime(2013, 3, 1, 10, 5, tzinfo=ny),
              "freshness_daily": datetime(2013, 3, 1, 18, 0, tzinfo=ny),
-             "lake_maintenance_daily": datetime(2013, 3, 1, 3, 30, tzinfo=ny)}
+             "lake_maintenance_daily": datetime(2013, 3, 1, 3, 30, tzinfo=ny),
+             "rebalance_after_close": datetime(2013, 3, 1, 16, 45, tzinfo=ny)}
     requests = []
     from trading_pipeline import runs
     from trading_pipeline.settings import get_settings
 
+    targets = trading_home.parent / "targets.csv"  # the rebalance schedule skips without targets
+    targets.write_text("symbol,weight\nGOOG,0.5\n")
+    monkeypatch.setenv("TRADING_REBALANCE_TARGETS", str(targets))
+    get_settings.cache_clear()
     inst = runs.instance(get_settings())  # the intraday ticks look for an unfinished run first
     for schedule in repo.schedule_defs:
         data = schedule.evaluate_tick(dg.build_schedule_context(
@@ -210,7 +215,8 @@ def test_every_job_schedule_and_sensor_names_the_run_logger(trading_home):
         requests += [(schedule.job_name, r) for r in data.run_requests]
     replay = repo.get_sensor_def("sample_replay")
     requests += [(replay.job_name, r) for r in replay.evaluate_tick(dg.build_sensor_context(repository_def=repo, instance=inst)).run_requests]
-    assert {name for name, _ in requests} == {"scan_daily", "scan_intraday", "freshness_checks", "lake_maintenance"}
+    assert {name for name, _ in requests} == {"scan_daily", "scan_intraday", "freshness_checks", "lake_maintenance",
+                                              "rebalance"}
     for name, req in requests:
         rc = _resolve(req, jobs[name]).run_config
         assert _logger_keys(jobs[name], rc) == {"console"}, (name, rc)

@@ -13,7 +13,12 @@ from trading_pipeline.trading.accounts import AccountsError, UnknownAccount, rea
 from trading_pipeline.trading.accounts import load as load_accounts
 from trading_pipeline.trading.brokers.base import BrokerError
 from trading_pipeline.trading.brokers.paper import PaperBroker, PolarsBarFeed
-from trading_pipeline.trading.services import account_overview, make_broker, place_order, risk_engine
+from trading_pipeline.trading.services import (
+    account_overview,
+    make_broker,
+    place_order,
+    risk_engine,
+)
 from trading_pipeline.trading.store import OpsStore
 
 from .conftest import daily_bars

@@ -37,6 +37,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard-orders.js": "text/javascript; charset=utf-8",
+    "dashboard-rebalance.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard-auth.js": "text/javascript; charset=utf-8",
 }

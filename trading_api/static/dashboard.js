@@ -488,6 +488,7 @@
     if (state.snapshotOk !== true) return; // valuing positions needs the snapshot's closes
     api("/portfolio", "portfolio").then(function (body) { if (body) renderPortfolio(body.accounts, body.total); });
     api("/positions", "positions").then(function (body) { if (body) renderPositions(body.items); });
+    api("/risk/assessment", "risk-assessment").then(function (body) { if (body) renderAssessment(body); });
   }
   function renderPortfolio(accounts, total) {
     var rows = accounts.map(function (a) {
@@ -521,6 +522,35 @@
       var input = $("order-account");
       if (input && !input.dataset.typed) input.value = body["default"];
     });
+  }
+  // VaR / ES (1-day and N-day) and the stress scenarios of the total portfolio; an account
+  // without enough history says why instead of showing numbers.
+  function renderAssessment(body) {
+    var t = body.total;
+    var summary = $("pr-summary");
+    if (t.error) {
+      summary.textContent = t.error;
+      fillBody("pr-var", []);
+      fillBody("pr-scenarios", []);
+      return;
+    }
+    summary.textContent = "as of " + t.as_of + " · " + t.sessions + " daily returns · benchmark " + (t.benchmark || "none") +
+      (t.beta === null || t.beta === undefined ? "" : " · beta " + Number(t.beta).toFixed(2));
+    var rows = [["1 day", t], [t.horizon_days + " days (×√" + t.horizon_days + ")", t.horizon || {}]].map(function (r) {
+      var tr = el("tr");
+      tr.appendChild(td(r[0]));
+      ["var_95", "es_95", "var_99", "es_99"].forEach(function (k) { tr.appendChild(td(num(r[1][k]), "num")); });
+      return tr;
+    });
+    fillBody("pr-var", rows);
+    fillBody("pr-scenarios", (t.scenarios || []).map(function (s) {
+      var tr = el("tr");
+      tr.dataset.scenario = s.name;
+      [td(s.name), s.pnl === null ? td("no data", "num") : pnlCell(s.pnl),
+        td(s.pnl_pct === null ? "" : Number(s.pnl_pct).toFixed(2) + "%", "num"), td(s.worst_symbol || "")]
+        .forEach(function (c) { tr.appendChild(c); });
+      return tr;
+    }));
   }
   function renderPositions(items) {
     fillBody("positions", items.map(function (p) {
@@ -697,6 +727,11 @@
     });
   } else {
     setProblem("orders-js", "The order ticket did not load (/static/dashboard-orders.js).", true);
+  }
+  if (window.tradingRebalance) {
+    window.tradingRebalance.setup({ apiKey: apiKey, $: $, el: el, td: td, num: num });
+  } else {
+    setProblem("rebalance-js", "The rebalance panel did not load (/static/dashboard-rebalance.js).", true);
   }
   window.tradingDashboard = { state: state, select: select, reload: function () { loadSnapshotData(); loadOps(); } };
   var accountInput = $("order-account");

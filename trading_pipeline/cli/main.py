@@ -29,6 +29,8 @@ def _register_commands() -> None:
         ingest_cmd,
         orders_cmds,
         readers,
+        rebalance_cmd,
+        risk_cmd,
         warehouse_cmd,
     )
 
@@ -38,6 +40,8 @@ def _register_commands() -> None:
     demo_cmd.register(app)
     orders_cmds.register(app)
     accounts_cmd.register(app)
+    risk_cmd.register(app)
+    rebalance_cmd.register(app)
     backtest_cmd.register(app)
     warehouse_cmd.register(app)
     register_api(app)

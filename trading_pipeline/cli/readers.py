@@ -72,8 +72,8 @@ def _relations(con, what: str) -> set[str]:
 
 def status(json_out: JsonOpt = False) -> None:
     """Bars per timeframe (symbols, date ranges), the last run (dead if its process is gone),
-    failed checks, and whether the marts are out of date. Reads the published snapshot and
-    Dagster's run records; never waits on a running scan."""
+    failed checks, whether the marts are out of date, and the newest risk alerts. Reads the
+    published snapshot, Dagster's run records and the ops store; never waits on a running scan."""
     from trading_pipeline import run_state
     from trading_pipeline.marketdata import warehouse
     settings = get_settings()
@@ -130,6 +130,9 @@ def status(json_out: JsonOpt = False) -> None:
                   if lr else None),
         failed_checks=state["failed_checks"], warnings=warnings,
     )
+    info["risk_alerts"], risk_problem = _recent_risk_alerts(settings)
+    if risk_problem:
+        warnings.append(risk_problem)
     if json_out:
         print_json(info)
         return
@@ -161,6 +164,34 @@ def status(json_out: JsonOpt = False) -> None:
     if tables:
         where = "the snapshot" if snap and "lake_snapshot_id" not in snap else "staging/intermediate/marts/ops"
         console.print(f"models: {len(tables)} tables/views in {where}")
+    if info["risk_alerts"]:
+        from rich.table import Table
+
+        table = Table(title="risk alerts (newest first; all: GET /risk/alerts)", header_style="bold cyan")
+        for col in ("id", "session", "account", "level", "message"):
+            table.add_column(col)
+        for a in info["risk_alerts"]:
+            colour = "red" if a["level"] == "breach" else "yellow"
+            table.add_row(str(a["id"]), a["session_date"], a["account"], f"[{colour}]{a['level']}[/]", a["message"])
+        console.print(table)
+
+
+def _recent_risk_alerts(settings, limit: int = 10) -> tuple[list[dict], str | None]:
+    """The newest recorded risk alerts (trading_pipeline/trading/risk_monitor.py) and a warning if
+    the ops store cannot be read; nothing when it does not exist yet."""
+    if settings.ops_url is None and not (settings.home / "ops.sqlite").exists():
+        return [], None
+    from trading_pipeline.trading.store import OpsStore
+
+    try:
+        store = OpsStore.from_settings(settings)
+        try:
+            rows = store.list_risk_alerts(limit=limit, newest_first=True)
+        finally:
+            store.close()
+    except Exception as exc:
+        return [], f"risk alerts unavailable (ops store: {type(exc).__name__}: {exc})"
+    return [a.public() | {"delivered": a.delivered_at is not None} for a in rows], None
 
 
 def _csv_text(df: pl.DataFrame) -> str:

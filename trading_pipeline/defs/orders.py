@@ -206,6 +206,10 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         store = OpsStore.from_settings(settings)
     if now is not None:
         _mark_close(store, prices, now)
+        from trading_pipeline.trading.risk_monitor import monitor_accounts, warehouse_closes
+
+        # risk warnings (risk.yaml's thresholds), once per session; never fails the run
+        monitor_accounts(settings, store, prices, now, closes=warehouse_closes(warehouse.resolved_path(), session))
     actions: dict[str, int] = {}
     for r in results:
         actions[r.action] = actions.get(r.action, 0) + 1

@@ -89,6 +89,11 @@ class RiskLimits(BaseModel):
     max_open_orders: int = Field(default=20, gt=0)
     max_orders_per_minute: int = Field(default=30, gt=0)
     price_collar_pct: Decimal = Field(default=Decimal("5"), gt=0)
+    # Risk monitoring (trading_pipeline/trading/risk_monitor.py): warnings, never rejections.
+    # None: that warning is off.
+    warn_at_pct: Decimal | None = Field(default=None, gt=0, le=100)  # warn at this % of a limit
+    drawdown_warn_pct: Decimal | None = Field(default=None, gt=0, le=100)  # equity this % below its peak
+    var_budget: Decimal | None = Field(default=None, gt=0)  # 1-day 95% historical VaR above this amount
 
     @classmethod
     def from_yaml(cls, path: Path | str) -> RiskLimits:

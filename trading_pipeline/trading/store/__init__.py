@@ -17,18 +17,19 @@ hand-rolled ``schema_version`` table) is stamped with the matching revision and 
 One module per concern: ``schema`` (tables, SQL helpers), ``migrations`` (Alembic revisions
 and running them), ``base`` (engines, transactions, migrating on open), ``orders`` (orders and
 events), ``accounts`` (fills, positions, equity marks), ``risk`` (risk events, kill switch),
-``keys`` (API keys, cursors).
+``risk_alerts`` (risk monitoring alerts, the webhook outbox), ``keys`` (API keys, cursors).
 """
 
 from trading_pipeline.trading.store.accounts import AccountRecords, EquityMark
 from trading_pipeline.trading.store.keys import KeyRecords
 from trading_pipeline.trading.store.orders import OrderRecords
 from trading_pipeline.trading.store.risk import KillSwitch, RiskEvent, RiskRecords
+from trading_pipeline.trading.store.risk_alerts import RiskAlert, RiskAlertRecords
 from trading_pipeline.trading.store.schema import insert_if_missing, metadata, upsert
 
 
-class OpsStore(OrderRecords, AccountRecords, RiskRecords, KeyRecords):
+class OpsStore(OrderRecords, AccountRecords, RiskRecords, RiskAlertRecords, KeyRecords):
     """The ops store at ``url`` (any SQLAlchemy URL); the schema is migrated on open."""
 
 
-__all__ = ["EquityMark", "KillSwitch", "OpsStore", "RiskEvent", "insert_if_missing", "metadata", "upsert"]
+__all__ = ["EquityMark", "KillSwitch", "OpsStore", "RiskAlert", "RiskEvent", "insert_if_missing", "metadata", "upsert"]

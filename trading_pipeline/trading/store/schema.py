@@ -301,3 +301,27 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+
+
+# Risk monitoring alerts (revision 0007; trading_pipeline/trading/risk_monitor.py): one row per
+# account, condition (kind), level and session, so a condition alerts once per session (and once
+# more if a warning becomes a breach). Also the webhook's outbox: delivered_at is set once the
+# receiver accepted it; attempts, last_attempt_at and last_error drive and explain the retries.
+risk_alerts = sa.Table(
+    "risk_alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("value", DecimalText),
+    sa.Column("limit_value", DecimalText),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("session_date", sa.Date, nullable=False),
+    sa.Column("ts", sa.DateTime, nullable=False),
+    sa.Column("delivered_at", sa.DateTime),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_attempt_at", sa.DateTime),
+    sa.Column("last_error", sa.Text),
+    sa.UniqueConstraint("account", "kind", "level", "session_date", name="uq_risk_alerts_condition"),
+)
