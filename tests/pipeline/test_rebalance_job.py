@@ -84,7 +84,16 @@ def test_the_schedule_is_off_by_default_and_runs_after_the_close(home, monkeypat
     after_close = datetime(2024, 3, 5, 16, 45, tzinfo=NY)
     with dg.build_schedule_context(scheduled_execution_time=after_close) as ctx:
         skip = schedule.evaluate_tick(ctx)
-    assert "TRADING_REBALANCE_TARGETS is not set" in skip.skip_message
+    assert skip.skip_message == "no targets: set TRADING_REBALANCE_TARGETS or `rebalance:` in the rules file"
+    from trading_pipeline.settings import PROJECT_DIR
+
+    rules = path.parent / "rules-rebalance.yaml"  # a rules file's `rebalance:` section is targets too
+    rules.write_text((PROJECT_DIR / "rules.yaml").read_text() + "\nrebalance: {from_scan: crp_daily, top: 3}\n")
+    monkeypatch.setenv("TRADING_RULES_FILE", str(rules))
+    get_settings.cache_clear()
+    with dg.build_schedule_context(scheduled_execution_time=after_close) as ctx:
+        assert [r.run_key for r in schedule.evaluate_tick(ctx).run_requests] == ["rebalance-2024-03-05"]
+    monkeypatch.delenv("TRADING_RULES_FILE")
     monkeypatch.setenv("TRADING_REBALANCE_TARGETS", str(path))
     get_settings.cache_clear()
     with dg.build_schedule_context(scheduled_execution_time=after_close) as ctx:
@@ -92,3 +101,27 @@ def test_the_schedule_is_off_by_default_and_runs_after_the_close(home, monkeypat
     assert [r.run_key for r in tick.run_requests] == ["rebalance-2024-03-05"]
     with dg.build_schedule_context(scheduled_execution_time=datetime(2024, 3, 9, 16, 45, tzinfo=NY)) as ctx:
         assert "not an XNYS session" in schedule.evaluate_tick(ctx).skip_message  # a Saturday
+
+
+def test_the_job_takes_its_targets_from_a_scan(home, monkeypatch):
+    """Config from_scan (or the rules file's `rebalance:`): equal weight over the scan's top long
+    signals of its latest session in marts.signals."""
+    from trading_pipeline.settings import PROJECT_DIR
+
+    settings, _path = home
+    with writer(settings.warehouse_path) as con:
+        con.execute("""CREATE OR REPLACE TABLE marts.signals AS SELECT * FROM (VALUES
+            ('GOOG', '1d', TIMESTAMP '2024-03-05', DATE '2024-03-05', 'crp_long', 'long', 80.0, 'x', 'crp_daily'),
+            ('AAPL', '1d', TIMESTAMP '2024-03-05', DATE '2024-03-05', 'crp_long', 'long', 60.0, 'x', 'crp_daily'))
+            t(symbol, timeframe, ts, session_date, kind, direction, score, reason, scan)""")
+    dry = runs.run_job("rebalance", settings, run_config=_config(from_scan="crp_daily", top=1, dry_run=True))
+    assert dry.success, runs.failure_message(dry)
+    plan = dry.output_for_node("rebalance_account")
+    assert [(o["symbol"], str(o["target_weight"])) for o in plan["orders"]] == [("GOOG", "1")]
+    rules = settings.home / "rules.yaml"
+    rules.write_text((PROJECT_DIR / "rules.yaml").read_text() + "\nrebalance: {from_scan: crp_daily, top: 2}\n")
+    monkeypatch.setenv("TRADING_RULES_FILE", str(rules))
+    get_settings.cache_clear()
+    by_rules = runs.run_job("rebalance", get_settings(), run_config=_config(dry_run=True))
+    assert by_rules.success, runs.failure_message(by_rules)
+    assert sorted(o["symbol"] for o in by_rules.output_for_node("rebalance_account")["orders"]) == ["AAPL", "GOOG"]

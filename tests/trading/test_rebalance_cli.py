@@ -154,3 +154,23 @@ def test_rebalance_through_the_installed_command(tmp_path):
     res = subprocess.run([trading, "rebalance", "--targets", _targets(tmp_path, "GOOG,2\n")], env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "weight must be between 0 and 1" in res.stdout + res.stderr
+
+
+def test_targets_from_the_rules_files_rebalance_section(cli, monkeypatch):
+    """Without --targets or --from-scan, `rebalance: {from_scan, top}` in the rules file decides."""
+    from trading_pipeline.settings import PROJECT_DIR
+
+    invoke, tmp = cli
+    rules = tmp / "rules.yaml"
+    base = (PROJECT_DIR / "rules.yaml").read_text()
+    rules.write_text(base + "\nrebalance:\n  from_scan: crp_daily\n  top: 1\n")
+    monkeypatch.setenv("TRADING_RULES_FILE", str(rules))
+    get_settings.cache_clear()
+    out = invoke("rebalance", "--dry-run", "--json")
+    assert out["source"] == "scan 'crp_daily'"
+    assert [(o["symbol"], o["target_weight"]) for o in out["orders"]] == [("AAPL", "1")]
+    rules.write_text(base + "\nrebalance:\n  from_scan: nope\n")
+    out = invoke("rebalance", "--dry-run", code=2)
+    assert "rebalance: from_scan 'nope' is not a scan in this file" in out
+    rules.write_text(base + "\nrebalance:\n  from_scan: crp_daily\n  top: 0\n")
+    assert "rebalance: top must be >= 1" in invoke("rebalance", "--dry-run", code=2)

@@ -60,10 +60,21 @@ def register(app: typer.Typer) -> None:
             targets_from_scan,
         )
 
-        if (targets is None) == (from_scan is None):
-            fail("give --targets FILE or --from-scan NAME (one of them)", "see targets.example.csv", code=2)
+        if targets is not None and from_scan is not None:
+            fail("give --targets FILE or --from-scan NAME, not both", "see targets.example.csv", code=2)
         mt, band = _decimal(min_trade, "--min-trade"), _decimal(drift_band, "--drift-band")
         settings = get_settings()
+        if targets is None and from_scan is None:  # the rules file's `rebalance:` section, if any
+            from trading_pipeline.scans.rules import RulesError, load_rules
+
+            try:
+                rule = load_rules(settings.rules_file).rebalance
+            except RulesError as exc:
+                fail(str(exc), code=2)
+            if rule is None:
+                fail("give --targets FILE or --from-scan NAME, or set `rebalance: {from_scan: NAME, top: N}` in "
+                     f"{settings.rules_file}", "see targets.example.csv", code=2)
+            from_scan, top = rule.from_scan, rule.top
         account = account or settings.account
         try:
             if targets is not None:

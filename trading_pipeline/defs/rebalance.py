@@ -26,7 +26,9 @@ JOB = "rebalance"
 class RebalanceConfig(dg.Config):
     """Empty fields use TRADING_* settings."""
 
-    targets: str = ""  # a symbol,weight CSV; default TRADING_REBALANCE_TARGETS
+    targets: str = ""  # a symbol,weight CSV; default TRADING_REBALANCE_TARGETS, else rules.yaml's rebalance:
+    from_scan: str = ""  # instead of targets: equal weight over this scan's top long signals
+    top: int = 5
     account: str = ""  # default TRADING_ACCOUNT
     dry_run: bool = False
     min_trade: str = "100"  # skip orders worth less than this
@@ -44,18 +46,34 @@ def rebalance_account(context: dg.OpExecutionContext, config: RebalanceConfig) -
         plan_for_account,
         read_targets,
         sent_dict,
+        targets_from_scan,
     )
     from trading_pipeline.trading.services import make_broker, risk_engine, warehouse_feed
     from trading_pipeline.trading.store import OpsStore
 
     settings = get_settings()
-    path = config.targets or (str(settings.rebalance_targets) if settings.rebalance_targets else "")
+    path = config.targets or (str(settings.rebalance_targets) if settings.rebalance_targets and not config.from_scan else "")
+    scan, top = config.from_scan, config.top
+    if not path and not scan:
+        from trading_pipeline.scans.rules import load_rules
+
+        rule = load_rules(settings.rules_file).rebalance
+        if rule is None:
+            raise dg.Failure(description="no targets: set the run config's `targets` or `from_scan`, "
+                             "TRADING_REBALANCE_TARGETS, or `rebalance:` in the rules file")
+        scan, top = rule.from_scan, rule.top
     if not path:
-        raise dg.Failure(description="no targets: set the run config's `targets` or TRADING_REBALANCE_TARGETS")
+        path = f"scan {scan} (top {top})"
     account = config.account or settings.account
     store = OpsStore.from_settings(settings)
     try:
-        goal = read_targets(path)
+        if scan:
+            from trading_pipeline.marketdata import warehouse
+
+            with warehouse.connect(settings.warehouse_path, read_only=True) as con:
+                goal = targets_from_scan(con, scan, top)
+        else:
+            goal = read_targets(path)
         feed = warehouse_feed(settings)
         broker = make_broker(settings, store, account, feed=feed)
         start = Decimal(0) if store.has_account(account) else broker.account().cash
@@ -100,13 +118,21 @@ def rebalance_job():
     execution_timezone="America/New_York",
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="OFF by default. 45 minutes after each XNYS close (13:45 on early-close days, else 16:45): "
-    "rebalance TRADING_ACCOUNT to TRADING_REBALANCE_TARGETS.",
+    "rebalance TRADING_ACCOUNT to TRADING_REBALANCE_TARGETS (or rules.yaml's `rebalance:` scan).",
 )
 def rebalance_after_close(context: dg.ScheduleEvaluationContext):
     run, what = eod_decision(context.scheduled_execution_time)
     if not run:
         return dg.SkipReason(what)
-    if get_settings().rebalance_targets is None:
-        return dg.SkipReason("TRADING_REBALANCE_TARGETS is not set: no targets to rebalance to")
+    settings = get_settings()
+    if settings.rebalance_targets is None:
+        from trading_pipeline.scans.rules import RulesError, load_rules
+
+        try:
+            rule = load_rules(settings.rules_file).rebalance
+        except RulesError as exc:
+            return dg.SkipReason(f"the rules file is invalid: {exc}")
+        if rule is None:
+            return dg.SkipReason("no targets: set TRADING_REBALANCE_TARGETS or `rebalance:` in the rules file")
     # the 16:45 tick on an early-close day finds the 13:45 run's key and launches nothing
     return dg.RunRequest(run_key=f"rebalance-{what}", tags={SESSION_TAG: what}, run_config=with_run_logging())

@@ -218,10 +218,22 @@ def _tighter(a: float | None, b: float | None, pick) -> float | None:
     return pick(vals) if vals else None
 
 
+class RebalanceRule(BaseModel):
+    """``rebalance:`` in the rules file: the targets `trading rebalance` and the ``rebalance`` job
+    use when given none: equal weight over the ``top`` highest-scoring long signals of
+    ``from_scan``'s latest session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_scan: str
+    top: int = Field(default=5, ge=1, le=500)
+
+
 class Rules(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scans: list[Scan] = Field(default_factory=list)
+    rebalance: RebalanceRule | None = None
 
     @property
     def enabled_scans(self) -> list[Scan]:
@@ -285,7 +297,7 @@ def load_rules(path: Path | str) -> Rules:
                 field = field.removeprefix("params.").removeprefix("filters.")
                 prefix = f"{label}: {where}: {field} " if field else f"{label}: {where}: "
                 problems.append(prefix + _describe(err))
-    extra_top = set(raw) - {"scans"}
+    extra_top = set(raw) - {"scans", "rebalance"}
     if extra_top:
         problems.append(f"{label}: unknown top-level key(s) {sorted(extra_top)}")
     seen: set[str] = set()
@@ -299,9 +311,20 @@ def load_rules(path: Path | str) -> Rules:
             f"{label}: cpr scans must share one lookback (cpr_narrow is an indicator column), "
             f"got {sorted(cpr_lookbacks)}"
         )
+    rebalance = None
+    if raw.get("rebalance") is not None:
+        try:
+            rebalance = RebalanceRule.model_validate(raw["rebalance"])
+        except ValidationError as exc:
+            problems += [f"{label}: rebalance: {'.'.join(str(p) for p in e['loc'])} {_describe(e)}".replace(": : ", ": ")
+                         for e in exc.errors()]
+        else:
+            if rebalance.from_scan not in seen:
+                problems.append(f"{label}: rebalance: from_scan '{rebalance.from_scan}' is not a scan in this file "
+                                f"(scans: {', '.join(sorted(seen)) or 'none'})")
     if problems:
         raise RulesError("\n".join(problems))
-    return Rules(scans=scans)
+    return Rules(scans=scans, rebalance=rebalance)
 
 
 def fingerprint(resolved: dict[str, Any]) -> str:
