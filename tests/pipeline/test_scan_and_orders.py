@@ -170,3 +170,30 @@ def test_equity_marked_at_each_session_close(story):
     assert marks["session_date"].cast(str).to_list() == ["2013-02-22", "2013-03-01"]
     daily = q("SELECT session_date, equity FROM ops.portfolio_daily ORDER BY session_date")
     assert marks["last_equity"].to_list() == pytest.approx(daily["equity"].to_list())
+
+
+def test_the_order_job_records_risk_alerts_once_per_session(story, tmp_path, monkeypatch):
+    """After the session's close the order job compares each account with risk.yaml's limits:
+    a limit reached is a `breach`, one past warn_at_pct a `warning`; each once per session, so
+    a re-run of the job records nothing new."""
+    import yaml
+
+    from trading_pipeline.settings import PROJECT_DIR
+    from trading_pipeline.trading.store import OpsStore
+
+    limits = yaml.safe_load((PROJECT_DIR / "risk.yaml").read_text())
+    limits.update(max_total_exposure=100, warn_at_pct=50)  # the story's book holds far more than 100
+    risk_file = tmp_path / "risk.yaml"
+    risk_file.write_text(yaml.safe_dump(limits))
+    monkeypatch.setenv("TRADING_RISK_FILE", str(risk_file))
+    get_settings.cache_clear()
+    store = OpsStore.from_settings(get_settings())
+    before = store.last_risk_alert_id()
+    trade()
+    new = store.list_risk_alerts(since_id=before)
+    gross = [a for a in new if a.kind == "limit_usage:max_total_exposure"]
+    assert [(a.account, a.level, str(a.session_date)) for a in gross] == [("paper", "breach", "2013-03-01")]
+    assert gross[0].value > gross[0].limit_value == 100 and "max_total_exposure" in gross[0].message
+    trade()  # the same session again: nothing new
+    assert store.last_risk_alert_id() == max(a.id for a in new)
+    get_settings.cache_clear()
