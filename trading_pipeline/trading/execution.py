@@ -13,7 +13,7 @@ The order of steps is what makes a retried job safe (docs/decisions.md #6):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -79,8 +79,11 @@ def commission_estimate(broker: object) -> CommissionEstimate | None:
     return fn if callable(fn) else None
 
 
-def _submit_recorded(order: Order, *, broker: Broker, store: OpsStore, risk_engine: RiskEngine) -> ExecutionResult:
-    """Send an order that is in the store at NEW; the broker is asked by id first."""
+def _resume_or_halt(order: Order, what: str, *, broker: Broker, store: OpsStore, risk_engine: RiskEngine,
+                    on_found: Callable[[], None] | None = None) -> ExecutionResult | None:
+    """Before sending ``order`` (recorded at NEW): ask the broker for it by id (a failed lookup is
+    an error to retry; found: sync the store, then ``on_found``, and resume), then the kill
+    switch. None: send it. ``what`` names it in the halt reason ("order", "bracket")."""
     coid = order.client_order_id
     try:
         known = broker.order_status(coid)
@@ -89,11 +92,21 @@ def _submit_recorded(order: Order, *, broker: Broker, store: OpsStore, risk_engi
         return ExecutionResult(order.symbol, coid, "error", OrderStatus.NEW, str(exc), order.signal_ts)
     if known is not None:
         synced = store.sync_from_broker(coid, known, broker.name)
+        if on_found is not None:
+            on_found()
         return ExecutionResult(order.symbol, coid, "resumed", synced.status, "found at broker; store synced", order.signal_ts)
     if halted := risk_engine.halted():
-        reason = f"{halted}; not sending recorded order"
+        reason = f"{halted}; not sending recorded {what}"
         store.note(coid, reason)
         return ExecutionResult(order.symbol, coid, "denied", OrderStatus.NEW, reason, order.signal_ts)
+    return None
+
+
+def _submit_recorded(order: Order, *, broker: Broker, store: OpsStore, risk_engine: RiskEngine) -> ExecutionResult:
+    """Send an order that is in the store at NEW; the broker is asked by id first."""
+    coid = order.client_order_id
+    if (done := _resume_or_halt(order, "order", broker=broker, store=store, risk_engine=risk_engine)) is not None:
+        return done
     try:
         bo = broker.submit(order.to_request())
     except BrokerError as exc:
@@ -205,19 +218,9 @@ def _submit_recorded_bracket(entry: Order, exits: list[Order], *, native: Native
     """Send a bracket whose entry and exits are in the store at NEW, in one broker call; the
     broker is asked for the entry by id first, so a retry never places a second bracket."""
     coid = entry.client_order_id
-    try:
-        known = broker.order_status(coid)
-    except BrokerError as exc:
-        store.note(coid, f"broker lookup failed, will retry: {exc}")
-        return ExecutionResult(entry.symbol, coid, "error", OrderStatus.NEW, str(exc), entry.signal_ts)
-    if known is not None:
-        synced = store.sync_from_broker(coid, known, broker.name)
-        _sync_exits(exits, broker=broker, store=store)
-        return ExecutionResult(entry.symbol, coid, "resumed", synced.status, "found at broker; store synced", entry.signal_ts)
-    if halted := risk_engine.halted():
-        reason = f"{halted}; not sending recorded bracket"
-        store.note(coid, reason)
-        return ExecutionResult(entry.symbol, coid, "denied", OrderStatus.NEW, reason, entry.signal_ts)
+    if (done := _resume_or_halt(entry, "bracket", broker=broker, store=store, risk_engine=risk_engine,
+                                on_found=lambda: _sync_exits(exits, broker=broker, store=store))) is not None:
+        return done
     try:
         placed = native.submit_bracket(entry.to_request(), *(o.to_request() for o in exits))
     except BrokerError as exc:

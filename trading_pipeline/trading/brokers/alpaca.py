@@ -118,6 +118,13 @@ def _status(order: AlpacaOrder) -> OrderStatus:
     return status
 
 
+def _is_duplicate_client_id(exc: BrokerError) -> bool:
+    """Alpaca refused a submit because it already has an order with this client_order_id (a
+    retried submit whose first attempt reached it)."""
+    cause = exc.__cause__
+    return isinstance(cause, APIError) and cause.status_code == 422 and DUPLICATE_CLIENT_ORDER_ID in _api_message(cause)
+
+
 def _api_message(exc: APIError) -> str:
     try:
         body = json.loads(str(exc))
@@ -463,12 +470,7 @@ class AlpacaBroker:
         try:
             placed = self._do("submit", lambda: self._client.submit_order(request))
         except BrokerError as exc:
-            cause = exc.__cause__
-            if (
-                isinstance(cause, APIError)
-                and cause.status_code == 422
-                and DUPLICATE_CLIENT_ORDER_ID in _api_message(cause)
-            ):
+            if _is_duplicate_client_id(exc):
                 chain = self._chain_for(order.client_order_id)
                 if chain is not None:
                     return self._to_broker(chain)
@@ -520,12 +522,7 @@ class AlpacaBroker:
         try:
             placed = self._do("bracket submit", lambda: self._client.submit_order(request))
         except BrokerError as exc:
-            cause = exc.__cause__
-            if (
-                isinstance(cause, APIError)
-                and cause.status_code == 422
-                and DUPLICATE_CLIENT_ORDER_ID in _api_message(cause)
-            ):
+            if _is_duplicate_client_id(exc):
                 first = self._by_client_id(coid)
                 if first is not None:
                     if not _is_bracket(first):
