@@ -1,0 +1,1 @@
+"""Deployment manifests (deploy/), checked offline."""
