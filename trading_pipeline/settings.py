@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         description="When the lake_maintenance job compacts the lake (cron, New York time; "
         "TRADING_LAKE_MAINTENANCE_CRON). Read when the code location loads.",
     )
+    price_adjustment: Literal["split", "total_return", "none"] = Field(
+        default="split",
+        description="Price basis of indicators and signals (dbt int_bars_adjusted): split-adjusted, "
+        "total-return (splits and dividends) or none (raw bars). Changing it recomputes the history.",
+    )
     rules_file: Path = Field(default=PROJECT_DIR / "rules.yaml")
     risk_file: Path = Field(default=PROJECT_DIR / "risk.yaml")
     sample_symbols: int = Field(default=20, ge=0, description="Synthetic symbols beside GOOG.")

@@ -19,8 +19,9 @@ the ex-date over the ex-date's open. When it is off the stated ratio by more tha
 action is still stored (the bars may already be adjusted) but carries a ``warning`` with the
 observed ratio, and the load reports it: nothing is adjusted silently.
 
-Raw bars stay raw; adjusting indicators, positions and backtests by these actions is not built
-yet (issue 16).
+Raw bars stay raw: dbt builds the adjusted series the indicators and signals are computed on
+(``int_adjustment_factors`` and ``int_bars_adjusted``; split-adjusted by default, setting
+``TRADING_PRICE_ADJUSTMENT``).
 """
 
 from __future__ import annotations
@@ -34,22 +35,13 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from trading_pipeline.marketdata.warehouse import CORPORATE_ACTIONS_DDL
+
 KINDS = ("split", "dividend", "symbol_change", "delisting")
 SYMBOL = r"^[A-Za-z0-9][A-Za-z0-9._\-/=^]{0,31}$"
 MISMATCH = 0.25  # a split whose bars move by a ratio further than this (relative) is warned about
 
-DDL = """CREATE TABLE IF NOT EXISTS raw.corporate_actions (
-    symbol     VARCHAR NOT NULL,
-    ex_date    DATE NOT NULL,
-    kind       VARCHAR NOT NULL,
-    ratio      DOUBLE,
-    amount     DOUBLE,
-    new_symbol VARCHAR,
-    pay_date   DATE,
-    source     VARCHAR NOT NULL,
-    warning    VARCHAR,
-    loaded_at  TIMESTAMP NOT NULL
-)"""
+DDL = CORPORATE_ACTIONS_DDL  # created with the raw tables (warehouse.ensure_schema): dbt reads it
 
 SCHEMA = {"symbol": pl.Utf8, "ex_date": pl.Date, "kind": pl.Utf8, "ratio": pl.Float64, "amount": pl.Float64,
           "new_symbol": pl.Utf8, "pay_date": pl.Date, "source": pl.Utf8, "warning": pl.Utf8}

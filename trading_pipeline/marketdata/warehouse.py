@@ -56,6 +56,21 @@ _BAR_COLUMNS = """
     ingested_at  TIMESTAMP NOT NULL
 """
 
+# corporate actions (marketdata/corporate_actions.py): with the raw tables, since dbt's adjusted
+# series read the table whether or not a file was ever loaded
+CORPORATE_ACTIONS_DDL = """CREATE TABLE IF NOT EXISTS raw.corporate_actions (
+    symbol     VARCHAR NOT NULL,
+    ex_date    DATE NOT NULL,
+    kind       VARCHAR NOT NULL,
+    ratio      DOUBLE,
+    amount     DOUBLE,
+    new_symbol VARCHAR,
+    pay_date   DATE,
+    source     VARCHAR NOT NULL,
+    warning    VARCHAR,
+    loaded_at  TIMESTAMP NOT NULL
+)"""
+
 RAW_DDL = [
     f"CREATE TABLE IF NOT EXISTS raw.bars_daily ({_BAR_COLUMNS})",
     f"CREATE TABLE IF NOT EXISTS raw.bars_intraday ({_BAR_COLUMNS})",
@@ -83,6 +98,7 @@ RAW_DDL = [
     )""",
     """CREATE VIEW IF NOT EXISTS raw.bars AS
         SELECT * FROM raw.bars_daily UNION ALL SELECT * FROM raw.bars_intraday""",
+    CORPORATE_ACTIONS_DDL,
 ]
 # a lake's too: one row per bars table, updated by every upsert (_claim_bars_table)
 LAKE_DDL = [
@@ -499,7 +515,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     ).fetchall()}
     lake = _is_lake(con)
     if {"raw.bars_daily", "raw.bars_intraday", "raw.bars_rejected", "raw.symbols", "raw.bars",
-            *(["raw.bar_writes"] if lake else [])} <= have:
+            "raw.corporate_actions", *(["raw.bar_writes"] if lake else [])} <= have:
         return
     waiting = LockWait(retryable=is_commit_conflict)
     for stmt in [f"CREATE SCHEMA IF NOT EXISTS {schema}" for schema in SCHEMAS] + RAW_DDL + (LAKE_DDL if lake else []):

@@ -17,7 +17,7 @@ from typing import Any
 
 from trading_pipeline.marketdata.extensions import extension_directory
 from trading_pipeline.scans.rules import Rules, dbt_vars, load_rules
-from trading_pipeline.settings import DBT_PROJECT_DIR, PROJECT_DIR
+from trading_pipeline.settings import DBT_PROJECT_DIR, PROJECT_DIR, get_settings
 
 DEFAULT_RULES_FILE = PROJECT_DIR / "rules.yaml"
 
@@ -87,6 +87,7 @@ def vars_json(
     if not isinstance(rules, Rules):
         rules = load_rules(rules)
     out = dbt_vars(rules)
+    out["price_adjustment"] = get_settings().price_adjustment
     if warehouse is not None:
         out["warehouse"] = warehouse
         out["duckdb_extensions"] = str(extension_directory())

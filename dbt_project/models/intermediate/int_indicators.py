@@ -6,8 +6,13 @@ a series touched by new or corrected bars is recomputed from its first bar with 
 are written (delete+insert on the bar key). That makes an incremental build identical to
 a full rebuild, for appended bars and for late or corrected bars in the middle of history.
 
-A change is detected as raw ``ingested_at`` later than the newest ``ingested_at`` already
-in this table (the warehouse upsert stamps every written bar with ``now()``).
+The bars come from ``int_bars_adjusted``: split-adjusted by default (var
+``price_adjustment``), so a split day is a normal day. A change is detected as an
+``ingested_at`` later than the newest ``ingested_at`` already in this table: the warehouse
+upsert stamps every written bar with ``now()``, and int_bars_adjusted stamps every bar a new
+corporate action adjusts with the time the action took effect, so the series is recomputed
+from its first bar. A different ``price_adjustment`` (or ``cpr_lookback``) than the stored
+rows' recomputes everything.
 
 CPR (central pivot range) comes from the previous session of the same series: for daily
 bars the previous bar, for intraday bars the previous session's high, low and last close.
@@ -196,19 +201,24 @@ def model(dbt, session):
         materialized="incremental",
         incremental_strategy="delete+insert",
         unique_key=["symbol", "timeframe", "ts"],
+        on_schema_change="append_new_columns",  # `adjustment` joined the table (issue 16)
     )
     meta = dbt.config.get("meta") or {}
     lookback = int(meta.get("cpr_lookback") or 20)
-    bars_sql = dbt.ref("stg_bars").sql_query()
+    adjustment = str(meta.get("price_adjustment") or "split")
+    bars_sql = dbt.ref("int_bars_adjusted").sql_query()
     computed_at = _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
 
     full = not dbt.is_incremental
     if not full:
         this = str(dbt.this)
-        stale_params = session.execute(
-            f"select count(*) from {this} where cpr_lookback <> {lookback}"
-        ).fetchone()[0]
-        full = stale_params > 0  # cpr_lookback changed in rules.yaml: recompute everything
+        columns = {r[0] for r in session.execute(f"select * from {this} limit 0").description}
+        # cpr_lookback changed in rules.yaml, or the price basis changed (or predates the
+        # `adjustment` column): recompute everything
+        full = "adjustment" not in columns or session.execute(
+            f"select count(*) from {this} where cpr_lookback <> {lookback} "
+            f"or adjustment is distinct from '{adjustment}'"
+        ).fetchone()[0] > 0
     if full:
         scope_sql = f"select symbol, timeframe, min(ts) as from_ts from ({bars_sql}) b group by all"
     else:
@@ -243,10 +253,11 @@ def model(dbt, session):
     if keep is not None:
         bars = bars.filter(pl.Series(keep)).with_columns(ingested["ingested_at"])
     names = scope.select("symbol", "timeframe")[pl.Series(bars["sid"])]
-    return _to_arrow(pl.concat([names, bars], how="horizontal"), ind, lookback, computed_at)
+    return _to_arrow(pl.concat([names, bars], how="horizontal"), ind, lookback, computed_at, adjustment)
 
 
-def _to_arrow(bars: pl.DataFrame, ind: dict[str, np.ndarray], lookback: int, computed_at) -> pa.Table:
+def _to_arrow(bars: pl.DataFrame, ind: dict[str, np.ndarray], lookback: int, computed_at,
+              adjustment: str) -> pa.Table:
     """The output table; NaN (TA-Lib's warm-up) becomes NULL through a validity mask."""
     n = bars.height
     cols: dict[str, pa.Array] = {
@@ -260,6 +271,7 @@ def _to_arrow(bars: pl.DataFrame, ind: dict[str, np.ndarray], lookback: int, com
     rank = ind["cpr_width_rank"]
     cols["cpr_narrow"] = pa.array(rank < 0.1, type=pa.bool_(), mask=np.isnan(rank))
     cols["cpr_lookback"] = pa.array(np.full(n, lookback, dtype=np.int32))
+    cols["adjustment"] = pa.array([adjustment] * n, type=pa.string())
     cols["ingested_at"] = bars["ingested_at"].to_arrow()
     cols["computed_at"] = pa.array(np.full(n, np.datetime64(computed_at, "us")), type=pa.timestamp("us"))
     return pa.table(cols)
