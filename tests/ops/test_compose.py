@@ -50,10 +50,10 @@ def console_scripts() -> dict[str, str]:
     return {ep.name: ep.value for ep in md.entry_points(group="console_scripts")}
 
 
-def test_services_are_those_of_make_up_plus_optional_postgres() -> None:
-    assert set(COMPOSE["services"]) == {*APP_SERVICES, "postgres"}
+def test_services_are_those_of_make_up_plus_the_proxy_and_optional_postgres() -> None:
+    assert set(COMPOSE["services"]) == {*APP_SERVICES, "proxy", "postgres"}
     assert COMPOSE["services"]["postgres"]["profiles"] == ["postgres"]
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, "proxy"):
         assert "profiles" not in COMPOSE["services"][name], f"{name} must start by default"
 
 
@@ -101,10 +101,12 @@ def test_app_services_share_the_trading_home_volume_and_dagster_home() -> None:
         assert env["DAGSTER_HOME"] == "/data/dagster"  # = Settings(home=/data).dagster_home
         assert svc["entrypoint"] == ["/app/scripts/docker-entrypoint.sh"]
     assert str(Settings(home=Path("/data")).dagster_home) == "/data/dagster"
-    # the UI has no login: published on loopback only
-    for name in ("dagster-webserver", "api"):
+    # the UI has no login: published on loopback only; the proxy too unless PROXY_BIND says otherwise
+    for name in ("dagster-webserver", "proxy"):
         for port in COMPOSE["services"][name]["ports"]:
             assert interpolate(port).startswith("127.0.0.1:"), port
+    # the API publishes no host port (clients go through the proxy), so `--scale api=3` works
+    assert "ports" not in COMPOSE["services"]["api"]
 
 
 def test_trading_env_names_are_settings_fields() -> None:
@@ -228,3 +230,40 @@ def test_run_launchers_name_the_optional_packages(path: str, module: str, cls: s
     except ImportError:
         return  # optional package absent (as documented): the shape above is all we can check
     assert hasattr(mod, cls)
+
+
+def test_proxy_renders_the_one_nginx_config_for_every_api_replica() -> None:
+    """The `proxy` service: a pinned nginx image that renders deploy/proxy/nginx.conf (the file
+    tests/ops/test_proxy.py runs) with a value for every placeholder, re-resolving the `api`
+    service's replicas through Docker's DNS, with the certificate folder of
+    scripts/make-local-cert.sh (git-ignored)."""
+    proxy = COMPOSE["services"]["proxy"]
+    m = re.fullmatch(r"nginx:(\d+)\.(\d+)\.(\d+)-alpine", proxy["image"])
+    assert m, f"pin the nginx image to a full version, not {proxy['image']}"
+    assert tuple(map(int, m.groups())) >= (1, 27, 3), "`server ... resolve` needs nginx >= 1.27.3"
+    env = {k: interpolate(str(v)) for k, v in proxy["environment"].items()}
+    assert env["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx" and env["NGINX_ENVSUBST_FILTER"] == "^PROXY_"
+    template = PROJECT_DIR / "deploy/proxy/nginx.conf"
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in proxy["volumes"] if isinstance(v, str)}
+    assert mounts["/etc/nginx/templates/nginx.conf.template"] == "./deploy/proxy/nginx.conf"
+    used = set(re.findall(r"\$\{(PROXY_[A-Z0-9_]+)\}", template.read_text()))
+    given = {k for k in env if k.startswith("PROXY_")}
+    assert used == given, f"placeholders without a value: {used - given}; values for nothing: {given - used}"
+    # every replica of the api service, on the port its command listens on, found again as they scale
+    api_cmd = COMPOSE["services"]["api"]["command"]
+    assert env["PROXY_UPSTREAM_SERVERS"] == f"server api:{api_cmd[api_cmd.index('--port') + 1]} resolve;"
+    assert env["PROXY_RESOLVER"] == "127.0.0.11"
+    assert proxy["depends_on"] == {"api": {"condition": "service_healthy"}}
+    # uvicorn believes the proxy's X-Forwarded-* (its address on the compose network varies)
+    assert COMPOSE["services"]["api"]["environment"]["FORWARDED_ALLOW_IPS"] == "*"
+    # listens where compose publishes, and redirects http to the published https port
+    published = {p.rsplit(":", 1)[1]: interpolate(p).rsplit(":", 2)[1] for p in proxy["ports"]}
+    assert set(published) == {env["PROXY_HTTP_LISTEN"], env["PROXY_HTTPS_LISTEN"]}
+    assert env["PROXY_PUBLIC_HTTPS_PORT"] == published[env["PROXY_HTTPS_LISTEN"]]
+    # the certificate folder: the script's default output, git-ignored, mounted read-only,
+    # and never created empty by compose (nginx would then fail with a less helpful message)
+    certs = next(v for v in proxy["volumes"] if isinstance(v, dict))
+    assert certs["source"] == "./deploy/proxy/certs" and certs["target"] == env["PROXY_CERT_DIR"]
+    assert certs["read_only"] is True and certs["bind"]["create_host_path"] is False
+    assert "deploy/proxy/certs/" in (PROJECT_DIR / ".gitignore").read_text().splitlines()
+    assert "deploy/proxy/certs" in (PROJECT_DIR / "scripts/make-local-cert.sh").read_text()
