@@ -184,6 +184,15 @@ class Settings(BaseSettings):
     ws_poll_interval: float = Field(default=0.2, gt=0, description="Seconds between the WebSocket hub's checks for a new snapshot and new order events.")
     ws_heartbeat: float = Field(default=15.0, gt=0, description="Seconds between heartbeats to an idle WebSocket client.")
     ws_queue_size: int = Field(default=1000, gt=0, description="Undelivered messages a slow WebSocket client may hold before it is disconnected.")
+    # Universes (marketdata/universes.py; universes.example.yaml)
+    universes_file: Path = Field(
+        default=PROJECT_DIR / "universes.yaml",
+        description="The universes file (TRADING_UNIVERSES_FILE; see universes.example.yaml): named symbol sets that "
+        "scans (rules.yaml universe: NAME) and scheduled ingests use, resolved point in time per session.")
+    universe: str = Field(
+        default="",
+        description="The universe scheduled ingests fetch from a source that needs explicit symbols (alpaca, ib) "
+        "(TRADING_UNIVERSE, a name in TRADING_UNIVERSES_FILE). Empty: those schedules skip, saying so.")
 
     @field_validator("home", mode="after")
     @classmethod

@@ -196,6 +196,7 @@ class AlpacaStub:
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[tuple[str, str, Any]] = []  # (method, path, JSON body) of every request
         self._bars = bars if bars is not None else pl.DataFrame()
+        self.assets: list[dict[str, Any]] = []  # GET /v2/assets (set_assets)
         self._lock = threading.RLock()
         self._faults: list[tuple[str, Any]] = []  # queued one-shot faults, first match wins
         self._server: ThreadingHTTPServer | None = None
@@ -245,6 +246,18 @@ class AlpacaStub:
         """Serve these canonical bars (SOURCE_SCHEMA: ts naive UTC, daily at session midnight)."""
         with self._lock:
             self._bars = bars
+
+    def set_assets(self, assets: list[dict[str, Any]]) -> None:
+        """Serve these assets at ``GET /v2/assets``: dicts with ``symbol`` and optionally
+        ``exchange`` (NASDAQ), ``status`` (active), ``tradable`` (True), ``class`` (us_equity)."""
+        full = []
+        for a in assets:
+            full.append({"id": str(uuid.uuid5(uuid.NAMESPACE_DNS, a["symbol"])), "class": "us_equity",
+                         "exchange": "NASDAQ", "name": a["symbol"], "status": "active", "tradable": True,
+                         "marginable": True, "shortable": True, "easy_to_borrow": True, "fractionable": True,
+                         **a})
+        with self._lock:
+            self.assets = full
 
     def set_price(self, symbol: str, price: Decimal | float | str) -> None:
         with self._lock:
@@ -475,6 +488,7 @@ class AlpacaStub:
             ("GET", "/v2/positions", self._list_positions),
             ("GET", "/v2/account/activities/FILL", self._fill_activities),
             ("GET", "/v2/stocks/bars", self._stock_bars),
+            ("GET", "/v2/assets", self._list_assets),
         ]
         for m, prefix, fn in routes:
             if m == method and (
@@ -774,6 +788,13 @@ class AlpacaStub:
             ids = [a["id"] for a in acts]
             acts = acts[ids.index(query["page_token"]) + 1 :] if query["page_token"] in ids else []
         return 200, acts[: min(int(query.get("page_size", 100)), 100)]
+
+    def _list_assets(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """As Alpaca filters the asset list: by ``status``, ``asset_class`` and ``exchange``."""
+        out = [a for a in self.assets
+               if all(not query.get(q) or a[k] == query[q]
+                      for q, k in (("status", "status"), ("asset_class", "class"), ("exchange", "exchange")))]
+        return 200, out
 
     def _alpaca_ts(self, frame: pl.DataFrame, timeframe: str) -> list[datetime]:
         stamps = []

@@ -31,11 +31,13 @@ def _register_commands() -> None:
         readers,
         rebalance_cmd,
         risk_cmd,
+        universe_cmd,
         warehouse_cmd,
     )
 
     ingest_cmd.register(app)
     actions_cmd.register(app)
+    universe_cmd.register(app)
     readers.register(app)
     demo_cmd.register(app)
     orders_cmds.register(app)

@@ -8,6 +8,10 @@
 * ``sample_replay`` sensor: with the bundled sample, walks the last sample session five
   minutes at a time so the intraday scan has new bars to process under ``make up``.
 
+With a source that cannot list "all symbols" (alpaca, ib) both schedules fetch the universe
+named by ``TRADING_UNIVERSE`` (marketdata/universes.py), resolved for the session; unset or
+empty, the tick skips with the fix as its reason.
+
 A one-session run is tagged ``trading/session``; the intraday schedule and the replay skip
 a tick (with the reason in the UI) while the previous run for that session is queued or
 running, so a slow machine never builds an unbounded queue.
@@ -21,6 +25,7 @@ from trading_pipeline.defs.bars import DAILY, END_TAG, FRESHNESS, INTRADAY, SESS
 from trading_pipeline.defs.run_logs import run_logging, with_run_logging
 from trading_pipeline.marketdata import calendars
 from trading_pipeline.marketdata.bars import naive_utc
+from trading_pipeline.marketdata.universes import scheduled_symbols
 from trading_pipeline.settings import get_settings
 
 ORDERS = dg.AssetKey(["ops", "orders"])
@@ -118,9 +123,13 @@ def eod_scan(context: dg.ScheduleEvaluationContext):
     if source is None:  # nothing to fetch: the home's bars come from files
         return dg.SkipReason(f"{why}: no source to fetch {what} from; load it with `trading ingest`, "
                              "then `trading scan`")
+    symbols, skip = scheduled_symbols(get_settings(), source, what)  # alpaca / ib: TRADING_UNIVERSE
+    if skip:
+        return dg.SkipReason(skip)
     # the 16:15 tick on an early-close day finds the 13:15 run's key and launches nothing
     return dg.RunRequest(run_key=f"eod-{what}", tags=session_tags(what), run_config=with_run_logging(
-        {"ops": {"raw__bars_daily": {"config": {"source": source, "start": what, "end": what}}}}))
+        {"ops": {"raw__bars_daily": {"config": {"source": source, "start": what, "end": what,
+                                                **({"symbols": symbols} if symbols else {})}}}}))
 
 
 def intraday_decision(now: datetime, calendar: str = EXCHANGE_CALENDAR) -> tuple[bool, str]:
@@ -146,11 +155,14 @@ def intraday_scan(context: dg.ScheduleEvaluationContext):
     busy = unfinished_scan(context.instance, scan_intraday_job.name, what)
     if busy:
         return dg.SkipReason(busy)
+    symbols, skip = scheduled_symbols(get_settings(), get_settings().data_source, what)
+    if skip:
+        return dg.SkipReason(skip)
     cutoff = naive_utc(now).isoformat()
     return dg.RunRequest(
         run_key=f"intraday-{now:%Y%m%dT%H%M}", tags=session_tags(what),
         run_config=with_run_logging({"ops": {"raw__bars_intraday": {"config": {
-            "until": cutoff, "start": what, "end": what}}}}),
+            "until": cutoff, "start": what, "end": what, **({"symbols": symbols} if symbols else {})}}}}),
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from datetime import time
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +52,12 @@ ALLOWED_PARAMS: dict[str, set[str]] = {
             "close_within", "range_tiers", "change_tiers", "top_n", "cutoff", "bar_timeframes"},
     "cpr": {"lookback", "min_score", "bar_timeframes"},
 }
+
+
+UNIVERSE_NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
+# the symbol list of a named universe that resolves to nothing: matches no symbol (an empty
+# list would mean every symbol to the signal macros)
+NO_SYMBOLS = "(empty universe)"
 
 
 class RulesError(ValueError):
@@ -135,7 +143,9 @@ class Scan(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64)
     kind: Kind
     timeframe: Literal["daily", "intraday"]
-    universe: Literal["all"] | list[str] = "all"
+    # "all", a list of symbols, or the name of a universe in TRADING_UNIVERSES_FILE (resolved
+    # point in time for the session scanned: marketdata/universes.py)
+    universe: Literal["all"] | list[str] | str = "all"
     params: Params = Field(default_factory=Params)
     filters: Filters = Field(default_factory=Filters)
     alert_min_score: float | None = None
@@ -150,7 +160,14 @@ class Scan(BaseModel):
             bad = [s for s in v if not s or "'" in s]
             if bad:
                 raise ValueError(f"invalid symbol(s) {bad}")
+        elif v != "all" and not re.match(UNIVERSE_NAME, v):
+            raise ValueError(f"must be 'all', a list of symbols or a universe name (letters, digits, _ -), got {v!r}")
         return v
+
+    @property
+    def universe_name(self) -> str | None:
+        """The named universe this scan covers (None for 'all' or a list)."""
+        return self.universe if isinstance(self.universe, str) and self.universe != "all" else None
 
     @model_validator(mode="after")
     def _kind_params(self) -> Scan:
@@ -184,7 +201,9 @@ class Scan(BaseModel):
             "name": self.name,
             "kind": self.kind,
             "timeframes": timeframes,
-            "symbols": None if self.universe == "all" else list(self.universe),
+            "symbols": None if self.universe == "all" or self.universe_name else list(self.universe),
+            # a named universe's symbols change by session: the name, not the list, is the rule
+            **({"universe": self.universe_name} if self.universe_name else {}),
             "lookback": p.lookback if self.kind in ("breakout", "cpr") else None,
             "volume_multiple": p.volume_multiple if self.kind == "breakout" else None,
             "min_score": float(p.min_score or 0.0),
@@ -305,6 +324,7 @@ def load_rules(path: Path | str) -> Rules:
         if s.name in seen:
             problems.append(f"{label}: scan '{s.name}': name is used by another scan")
         seen.add(s.name)
+    problems += _unknown_universes(label, scans)
     cpr_lookbacks = {s.params.lookback for s in scans if s.kind == "cpr" and s.enabled}
     if len(cpr_lookbacks) > 1:
         problems.append(
@@ -329,16 +349,57 @@ def load_rules(path: Path | str) -> Rules:
 
 def fingerprint(resolved: dict[str, Any]) -> str:
     """Stable hash of a scan's parameters; a change makes dbt recompute that scan fully."""
-    body = {k: v for k, v in resolved.items() if k not in ("alert_min_score", "fingerprint")}
+    skip = ("alert_min_score", "fingerprint", *(("symbols",) if resolved.get("universe") else ()))
+    body = {k: v for k, v in resolved.items() if k not in skip}
     return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def dbt_vars(rules: Rules) -> dict[str, Any]:
-    """The values the dbt models read via var(): pass as ``dbt build --vars <json>``."""
+def dbt_vars(rules: Rules, universe_symbols: Callable[[str], list[str]] | None = None) -> dict[str, Any]:
+    """The values the dbt models read via var(): pass as ``dbt build --vars <json>``.
+
+    A scan naming a universe gets that universe's symbols from ``universe_symbols(name)``;
+    by default resolved in TRADING_UNIVERSES_FILE for the newest stored session (the one the
+    scan just loaded), so each build covers the members of its own session. Its fingerprint
+    holds the name, not the list: a membership change does not recompute its history.
+    """
     scans = []
+    resolved_lists: dict[str, list[str]] = {}
     for scan in rules.enabled_scans:
         r = scan.resolved()
         r["fingerprint"] = fingerprint(r)
+        name = scan.universe_name
+        if name:
+            if name not in resolved_lists:
+                resolved_lists[name] = _universe_symbols(name, scan.name, universe_symbols)
+            r["symbols"] = resolved_lists[name] or [NO_SYMBOLS]
         scans.append(r)
     cpr = [s for s in rules.enabled_scans if s.kind == "cpr"]
     return {"scans": scans, "cpr_lookback": cpr[0].params.lookback if cpr else 20}
+
+
+def _universe_symbols(name: str, scan: str, resolver: Callable[[str], list[str]] | None) -> list[str]:
+    from trading_pipeline.marketdata.universes import UniverseError, scan_symbols
+    from trading_pipeline.settings import get_settings
+
+    try:
+        return list(resolver(name) if resolver else scan_symbols(name, get_settings()))
+    except UniverseError as exc:
+        raise RulesError(f"scan '{scan}': universe '{name}': {exc}") from None
+
+
+def _unknown_universes(label: str, scans: list[Scan]) -> list[str]:
+    """Scans naming a universe that TRADING_UNIVERSES_FILE does not hold (or cannot be read)."""
+    named = [s for s in scans if s.universe_name]
+    if not named:
+        return []
+    from trading_pipeline.marketdata.universes import UniverseError, load_universes
+    from trading_pipeline.settings import get_settings
+
+    path = get_settings().universes_file
+    try:
+        known = load_universes(path)
+    except UniverseError as exc:
+        return [f"{label}: scan '{s.name}': universe '{s.universe_name}': {exc}" for s in named[:1]]
+    return [f"{label}: scan '{s.name}': universe '{s.universe_name}' is not in {path} "
+            f"(universes: {', '.join(sorted(known)) or 'none'}; a single symbol is written [{s.universe_name}])"
+            for s in named if s.universe_name not in known]
