@@ -184,6 +184,14 @@ class Settings(BaseSettings):
     ws_poll_interval: float = Field(default=0.2, gt=0, description="Seconds between the WebSocket hub's checks for a new snapshot and new order events.")
     ws_heartbeat: float = Field(default=15.0, gt=0, description="Seconds between heartbeats to an idle WebSocket client.")
     ws_queue_size: int = Field(default=1000, gt=0, description="Undelivered messages a slow WebSocket client may hold before it is disconnected.")
+    backup_dir: str = Field(
+        default="",
+        description="Where the backup job (schedule backup_nightly, OFF by default) writes its backups "
+        "(TRADING_BACKUP_DIR). Empty: $TRADING_HOME/backups.")
+    backup_keep: int = Field(
+        default=7, ge=1,
+        description="How many nightly backups the backup job keeps (TRADING_BACKUP_KEEP); older ones are "
+        "deleted only after the new one verified.")
     # Universes (marketdata/universes.py; universes.example.yaml)
     universes_file: Path = Field(
         default=PROJECT_DIR / "universes.yaml",

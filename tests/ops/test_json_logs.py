@@ -198,7 +198,8 @@ def test_every_job_schedule_and_sensor_names_the_run_logger(trading_home, monkey
              "intraday_scan": datetime(2013, 3, 1, 10, 5, tzinfo=ny),
              "freshness_daily": datetime(2013, 3, 1, 18, 0, tzinfo=ny),
              "lake_maintenance_daily": datetime(2013, 3, 1, 3, 30, tzinfo=ny),
-             "rebalance_after_close": datetime(2013, 3, 1, 16, 45, tzinfo=ny)}
+             "rebalance_after_close": datetime(2013, 3, 1, 16, 45, tzinfo=ny),
+             "backup_nightly": datetime(2013, 3, 1, 2, 15, tzinfo=ny)}
     requests = []
     from trading_pipeline import runs
     from trading_pipeline.settings import get_settings
@@ -216,7 +217,7 @@ def test_every_job_schedule_and_sensor_names_the_run_logger(trading_home, monkey
     replay = repo.get_sensor_def("sample_replay")
     requests += [(replay.job_name, r) for r in replay.evaluate_tick(dg.build_sensor_context(repository_def=repo, instance=inst)).run_requests]
     assert {name for name, _ in requests} == {"scan_daily", "scan_intraday", "freshness_checks", "lake_maintenance",
-                                              "rebalance"}
+                                              "rebalance", "backup"}
     for name, req in requests:
         rc = _resolve(req, jobs[name]).run_config
         assert _logger_keys(jobs[name], rc) == {"console"}, (name, rc)

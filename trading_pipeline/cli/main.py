@@ -25,6 +25,7 @@ def _register_commands() -> None:
         accounts_cmd,
         actions_cmd,
         backtest_cmd,
+        backup_cmd,
         demo_cmd,
         ingest_cmd,
         orders_cmds,
@@ -46,6 +47,7 @@ def _register_commands() -> None:
     rebalance_cmd.register(app)
     backtest_cmd.register(app)
     warehouse_cmd.register(app)
+    backup_cmd.register(app)
     register_api(app)
 
 
