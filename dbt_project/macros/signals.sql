@@ -37,6 +37,11 @@ scope_changed as (
   from {{ ref('int_indicators') }}
   {%- if state.wm is not none %}
   where computed_at > timestamp '{{ state.wm }}'
+     -- a delisting loaded since: its symbol's signals from the ex-date on are recomputed (away)
+     or exists (select 1 from {{ ref('stg_corporate_actions') }} d
+                where d.kind = 'delisting' and d.symbol = {{ ref('int_indicators') }}.symbol
+                  and d.loaded_at > timestamp '{{ state.wm }}'
+                  and {{ ref('int_indicators') }}.session_date >= d.ex_date)
   {%- endif %}
 ),
 scope_series as (
@@ -52,7 +57,15 @@ scope_sessions as (
 ({% for v in values %}'{{ v }}'{% if not loop.last %}, {% endif %}{% endfor %})
 {%- endmacro -%}
 
+{#- A delisted symbol is not scanned from its delisting's ex-date on (the first session it no
+    longer trades); its history before stays. -#}
+{%- macro listed(alias='') -%}
+ and not exists (select 1 from {{ ref('stg_corporate_actions') }} dl
+                 where dl.kind = 'delisting' and dl.symbol = {{ alias }}symbol and dl.ex_date <= {{ alias }}session_date)
+{%- endmacro -%}
+
 {%- macro scan_filters(s, alias='') -%}
+  {{ listed(alias) }}
   {%- if s.symbols %} and {{ alias }}symbol in {{ in_list(s.symbols) }}{% endif -%}
   {%- if s.min_price is not none %} and {{ alias }}close >= {{ s.min_price }}{% endif -%}
   {%- if s.max_price is not none %} and {{ alias }}close <= {{ s.max_price }}{% endif -%}
@@ -257,6 +270,7 @@ scan_{{ i }}_feat as (
               when rvol >= {{ s.rvol_tiers[2] }} then 0.5 else 0.25 end as volume_part
   from scan_{{ i }}_bars
   where close > 0 and open > 0
+    {{ listed() }}
     {%- if s.min_price is not none %} and close >= {{ s.min_price }}{% endif %}
     {%- if s.max_price is not none %} and close <= {{ s.max_price }}{% endif %}
     {%- if s.min_volume is not none %} and (not has_volume or volume >= {{ s.min_volume }}){% endif %}

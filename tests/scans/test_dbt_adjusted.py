@@ -195,3 +195,34 @@ def test_total_return_folds_the_dividend_in(tmp_path, dbt, monkeypatch):
     got = indicators(wh, "SPLT")
     assert set(got["adjustment"]) == {"total_return"}
     assert_same_series(got.drop("adjustment"), indicators(wh, "TWIN").drop("adjustment"))
+
+
+def test_a_delisted_symbol_keeps_its_history_and_stops_being_scanned(tmp_path, dbt):
+    """Signals of a symbol stop at its delisting's ex-date (bars after it, if a feed still sends
+    some, are not scanned); those before are unchanged; dim_symbols tells its life."""
+    bars = synthetic(2, date(2022, 1, 3), date(2023, 12, 29), "1d")
+    symbols = sorted(set(bars["symbol"]))
+    gone, renamed = symbols
+    sessions = sorted(set(bars.filter(pl.col("symbol") == gone)["session_date"]))
+    delisted = sessions[len(sessions) // 2]
+    wh = lake(tmp_path / "wh")
+    load(wh, bars)
+    register(wh, symbols)
+    dbt(wh, "build")
+    before = signals(wh, gone)
+    assert before.filter(pl.col("ts").dt.date() >= delisted).height > 0  # there was something to stop
+    path = tmp_path / "a.csv"
+    path.write_text(f"symbol,ex_date,kind,ratio,amount,new_symbol\n{gone},{delisted},delisting,,,\n"
+                    f"{renamed},{sessions[10]},symbol_change,,,NEWSYM\n")
+    load_actions(wh, path)
+    dbt(wh, "build")
+    after = signals(wh, gone)
+    assert after.filter(pl.col("ts").dt.date() >= delisted).height == 0
+    assert after.equals(before.filter(pl.col("ts").dt.date() < delisted))
+    dim = query(wh, "select symbol, listed_on, delisted_on, active, renamed_to, renamed_from "
+                    "from marts.dim_symbols order by symbol")
+    rows = {r["symbol"]: r for r in dim.iter_rows(named=True)}
+    assert rows[gone]["delisted_on"] == delisted and rows[gone]["active"] is False
+    assert rows[gone]["listed_on"] == sessions[0]
+    assert rows[renamed]["renamed_to"] == "NEWSYM" and rows[renamed]["active"] is True
+    assert query(wh, f"select count(*) as n from raw.bars_daily where symbol = '{gone}'")["n"][0] == len(sessions)

@@ -1,4 +1,6 @@
--- Every symbol with reference data (when known) and the bars the warehouse holds for it.
+-- Every symbol with reference data (when known), the bars the warehouse holds for it, and its
+-- life as corporate actions tell it: listed (first bar), delisted (a delisting's ex-date: the
+-- first session it no longer trades), renamed from / to (symbol changes).
 {{ config(materialized='table') }}
 with bar_stats as (
   select symbol,
@@ -9,7 +11,22 @@ with bar_stats as (
          string_agg(distinct timeframe, ',' order by timeframe) as timeframes
   from {{ ref('stg_bars') }}
   group by symbol
-)
+),
+life as (
+  select symbol,
+         min(ex_date) filter (where kind = 'delisting') as delisted_on,
+         arg_max(new_symbol, ex_date) filter (where kind = 'symbol_change') as renamed_to,
+         max(ex_date) filter (where kind = 'symbol_change') as renamed_on
+  from {{ ref('stg_corporate_actions') }}
+  group by symbol
+),
+renamed_from as (
+  select new_symbol as symbol, arg_max(symbol, ex_date) as renamed_from
+  from {{ ref('stg_corporate_actions') }}
+  where kind = 'symbol_change'
+  group by new_symbol
+),
+symbols as (
 select coalesce(s.symbol, b.symbol) as symbol,
        s.exchange, s.calendar, coalesce(s.timezone, 'America/New_York') as timezone,
        s.currency, s.asset_class, s.name,
@@ -19,3 +36,9 @@ select coalesce(s.symbol, b.symbol) as symbol,
        b.timeframes
 from {{ ref('stg_symbols') }} s
 full outer join bar_stats b on b.symbol = s.symbol
+)
+select y.*, y.first_session as listed_on, l.delisted_on, l.renamed_to, l.renamed_on, r.renamed_from,
+       l.delisted_on is null as active
+from symbols y
+left join life l on l.symbol = y.symbol
+left join renamed_from r on r.symbol = y.symbol
