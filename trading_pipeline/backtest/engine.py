@@ -37,10 +37,20 @@ same definitions as the live one: today's P&L is equity at this close minus equi
 previous session's close, and buying power is reserved by the orders still waiting to fill
 (their opening quantity x last close + the fill model's commission).
 Results are deterministic: no clock, no randomness, everything sorted.
+
+Corporate actions (``raw.corporate_actions`` for the traded symbols): bars are raw, so at the
+start of an ex-date's session, before its open, a held position is split (quantity x ratio,
+average and entry price / ratio: the trade's value and P&L carry through), as are a working
+order's quantity and a bracket's prices; a dividend pays the position held when its ex-date
+opens (a long is credited, a short pays), into cash on the pay date (the ex-date when unknown;
+not within the backtest: not paid) and into the trade's P&L at the ex-date. The arithmetic is
+:mod:`trading_pipeline.trading.corporate_actions`'s, the paper broker's. Symbol changes and
+delistings are not replayed (a renamed symbol's bars are another symbol's).
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import math
@@ -71,6 +81,13 @@ from trading_pipeline.backtest.model import (
 )
 from trading_pipeline.marketdata import warehouse as wh
 from trading_pipeline.trading.brokers.paper import PaperBroker, limit_fill, slipped, stop_trigger
+from trading_pipeline.trading.corporate_actions import (
+    Action,
+    dividend_cash,
+    read_actions,
+    split_position,
+    split_price,
+)
 from trading_pipeline.trading.decisions import Intent, Signal, decide
 from trading_pipeline.trading.model import OrderRequest, OrderType, Side, TimeInForce, to_decimal
 from trading_pipeline.trading.positions import Portfolio
@@ -133,8 +150,12 @@ def load_signals(con: Any, cfg: BacktestConfig) -> pl.DataFrame:
         where, params = "s.scan = ?", [cfg.strategy]
     rng, rparams = _range_sql(cfg, "s")
     has_ind = "marts.indicators_daily" in tables
-    atr = "i.atr_14" if has_ind else "NULL::DOUBLE"
-    join = "LEFT JOIN marts.indicators_daily i ON i.symbol = s.symbol AND i.session_date = s.session_date" if has_ind else ""
+    # indicators are on adjusted prices (split-adjusted by default), fills on raw bars: the ATR
+    # goes back to the raw basis of its bar (x raw close / adjusted close), so a bracket priced
+    # before a later split is in the prices it will meet
+    atr = "i.atr_14 * coalesce(r.close / nullif(i.close, 0), 1.0)" if has_ind else "NULL::DOUBLE"
+    join = ("LEFT JOIN marts.indicators_daily i ON i.symbol = s.symbol AND i.session_date = s.session_date "
+            "LEFT JOIN raw.bars_daily r ON r.symbol = s.symbol AND r.ts = i.ts") if has_ind else ""
     return wh.fetch_frame(
         con,
         f"""SELECT s.symbol, s.ts, s.session_date, s.kind, s.direction, s.score, {atr} AS atr_14
@@ -298,14 +319,53 @@ def bracket_exit(side: Side, stop_loss: Decimal, take_profit: Decimal, o: Decima
     return None if price is None else ("take_profit", price)
 
 
+@dataclass
+class _Actions:
+    """The corporate actions by the session index they act at (module docstring)."""
+
+    splits: dict[int, list[Action]] = field(default_factory=dict)  # at the ex-date's open
+    dividends: dict[int, list[tuple[Action, int | None]]] = field(default_factory=dict)  # ex index -> (action, pay index)
+    paying: dict[int, Decimal] = field(default_factory=dict)  # pay index -> cash owed then
+
+    @classmethod
+    def index(cls, actions: Sequence[Action], sessions: list[date], symbols: set[str]) -> _Actions:
+        out = cls()
+        for a in actions:
+            i = bisect.bisect_left(sessions, a.ex_date)  # the first session on or after the ex-date
+            if a.symbol not in symbols or i >= len(sessions):
+                continue
+            if a.kind == "split":
+                out.splits.setdefault(i, []).append(a)
+            elif a.kind == "dividend":
+                pay = bisect.bisect_left(sessions, a.effective_date)
+                out.dividends.setdefault(i, []).append((a, pay if pay < len(sessions) else None))
+        return out
+
+
+def _split_book(a: Action, pf: Portfolio, open_trades: dict[str, _OpenTrade], pending: dict[str, _Order]) -> None:
+    """A split at the ex-date's open: the position, its trade and a working order's terms."""
+    r = a.ratio
+    assert r is not None
+    if a.symbol in pf.positions:
+        split_position(pf.positions[a.symbol], r)
+    if (t := open_trades.get(a.symbol)) is not None:
+        t.quantity, t.entry_price = t.quantity * r, t.entry_price / r
+        t.stop_loss, t.take_profit = split_price(t.stop_loss, r), split_price(t.take_profit, r)
+    if (o := pending.get(a.symbol)) is not None:
+        o.quantity, o.closing = o.quantity * r, o.closing * r
+        o.stop_loss, o.take_profit = split_price(o.stop_loss, r), split_price(o.take_profit, r)
+
+
 def replay(
     signals: pl.DataFrame,
     bars: pl.DataFrame,
     sessions: list[date],
     cfg: BacktestConfig,
     progress: ProgressCallback | None = None,
+    actions: Sequence[Action] = (),
 ) -> BacktestResult:
-    """Step the clock over ``sessions``; see the module docstring for the rules."""
+    """Step the clock over ``sessions``; see the module docstring for the rules (``actions``:
+    the traded symbols' corporate actions)."""
     fills = _fill_model(cfg)
     risk = RiskEngine(cfg.limits, store=None)
     pf = Portfolio(account=ACCOUNT, starting_cash=Decimal(cfg.initial_cash))
@@ -352,8 +412,23 @@ def replay(
 
     book = _Book(pf, risk, pending, rejections, price, fills.commission)
     prev_equity = pf.starting_cash
+    corporate = _Actions.index(actions, sessions, set(sym_index))
 
     for i, session in enumerate(sessions):
+        # ---- before the open: the ex-date's splits, dividends earned, dividends paid
+        for a in corporate.splits.get(i, []):
+            _split_book(a, pf, open_trades, pending)
+        for a, pay in corporate.dividends.get(i, []):
+            assert a.amount is not None
+            if (held := pf.quantity(a.symbol)) != 0 and pay is not None:
+                cash = dividend_cash(held, a.amount)
+                corporate.paying[pay] = corporate.paying.get(pay, ZERO) + cash
+                if a.symbol in open_trades:
+                    open_trades[a.symbol].realized += cash
+        if i in corporate.paying:
+            assert pf.cash is not None
+            pf.cash += corporate.paying.pop(i)
+
         # ---- the open: working orders fill at this bar's open (the first bar after submit)
         for sym in sorted(pending):
             j = sym_index[sym]
@@ -534,9 +609,13 @@ def run_backtest(
         sessions = load_sessions(con, cfg)
         traded = sorted(set(signals["symbol"].to_list())) if signals.height else []
         bars = load_bars(con, cfg, traded)
+        try:
+            actions = read_actions(con, traded)
+        except ValueError as exc:  # a stored action the replay cannot use: say which
+            raise BacktestError(f"corporate actions: {exc}") from exc
     finally:
         con.close()
-    return replay(signals, bars, sessions, cfg, progress)
+    return replay(signals, bars, sessions, cfg, progress, actions)
 
 
 # A process-wide progress hook: the CLI runs the backtest inside an in-process Dagster run,

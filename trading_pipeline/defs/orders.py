@@ -1,6 +1,9 @@
 """Signals → risk → broker → ops store, driven by a sensor on new signals.
 
-The ``ops/orders`` asset is where orders happen: it first pulls fills for working orders
+The ``ops/orders`` asset is where orders happen: it first applies the corporate actions due by
+the session to every paper account (trading_pipeline/trading/corporate_actions.py: a split's
+position and working orders are on post-split terms before they meet the ex-date's bars; a
+dividend is credited on its pay date; once each), then pulls fills for working orders
 (the paper broker fills them against bars that arrived since), then turns the latest
 session's tradeable signals into orders (sized, risk-checked, submitted once each by
 deterministic client order id), marks every account's equity at the session's close (the
@@ -10,7 +13,7 @@ store.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import dagster as dg
@@ -117,6 +120,21 @@ def _mirror(con, store) -> dict[str, int]:
     return counts
 
 
+def _apply_corporate_actions(context, store, accounts: list, actions: list, session: str | None) -> list:
+    """Due corporate actions on the paper accounts, before any broker fills or trades this run;
+    live accounts are left to their broker (it adjusts them itself). Returns what was applied now."""
+    from trading_pipeline.trading.corporate_actions import apply_actions, paper_and_live
+
+    paper, _live = paper_and_live(accounts)
+    if session is None or not actions or not paper:
+        return []
+    applied = [r for r in apply_actions(store, actions, date.fromisoformat(session), paper) if r.status == "applied"]
+    for r in applied:
+        if r.kind == "delisting" and r.quantity_after != 0:
+            context.log.warning(f"account {r.account}: {r.note}")
+    return applied
+
+
 def _mark_close(store, prices: dict[str, Decimal], now: datetime) -> None:
     """Each account's equity at this session's close, in the ops store: tomorrow's daily loss
     limit measures from it (trading_pipeline/trading/risk.py)."""
@@ -157,6 +175,7 @@ def _portfolio_daily(con, store, session: str, prices: dict[str, Decimal]) -> in
 )
 def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: WarehouseResource):
     from trading_pipeline.trading.brokers.base import BrokerError
+    from trading_pipeline.trading.corporate_actions import read_actions
     from trading_pipeline.trading.decisions import DecisionRules
     from trading_pipeline.trading.execution import execute_signals, sync_open_orders
     from trading_pipeline.trading.services import risk_engine
@@ -169,10 +188,15 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         market_time = _market_time(con, config.timeframe)
         session = config.session or (market_time.date().isoformat() if market_time else None)
         signals = _signals(con, config, session)
+        corporate = read_actions(con)
     finally:
         con.close()
     prices = _prices(warehouse.resolved_path(), session)
-    results, filled, per_account, store = [], [], {}, None
+    from trading_pipeline.trading.store import OpsStore
+
+    store = OpsStore.from_settings(settings)
+    adjusted = _apply_corporate_actions(context, store, accounts, corporate, session)
+    results, filled, per_account = [], [], {}
     now = (market_time + timedelta(hours=23)) if market_time else None
     by_scan = signals.partition_by("scan", as_dict=True) if signals.height else {}
     rules = DecisionRules.from_settings(settings) if by_scan else None
@@ -200,10 +224,6 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
             continue
         per_account[acct.name] = {"scans": [s for s, _ in scans], "orders": len(mine)}
         results += mine
-    if store is None:
-        from trading_pipeline.trading.store import OpsStore
-
-        store = OpsStore.from_settings(settings)
     if now is not None:
         _mark_close(store, prices, now)
         from trading_pipeline.trading.risk_monitor import monitor_accounts, warehouse_closes
@@ -217,7 +237,8 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         mirrored = _mirror(con, store)
         if session is not None:
             mirrored["portfolio_daily"] = _portfolio_daily(con, store, session, prices)
-    logs.run_event(context.log, "orders", session=session, signals=signals.height, actions=actions, synced=len(filled))
+    logs.run_event(context.log, "orders", session=session, signals=signals.height, actions=actions, synced=len(filled),
+                   corporate_actions=len(adjusted))
     if failed:
         raise dg.Failure(
             description=f"broker error in account(s) {', '.join(sorted(failed))} "
@@ -230,6 +251,9 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         "signals": dg.MetadataValue.int(signals.height),
         "actions": dg.MetadataValue.json(actions),
         "orders_updated_from_broker": dg.MetadataValue.int(len(filled)),
+        "corporate_actions_applied": dg.MetadataValue.json([
+            {"account": r.account, "action": r.key, "quantity_after": str(r.quantity_after),
+             "cash_delta": str(r.cash_delta), "orders_adjusted": r.orders_adjusted} for r in adjusted][:50]),
         "accounts": dg.MetadataValue.json(per_account),
         "rejections": dg.MetadataValue.json([
             {"symbol": r.symbol, "reason": r.reason} for r in results if r.action in ("denied", "rejected")][:20]),

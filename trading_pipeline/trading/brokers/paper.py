@@ -36,6 +36,12 @@ Its state lives in its own ops-store tables (``paper_orders``, ``paper_fills``,
 ``paper_accounts``), so a second process or a retried job sees the same book, and a second
 submit with the same client_order_id returns the first order. ``process_bars()`` advances
 working orders against whatever bars the feed has.
+
+Corporate actions (trading_pipeline/trading/corporate_actions.py): positions and cash are the
+replay of ``paper_fills`` and the account's applied actions (``corporate_action_events``), so a
+split re-shapes a position on its ex-date and a dividend lands in cash on its pay date; working
+orders were already put on post-split terms when the action was applied. A symbol delisted
+(as recorded for this account) takes no new orders after its date.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from trading_pipeline.trading import corporate_actions
 from trading_pipeline.trading.brokers.base import (
     BrokerAccount,
     BrokerError,
@@ -69,7 +76,7 @@ from trading_pipeline.trading.model import (
     to_decimal,
 )
 from trading_pipeline.trading.orders import OPEN_STATUSES, utcnow
-from trading_pipeline.trading.positions import Fill, Portfolio
+from trading_pipeline.trading.positions import Portfolio
 from trading_pipeline.trading.store import OpsStore
 from trading_pipeline.trading.store.schema import (
     insert_if_missing,
@@ -353,16 +360,10 @@ class PaperBroker:
             return [self._to_broker_order(r, []) for r in rows]
 
     def _portfolio(self) -> Portfolio:
+        """The book: the account's fills and the corporate actions applied to it (splits,
+        dividends, symbol changes; trading_pipeline/trading/corporate_actions.py), in time order."""
         with self.store.reading() as conn:
-            start = conn.execute(
-                sa.select(paper_accounts.c.starting_cash).where(paper_accounts.c.account == self.account_id)
-            ).scalar_one()
-            rows = conn.execute(sa.select(paper_fills).where(paper_fills.c.account == self.account_id)).all()
-        return Portfolio.from_fills(
-            self.account_id,
-            start,
-            (Fill(r.fill_id, r.client_order_id, r.account, r.symbol, Side(r.side), r.quantity, r.price, r.commission, r.ts) for r in rows),
-        )
+            return corporate_actions.paper_book(conn, self.account_id)
 
     def positions(self) -> list[BrokerPosition]:
         return [BrokerPosition(p.symbol, p.quantity, p.avg_price) for p in self._portfolio().open_positions()]
@@ -388,6 +389,10 @@ class PaperBroker:
             return problem
         if self.feed.last_bar(order.symbol) is None:
             return f"unknown symbol {order.symbol!r}: no bars in the feed"
+        with self.store.reading() as conn:
+            gone = corporate_actions.delisted(conn, self.account_id, order.symbol, self.clock().date())
+        if gone is not None:
+            return f"{order.symbol} was delisted on {gone}: no new orders (`trading actions list --symbol {order.symbol}`)"
         return None
 
     def submit(self, order: OrderRequest) -> BrokerOrder:

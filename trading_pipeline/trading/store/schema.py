@@ -325,3 +325,31 @@ risk_alerts = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.UniqueConstraint("account", "kind", "level", "session_date", name="uq_risk_alerts_condition"),
 )
+
+# Corporate actions applied to an account (revision 0008; trading_pipeline/trading/corporate_actions.py):
+# one row per account and action (symbol:ex_date:kind), so applying an action twice is a no-op. The
+# paper broker derives its positions and cash from paper_fills AND these rows (a split re-shapes the
+# position on its ex-date, a dividend's cash_delta lands on its effective_date, the pay date).
+corporate_action_events = sa.Table(
+    "corporate_action_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account", sa.String(64), nullable=False),
+    sa.Column("action_key", sa.String(96), nullable=False),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("ex_date", sa.Date, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("ratio", DecimalText),
+    sa.Column("amount", DecimalText),
+    sa.Column("new_symbol", sa.String(32)),
+    sa.Column("effective_date", sa.Date, nullable=False),
+    sa.Column("quantity_before", DecimalText, nullable=False),
+    sa.Column("avg_price_before", DecimalText, nullable=False),
+    sa.Column("quantity_after", DecimalText, nullable=False),
+    sa.Column("avg_price_after", DecimalText, nullable=False),
+    sa.Column("cash_delta", DecimalText, nullable=False),
+    sa.Column("orders_adjusted", sa.Integer, nullable=False, default=0),
+    sa.Column("note", sa.Text),
+    sa.Column("applied_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("account", "action_key", name="uq_corporate_action_events_action"),
+)
