@@ -1,4 +1,4 @@
-"""`trading api` (the server) and `trading api-key create|list|revoke`.
+"""`trading api` (the server) and `trading api-key create [--scope read|trade|admin]|list|revoke`.
 
 Wire into the `trading` app with ``register(app)``.
 """
@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import sys
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +17,14 @@ import typer
 from trading_pipeline.logs import FIELDS_ATTR
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+class KeyScope(StrEnum):
+    """An API key's scope; each implies the ones before it (trading_api/keys.py)."""
+
+    read = "read"
+    trade = "trade"
+    admin = "admin"
 
 
 def _store() -> Any:
@@ -31,6 +40,8 @@ def _key_dict(k: Any) -> dict[str, Any]:
         "name": k.name,
         "created_at": k.created_at.isoformat() if k.created_at else None,
         "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+        "scope": k.scope,
+        "scopes": k.scopes,
     }
 
 
@@ -116,13 +127,21 @@ def register(app: typer.Typer) -> None:
     @key_app.command("create")
     def create_cmd(
         name: Annotated[str, typer.Argument(help="Who or what the key is for, e.g. dashboard.")],
+        scope: Annotated[
+            KeyScope,
+            typer.Option(
+                help="read: GET routes and the live feed. trade: also place, modify and cancel orders. "
+                "admin: also the kill switch. Default trade: what every key could do before scopes, "
+                "so scripts and the README's dashboard key keep working; admin is only ever given on purpose.",
+            ),
+        ] = KeyScope.trade,
         json_out: JsonOpt = False,
     ) -> None:
         """Create a key and print it ONCE (only its hash is stored)."""
         from trading_api.keys import create_key
 
         try:
-            record, key = create_key(_store(), name)
+            record, key = create_key(_store(), name, scope.value)
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -130,14 +149,17 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(json.dumps({**_key_dict(record), "key": key}) + "\n")
             return
         typer.echo(key)
-        typer.echo(f"created API key {record.id} ({record.name}); it is shown only now, store it safely", err=True)
+        typer.echo(
+            f"created API key {record.id} ({record.name}, scope {record.scope}); it is shown only now, store it safely",
+            err=True,
+        )
 
     @key_app.command("list")
     def list_cmd(
         all_keys: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
         json_out: JsonOpt = False,
     ) -> None:
-        """Keys by id and name (never the key itself)."""
+        """Keys by id, name and scope (never the key itself)."""
         from trading_api.keys import list_keys
 
         keys = [_key_dict(k) for k in list_keys(_store(), include_revoked=all_keys)]
@@ -152,11 +174,11 @@ def register(app: typer.Typer) -> None:
         from trading_pipeline.cli.output import console
 
         table = Table(title=f"API keys ({len(keys)})", title_justify="left")
-        for col in ("id", "name", "created (UTC)", "state"):
+        for col in ("id", "name", "scope", "created (UTC)", "state"):
             table.add_column(col, justify="right" if col == "id" else "left")
         for k in keys:
             state = f"revoked {k['revoked_at'][:19]}" if k["revoked_at"] else "[green]active[/]"
-            table.add_row(str(k["id"]), k["name"], (k["created_at"] or "")[:19], state)
+            table.add_row(str(k["id"]), k["name"], k["scope"], (k["created_at"] or "")[:19], state)
         console.print(table)
 
     @key_app.command("revoke")

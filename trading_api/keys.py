@@ -8,6 +8,13 @@ unsalted digest lets the store find the key by an indexed equality lookup
 
 Checking a key costs one indexed read; positive answers are cached for ``ttl`` seconds, so
 a revoked key stops working within that time in every API worker.
+
+Each key has one scope, and the scopes nest: ``admin`` (the kill switch; any key routes to come)
+implies ``trade`` (place, modify, cancel orders) implies ``read`` (every GET, the WebSocket).
+One ordered level per key, not a set of permissions, because every real key is one of three
+roles (a dashboard that watches, a trader, an operator) and a level cannot be half-granted.
+Keys created before scopes existed could do everything the API then offered, which is
+``trade``; migration ``0009_api_key_scopes`` gives them that.
 """
 
 from __future__ import annotations
@@ -21,9 +28,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
+
+from trading_pipeline.trading.orders import utcnow
 from trading_pipeline.trading.store import OpsStore
+from trading_pipeline.trading.store.schema import api_keys
 
 PREFIX = "trd_"
+
+SCOPES: tuple[str, ...] = ("read", "trade", "admin")  # each implies the ones before it
+DEFAULT_SCOPE = "trade"  # what every key could do before scopes: existing callers keep working
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,29 @@ class ApiKey:
     name: str
     created_at: datetime
     revoked_at: datetime | None = None
+    scope: str = DEFAULT_SCOPE
+
+    @property
+    def scopes(self) -> list[str]:
+        return implied_scopes(self.scope)
+
+
+def check_scope(scope: str) -> str:
+    """``scope`` if it is one of :data:`SCOPES`, else a ValueError that lists them."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: use one of {', '.join(SCOPES)}")
+    return scope
+
+
+def implied_scopes(scope: str) -> list[str]:
+    """Every scope ``scope`` grants, weakest first (``trade`` -> ``[read, trade]``); none for
+    an unknown scope, so a mangled row grants nothing."""
+    return list(SCOPES[: SCOPES.index(scope) + 1]) if scope in SCOPES else []
+
+
+def grants(scope: str | None, needed: str) -> bool:
+    """Whether a key of ``scope`` may do what needs ``needed``."""
+    return needed in implied_scopes(scope or "")
 
 
 def hash_key(key: str) -> str:
@@ -42,22 +79,26 @@ def new_key() -> str:
     return PREFIX + secrets.token_urlsafe(32)
 
 
-def create_key(store: OpsStore, name: str) -> tuple[ApiKey, str]:
-    """Store a new key for ``name``; returns it with the plaintext (shown once, never stored)."""
+def create_key(store: OpsStore, name: str, scope: str = DEFAULT_SCOPE) -> tuple[ApiKey, str]:
+    """Store a new key for ``name`` with ``scope``; returns it with the plaintext (shown once,
+    never stored). One insert names the scope, so no key ever exists with another one."""
     name = name.strip()
     if not name or len(name) > 128:
         raise ValueError("key name must be 1-128 characters")
+    check_scope(scope)
     key = new_key()
-    key_id = store.create_api_key(name, hash_key(key))
-    row = next(r for r in store.list_api_keys(include_revoked=True) if r["id"] == key_id)
-    return ApiKey(row["id"], row["name"], row["created_at"], row["revoked_at"]), key
+    with store.transaction() as conn:
+        res = conn.execute(api_keys.insert().values(name=name, key_hash=hash_key(key), scope=scope, created_at=utcnow()))
+        key_id = int(res.inserted_primary_key[0])
+    return next(k for k in list_keys(store, include_revoked=True) if k.id == key_id), key
 
 
 def list_keys(store: OpsStore, include_revoked: bool = False) -> list[ApiKey]:
-    return [
-        ApiKey(r["id"], r["name"], r["created_at"], r["revoked_at"])
-        for r in store.list_api_keys(include_revoked=include_revoked)
-    ]
+    q = sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.created_at, api_keys.c.revoked_at, api_keys.c.scope)
+    if not include_revoked:
+        q = q.where(api_keys.c.revoked_at.is_(None))
+    with store.reading() as conn:
+        return [ApiKey(**dict(r._mapping)) for r in conn.execute(q.order_by(api_keys.c.id))]
 
 
 def revoke_key(store: OpsStore, key_id: int) -> bool:
@@ -84,7 +125,7 @@ class KeyChecker:
         return None
 
     def check(self, key: str | None) -> dict[str, Any] | None:
-        """The key's record (id, name) when ``key`` is active, else None."""
+        """The key's record (id, name, scope) when ``key`` is active, else None."""
         record = self.cached(key)
         if record is not None or not key or not key.startswith(PREFIX) or len(key) > 200:
             return record
@@ -95,7 +136,10 @@ class KeyChecker:
             with self._lock:
                 self._cache.pop(digest, None)
             return None
-        record = {"id": row["id"], "name": row["name"]}
+        scope = row.get("scope") or DEFAULT_SCOPE
+        if scope not in SCOPES:  # a hand-edited row: grant nothing rather than guess
+            return None
+        record = {"id": row["id"], "name": row["name"], "scope": scope}
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

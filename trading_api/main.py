@@ -195,14 +195,21 @@ def create_app(
 
     for module in (health, market_data, signals, scans, alerts, orders, positions, portfolio, accounts, risk, portfolio_risk, rebalance, dashboard):
         app.include_router(module.router)
+    from trading_api.routers import kill_switch, me  # issue 19: key scopes and the kill switch
+
+    app.include_router(me.router)
+    app.include_router(kill_switch.router)
     app.include_router(ws_router)
     app.include_router(docs_router(app))
 
     app.add_middleware(ResponseCache, state=state)  # innermost: CORS, logs and metrics see its answers
+    from trading_api.rate_limit import RateLimit  # outside the cache, so cached answers count too
+
+    app.add_middleware(RateLimit, per_minute=settings.api_rate_limit)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),
-        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["X-API-Key", "Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
         expose_headers=["X-Request-ID"],
         max_age=600,

@@ -690,3 +690,50 @@ class RiskMonitorStatus(RiskStatus):
 class RiskAlertList(BaseModel):
     alerts: list[StoredRiskAlert]
     last_id: int = Field(description="The newest risk alert id in the store: pass it as since_id to get only newer ones.")
+
+
+# ---- API key scopes and the kill switch from the API (issue 19) ----------------------------
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorDetail, "description": "This key's rate limit (TRADING_API_RATE_LIMIT requests per minute, per "
+          "API worker) is spent; retry after `Retry-After` seconds."},
+}
+FORBIDDEN: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorDetail, "description": "The API key's scope does not allow this route: `detail.required_scope` "
+          "names the scope it needs (`trading api-key create NAME --scope SCOPE`)."},
+}
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {**AUTH_RESPONSES, **RATE_LIMITED}  # every key may read
+SCOPE_RESPONSES: dict[int | str, dict[str, Any]] = {**READ_RESPONSES, **FORBIDDEN}
+
+
+class Me(BaseModel):
+    """The API key a request carries: what a client (the dashboard) may offer its user."""
+
+    id: int
+    name: str
+    scope: Literal["read", "trade", "admin"] = Field(description="The key's scope; each implies the ones before it.")
+    scopes: list[Literal["read", "trade", "admin"]] = Field(description="Every scope the key has, weakest first.")
+
+
+class KillSwitchUpdate(BaseModel):
+    """Engage (block every new order, everywhere) or release the kill switch, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engaged: bool
+    reason: str = Field(min_length=1, max_length=500, description="Why (stored, and shown in every order it refuses).")
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("give a reason (it is stored and shown in every order the switch refuses)")
+        return v.strip()
+
+
+class KillSwitchStatus(BaseModel):
+    """The kill switch as the CLI (`trading kill-switch`) and the risk engine see it."""
+
+    engaged: bool
+    reason: str | None = None
+    updated_by: str | None = Field(default=None, description="`api:<key name>` or `cli:<user>`.")
+    updated_at: UtcDateTime | None = None

@@ -201,6 +201,11 @@ class Settings(BaseSettings):
         default="",
         description="The universe scheduled ingests fetch from a source that needs explicit symbols (alpaca, ib) "
         "(TRADING_UNIVERSE, a name in TRADING_UNIVERSES_FILE). Empty: those schedules skip, saying so.")
+    api_rate_limit: int = Field(
+        default=600,
+        ge=0,
+        description="Requests per minute per API key, in each API worker (429 + Retry-After past it); 0 turns the limit off.",
+    )
 
     @field_validator("home", mode="after")
     @classmethod

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 
-from trading_api.deps import ApiKeyRecord, State, Store
-from trading_api.schemas import AUTH_RESPONSES, AccountInfo, AccountList, ErrorDetail
+from trading_api.deps import ApiKeyRecord, State, Store, require_scope
+from trading_api.schemas import READ_RESPONSES, AccountInfo, AccountList, ErrorDetail
 
-router = APIRouter(tags=["accounts"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["accounts"], responses=READ_RESPONSES, dependencies=[Depends(require_scope("read"))])
 
 
 @router.get(

@@ -20,15 +20,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel
 
-from trading_api.deps import ApiKeyRecord, State
+from trading_api.deps import ApiKeyRecord, State, require_scope
 from trading_api.keys import extract_key
 from trading_api.response_cache import etag_matches
-from trading_api.schemas import AUTH_RESPONSES, SnapshotStatus
+from trading_api.schemas import READ_RESPONSES, SnapshotStatus
 
 router = APIRouter(tags=["dashboard"])
 
@@ -40,6 +40,7 @@ ASSETS = {
     "dashboard-rebalance.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard-auth.js": "text/javascript; charset=utf-8",
+    "dashboard-admin.js": "text/javascript; charset=utf-8",
 }
 
 # Everything the page loads comes from this origin; Plotly injects <style> elements and
@@ -134,7 +135,8 @@ def _page() -> str:
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard(request: Request, state: State) -> HTMLResponse:
-    """The dashboard page; needs an API key (header, bearer or ``?api_key=``)."""
+    """The dashboard page; needs an API key (header, bearer or ``?api_key=``) of any scope
+    (``read`` at least: every active key has it). The page asks GET /me what to show."""
     key = extract_key(request.headers, request.query_params)
     record = await run_in_threadpool(state.checker().check, key) if key else None
     if record is None:
@@ -160,7 +162,8 @@ class DashboardStatus(BaseModel):
 @router.get(
     "/dashboard/status",
     response_model=DashboardStatus,
-    responses=AUTH_RESPONSES,
+    responses=READ_RESPONSES,
+    dependencies=[Depends(require_scope("read"))],
     summary="Snapshot state for the dashboard (200 whatever the snapshot's state)",
 )
 async def dashboard_status(_key: ApiKeyRecord, state: State) -> DashboardStatus:

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
-from trading_api.deps import ApiKeyRecord, Reader
+from trading_api.deps import ApiKeyRecord, Reader, require_scope
 from trading_api.routers._params import QueryDateTime, field_error
 from trading_api.routers._query import snapshot_json
-from trading_api.schemas import AUTH_RESPONSES, Bar, ErrorDetail, MarketData, Series, SeriesList
+from trading_api.schemas import READ_RESPONSES, Bar, ErrorDetail, MarketData, Series, SeriesList
 from trading_api.snapshot import clean
 from trading_pipeline.marketdata.bars import TIMEFRAMES
 from trading_pipeline.trading.orders import to_naive_utc
 
-router = APIRouter(tags=["market data"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["market data"], responses=READ_RESPONSES, dependencies=[Depends(require_scope("read"))])
 
 BAR_FIELDS = ("symbol", "timeframe", "ts", "session_date", "open", "high", "low", "close", "volume")
 _HIDDEN = {"source", "ingested_at", "computed_at"}

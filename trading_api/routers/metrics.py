@@ -250,6 +250,7 @@ def install_metrics(app: FastAPI) -> ApiMetrics:
 
 
 def _metrics_auth(request: Request) -> None:
+    # scope "read": any active key (every scope implies read); ``authenticate`` is that check
     if _public():
         return
     authenticate(request.app.state.trading, request.headers)

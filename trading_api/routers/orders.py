@@ -19,10 +19,11 @@ from fastapi import (
 )
 from fastapi.responses import JSONResponse
 
-from trading_api.deps import ApiKeyRecord, State, Store
+from trading_api.deps import ApiKeyRecord, State, Store, require_scope
 from trading_api.routers._params import field_error
 from trading_api.schemas import (
-    AUTH_RESPONSES,
+    FORBIDDEN,
+    READ_RESPONSES,
     ErrorDetail,
     Order,
     OrderCreate,
@@ -36,7 +37,7 @@ from trading_api.schemas import (
 from trading_pipeline import logs
 from trading_pipeline.trading.model import OrderStatus
 
-router = APIRouter(tags=["orders"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["orders"], responses=READ_RESPONSES, dependencies=[Depends(require_scope("read"))])
 log = logs.get_logger(__name__)
 
 _COID = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
@@ -126,9 +127,11 @@ def _rejection(request: Request, coid: str, order: Any, reason: str, code: int =
 
 @router.post(
     "/orders",
+    dependencies=[Depends(require_scope("trade"))],
     response_model=OrderResult,
     status_code=status.HTTP_201_CREATED,
     responses={
+        **FORBIDDEN,
         201: {"links": _ORDER_LINKS},
         200: {
             "model": OrderResult,
@@ -239,8 +242,9 @@ def create_order(
 
 @router.delete(
     "/orders/{client_order_id}",
+    dependencies=[Depends(require_scope("trade"))],
     response_model=Order,
-    responses={404: {"model": ErrorDetail}, 409: {"model": ErrorDetail}, 502: {"model": ErrorDetail}},
+    responses={**FORBIDDEN, 404: {"model": ErrorDetail}, 409: {"model": ErrorDetail}, 502: {"model": ErrorDetail}},
     summary="Cancel a working order",
 )
 def cancel(_key: ApiKeyRecord, state: State, store: Store, client_order_id: Annotated[str, Path(pattern=_COID)]) -> Order:
@@ -265,8 +269,10 @@ def cancel(_key: ApiKeyRecord, state: State, store: Store, client_order_id: Anno
 
 @router.patch(
     "/orders/{client_order_id}",
+    dependencies=[Depends(require_scope("trade"))],
     response_model=Order,
     responses={
+        **FORBIDDEN,
         400: {"model": ErrorDetail, "description": "The body could not be read as text (e.g. not UTF-8)."},
         404: {"model": ErrorDetail, "description": "No such order."},
         409: {"model": ErrorDetail, "description": "The order is not working (filled, cancelled, rejected, denied, "

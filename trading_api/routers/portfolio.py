@@ -5,12 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from trading_api.deps import ApiKeyRecord, State, Store
-from trading_api.schemas import AUTH_RESPONSES, Portfolio, PortfolioList, PortfolioTotal, Position
+from trading_api.deps import ApiKeyRecord, State, Store, require_scope
+from trading_api.schemas import READ_RESPONSES, Portfolio, PortfolioList, PortfolioTotal, Position
 
-router = APIRouter(tags=["portfolio"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["portfolio"], responses=READ_RESPONSES, dependencies=[Depends(require_scope("read"))])
 
 
 def positions_of(pf: Any, prices: dict) -> list[Position]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
-from trading_api.deps import ApiKeyRecord, State, Store
-from trading_api.schemas import AUTH_RESPONSES, RiskAssessment
+from trading_api.deps import ApiKeyRecord, State, Store, require_scope
+from trading_api.schemas import READ_RESPONSES, RiskAssessment
 
-router = APIRouter(tags=["risk"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["risk"], responses=READ_RESPONSES, dependencies=[Depends(require_scope("read"))])
 
 
 @router.get(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from trading_api.deps import ApiKeyRecord, State, Store
+from trading_api.deps import ApiKeyRecord, State, Store, require_scope
 from trading_api.routers.portfolio import positions_of
-from trading_api.schemas import AUTH_RESPONSES, PositionList
+from trading_api.schemas import READ_RESPONSES, PositionList
 
-router = APIRouter(tags=["positions"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["positions"], responses=READ_RESPONSES, dependencies=[Depends(require_scope("read"))])
 
 
 @router.get("/positions", response_model=PositionList, summary="Open positions")

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 
-from trading_api.deps import ApiKeyRecord, State, Store
+from trading_api.deps import ApiKeyRecord, State, Store, require_scope
 from trading_api.routers._params import field_error
 from trading_api.schemas import (
-    AUTH_RESPONSES,
+    READ_RESPONSES,
     ErrorDetail,
     RebalancePreview,
     RebalancePreviewRequest,
 )
 
-router = APIRouter(tags=["rebalance"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["rebalance"], responses=READ_RESPONSES, dependencies=[Depends(require_scope("read"))])
 
 
 @router.post(

@@ -6,11 +6,11 @@ from __future__ import annotations
 from contextlib import ExitStack, contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
-from trading_api.deps import ApiKeyRecord, State, Store
+from trading_api.deps import ApiKeyRecord, State, Store, require_scope
 from trading_api.schemas import (
-    AUTH_RESPONSES,
+    READ_RESPONSES,
     KillSwitch,
     RiskAlertList,
     RiskAlertNow,
@@ -20,7 +20,7 @@ from trading_api.schemas import (
     StoredRiskAlert,
 )
 
-router = APIRouter(tags=["risk"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["risk"], responses=READ_RESPONSES, dependencies=[Depends(require_scope("read"))])
 
 
 def _account_limits(settings, account: str, base):

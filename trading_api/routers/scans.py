@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
-from trading_api.deps import ApiKeyRecord, Reader
+from trading_api.deps import ApiKeyRecord, Reader, require_scope
 from trading_api.routers._params import QueryDate, field_error
 from trading_api.routers._query import Filters, page_json, page_rows, snapshot_json
 from trading_api.schemas import (
-    AUTH_RESPONSES,
+    READ_RESPONSES,
     ErrorDetail,
     ScanDetail,
     ScanPage,
@@ -20,7 +20,7 @@ from trading_api.schemas import (
     Signal,
 )
 
-router = APIRouter(tags=["scans"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["scans"], responses=READ_RESPONSES, dependencies=[Depends(require_scope("read"))])
 
 _NAME = r"^[A-Za-z0-9_.\-]{1,64}$"
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from trading_api.deps import ApiKeyRecord, Reader
+from trading_api.deps import ApiKeyRecord, Reader, require_scope
 from trading_api.routers._params import QueryDate, field_error
 from trading_api.routers._query import Filters, page_json
-from trading_api.schemas import AUTH_RESPONSES, Signal, SignalPage
+from trading_api.schemas import READ_RESPONSES, Signal, SignalPage
 
-router = APIRouter(tags=["signals"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["signals"], responses=READ_RESPONSES, dependencies=[Depends(require_scope("read"))])
 
 _NAME = r"^[A-Za-z0-9_.\-/=^]{1,64}$"
 

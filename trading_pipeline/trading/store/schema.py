@@ -160,6 +160,8 @@ api_keys = sa.Table(
     sa.Column("key_hash", sa.String(128), nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("revoked_at", sa.DateTime),
+    # read < trade < admin (trading_api/keys.py); trade is what keys could do before 0009
+    sa.Column("scope", sa.String(16), nullable=False, server_default="trade"),
 )
 
 # The paper broker's own book: it is "the broker", separate from our view of orders.
@@ -325,6 +327,7 @@ risk_alerts = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.UniqueConstraint("account", "kind", "level", "session_date", name="uq_risk_alerts_condition"),
 )
+
 
 # Corporate actions applied to an account (revision 0008; trading_pipeline/trading/corporate_actions.py):
 # one row per account and action (symbol:ex_date:kind), so applying an action twice is a no-op. The
