@@ -1,7 +1,8 @@
 """A local Alpaca REST stub that the real alpaca-py clients talk to through ``url_override``.
 
 It speaks the wire shape of the Trading API v2 (account, orders, positions, fill activities)
-and of the Market Data API v2 (``/v2/stocks/bars`` with pagination), checks the
+and of the Market Data API v2 (``/v2/stocks/bars`` with pagination) and the corporate actions API
+``/v1/corporate-actions`` (with pagination), checks the
 ``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY`` headers, and has knobs to inject the faults
 the adapters must survive: HTTP errors, dropped connections (before or after an order is
 accepted), order rejects, partial fills and malformed payloads.
@@ -197,6 +198,7 @@ class AlpacaStub:
         self.bodies: list[tuple[str, str, Any]] = []  # (method, path, JSON body) of every request
         self._bars = bars if bars is not None else pl.DataFrame()
         self.assets: list[dict[str, Any]] = []  # GET /v2/assets (set_assets)
+        self.corporate_actions: dict[str, list[dict[str, Any]]] = {}  # GET /v1/corporate-actions
         self._lock = threading.RLock()
         self._faults: list[tuple[str, Any]] = []  # queued one-shot faults, first match wins
         self._server: ThreadingHTTPServer | None = None
@@ -258,6 +260,29 @@ class AlpacaStub:
                          **a})
         with self._lock:
             self.assets = full
+
+    def set_corporate_actions(self, actions: dict[str, list[dict[str, Any]]], *, complete: bool = True) -> None:
+        """Serve these at ``GET /v1/corporate-actions``: Alpaca's type keys (``forward_splits``,
+        ``reverse_splits``, ``cash_dividends``, ``name_changes``, ``worthless_removals``...) to
+        lists of items in Alpaca's wire shape. ``complete`` fills what a test leaves out (``id``,
+        CUSIPs, ``process_date`` = the ex-date, ``special``/``foreign`` False); ``complete=False``
+        serves the items exactly as given (a payload with a field missing)."""
+        full: dict[str, list[dict[str, Any]]] = {}
+        for kind, items in actions.items():
+            full[kind] = []
+            for a in items:
+                sym = a.get("symbol") or a.get("old_symbol") or "X"
+                filled = {"id": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{kind}:{sym}:{a.get('ex_date') or a.get('process_date')}")),
+                          "cusip": "000000000", "old_cusip": "000000000", "new_cusip": "000000001",
+                          "special": False, "foreign": False, "process_date": a.get("ex_date")}
+                keep = {"forward_splits": ("id", "cusip", "process_date"),
+                        "reverse_splits": ("id", "old_cusip", "new_cusip", "process_date"),
+                        "cash_dividends": ("id", "cusip", "special", "foreign", "process_date"),
+                        "name_changes": ("id", "old_cusip", "new_cusip"),
+                        "worthless_removals": ("id", "cusip")}.get(kind, ("id",))
+                full[kind].append({**{k: filled[k] for k in keep}, **a} if complete else dict(a))
+        with self._lock:
+            self.corporate_actions = full
 
     def set_price(self, symbol: str, price: Decimal | float | str) -> None:
         with self._lock:
@@ -489,6 +514,7 @@ class AlpacaStub:
             ("GET", "/v2/account/activities/FILL", self._fill_activities),
             ("GET", "/v2/stocks/bars", self._stock_bars),
             ("GET", "/v2/assets", self._list_assets),
+            ("GET", "/v1/corporate-actions", self._corporate_actions),
         ]
         for m, prefix, fn in routes:
             if m == method and (
@@ -795,6 +821,31 @@ class AlpacaStub:
                if all(not query.get(q) or a[k] == query[q]
                       for q, k in (("status", "status"), ("asset_class", "class"), ("exchange", "exchange")))]
         return 200, out
+
+    def _corporate_actions(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """As Alpaca filters them: by ``symbols`` (any symbol an item names), ``types`` (singular:
+        ``forward_split`` is ``forward_splits``) and ``start``/``end`` on the ex-date (the process
+        date for items without one), ``limit`` items a page with a ``page_token``."""
+        symbols = set(query["symbols"].split(",")) if query.get("symbols") else None
+        types = {f"{t}s" for t in query["types"].split(",")} if query.get("types") else None
+        start, end = query.get("start", "0000-00-00"), query.get("end", "9999-99-99")
+        items: list[tuple[str, dict[str, Any]]] = []
+        for kind in sorted(self.corporate_actions):
+            if types is not None and kind not in types:
+                continue
+            for a in self.corporate_actions[kind]:
+                named = {a.get(k) for k in ("symbol", "old_symbol", "new_symbol", "acquiree_symbol", "source_symbol")}
+                day = str(a.get("ex_date") or a.get("process_date") or a.get("effective_date") or "")
+                if (symbols is None or named & symbols) and start <= day <= end:
+                    items.append((kind, a))
+        offset = int(base64.b64decode(query["page_token"]).decode()) if query.get("page_token") else 0
+        size = min(int(query.get("limit", 1000)), self.page_size, 1000)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for kind, a in items[offset : offset + size]:
+            out.setdefault(kind, []).append(a)
+        more = offset + size < len(items)
+        token = base64.b64encode(str(offset + size).encode()).decode() if more else None
+        return 200, {"corporate_actions": out, "next_page_token": token}
 
     def _alpaca_ts(self, frame: pl.DataFrame, timeframe: str) -> list[datetime]:
         stamps = []

@@ -139,6 +139,9 @@ def register(app: typer.Typer) -> None:
         for name in live:
             console.print(f"[dim]{name}: live broker, adjusts its own positions; skipped[/]")
 
+    from trading_pipeline.cli import actions_sources_cmd
+
+    actions_sources_cmd.register(actions_app)  # derive (adjusted closes), fetch (Alpaca)
     app.add_typer(actions_app, name="actions")
 
 

@@ -200,9 +200,17 @@ def _split_warnings(con: duckdb.DuckDBPyConnection, actions: pl.DataFrame) -> pl
 def load(con: duckdb.DuckDBPyConnection, path: Path | str, *, in_transaction: bool = False) -> LoadResult:
     """Check ``path`` whole, then store its new actions (see the module docstring); raises
     :class:`ActionsError` with every problem, storing nothing."""
+    return load_frame(con, read_file(path), f"file:{Path(path).name}", str(path))
+
+
+def load_frame(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame, source: str, label: str) -> LoadResult:
+    """:func:`load` for actions that come as rows rather than a file (derived from adjusted
+    closes, fetched from a broker: trading_pipeline/marketdata/actions_sources.py): ``rows`` has
+    :func:`read_file`'s string columns and ``line``; each stored action carries ``source``, and
+    an :class:`ActionsError` names ``label``. The same checks, the same all-or-nothing store."""
     con.execute(DDL)
     calendars_of = dict(con.execute("SELECT symbol, calendar FROM raw.symbols").fetchall())
-    actions, problems = validate(read_file(path), calendars_of, f"file:{Path(path).name}")
+    actions, problems = validate(rows, calendars_of, source)
     stored = stored_actions(con)
     if stored.height and actions.height:
         both = actions.join(stored, on=["symbol", "ex_date", "kind"], how="inner", suffix="_stored")
@@ -213,7 +221,7 @@ def load(con: duckdb.DuckDBPyConnection, path: Path | str, *, in_transaction: bo
                 problems.append(f"{a['kind']} of {a['symbol']} on {a['ex_date']} is stored with other values "
                                 f"({_describe(theirs)}; the file: {_describe(mine)}); delete the stored one first")
     if problems:
-        raise ActionsError(str(path), problems)
+        raise ActionsError(label, problems)
     new = actions.join(stored.select("symbol", "ex_date", "kind"), on=["symbol", "ex_date", "kind"], how="anti") \
         if stored.height else actions
     new = _split_warnings(con, new)
