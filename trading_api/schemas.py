@@ -101,6 +101,8 @@ class MarketData(BaseModel):
     symbol: str
     timeframe: str
     source: str = Field(description="Snapshot table the bars came from.")
+    adjustment: str | None = Field(default=None, description="Price basis of the bars: split, total_return, "
+                                   "or none (raw bars, ?prices=raw); null when no bar was returned.")
     count: int
     bars: list[Bar]
 

@@ -597,3 +597,27 @@ def test_a_broker_without_brackets_answers_409_and_stores_nothing(client: TestCl
                                      "bracket": {"take_profit_price": str(last + 5), "stop_loss_price": str(last - 5)}})
     assert r.status_code == 409 and "brackets are not supported by this broker" in r.text
     assert client.get("/orders").json()["count"] == 0
+
+
+def test_market_data_raw_prices_are_the_bars_as_loaded(client: TestClient, api_env) -> None:
+    """?prices=raw serves raw.bars_* (before split/dividend adjustment, no indicators); the
+    default serves the adjusted marts. Here the raw GOOG closes are doubled before a date (an
+    unadjusted 2:1 split), so the two answers differ exactly there."""
+    from trading_pipeline.marketdata.warehouse import writer
+    from trading_pipeline.serving.publish import publish_snapshot
+
+    cut = (START + timedelta(days=40)).isoformat()
+    with writer(api_env.warehouse) as con:
+        con.execute(f"UPDATE raw.bars_daily SET open = open * 2, high = high * 2, low = low * 2, close = close * 2 "
+                    f"WHERE symbol = 'GOOG' AND ts < '{cut}'")
+    publish_snapshot(api_env.warehouse, api_env.serving_dir)
+    adjusted = client.get("/market-data/GOOG", params={"limit": 60}).json()
+    raw = client.get("/market-data/GOOG", params={"limit": 60, "prices": "raw"}).json()
+    assert adjusted["source"] == "marts.indicators_daily" and raw["source"] == "raw.bars_daily"
+    assert raw["adjustment"] == "none" and raw["count"] == adjusted["count"] == 60
+    assert all(b["indicators"] == {} for b in raw["bars"])
+    for a, r in zip(adjusted["bars"], raw["bars"], strict=True):
+        assert a["ts"] == r["ts"]
+        assert r["close"] == pytest.approx(a["close"] * (2 if a["ts"] < cut else 1))
+    r = client.get("/market-data/GOOG", params={"prices": "unadjusted"})
+    assert r.status_code == 422 and "prices" in r.text

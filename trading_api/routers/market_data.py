@@ -28,13 +28,15 @@ SERIES_ORDER = ("1d", "1h", "30m", "15m", "5m", "1m")  # how GET /market-data li
 _SYMBOL = r"^[A-Za-z0-9][A-Za-z0-9._\-/=^]{0,31}$"
 
 
-def _source(gen: Any, timeframe: str) -> str | None:
-    """The snapshot table GET /market-data/{symbol} reads ``timeframe`` bars from."""
-    if timeframe == "1d":
-        candidates = ("marts.indicators_daily", "raw.bars_daily")
-    else:
-        candidates = ("marts.indicators_intraday", "raw.bars_intraday")
-    return next((t for t in candidates if gen.has(t)), None)
+def _source(gen: Any, timeframe: str, prices: str = "adjusted") -> str | None:
+    """The snapshot table GET /market-data/{symbol} reads ``timeframe`` bars from: the marts
+    (adjusted bars with their indicators; the raw bars when no mart is published), or with
+    ``prices="raw"`` the raw bars as loaded (no indicators: those are computed on adjusted bars)."""
+    raw = "raw.bars_daily" if timeframe == "1d" else "raw.bars_intraday"
+    if prices == "raw":
+        return raw if gen.has(raw) else None
+    mart = "marts.indicators_daily" if timeframe == "1d" else "marts.indicators_intraday"
+    return next((t for t in (mart, raw) if gen.has(t)), None)
 
 
 @router.get("/market-data", response_model=SeriesList, summary="Symbols and timeframes that have bars")
@@ -91,18 +93,24 @@ async def market_data(
     start: Annotated[QueryDateTime | None, Query(description="First bar start (UTC), inclusive; a date means midnight.")] = None,
     end: Annotated[QueryDateTime | None, Query(description="Last bar start (UTC), inclusive.")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many bars: the latest ones in the range.")] = 500,
+    prices: Annotated[Literal["adjusted", "raw"], Query(
+        description="adjusted (default): bars adjusted for splits (and dividends with "
+        "TRADING_PRICE_ADJUSTMENT=total_return) with every indicator; raw: the bars as loaded, "
+        "without indicators.")] = "adjusted",
 ) -> Response:
     """The newest ``limit`` bars in [start, end], oldest first, with every indicator the
-    snapshot has (from ``marts.indicators_*`` when published, else the raw bars alone)."""
+    snapshot has (from ``marts.indicators_*`` when published, else the raw bars alone);
+    ``prices=raw`` gives the bars as loaded, before split and dividend adjustment."""
     symbol = symbol.upper()
     start = to_naive_utc(start) if start else None
     end = to_naive_utc(end) if end else None
     if start and end and start > end:
         raise field_error(("query", "end"), "end is before start")
     def compute(gen: Any, cur: Any) -> MarketData:
-        source = _source(gen, timeframe)
+        source = _source(gen, timeframe, prices)
         if source is None:
-            raise HTTPException(404, f"no {timeframe} bars in the serving snapshot yet")
+            raise HTTPException(404, f"no {'raw ' if prices == 'raw' else ''}{timeframe} bars in the serving snapshot"
+                                     f"{' (a DuckDB-file warehouse publishes the marts only)' if prices == 'raw' else ' yet'}")
         cols = gen.columns[source]
         where = ["symbol = ?"]
         params: list = [symbol]
@@ -123,14 +131,17 @@ async def market_data(
         ).fetchall()
         names = [d[0] for d in cur.description]
         bars = []
+        adjustment = "none" if source.startswith("raw.") else None
         for row in rows:
             rec = {c: clean(v) for c, v in zip(names, row, strict=True)}
+            adjustment = rec.pop("adjustment", None) or adjustment
             base = {k: rec.pop(k) for k in BAR_FIELDS if k in rec}
             base.setdefault("timeframe", timeframe)
             indicators = {k: v if v is None or isinstance(v, float | int | bool | str) else str(v) for k, v in rec.items()}
             bars.append(Bar(**base, indicators=indicators))
         if not bars and start is None and end is None:
             raise HTTPException(404, f"no {timeframe} bars for {symbol}")
-        return MarketData(symbol=symbol, timeframe=timeframe, source=source, count=len(bars), bars=bars)
+        return MarketData(symbol=symbol, timeframe=timeframe, source=source, adjustment=adjustment,
+                          count=len(bars), bars=bars)
 
-    return await snapshot_json(request, reader, ("market-data", symbol, timeframe, start, end, limit), compute)
+    return await snapshot_json(request, reader, ("market-data", symbol, timeframe, start, end, limit, prices), compute)

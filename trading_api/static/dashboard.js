@@ -33,6 +33,7 @@
     timeframe: params.get("timeframe") || "1d",
     timeframeChosen: params.has("timeframe"), // else follow the selected signal's timeframe
     markers: "top", // signal markers on the chart: top (strongest MARKERS_TOP), all, none
+    rawPrices: false, // chart the bars as loaded (GET /market-data/{symbol}?prices=raw) instead of adjusted
     series: null, // symbol -> timeframes with bars (GET /market-data), null until known
     snapshotOk: null,
     sequence: null,
@@ -297,7 +298,9 @@
                                   : "No bars for " + symbol + " in the snapshot.");
       return;
     }
-    var q = "/market-data/" + encodeURIComponent(symbol) + "?timeframe=" + tf + "&limit=" + CHART_BARS;
+    var raw = state.rawPrices;
+    var q = "/market-data/" + encodeURIComponent(symbol) + "?timeframe=" + tf + "&limit=" + CHART_BARS +
+      (raw ? "&prices=raw" : "");
     var sq = "/signals?symbol=" + encodeURIComponent(symbol) + "&timeframe=" + tf + "&limit=500";
     var missing = null;
     var notFound = function (detail) { missing = detail; };
@@ -305,7 +308,7 @@
       api(q, "market data " + symbol, "chart", { notFound: notFound }),
       api(sq, "signals " + symbol, "chart-signals"),
     ]).then(function (res) {
-      if (symbol !== state.symbol || tf !== state.timeframe) return; // a newer selection won
+      if (symbol !== state.symbol || tf !== state.timeframe || raw !== state.rawPrices) return; // a newer selection won
       var md = res[0];
       if (!md) {
         showChartMessage(missing ? "No " + tf + " bars for " + symbol + ": pick another timeframe or symbol."
@@ -466,7 +469,8 @@
     $("chart").hidden = false;
     $("chart-title").textContent = md.symbol + " · " + md.timeframe;
     var marked = shown.length;
-    $("chart-sub").textContent = bars.length + " bars to " + when(x[x.length - 1]) +
+    var basis = md.adjustment === "none" ? "raw prices" : md.adjustment ? md.adjustment + "-adjusted" : "";
+    $("chart-sub").textContent = bars.length + " bars to " + when(x[x.length - 1]) + (basis ? " · " + basis : "") +
       (signals.length ? " · " + signals.length + " signals" + (marked < signals.length ? ", " + marked + " marked" : "") : "");
     window.Plotly.react("chart", traces, layout, {
       responsive: true, displaylogo: false, scrollZoom: true,
@@ -705,6 +709,11 @@
   $("timeframe").addEventListener("change", function () {
     state.timeframe = $("timeframe").value;
     state.timeframeChosen = true;
+    scheduleChart(0);
+  });
+  $("raw-prices").checked = state.rawPrices;
+  $("raw-prices").addEventListener("change", function () {
+    state.rawPrices = $("raw-prices").checked;
     scheduleChart(0);
   });
   $("markers").value = state.markers;
