@@ -94,3 +94,22 @@ def test_a_stored_split_without_a_ratio_stops_the_backtest_with_what_to_fix(tmp_
     store_actions(path, [{"symbol": "AAA", "ex_date": EX, "kind": "split", "ratio": None}])
     with pytest.raises(BacktestError, match="split of AAA on 2024-01-05 has no ratio > 0: fix it in raw.corporate_actions"):
         run_backtest(path, strategy="breakout", hold=2)
+
+
+def test_a_delisting_closes_the_position_at_its_last_close(tmp_path):
+    """The universe as it was: AAA is bought on d3 and delists on d5 (its ex-date: the first
+    session it no longer trades); the trade closes at d4's close (13, the last close
+    before the ex-date), not at bars a survivor would show later, and nothing is marked after."""
+    path = build_warehouse(tmp_path / "w.duckdb", {"AAA": AAA}, SIGNALS)
+    store_actions(path, [{"symbol": "AAA", "ex_date": SESSIONS[4], "kind": "delisting"}])
+    r = run_backtest(path, strategy="breakout", hold=10, **COSTS)
+    assert r.trades.height == 1
+    t = r.trades.row(0, named=True)
+    assert t["exit_reason"] == "delisted"
+    assert t["exit_price"] == pytest.approx(AAA[3][3])  # the close of the session before the ex-date
+    assert t["pnl"] == pytest.approx((AAA[3][3] - t["entry_price"]) * t["quantity"])
+    equity = r.equity["equity"].to_list()
+    assert equity[4] == equity[5]  # flat from the delisting: no position left to mark
+    survivor = run_backtest(build_warehouse(tmp_path / "s.duckdb", {"AAA": AAA}, SIGNALS), strategy="breakout",
+                            hold=10, **COSTS).trades.row(0, named=True)
+    assert survivor["exit_reason"] == "open"  # without the delisting the trade runs to the end

@@ -44,8 +44,11 @@ average and entry price / ratio: the trade's value and P&L carry through), as ar
 order's quantity and a bracket's prices; a dividend pays the position held when its ex-date
 opens (a long is credited, a short pays), into cash on the pay date (the ex-date when unknown;
 not within the backtest: not paid) and into the trade's P&L at the ex-date. The arithmetic is
-:mod:`trading_pipeline.trading.corporate_actions`'s, the paper broker's. Symbol changes and
-delistings are not replayed (a renamed symbol's bars are another symbol's).
+:mod:`trading_pipeline.trading.corporate_actions`'s, the paper broker's. A delisting closes a
+held position at the symbol's last close before its ex-date (``exit_reason`` ``delisted``) and
+cancels its working order; the symbol has no signals from then on (dbt stops scanning it), so a
+backtest trades each day's universe as it was, delisted symbols included until they left.
+Symbol changes are not replayed (a renamed symbol's bars are another symbol's).
 """
 
 from __future__ import annotations
@@ -326,6 +329,7 @@ class _Actions:
     splits: dict[int, list[Action]] = field(default_factory=dict)  # at the ex-date's open
     dividends: dict[int, list[tuple[Action, int | None]]] = field(default_factory=dict)  # ex index -> (action, pay index)
     paying: dict[int, Decimal] = field(default_factory=dict)  # pay index -> cash owed then
+    delistings: dict[int, list[Action]] = field(default_factory=dict)  # at the delisting ex-date's open
 
     @classmethod
     def index(cls, actions: Sequence[Action], sessions: list[date], symbols: set[str]) -> _Actions:
@@ -339,6 +343,8 @@ class _Actions:
             elif a.kind == "dividend":
                 pay = bisect.bisect_left(sessions, a.effective_date)
                 out.dividends.setdefault(i, []).append((a, pay if pay < len(sessions) else None))
+            elif a.kind == "delisting":
+                out.delistings.setdefault(i, []).append(a)
         return out
 
 
@@ -415,6 +421,19 @@ def replay(
     corporate = _Actions.index(actions, sessions, set(sym_index))
 
     for i, session in enumerate(sessions):
+        # ---- before the open: a delisting closes the position at its last close (the universe
+        # as it was: the symbol trades up to its delisting and no longer), cancels its order
+        for a in corporate.delistings.get(i, []):
+            pending.pop(a.symbol, None)
+            t = open_trades.pop(a.symbol, None)
+            if t is None:
+                continue
+            px = (price(i - 1, a.symbol) if i > 0 else None) or t.entry_price
+            side = Side.SELL if t.direction == "long" else Side.BUY
+            realized = pf.apply_fill(a.symbol, side, abs(pf.quantity(a.symbol)), px, ZERO)
+            trades.append(_trade_row(t, sessions, exit_index=i, exit_ts=datetime.combine(session, time(0)),
+                                     exit_price=px, exit_reason="delisted", exit_signal_session=None,
+                                     pnl=t.realized + realized, commission=t.commission))
         # ---- before the open: the ex-date's splits, dividends earned, dividends paid
         for a in corporate.splits.get(i, []):
             _split_book(a, pf, open_trades, pending)
