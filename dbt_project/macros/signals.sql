@@ -4,8 +4,9 @@
 
   Incremental scope. `signals` stores `as_of` (the newest int_indicators.computed_at it has
   seen) and each scan's `rule_fingerprint`. A build recomputes:
-    * breakout / cpr scans: per (symbol, timeframe) series, the rows from the earliest
-      indicator row rewritten since `as_of` (breakouts read `lookback` bars of context);
+    * breakout / cpr / expr scans: per (symbol, timeframe) series, the rows from the earliest
+      indicator row rewritten since `as_of` (breakouts read `lookback` bars of context,
+      expression scans `expr_lookback`);
     * crp scans: whole (timeframe, session) cross-sections touched since `as_of`, because
       the top-N ranking compares symbols within a session;
     * a scan whose fingerprint is not stored yet (new scan, changed threshold): everything.
@@ -350,6 +351,49 @@ scan_{{ i }} as (
     {%- if not full %} and ind.bar_index >= cs.from_index{% endif %}
     and 100 * (1 - ind.cpr_width_rank) >= {{ s.min_score }}
     {{ scan_filters(s, 'ind.') }}
+)
+{% endmacro %}
+
+{#- Expression scan (rules.yaml `kind: expr`): `when` and `score` were parsed, checked and
+    compiled to SQL over the series window by trading_pipeline/scans/expressions.py; here they
+    run. `expr_layers` are columns a window reads that are windowed themselves (one CTE per
+    layer); `expr_lookback` bars before the first recomputed bar are enough context, so an
+    incremental build recomputes a series like breakout does. A row fires where `when` is
+    true and the score is known (and >= min_score when given). -#}
+{% macro expr_scan(s, i, full) %}
+scan_{{ i }}_l0 as (
+  select ind.*, {% if full %}0{% else %}cs.from_index{% endif %} as from_index
+  from {{ ref('int_indicators') }} ind
+  {%- if not full %}
+  join scope_series cs on cs.symbol = ind.symbol and cs.timeframe = ind.timeframe
+  {%- endif %}
+  where ind.timeframe in {{ in_list(s.timeframes) }}
+    {%- if s.symbols %} and ind.symbol in {{ in_list(s.symbols) }}{% endif %}
+    {%- if not full %} and ind.bar_index >= cs.from_index - {{ s.expr_lookback }}{% endif %}
+),
+{%- for layer in s.expr_layers %}
+scan_{{ i }}_l{{ loop.index }} as (
+  select *{% for col in layer %}, {{ col[1] }} as {{ col[0] }}{% endfor %}
+  from scan_{{ i }}_l{{ loop.index0 }}
+),
+{%- endfor %}
+scan_{{ i }}_eval as (
+  select *, {{ s.when_sql }} as fired, ({{ s.score_sql }})::double as expr_score
+  from scan_{{ i }}_l{{ s.expr_layers | length }}
+),
+scan_{{ i }} as (
+  select '{{ s.name }}' as scan, symbol, timeframe, ts, session_date,
+         'expr_{{ s.direction }}' as kind, '{{ s.direction }}' as direction,
+         expr_score as score,
+         printf('{{ s.direction }}: {{ s.when }} (close %.2f, score %.4g)', close, expr_score) as reason,
+         close,
+         null::double as level,
+         '{{ s.fingerprint }}' as rule_fingerprint
+  from scan_{{ i }}_eval
+  where bar_index >= from_index
+    and fired and expr_score is not null
+    {%- if s.min_score is not none %} and expr_score >= {{ s.min_score }}{% endif %}
+    {{ scan_filters(s) }}
 )
 {% endmacro %}
 

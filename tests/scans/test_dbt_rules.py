@@ -73,7 +73,7 @@ def test_dbt_project_defaults_match_rules_yaml():
     [
         ({"params": {"lookback": 0}}, "rules.yaml: scan 'breakout_daily': lookback must be >= 2, got 0"),
         ({"params": {"volume_multiple": -1}}, "rules.yaml: scan 'breakout_daily': volume_multiple must be > 0, got -1"),
-        ({"kind": "moonshot"}, "rules.yaml: scan 'breakout_daily': kind input should be 'breakout', 'crp' or 'cpr', got 'moonshot'"),
+        ({"kind": "moonshot"}, "rules.yaml: scan 'breakout_daily': kind input should be 'breakout', 'crp', 'cpr' or 'expr', got 'moonshot'"),
         ({"timeframe": "weekly"}, "rules.yaml: scan 'breakout_daily': timeframe input should be 'daily' or 'intraday', got 'weekly'"),
         ({"params": {"top_n": 3}}, "rules.yaml: scan 'breakout_daily': params ['top_n'] do not apply to kind 'breakout'"),
         ({"filters": {"min_prize": 3}}, "rules.yaml: scan 'breakout_daily': min_prize is not a known field"),

@@ -768,7 +768,8 @@ def rules(
     rows = []
     for sc in scans:
         params = {k: v for k, v in sc.items()
-                  if k not in ("name", "kind", "timeframes", "symbols", "fingerprint") and v is not None}
+                  if k not in ("name", "kind", "timeframes", "symbols", "fingerprint",
+                               "when_sql", "score_sql", "expr_layers") and v is not None}  # compiled SQL: --json
         rows.append({"scan": sc["name"], "kind": sc["kind"], "timeframes": ",".join(sc["timeframes"]),
                      "universe": "all" if not sc.get("symbols") else ",".join(sc["symbols"]),
                      "parameters": " ".join(f"{k}={v:.15g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())})

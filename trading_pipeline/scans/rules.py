@@ -19,8 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trading_pipeline.marketdata.bars import INTRADAY_TIMEFRAMES
+from trading_pipeline.scans.expressions import ExprError, compile_scan
 
-Kind = Literal["breakout", "crp", "cpr"]
+Kind = Literal["breakout", "crp", "cpr", "expr"]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "breakout": {"lookback": 20, "volume_multiple": 1.5, "min_score": 0.0},
@@ -42,6 +43,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "cutoff": time(10, 30),
     },
     "cpr": {"lookback": 20, "min_score": 0.0},
+    # expr: min_score filters the score only when given (a score may be negative)
+    "expr": {},
 }
 # intraday CRP compares the session's window from the open to the cutoff (10:30: about a
 # fifth of a day's volume), so its floor is lower than the daily $5M
@@ -51,6 +54,7 @@ ALLOWED_PARAMS: dict[str, set[str]] = {
     "crp": {"min_score", "price_band", "volume_band", "min_avg_dollar_volume", "rvol_lookback", "rvol_tiers",
             "close_within", "range_tiers", "change_tiers", "top_n", "cutoff", "bar_timeframes"},
     "cpr": {"lookback", "min_score", "bar_timeframes"},
+    "expr": {"min_score", "bar_timeframes"},
 }
 
 
@@ -148,8 +152,16 @@ class Scan(BaseModel):
     universe: Literal["all"] | list[str] | str = "all"
     params: Params = Field(default_factory=Params)
     filters: Filters = Field(default_factory=Filters)
+    # kind expr only (scans/expressions.py): a condition, a numeric score (default 1), a side
+    when: str | None = None
+    score: str | None = None
+    direction: Literal["long", "short"] | None = None
     alert_min_score: float | None = None
     enabled: bool = True
+    # whether the order job turns this scan's signals into orders (None: daily scans do,
+    # intraday scans do not, as before the setting existed). An order setting, not a signal
+    # rule: it is not in resolved(), so it changes neither dbt's vars nor the fingerprint.
+    trade: bool | None = None
 
     @field_validator("universe")
     @classmethod
@@ -163,6 +175,11 @@ class Scan(BaseModel):
         elif v != "all" and not re.match(UNIVERSE_NAME, v):
             raise ValueError(f"must be 'all', a list of symbols or a universe name (letters, digits, _ -), got {v!r}")
         return v
+
+    @property
+    def trades(self) -> bool:
+        """Whether its signals become orders: ``trade`` when set, else daily scans only."""
+        return self.timeframe == "daily" if self.trade is None else self.trade
 
     @property
     def universe_name(self) -> str | None:
@@ -186,6 +203,29 @@ class Scan(BaseModel):
         for key, value in defaults.items():
             if getattr(self.params, key) is None:
                 setattr(self.params, key, value)
+        return self
+
+    @field_validator("when", "score", mode="before")
+    @classmethod
+    def _expr_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _expr(self) -> Scan:
+        given = [f for f in ("when", "score", "direction") if getattr(self, f) is not None]
+        if self.kind != "expr":
+            if given:
+                raise ValueError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} only for kind 'expr' "
+                                 f"(this scan is kind {self.kind!r})")
+            return self
+        if self.when is None:
+            raise ValueError("when is required for kind 'expr': a condition, e.g. rsi_14 < 30 and close > sma_200")
+        try:
+            compile_scan(self.when, self.score)
+        except ExprError as exc:
+            raise ValueError(str(exc)) from None
+        if self.direction is None:
+            self.direction = "long"
         return self
 
     def resolved(self) -> dict[str, Any]:
@@ -225,11 +265,20 @@ class Scan(BaseModel):
                 if self.kind == "crp"
                 else {}
             ),
+            **(self._expr_resolved() if self.kind == "expr" else {}),
             "cutoff": p.cutoff.strftime("%H:%M:%S")
             if self.kind == "crp" and self.timeframe == "intraday"
             else None,
             "alert_min_score": self.alert_min_score,
         }
+
+    def _expr_resolved(self) -> dict[str, Any]:
+        """kind expr's keys (only on expr scans: the other kinds' fingerprints stay as they were)."""
+        c = compile_scan(self.when or "", self.score)
+        return {"min_score": self.params.min_score, "when": " ".join((self.when or "").split()),
+                "score": " ".join(self.score.split()) if self.score else None, "direction": self.direction,
+                "when_sql": c.when_sql, "score_sql": c.score_sql, "expr_layers": c.layers,
+                "expr_lookback": c.lookback}
 
 
 def _tighter(a: float | None, b: float | None, pick) -> float | None:

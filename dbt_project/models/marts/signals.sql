@@ -15,6 +15,7 @@ with {{ signals_scope_ctes(state) }},
   {%- if s.kind == 'breakout' %}{{ breakout_scan(s, loop.index, full) }}
   {%- elif s.kind == 'crp' %}{{ crp_scan(s, loop.index, s.timeframes[0] != '1d', full) }}
   {%- elif s.kind == 'cpr' %}{{ cpr_scan(s, loop.index, full) }}
+  {%- elif s.kind == 'expr' %}{{ expr_scan(s, loop.index, full) }}
   {%- else %}{{ exceptions.raise_compiler_error("scan " ~ s.name ~ ": unknown kind " ~ s.kind) }}
   {%- endif %},
 {%- endfor %}
