@@ -206,6 +206,28 @@ class Settings(BaseSettings):
         ge=0,
         description="Requests per minute per API key, in each API worker (429 + Retry-After past it); 0 turns the limit off.",
     )
+    # Outbound notifications (trading/notifications.py, the notifications sensor)
+    notify_webhook_url: str = Field(
+        default="", pattern=r"^(https?://\S+)?$",
+        description="Where signals, fills, order rejections/denials (and risk alerts) are POSTed as JSON "
+        "(TRADING_NOTIFY_WEBHOOK_URL). Empty: TRADING_ALERT_WEBHOOK_URL, so one receiver gets every event.")
+    notify_min_score: float = Field(
+        default=0.0, description="Only signals scoring this or more are notified (TRADING_NOTIFY_MIN_SCORE).")
+    notify_events: str = Field(
+        default="signal,fill,rejection,risk",
+        pattern=r"^\s*((signal|fill|rejection|risk)\s*(,\s*(signal|fill|rejection|risk)\s*)*)?$",
+        description="Which events are notified, comma-separated from signal, fill, rejection, risk "
+        "(TRADING_NOTIFY_EVENTS). Empty: none.")
+    smtp_host: str = Field(default="", description="SMTP server for notification email (TRADING_SMTP_HOST). Empty: no email.")
+    smtp_port: int = Field(default=587, gt=0, lt=65536, description="SMTP port (TRADING_SMTP_PORT).")
+    smtp_user: str = Field(default="", description="SMTP login (TRADING_SMTP_USER). Empty: no login.")
+    smtp_password: str = Field(default="", description="SMTP password (TRADING_SMTP_PASSWORD).")
+    smtp_from: str = Field(default="", description="From address of notification email (TRADING_SMTP_FROM).")
+    smtp_starttls: bool = Field(
+        default=True, description="Require STARTTLS before login and sending (TRADING_SMTP_STARTTLS).")
+    notify_email_to: str = Field(
+        default="", description="Comma-separated addresses notification email goes to (TRADING_NOTIFY_EMAIL_TO). "
+        "Empty: no email.")
 
     @field_validator("home", mode="after")
     @classmethod

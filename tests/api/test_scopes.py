@@ -334,7 +334,7 @@ def test_migration_gives_existing_keys_trade(tmp_path) -> None:
                      {"h": hash_key("trd_" + "o" * 43)})
     engine.dispose()
     store = OpsStore(url)
-    assert store.schema_revision() == "0009_api_key_scopes"
+    assert store.schema_revision() == migrations.head()  # 0009 and whatever came after
     record = KeyChecker(store).check("trd_" + "o" * 43)
     assert record is not None and record["scope"] == "trade"
     with store.transaction() as conn:

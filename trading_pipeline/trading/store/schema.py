@@ -356,3 +356,22 @@ corporate_action_events = sa.Table(
     sa.Column("applied_at", sa.DateTime, nullable=False),
     sa.UniqueConstraint("account", "action_key", name="uq_corporate_action_events_action"),
 )
+
+
+# Outbound notifications (revision 0010; trading_pipeline/trading/notifications.py): the outbox of
+# signals, fills, order rejections/denials and risk alerts, one row per event and channel
+# (webhook, email). The event id (``fill-<fill id>``...) is the dedup key: an event is enqueued
+# once per channel, sent until a receiver accepts it (delivered_at), then never again.
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("event_id", sa.String(160), primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("delivered_at", sa.DateTime),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_attempt_at", sa.DateTime),
+    sa.Column("last_error", sa.Text),
+)
