@@ -10,6 +10,16 @@ deterministic client order id), marks every account's equity at the session's cl
 start-of-day equity of the next session's daily loss limit), and mirrors the ops store into
 the warehouse's ``ops`` schema for ad-hoc SQL. A check reconciles the broker's book with the
 store.
+
+Intraday (``timeframe`` = a bar size such as ``1m``): the run trades the signals of the scans
+that say ``trade: true`` in rules.yaml (intraday scans do not by default), from the session of
+the newest stored bar of that size, at or before that bar (never a signal from a later bar); the
+paper broker fills them on the symbol's next bar of that size. Working orders are advanced by
+the run of their own kind: an intraday run moves the intraday scans' orders against intraday
+bars, a daily run every other order against daily bars (so a daily order never fills at a minute
+bar of the session its signal closed). The sensor launches one daily run per new signals
+materialization, as before, plus one run per bar size that has signals of a traded intraday
+scan in its newest session.
 """
 
 from dataclasses import dataclass
@@ -28,16 +38,62 @@ from trading_pipeline.settings import Settings, get_settings
 POOL = WAREHOUSE_WRITERS
 ORDERS = dg.AssetKey(["ops", "orders"])
 SIGNALS = dg.AssetKey(["marts", "signals"])
-TRADEABLE = ["breakout_up", "breakout_down", "crp_long", "crp_short"]
+TRADEABLE = ["breakout_up", "breakout_down", "crp_long", "crp_short", "expr_long", "expr_short"]
 
 
 class TradeConfig(dg.Config):
-    """Which signals become orders. Empty fields use TRADING_* settings and the latest session."""
+    """Which signals become orders. Empty fields use TRADING_* settings and the latest session.
+
+    ``timeframe``: ``1d`` (the daily scans) or an intraday bar size (``1m``..``1h``: the
+    intraday scans with ``trade: true``, at the newest stored bar of that size)."""
 
     account: str = ""
     session: str = ""
     kinds: list[str] = TRADEABLE
     timeframe: str = "1d"
+
+
+@dataclass(frozen=True)
+class TradedScans:
+    """Which scans' signals a run trades, from rules.yaml's ``trade`` settings (scans/rules.py)."""
+
+    intraday: frozenset[str]  # every intraday scan: their orders are the intraday runs' to advance
+    traded_intraday: frozenset[str]  # intraday scans with trade: true
+    not_traded: frozenset[str]  # scans with trade: false (daily ones; intraday ones by default)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "TradedScans":
+        from trading_pipeline.scans.rules import load_rules
+
+        scans = load_rules(settings.rules_file).enabled_scans
+        return cls(frozenset(s.name for s in scans if s.timeframe == "intraday"),
+                   frozenset(s.name for s in scans if s.timeframe == "intraday" and s.trades),
+                   frozenset(s.name for s in scans if not s.trades))
+
+
+def _traded_scans(context, settings: Settings, intraday: bool) -> TradedScans:
+    """rules.yaml's trade settings. A rules file that does not load stops an intraday run
+    (nothing traded); a daily run warns and goes on as before the setting existed (every
+    scan's signals; fills still pulled), so a typo never holds back the book."""
+    from trading_pipeline.scans.rules import RulesError
+
+    try:
+        return TradedScans.from_settings(settings)
+    except RulesError as exc:
+        if intraday:
+            raise dg.Failure(description=f"ops/orders: cannot tell which intraday scans trade: {exc}. Fix the "
+                             "rules file (TRADING_RULES_FILE) and re-run; nothing was traded.") from None
+        context.log.warning(f"rules file not loaded, trading every daily scan's signals: {exc}")
+        return TradedScans(frozenset(), frozenset(), frozenset())
+
+
+def _check_timeframe(timeframe: str) -> None:
+    from trading_pipeline.marketdata.bars import INTRADAY_TIMEFRAMES
+
+    if timeframe != "1d" and timeframe not in INTRADAY_TIMEFRAMES:
+        raise dg.Failure(description=f"ops/orders: unknown timeframe {timeframe!r}; use 1d (the daily scans) or an "
+                         f"intraday bar size ({', '.join(INTRADAY_TIMEFRAMES)}) for the intraday scans with "
+                         "`trade: true` in rules.yaml. Nothing was traded.")
 
 
 @dataclass
@@ -59,7 +115,18 @@ def _market_time(con, timeframe: str) -> datetime | None:
     return row[0] if row else None
 
 
-def open_book(settings: Settings, account: str, market_time: datetime | None, store=None) -> Book:
+def _newest_session(con, timeframe: str, market_time: datetime | None) -> str | None:
+    """The session of the newest bar (for intraday bars not always its UTC date: FX, Asia)."""
+    if market_time is None:
+        return None
+    row = wh.fetch_one(con, f"SELECT max(session_date) FROM {wh.bars_table(timeframe)} WHERE timeframe = ? AND ts = ?",
+                       [timeframe, market_time])
+    return (row[0] if row and row[0] else market_time.date()).isoformat()
+
+
+def open_book(settings: Settings, account: str, market_time: datetime | None, store=None, feed=None) -> Book:
+    """``account``'s broker at ``market_time``; a paper account fills against ``feed``
+    (default: the warehouse's daily bars)."""
     from trading_pipeline.trading.services import accounts_of, make_broker
     from trading_pipeline.trading.store import OpsStore
 
@@ -67,7 +134,30 @@ def open_book(settings: Settings, account: str, market_time: datetime | None, st
     # the paper broker acts at the session's market time: orders placed now fill on the next bar
     paper = accounts_of(settings).get(account).broker == "paper"
     clock = (lambda: market_time) if market_time is not None and paper else None
-    return Book(store, make_broker(settings, store, account, clock=clock), account, market_time)
+    return Book(store, make_broker(settings, store, account, feed=feed, clock=clock), account, market_time)
+
+
+def _scoped(broker, store, intraday_scans: frozenset[str], intraday: bool):
+    """The paper broker, advancing (``process_bars``) only the working orders of this run's
+    kind: an intraday run the intraday scans' orders, against its bar size; a daily run all the
+    others, against daily bars. Other brokers fill orders themselves: returned as they are."""
+    from trading_pipeline.trading.brokers.paper import PaperBroker
+
+    if not isinstance(broker, PaperBroker) or (not intraday and not intraday_scans):
+        return broker
+
+    class ScopedPaperBroker(PaperBroker):
+        def __init__(self, inner: PaperBroker) -> None:  # the same book, feed, clock and costs
+            self.__dict__.update(inner.__dict__)
+
+        def open_orders(self):
+            return [o for o in super().open_orders() if mine(o.client_order_id)]
+
+    def mine(client_order_id: str) -> bool:
+        order = store.get_order(client_order_id)
+        return (order is not None and order.strategy in intraday_scans) == intraday
+
+    return ScopedPaperBroker(broker)
 
 
 def _accounts(settings: Settings, only: str = "") -> list:
@@ -79,29 +169,51 @@ def _accounts(settings: Settings, only: str = "") -> list:
     return [accts.get(only)] if only else [accts.get(n) for n in accts.names()]
 
 
-def _signals(con, config: TradeConfig, session: str | None) -> pl.DataFrame:
+def _signals(con, config: TradeConfig, session: str | None, traded: TradedScans | None = None,
+             until: datetime | None = None) -> pl.DataFrame:
+    """The session's tradeable signals: daily, every scan but those with ``trade: false``;
+    intraday, the scans with ``trade: true`` only, none from a bar after ``until`` (the newest
+    bar: point in time)."""
     kinds = ", ".join(f"'{k}'" for k in config.kinds)
     tables = {r[0] for r in con.sql(
         "SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
-    if "marts.signals" not in tables or session is None:
+    intraday = config.timeframe != "1d"
+    if "marts.signals" not in tables or session is None or (intraday and (traded is None or not traded.traded_intraday)):
         return pl.DataFrame()
-    atr = "i.atr_14" if "marts.indicators_daily" in tables else "NULL::DOUBLE"
-    join = ("LEFT JOIN marts.indicators_daily i ON i.symbol = s.symbol AND i.ts = s.ts"
-            if "marts.indicators_daily" in tables else "")
+    ind = "marts.indicators_intraday" if intraday else "marts.indicators_daily"
+    atr = "i.atr_14" if ind in tables else "NULL::DOUBLE"
+    join = (f"LEFT JOIN {ind} i ON i.symbol = s.symbol AND i.ts = s.ts"
+            + (" AND i.timeframe = s.timeframe" if intraday else "")) if ind in tables else ""
+    where, params = "", [config.timeframe, session]
+    if intraday:
+        where += " AND s.scan IN (SELECT unnest(?::VARCHAR[]))"
+        params.append(sorted(traded.traded_intraday))
+    elif traded is not None and traded.not_traded:
+        where += " AND s.scan NOT IN (SELECT unnest(?::VARCHAR[]))"
+        params.append(sorted(traded.not_traded))
+    if until is not None:
+        where += " AND s.ts <= ?"
+        params.append(until)
     return wh.fetch_frame(
         con,
         f"""SELECT s.*, {atr} AS atr_14 FROM marts.signals s {join}
-            WHERE s.timeframe = ? AND s.session_date = ?::DATE AND s.kind IN ({kinds})
+            WHERE s.timeframe = ? AND s.session_date = ?::DATE AND s.kind IN ({kinds}){where}
             ORDER BY s.ts, s.symbol, s.kind""",
-        [config.timeframe, session],
+        params,
     )
 
 
-def _prices(path: str, session: str | None) -> dict[str, Decimal]:
-    """Every symbol's last daily close as of ``session``, from the warehouse the signals came from."""
+def _prices(path: str, session: str | None, timeframe: str = "1d") -> dict[str, Decimal]:
+    """Every symbol's last daily close as of ``session``, from the warehouse the signals came
+    from; an intraday run's symbols with bars of its size in the session at their last such close."""
     from trading_pipeline.trading.brokers.paper import DuckDBBarFeed
 
-    return {} if session is None else DuckDBBarFeed(path).last_closes(as_of=session)
+    if session is None:
+        return {}
+    prices = DuckDBBarFeed(path).last_closes(as_of=session)
+    if timeframe != "1d":
+        prices.update(DuckDBBarFeed(path, timeframe).last_closes(as_of=session))
+    return prices
 
 
 def _mirror(con, store) -> dict[str, int]:
@@ -175,46 +287,57 @@ def _portfolio_daily(con, store, session: str, prices: dict[str, Decimal]) -> in
 )
 def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: WarehouseResource):
     from trading_pipeline.trading.brokers.base import BrokerError
+    from trading_pipeline.trading.brokers.paper import DuckDBBarFeed
     from trading_pipeline.trading.corporate_actions import read_actions
     from trading_pipeline.trading.decisions import DecisionRules
     from trading_pipeline.trading.execution import execute_signals, sync_open_orders
     from trading_pipeline.trading.services import risk_engine
     from trading_pipeline.trading.sizing import Sizing
 
+    _check_timeframe(config.timeframe)
+    intraday = config.timeframe != "1d"
     settings = get_settings()
+    traded = _traded_scans(context, settings, intraday)
     accounts = _accounts(settings, config.account)
     con = wh.connect(warehouse.resolved_path(), read_only=True)
     try:
         market_time = _market_time(con, config.timeframe)
-        session = config.session or (market_time.date().isoformat() if market_time else None)
-        signals = _signals(con, config, session)
+        if intraday:  # the newest bar's session, its signals up to that bar
+            session = config.session or _newest_session(con, config.timeframe, market_time)
+            signals = _signals(con, config, session, traded, until=market_time)
+        else:
+            session = config.session or (market_time.date().isoformat() if market_time else None)
+            signals = _signals(con, config, session, traded)
         corporate = read_actions(con)
     finally:
         con.close()
-    prices = _prices(warehouse.resolved_path(), session)
+    prices = _prices(warehouse.resolved_path(), session, config.timeframe)
     from trading_pipeline.trading.store import OpsStore
 
     store = OpsStore.from_settings(settings)
     adjusted = _apply_corporate_actions(context, store, accounts, corporate, session)
     results, filled, per_account = [], [], {}
-    now = (market_time + timedelta(hours=23)) if market_time else None
+    # risk's clock: a daily run acts at the session's end, an intraday one at its newest bar
+    now = market_time if intraday else (market_time + timedelta(hours=23)) if market_time else None
+    feed = DuckDBBarFeed(warehouse.resolved_path(), config.timeframe) if intraday else None
     by_scan = signals.partition_by("scan", as_dict=True) if signals.height else {}
     rules = DecisionRules.from_settings(settings) if by_scan else None
     failed: dict[str, str] = {}
     for acct in accounts:  # each account: its broker, its risk limits, the scans it takes
         scans = [(str(scan), group) for (scan,), group in by_scan.items() if acct.takes(str(scan))]
         try:
-            book = open_book(settings, acct.name, market_time, store)
+            book = open_book(settings, acct.name, market_time, store, feed=feed)
             store = book.store
-            if hasattr(book.broker, "process_bars"):
-                book.broker.process_bars()
-            filled += sync_open_orders(book.store, book.broker, acct.name)
+            broker = _scoped(book.broker, store, traded.intraday, intraday)
+            if hasattr(broker, "process_bars"):
+                broker.process_bars()
+            filled += sync_open_orders(book.store, broker, acct.name)
             mine = []
             if scans:
                 risk = risk_engine(settings, book.store, acct.name)
                 for scan, group in scans:
                     mine += execute_signals(
-                        group, account=acct.name, strategy=scan, broker=book.broker, store=book.store,
+                        group, account=acct.name, strategy=scan, broker=broker, store=book.store,
                         risk_engine=risk, sizing=Sizing(), prices=prices, rules=rules, now=now,
                     )
         except BrokerError as exc:  # one account's broker down: the others still trade; the run fails after
@@ -224,7 +347,7 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
             continue
         per_account[acct.name] = {"scans": [s for s, _ in scans], "orders": len(mine)}
         results += mine
-    if now is not None:
+    if now is not None and not intraday:  # end-of-session marks: the daily run's
         _mark_close(store, prices, now)
         from trading_pipeline.trading.risk_monitor import monitor_accounts, warehouse_closes
 
@@ -235,10 +358,10 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         actions[r.action] = actions.get(r.action, 0) + 1
     with wh.writer(warehouse.resolved_path()) as con:
         mirrored = _mirror(con, store)
-        if session is not None:
+        if session is not None and not intraday:
             mirrored["portfolio_daily"] = _portfolio_daily(con, store, session, prices)
-    logs.run_event(context.log, "orders", session=session, signals=signals.height, actions=actions, synced=len(filled),
-                   corporate_actions=len(adjusted))
+    logs.run_event(context.log, "orders", session=session, timeframe=config.timeframe, market_time=str(market_time),
+                   signals=signals.height, actions=actions, synced=len(filled), corporate_actions=len(adjusted))
     if failed:
         raise dg.Failure(
             description=f"broker error in account(s) {', '.join(sorted(failed))} "
@@ -248,6 +371,8 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         )
     return dg.MaterializeResult(metadata={
         "session": dg.MetadataValue.text(str(session)),
+        "timeframe": dg.MetadataValue.text(config.timeframe),
+        "market_time": dg.MetadataValue.text(str(market_time)),
         "signals": dg.MetadataValue.int(signals.height),
         "actions": dg.MetadataValue.json(actions),
         "orders_updated_from_broker": dg.MetadataValue.int(len(filled)),
@@ -295,5 +420,49 @@ trade_signals_job = dg.define_asset_job(
 @dg.asset_sensor(asset_key=SIGNALS, job=trade_signals_job, minimum_interval_seconds=30,
                  default_status=dg.DefaultSensorStatus.RUNNING)
 def signals_to_orders(context: dg.SensorEvaluationContext, asset_event):
-    """Each new materialization of marts/signals launches one order run (keyed by its run)."""
+    """Each new materialization of marts/signals launches one daily order run (keyed by its
+    run), and one run per intraday bar size with signals of a ``trade: true`` intraday scan in
+    that size's newest session (keyed by the run and the size): a run trades one bar size, as
+    the paper broker fills against one bar feed and each size has its own newest bar (the
+    market time orders are placed at)."""
     yield dg.RunRequest(run_key=f"signals-{asset_event.run_id}", run_config=with_run_logging())
+    for timeframe in intraday_timeframes_to_trade(context.log):
+        yield dg.RunRequest(run_key=f"signals-{asset_event.run_id}-{timeframe}", tags={"trading/timeframe": timeframe},
+                            run_config=with_run_logging({"ops": {"ops__orders": {"config": {"timeframe": timeframe}}}}))
+
+
+def intraday_timeframes_to_trade(log=None) -> list[str]:
+    """The bar sizes whose newest session has signals of an intraday scan with ``trade: true``
+    (none without such a scan: the warehouse is not even opened). A rules file that does not
+    load is logged and trades no intraday signals; the daily run still goes (and says why)."""
+    from trading_pipeline.scans.rules import RulesError
+
+    settings = get_settings()
+    try:
+        traded = TradedScans.from_settings(settings).traded_intraday
+    except (RulesError, OSError) as exc:
+        if log is not None:
+            log.warning(f"no intraday order runs: {exc}")
+        return []
+    if not traded or not wh.exists(settings.warehouse_path):
+        return []
+    try:
+        con = wh.connect(settings.warehouse_path, read_only=True)
+    except Exception as exc:  # a plain DuckDB file a writer holds: the next materialization retries
+        if log is not None:
+            log.warning(f"no intraday order runs this time: the warehouse could not be read ({exc})")
+        return []
+    try:
+        tables = {r[0] for r in con.sql(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
+        if not {"marts.signals", "raw.bars_intraday"} <= tables:
+            return []
+        rows = con.sql(
+            """SELECT DISTINCT s.timeframe FROM marts.signals s
+               JOIN (SELECT timeframe, max(session_date) AS session FROM raw.bars_intraday GROUP BY timeframe) b
+                 ON b.timeframe = s.timeframe AND s.session_date = b.session
+               WHERE s.scan IN (SELECT unnest(?::VARCHAR[])) ORDER BY 1""",
+            params=[sorted(traded)]).fetchall()
+    finally:
+        con.close()
+    return [r[0] for r in rows]
