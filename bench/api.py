@@ -234,7 +234,8 @@ def main() -> None:
         store.close()
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
-        env.update(TRADING_HOME=str(home))
+        # the serving path, not the per-key rate limit (one key sends every request here)
+        env.update(TRADING_HOME=str(home), TRADING_API_RATE_LIMIT="0")
         log = open(home / "api.log", "w")
         proc = subprocess.Popen(
             [sys.executable, "-c", CLI, "api", "--port", str(port), "--timeout-graceful-shutdown", "3",
