@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
 
+from tests.stubs.webhook_receiver import Receiver
 from tests.trading.conftest import T0, Clock, daily_bars
 from trading_pipeline.defs.notifications import notifications as notifications_sensor
 from trading_pipeline.settings import Settings, get_settings
@@ -30,38 +30,6 @@ from trading_pipeline.trading.store import OpsStore
 SECRET = "s3cret"
 D = Decimal
 NOW = datetime(2024, 3, 6, 21, 0)
-
-
-class Receiver:
-    """A local webhook receiver on ``port`` (0: any): answers each POST with the next of ``statuses`` (then 200)."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.statuses: list[int] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.requests.append((dict(self.headers), body))
-                status = outer.statuses.pop(0) if outer.statuses else 200
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"boom" if status >= 400 else b"ok")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def bodies(self) -> list[dict]:
-        return [json.loads(b) for _, b in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class SMTPReceiver:
