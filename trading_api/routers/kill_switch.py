@@ -13,7 +13,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from trading_api.deps import Store, require_scope
-from trading_api.schemas import FORBIDDEN, READ_RESPONSES, KillSwitchStatus, KillSwitchUpdate
+from trading_api.schemas import (
+    FORBIDDEN,
+    READ_RESPONSES,
+    ErrorDetail,
+    KillSwitchStatus,
+    KillSwitchUpdate,
+)
 from trading_pipeline import logs
 from trading_pipeline.trading.store.risk import KillSwitch
 
@@ -38,7 +44,8 @@ def get_kill_switch(store: Store) -> KillSwitchStatus:
 @router.put(
     "/kill-switch",
     response_model=KillSwitchStatus,
-    responses=FORBIDDEN,
+    responses={**FORBIDDEN,
+               400: {"model": ErrorDetail, "description": "The body could not be read as text (e.g. not UTF-8)."}},
     summary="Engage or release the kill switch (admin keys)",
     description="`{\"engaged\": true, \"reason\": \"...\"}` blocks every new order (API, signals, CLI) until "
     "released with `{\"engaged\": false, \"reason\": \"...\"}`. Orders already working stay at the broker: "
