@@ -94,7 +94,8 @@ def test_processes_creating_a_new_lake_at_once_all_open_it(pg_lake, tmp_path) ->
                                      "WHERE database_name = 'lake' ORDER BY t")["t"].to_list()
     finally:
         con.close()
-    assert tables == ["raw.bar_writes", "raw.bars_daily", "raw.bars_intraday", "raw.bars_rejected", "raw.symbols"]
+    assert tables == ["raw.bar_writes", "raw.bars_daily", "raw.bars_intraday", "raw.bars_rejected",
+                      "raw.corporate_actions", "raw.symbols"]
 
 
 def test_concurrent_upserts_conflict_and_the_later_one_runs_again(pg_lake) -> None:
