@@ -11,6 +11,7 @@ in as (1 - amount / previous close), the vendor "Adj Close" rule.
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 from tests.scans.dbt_fixtures import INDICATOR_COLUMNS, lake, load, query, synthetic
 from trading_pipeline.marketdata import corporate_actions
 from trading_pipeline.marketdata.warehouse import writer
-from trading_pipeline.settings import get_settings
+from trading_pipeline.scans import dbt_runner
 
 RATIO = 2.0
 DIVIDEND = 0.75
@@ -174,7 +175,7 @@ def test_a_split_takes_effect_only_once_its_ex_date_is_stored(tmp_path, dbt):
     assert got.filter(pl.col("ts").dt.date() < ex)["close"][-1] == pytest.approx(last / RATIO)
 
 
-def test_total_return_folds_the_dividend_in(tmp_path, dbt, monkeypatch):
+def test_total_return_folds_the_dividend_in(tmp_path, dbt):
     twin = base()
     split_ex, dividend_ex = dates(twin)
     prev_close = twin.filter(pl.col("session_date") < dividend_ex)["close"][-1]
@@ -186,12 +187,10 @@ def test_total_return_folds_the_dividend_in(tmp_path, dbt, monkeypatch):
     load(wh, pl.concat([tr_twin, raw_split(twin, split_ex)]))
     register(wh, ["SPLT", "TWIN"])
     load_actions(wh, actions_file(tmp_path, split_ex, dividend_ex))
-    monkeypatch.setenv("TRADING_PRICE_ADJUSTMENT", "total_return")
-    get_settings.cache_clear()
-    try:
-        dbt(wh, "build")
-    finally:
-        get_settings.cache_clear()
+    # TRADING_PRICE_ADJUSTMENT=total_return reaches dbt as this var (dbt_runner.vars_json); given
+    # here directly, so no setting is changed under the tests that run after this one
+    build_vars = {**json.loads(dbt_runner.vars_json()), "price_adjustment": "total_return"}
+    dbt(wh, "build", extra=["--vars", json.dumps(build_vars)])
     got = indicators(wh, "SPLT")
     assert set(got["adjustment"]) == {"total_return"}
     assert_same_series(got.drop("adjustment"), indicators(wh, "TWIN").drop("adjustment"))
