@@ -156,9 +156,14 @@ def load_signals(con: Any, cfg: BacktestConfig) -> pl.DataFrame:
     # indicators are on adjusted prices (split-adjusted by default), fills on raw bars: the ATR
     # goes back to the raw basis of its bar (x raw close / adjusted close), so a bracket priced
     # before a later split is in the prices it will meet
-    atr = "i.atr_14 * coalesce(r.close / nullif(i.close, 0), 1.0)" if has_ind else "NULL::DOUBLE"
-    join = ("LEFT JOIN marts.indicators_daily i ON i.symbol = s.symbol AND i.session_date = s.session_date "
-            "LEFT JOIN raw.bars_daily r ON r.symbol = s.symbol AND r.ts = i.ts") if has_ind else ""
+    ind_columns = {r[0] for r in con.sql(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'marts' AND table_name = 'indicators_daily'").fetchall()} if has_ind else set()
+    rebase = {"close", "ts"} <= ind_columns  # the dbt marts have both; a hand-built table may not
+    atr = ("i.atr_14 * coalesce(r.close / nullif(i.close, 0), 1.0)" if rebase else "i.atr_14") if has_ind \
+        else "NULL::DOUBLE"
+    join = ("LEFT JOIN marts.indicators_daily i ON i.symbol = s.symbol AND i.session_date = s.session_date"
+            + (" LEFT JOIN raw.bars_daily r ON r.symbol = s.symbol AND r.ts = i.ts" if rebase else "")) if has_ind else ""
     return wh.fetch_frame(
         con,
         f"""SELECT s.symbol, s.ts, s.session_date, s.kind, s.direction, s.score, {atr} AS atr_14
