@@ -5,7 +5,6 @@ rejections, real signals from a real scan; a receiver down then up loses and dup
 from __future__ import annotations
 
 import json
-import socket
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from email import message_from_bytes
 import dagster as dg
 import pytest
 
+from tests.api.support import free_port
 from tests.stubs.webhook_receiver import Receiver
 from tests.trading.conftest import T0, Clock, daily_bars
 from trading_pipeline.defs.notifications import notifications as notifications_sensor
@@ -104,14 +104,6 @@ def store(request, tmp_path) -> Iterator[OpsStore]:
     s = OpsStore(url)
     yield s
     s.close()
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now
-    return port
 
 
 def channels(url: str | None = None, smtp: dict | None = None, kinds=notify.EVENT_KINDS, min_score: float = 0.0,
