@@ -146,6 +146,13 @@ class KeyChecker:
             self._cache[digest] = (now, record)
         return record
 
+    def forget(self, key_id: int) -> None:
+        """Drop the cached checks of key ``key_id`` (revoked: refused from the next request on,
+        not when its cache entry expires)."""
+        with self._lock:
+            for digest in [d for d, (_, rec) in self._cache.items() if rec.get("id") == key_id]:
+                self._cache.pop(digest, None)
+
 
 def extract_key(headers: Any, query: Any | None = None) -> str | None:
     """The API key a request carries: ``X-API-Key``, ``Authorization: Bearer``, or (WebSocket

@@ -199,6 +199,9 @@ def create_app(
 
     app.include_router(me.router)
     app.include_router(kill_switch.router)
+    from trading_api.routers import api_keys  # issue 19 follow-up: key administration over the API
+
+    app.include_router(api_keys.router)
     app.include_router(ws_router)
     app.include_router(docs_router(app))
 

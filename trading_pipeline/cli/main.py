@@ -28,6 +28,7 @@ def _register_commands() -> None:
         backup_cmd,
         demo_cmd,
         ingest_cmd,
+        notify_cmd,
         orders_cmds,
         readers,
         rebalance_cmd,
@@ -48,6 +49,7 @@ def _register_commands() -> None:
     backtest_cmd.register(app)
     warehouse_cmd.register(app)
     backup_cmd.register(app)
+    notify_cmd.register(app)
     register_api(app)
 
 

@@ -460,3 +460,109 @@ def deliver_all(store: OpsStore, cfg: Channels, *, now: datetime | None = None, 
         )
         for channel, send in senders.items()
     }
+
+
+# ---- the outbox for operators (`trading notify list|retry|send-test`) -----------------------------
+# A row's status follows from its columns, the rules :func:`pending` and :func:`deliver` apply:
+# ``delivered`` once a receiver took it; ``failed`` when :data:`MAX_ATTEMPTS` attempts are spent (the
+# sensor no longer tries it; its last error is kept); ``pending`` otherwise (new, or waiting out a backoff).
+STATUSES = ("pending", "delivered", "failed")
+TEST_KIND = "test"
+
+
+class OutboxError(ValueError):
+    """A request about the outbox that cannot be done as asked (unknown event, nothing to retry)."""
+
+
+def status_of(n: Notification, max_attempts: int = MAX_ATTEMPTS) -> str:
+    if n.delivered_at is not None:
+        return "delivered"
+    return "failed" if n.attempts >= max_attempts else "pending"
+
+
+def next_attempt_at(n: Notification, base_delay: float = BASE_DELAY) -> datetime | None:
+    """When the sensor may try a pending row again (None: at its next tick, or never again)."""
+    if n.delivered_at is not None or n.last_attempt_at is None or n.attempts == 0:
+        return None
+    return n.last_attempt_at + timedelta(seconds=base_delay * 2**n.attempts)
+
+
+def _status_clause(status: str, max_attempts: int) -> Any:
+    n = notifications.c
+    if status not in STATUSES:
+        raise OutboxError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
+    if status == "delivered":
+        return n.delivered_at.is_not(None)
+    undelivered = n.delivered_at.is_(None)
+    return sa.and_(undelivered, n.attempts >= max_attempts if status == "failed" else n.attempts < max_attempts)
+
+
+def outbox(store: OpsStore, *, status: str | None = None, channel: str | None = None, event_id: str | None = None,
+           limit: int | None = 50, max_attempts: int = MAX_ATTEMPTS) -> list[Notification]:
+    """Outbox rows, newest first (what an operator looks at), filtered by status, channel and event."""
+    n = notifications.c
+    q = sa.select(notifications).order_by(n.created_at.desc(), n.event_id.desc(), n.channel)
+    if status is not None:
+        q = q.where(_status_clause(status, max_attempts))
+    if channel is not None:
+        if channel not in CHANNELS:
+            raise OutboxError(f"unknown channel {channel!r}: use one of {', '.join(CHANNELS)}")
+        q = q.where(n.channel == channel)
+    if event_id is not None:
+        q = q.where(n.event_id == event_id)
+    if limit is not None:
+        q = q.limit(limit)
+    with store.reading() as conn:
+        return [Notification(**dict(r._mapping)) for r in conn.execute(q)]
+
+
+def retry(store: OpsStore, event_id: str | None = None, channel: str | None = None,
+          max_attempts: int = MAX_ATTEMPTS) -> list[Notification]:
+    """Make given-up rows (of ``event_id``, or every one; of ``channel``) due again: attempts back to
+    0 and no last attempt, so the sensor's next pass sends them; the last error stays until then.
+    Nothing else changes. Naming an event that has no given-up row raises :class:`OutboxError`
+    saying what its rows are; with no event, no given-up row is simply nothing to do."""
+    if event_id is not None:
+        rows = outbox(store, event_id=event_id, channel=channel, limit=None, max_attempts=max_attempts)
+        if not rows:
+            where = f" on channel {channel}" if channel else ""
+            raise OutboxError(f"no notification {event_id!r}{where}: see `trading notify list`")
+        if not any(status_of(r, max_attempts) == "failed" for r in rows):
+            states = ", ".join(f"{r.channel} {status_of(r, max_attempts)}" for r in rows)
+            raise OutboxError(f"{event_id!r} has not been given up ({states}): only failed rows are retried "
+                              "(a delivered one is never sent again; a pending one is still being retried)")
+    failed = outbox(store, status="failed", channel=channel, event_id=event_id, limit=None, max_attempts=max_attempts)
+    n = notifications.c
+    with store.transaction() as conn:
+        for r in failed:  # the status clause again: a row delivered meanwhile is left alone
+            conn.execute(notifications.update()
+                         .where(n.event_id == r.event_id, n.channel == r.channel, _status_clause("failed", max_attempts))
+                         .values(attempts=0, last_attempt_at=None))
+    return failed
+
+
+def probe_event(requested_by: str, now: datetime | None = None) -> dict:
+    """A ``test`` event with an id of its own (each request is a new event, never deduplicated away)."""
+    import secrets  # here: this section is appended, the module's imports stay as they were
+
+    at = now or utcnow()
+    event_id = f"test-{at.strftime('%Y%m%dT%H%M%S%f')}-{secrets.token_hex(3)}"
+    return event(event_id, TEST_KIND, at, f"Test notification requested by {requested_by}: if you read this, "
+                 "the receiver gets trading notifications.", {"requested_by": requested_by})
+
+
+def send_test(store: OpsStore, cfg: Channels, requested_by: str, channel: str | None = None,
+              now: datetime | None = None) -> tuple[dict, list[str]]:
+    """Enqueue one test event for every configured channel (or ``channel``), through the same outbox
+    the sensor delivers; the event and its channels. No channel configured: :class:`OutboxError`."""
+    names = cfg.names()
+    if not names:
+        raise OutboxError("no notification channel is configured: set TRADING_NOTIFY_WEBHOOK_URL (or "
+                          "TRADING_ALERT_WEBHOOK_URL), or TRADING_SMTP_HOST with TRADING_NOTIFY_EMAIL_TO")
+    if channel is not None:
+        if channel not in names:
+            raise OutboxError(f"channel {channel!r} is not configured (configured: {', '.join(names)})")
+        names = [channel]
+    e = probe_event(requested_by, now)
+    enqueue(store, [e], names, now)
+    return e, names
