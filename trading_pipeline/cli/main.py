@@ -35,6 +35,7 @@ def _register_commands() -> None:
         risk_cmd,
         universe_cmd,
         warehouse_cmd,
+        worker_cmd,
     )
 
     ingest_cmd.register(app)
@@ -50,6 +51,7 @@ def _register_commands() -> None:
     warehouse_cmd.register(app)
     backup_cmd.register(app)
     notify_cmd.register(app)
+    worker_cmd.register(app)
     register_api(app)
 
 

@@ -23,10 +23,15 @@ DEFAULT_RULES_FILE = PROJECT_DIR / "rules.yaml"
 
 
 def dbt_executable() -> str:
-    """The dbt next to this interpreter (the project's .venv), else the one on PATH."""
-    here = Path(sys.executable).parent / "dbt"
-    if here.exists():
-        return str(here)
+    """The dbt next to this interpreter (the project's .venv), else the one on PATH.
+
+    Next to the interpreter that is ``trading-dbt`` (cli/entry.py): the real ``dbt`` it
+    becomes, unless the command runs in a warm worker, which then runs the build in a fork of
+    itself with dbt already imported."""
+    bindir = Path(sys.executable).parent
+    for name in ("trading-dbt", "dbt"):
+        if (bindir / name).exists():
+            return str(bindir / name)
     found = shutil.which("dbt")
     if not found:
         raise FileNotFoundError("dbt executable not found next to python or on PATH")
