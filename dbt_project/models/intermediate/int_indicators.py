@@ -232,26 +232,22 @@ def model(dbt, session):
             from ({scope_sql}) x"""
     )
     scope = session.sql("select sid, symbol, timeframe from __int_indicators_scope order by sid").pl()
-    # every bar of every series in scope (whole series: TA-Lib needs the full history)
+    # every bar of every series in scope (whole series: TA-Lib needs the full history), read
+    # from the adjusted view once: its factor join is the costly part
     bars = session.sql(
         f"""select s.sid, b.ts, b.session_date, b.open, b.high, b.low, b.close, b.volume,
-                   {'b.ingested_at,' if full else ''} b.ts >= s.from_ts as keep
+                   b.ingested_at, b.ts >= s.from_ts as keep
             from ({bars_sql}) b join __int_indicators_scope s using (symbol, timeframe)
             order by s.sid, b.ts"""
     ).pl()
+    session.execute("drop table if exists __int_indicators_scope")
     keep = None
     if not full:  # only rows from each series' earliest new/changed bar on are written
         keep = bars["keep"].to_numpy()
-        ingested = session.sql(
-            f"""select b.ingested_at
-                from ({bars_sql}) b join __int_indicators_scope s using (symbol, timeframe)
-                where b.ts >= s.from_ts order by s.sid, b.ts"""
-        ).pl()
-    session.execute("drop table if exists __int_indicators_scope")
 
     ind = compute_indicators(bars, lookback, keep)
     if keep is not None:
-        bars = bars.filter(pl.Series(keep)).with_columns(ingested["ingested_at"])
+        bars = bars.filter(pl.Series(keep))
     names = scope.select("symbol", "timeframe")[pl.Series(bars["sid"])]
     return _to_arrow(pl.concat([names, bars], how="horizontal"), ind, lookback, computed_at, adjustment)
 
