@@ -59,14 +59,31 @@ scope_sessions as (
 {%- endmacro -%}
 
 {#- A delisted symbol is not scanned from its delisting's ex-date on (the first session it no
-    longer trades); its history before stays. -#}
+    longer trades); its history before stays. The subquery's columns are renamed so that an
+    unqualified `symbol` / `session_date` (alias '') binds to the scanned row, not to the
+    subquery's own columns (which would drop every symbol from any delisting's ex-date on). -#}
 {%- macro listed(alias='') -%}
- and not exists (select 1 from {{ ref('stg_corporate_actions') }} dl
-                 where dl.kind = 'delisting' and dl.symbol = {{ alias }}symbol and dl.ex_date <= {{ alias }}session_date)
+ and not exists (select 1 from (select symbol as dl_symbol, ex_date as dl_ex_date
+                                from {{ ref('stg_corporate_actions') }} where kind = 'delisting') dl
+                 where dl.dl_symbol = {{ alias }}symbol and dl.dl_ex_date <= {{ alias }}session_date)
+{%- endmacro -%}
+
+{#- A scan naming a universe (rules.yaml `universe: NAME`) fires on a symbol's bar only on a
+    session the symbol is a member (int_universe_members: point in time, per session). Its
+    `symbols`, the universe's candidates, only narrow the series read; the bars before a
+    symbol joined still give its windows their context. -#}
+{%- macro in_universe(s, alias='') -%}
+  {%- if s.get('universe') %}
+ and exists (select 1 from (select symbol as um_symbol, session_date as um_session_date
+                             from {{ ref('int_universe_members') }}
+                             where universe = '{{ s.universe }}' and is_member) um
+             where um.um_symbol = {{ alias }}symbol and um.um_session_date = {{ alias }}session_date)
+  {%- endif -%}
 {%- endmacro -%}
 
 {%- macro scan_filters(s, alias='') -%}
   {{ listed(alias) }}
+  {{- in_universe(s, alias) }}
   {%- if s.symbols %} and {{ alias }}symbol in {{ in_list(s.symbols) }}{% endif -%}
   {%- if s.min_price is not none %} and {{ alias }}close >= {{ s.min_price }}{% endif -%}
   {%- if s.max_price is not none %} and {{ alias }}close <= {{ s.max_price }}{% endif -%}
@@ -272,6 +289,7 @@ scan_{{ i }}_feat as (
   from scan_{{ i }}_bars
   where close > 0 and open > 0
     {{ listed() }}
+    {{- in_universe(s) }}
     {%- if s.min_price is not none %} and close >= {{ s.min_price }}{% endif %}
     {%- if s.max_price is not none %} and close <= {{ s.max_price }}{% endif %}
     {%- if s.min_volume is not none %} and (not has_volume or volume >= {{ s.min_volume }}){% endif %}

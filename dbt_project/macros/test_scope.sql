@@ -28,6 +28,8 @@
   A uniqueness test (`unique`, `unique_combination`) reads every row, old or new, whose key
   is the key of one of those rows (for `unique_combination`, which counts NULL keys as equal,
   plus every row with a NULL in its key): a new row duplicating an old one still fails.
+  Every other test (`not_null_columns`, one per model for all its not-null columns;
+  `accepted_values`) reads just those rows.
 
   Cost: the newest value is a subquery in the test (DuckDB answers max() from the lake's file
   statistics); the `after` and `from_changed` cut-offs are read here, before the test runs,

@@ -31,7 +31,7 @@ from trading_pipeline.marketdata.universes import (
     resolve_named,
     scheduled_symbols,
 )
-from trading_pipeline.scans.rules import NO_SYMBOLS, RulesError, dbt_vars, fingerprint, load_rules
+from trading_pipeline.scans.rules import RulesError, dbt_vars, fingerprint, load_rules
 from trading_pipeline.settings import get_settings
 
 NY = ZoneInfo("America/New_York")
@@ -371,31 +371,25 @@ scans:
 """
 
 
-def test_a_scan_naming_a_universe_covers_its_members_of_the_session(market, monkeypatch):
+def test_a_scan_naming_a_universe_passes_its_rule_not_a_sessions_members(market, monkeypatch):
+    """dbt gets the universe's candidates and filters, and int_universe_members judges every
+    session (tests/scans/test_universe_members.py); the vars do not depend on a session."""
     _universes(market, monkeypatch, LIQUID)
     rules_file = market / "rules.yaml"
     rules_file.write_text(RULES)
-    rules = load_rules(rules_file)
-    by_day = {}
-    for day in (JAN8, JAN10):
-        scans = {s["name"]: s for s in dbt_vars(rules, lambda n, d=day: resolve_named(n, get_settings(), d).symbols)
-                 ["scans"]}
-        by_day[day] = scans
-    assert by_day[JAN8]["liquid_breakouts"]["symbols"] == ["AAA", "DELI"]
-    assert by_day[JAN10]["liquid_breakouts"]["symbols"] == ["AAA", "LATE", "PENNY"]
-    assert by_day[JAN8]["liquid_breakouts"]["universe"] == "liquid"
-    # membership changes by session; the rule (and so the fingerprint) does not: no full recompute
-    assert by_day[JAN8]["liquid_breakouts"]["fingerprint"] == by_day[JAN10]["liquid_breakouts"]["fingerprint"]
-    # an empty universe matches no symbol (an empty list would mean every symbol to the macros)
-    assert by_day[JAN8]["nobody"]["symbols"] == [NO_SYMBOLS]
+    out = dbt_vars(load_rules(rules_file))
+    scans = {s["name"]: s for s in out["scans"]}
+    specs = {u["name"]: u for u in out["universes"]}
+    assert scans["liquid_breakouts"]["universe"] == "liquid"
+    # the candidates narrow the series read; membership per session comes from the table
+    assert scans["liquid_breakouts"]["symbols"] == ["AAA", "DELI", "LATE", "NEVER", "PENNY", "THIN"]
+    assert (specs["liquid"]["min_price"], specs["liquid"]["adv_window"]) == (5, 3)
+    assert scans["nobody"]["symbols"] == ["AAA", "PENNY"] and set(specs) == {"liquid", "nothing"}
     # lists and "all" are unchanged, and carry no universe key
-    assert by_day[JAN8]["listed"]["symbols"] == ["AAA", "THIN"] and "universe" not in by_day[JAN8]["listed"]
-    assert by_day[JAN8]["everyone"]["symbols"] is None
-    assert by_day[JAN8]["listed"]["fingerprint"] == fingerprint({k: v for k, v in by_day[JAN8]["listed"].items()
-                                                                  if k != "fingerprint"})
-    # by default: the newest stored session (Jan 16, the one a scheduled scan just loaded)
-    default = {s["name"]: s for s in dbt_vars(rules)["scans"]}
-    assert default["liquid_breakouts"]["symbols"] == ["AAA", "LATE", "PENNY"]
+    assert scans["listed"]["symbols"] == ["AAA", "THIN"] and "universe" not in scans["listed"]
+    assert scans["everyone"]["symbols"] is None
+    assert scans["listed"]["fingerprint"] == fingerprint({k: v for k, v in scans["listed"].items()
+                                                          if k != "fingerprint"})
 
 
 def test_a_scan_naming_an_unknown_universe_is_a_rules_error(market, monkeypatch):

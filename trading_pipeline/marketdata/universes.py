@@ -21,11 +21,22 @@ only if it has a bar on or before D, is not delisted by D (a ``delisting`` corpo
 whose ex-date, the first session it no longer trades, is on or before D) and passes the
 filters computed on its daily bars up to D only. A scheduled *ingest* resolves the same way
 except that a symbol with no stored bars yet is kept (it is fetched so it can be judged).
+
+One definition, two readers. Scans get membership per session from the dbt model
+``intermediate.int_universe_members`` (``dbt_project/models/intermediate``): :func:`dbt_spec`
+hands dbt each scanned universe's candidates and filters, and the model judges every
+(symbol, session) of the stored bars with window functions, so a full rebuild gives each old
+session its own members. ``trading universe show`` reads that table when it is current (built
+from the same spec and no bar, delisting or symbol row written since), and computes the same
+rules here (:func:`resolve`) only when it is not: before a build, after new data, for a universe
+no scan names, and for ingest, which must judge symbols before any bar exists.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -125,6 +136,8 @@ class Resolution:
     session: date
     members: list[Member] = field(default_factory=list)
     for_ingest: bool = False
+    # where the answer came from: the dbt table the scans join, or the bars (computed here)
+    basis: str = "bars"
 
     @property
     def symbols(self) -> list[str]:
@@ -136,7 +149,7 @@ class Resolution:
 
     def as_dict(self) -> dict[str, Any]:
         return {"universe": self.universe, "kind": self.kind, "session": self.session.isoformat(),
-                "for_ingest": self.for_ingest, "symbols": self.symbols, "kept": len(self.symbols),
+                "for_ingest": self.for_ingest, "basis": self.basis, "symbols": self.symbols, "kept": len(self.symbols),
                 "dropped": len(self.dropped), "members": [asdict(m) for m in self.members]}
 
     def empty_message(self, path: Path | str) -> str:
@@ -321,56 +334,163 @@ def _exchange_key(name: str) -> str:
     return EXCHANGE_ALIASES.get(up, up)
 
 
-def _judge(u: Universe, sym: str, exch: str | None, st: dict[str, Any], session: date, for_ingest: bool) -> Member:
-    m = Member(sym, False, "", exch or st.get("exchange"), st.get("first"), st.get("close"), st.get("adv"),
-               st.get("n", 0))
-    if st.get("delisted"):
-        m.reason = f"delisted: delisting ex-date {st['delisted']} is on or before {session}"
-        return m
-    if m.exchange is None and u.exchanges:
-        if not for_ingest:
-            m.reason = "exchange unknown: neither the broker's asset list nor raw.symbols names it"
-            return m
-    elif u.exchanges and _exchange_key(m.exchange or "") not in {_exchange_key(x) for x in u.exchanges}:
-        m.reason = f"exchange: {m.exchange} is not in {u.exchanges}"
-        return m
+def accepted_exchanges(u: Universe) -> list[str] | None:
+    """Every exchange name (stripped, upper case) that ``u.exchanges`` accepts, aliases spelled out,
+    so that a plain ``in`` test decides it here and in SQL alike (None: any exchange)."""
+    if not u.exchanges:
+        return None
+    keys = {_exchange_key(x) for x in u.exchanges}
+    return sorted({a for a, k in EXCHANGE_ALIASES.items() if k in keys} | {k for k in keys if k not in EXCHANGE_ALIASES})
+
+
+# the rule that drops a candidate on a session, checked in this order (int_universe_members.sql
+# applies the same codes in the same order); None: in. The ingest_* codes keep the symbol.
+DROP_CODES = ("delisted", "exchange_unknown", "exchange", "no_bars", "no_daily_bars", "min_price",
+              "min_avg_dollar_volume")
+
+
+def _verdict(u: Universe, m: Member, delisted: date | None, for_ingest: bool) -> str | None:
+    if delisted:
+        return "delisted"
+    accepted = accepted_exchanges(u)
+    if accepted is not None:
+        if m.exchange is None:
+            if not for_ingest:
+                return "exchange_unknown"
+        elif m.exchange.strip().upper() not in accepted:
+            return "exchange"
     if m.first_session is None:
-        if for_ingest:
-            m.kept, m.reason = True, "no bars stored yet: fetched so it can be judged"
-        else:
-            m.reason = f"no bars: no bar on or before {session}"
-        return m
-    needs_daily = u.min_price is not None or u.min_avg_dollar_volume is not None
-    if needs_daily and m.last_close is None:
-        if for_ingest:
-            m.kept, m.reason = True, "no daily bars stored yet: fetched so it can be judged"
-        else:
-            m.reason = f"no daily bars on or before {session} to apply min_price / min_avg_dollar_volume to"
-        return m
-    notes = []
-    if u.min_price is not None:
-        if m.last_close < u.min_price:  # type: ignore[operator]
-            m.reason = f"min_price: close {m.last_close:.4g} on {st['close_on']} is below {u.min_price:g}"
-            return m
-        notes.append(f"close {m.last_close:.4g} >= {u.min_price:g}")
-    if u.min_avg_dollar_volume is not None:
-        if m.avg_dollar_volume < u.min_avg_dollar_volume:  # type: ignore[operator]
-            m.reason = (f"min_avg_dollar_volume: {m.avg_dollar_volume:,.0f} over {m.adv_sessions} session(s) "
-                        f"to {st['close_on']} is below {u.min_avg_dollar_volume:,.0f}")
-            return m
-        notes.append(f"avg dollar volume {m.avg_dollar_volume:,.0f} over {m.adv_sessions} session(s)")
-    m.kept = True
-    m.reason = f"in: first bar {m.first_session}" + ("; " + "; ".join(notes) if notes else "")
+        return "ingest_no_bars" if for_ingest else "no_bars"
+    if (u.min_price is not None or u.min_avg_dollar_volume is not None) and m.last_close is None:
+        return "ingest_no_daily_bars" if for_ingest else "no_daily_bars"
+    if u.min_price is not None and m.last_close < u.min_price:  # type: ignore[operator]
+        return "min_price"
+    if u.min_avg_dollar_volume is not None and (m.avg_dollar_volume is None
+                                                or m.avg_dollar_volume < u.min_avg_dollar_volume):
+        return "min_avg_dollar_volume"
+    return None
+
+
+def _explain(u: Universe, m: Member, code: str | None, session: date, close_on: date | None,
+             delisted: date | None) -> Member:
+    """Fill in ``m.kept`` and ``m.reason`` from the verdict ``code`` (one wording for both readers)."""
+    adv = f"{m.avg_dollar_volume or 0:,.0f} over {m.adv_sessions} session(s)"
+    m.kept = code is None or code.startswith("ingest_")
+    m.reason = {
+        "delisted": f"delisted: delisting ex-date {delisted} is on or before {session}",
+        "exchange_unknown": "exchange unknown: neither the broker's asset list nor raw.symbols names it",
+        "exchange": f"exchange: {m.exchange} is not in {u.exchanges}",
+        "ingest_no_bars": "no bars stored yet: fetched so it can be judged",
+        "no_bars": f"no bars: no bar on or before {session}",
+        "ingest_no_daily_bars": "no daily bars stored yet: fetched so it can be judged",
+        "no_daily_bars": f"no daily bars on or before {session} to apply min_price / min_avg_dollar_volume to",
+        "min_price": f"min_price: close {m.last_close or 0:.4g} on {close_on} is below {u.min_price or 0:g}",
+        "min_avg_dollar_volume": f"min_avg_dollar_volume: {adv} to {close_on} is below {u.min_avg_dollar_volume or 0:,.0f}",
+    }.get(code or "", "")
+    if code is None:
+        notes = ([f"close {m.last_close:.4g} >= {u.min_price:g}"] if u.min_price is not None else []) + (
+            [f"avg dollar volume {adv}"] if u.min_avg_dollar_volume is not None else [])
+        m.reason = f"in: first bar {m.first_session}" + ("; " + "; ".join(notes) if notes else "")
     return m
 
 
+def _judge(u: Universe, sym: str, exch: str | None, st: dict[str, Any], session: date, for_ingest: bool) -> Member:
+    m = Member(sym, False, "", exch or st.get("exchange"), st.get("first"), st.get("close"), st.get("adv"),
+               st.get("n", 0))
+    return _explain(u, m, _verdict(u, m, st.get("delisted"), for_ingest), session, st.get("close_on"),
+                    st.get("delisted"))
+
+
 def resolve(u: Universe, session: date, *, path: Path | str, settings: Settings,
-            con: duckdb.DuckDBPyConnection | None, for_ingest: bool = False) -> Resolution:
-    """``u``'s members on ``session``, each kept or dropped with the reason (module docstring)."""
+            con: duckdb.DuckDBPyConnection | None, for_ingest: bool = False, use_table: bool = True) -> Resolution:
+    """``u``'s members on ``session``, each kept or dropped with the reason (module docstring):
+    from the scans' membership table when it is current, else computed from the bars here."""
     found = candidates(u, path, settings, con)
+    if use_table and not for_ingest and con is not None:
+        res = _from_table(u, found, session, con)
+        if res is not None:
+            return res
     stats = _stats(con, session, u.adv_window)
     members = [_judge(u, sym, exch, stats.get(sym, {}), session, for_ingest) for sym, exch in sorted(found.items())]
     return Resolution(u.name, u.kind, session, members, for_ingest)
+
+
+# ---- the dbt model (the scans' membership) -----------------------------------------------
+
+MEMBERS_TABLE = "intermediate.int_universe_members"
+
+
+def _hash(body: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _spec(u: Universe, found: dict[str, str | None] | None) -> dict[str, Any]:
+    grouped: dict[str, list[str]] | None = None
+    if found is not None:
+        grouped = {}
+        for sym, exch in sorted(found.items()):
+            grouped.setdefault(exch or "", []).append(sym)
+    body = {"name": u.name, "kind": u.kind, "candidates": grouped, "min_price": u.min_price,
+            "min_avg_dollar_volume": u.min_avg_dollar_volume, "adv_window": u.adv_window,
+            "exchanges": accepted_exchanges(u)}
+    fp = _hash(body)
+    # Alpaca's list is today's (it changes daily and is no history): a scan's rule is its filters
+    return {**body, "fingerprint": fp, "rule": _hash({**body, "candidates": None}) if u.broker == "alpaca" else fp}
+
+
+def dbt_spec(name: str, settings: Settings) -> dict[str, Any]:
+    """What dbt needs to judge universe ``name`` on every session (int_universe_members.sql):
+    its candidates grouped by the exchange the broker gives (``""``: none; ``None`` for a
+    ``stored`` universe: every stored symbol), its filters, the exchange names it accepts,
+    ``fingerprint`` (all of it: the model recomputes the universe when it changes) and ``rule``
+    (what a scan's fingerprint includes: a change recomputes the scan's signals)."""
+    path = settings.universes_file
+    u = universe_named(name, path)
+    return _spec(u, None if u.stored else candidates(u, path, settings, None))
+
+
+def _has(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                            [schema, name]).fetchone()[0])
+
+
+def _newest_write(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The newest bar, corporate action or symbol row written: a table built before it is stale."""
+    parts = [f"(SELECT max({col})::timestamp FROM raw.{t})" for t, col in
+             (("bars_daily", "ingested_at"), ("bars_intraday", "ingested_at"), ("corporate_actions", "loaded_at"),
+              ("symbols", "updated_at")) if _has(con, "raw", t)]
+    return con.execute(f"SELECT greatest({', '.join(parts)})").fetchone()[0] if parts else None
+
+
+def _from_table(u: Universe, found: dict[str, str | None], session: date,
+                con: duckdb.DuckDBPyConnection) -> Resolution | None:
+    """``u`` on ``session`` as the scans see it, or None when the table cannot say: not built,
+    built from another spec of ``u`` (or none), or older than the newest data written. Each
+    candidate's state on ``session`` is its row of the latest session on or before it (the rows
+    sit on its bar sessions and its delisting's ex-date, where membership can change)."""
+    if not _has(con, "intermediate", "int_universe_members"):
+        return None
+    fp = _spec(u, None if u.stored else found)["fingerprint"]
+    built = con.execute(f"SELECT max(source_as_of) FROM {MEMBERS_TABLE} WHERE universe = ? AND universe_fingerprint = ?",
+                        [u.name, fp]).fetchone()[0]
+    newest = _newest_write(con)
+    if built is None or (newest is not None and newest > built):
+        return None
+    rows = con.execute(
+        f"SELECT symbol, dropped_by, exchange, first_session, last_close, close_on, avg_dollar_volume, "
+        f"adv_sessions, delisted_on FROM {MEMBERS_TABLE} WHERE universe = ? AND universe_fingerprint = ? "
+        "AND session_date <= ? QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY session_date DESC) = 1",
+        [u.name, fp, session]).fetchall()
+    latest = {r[0]: r for r in rows}
+    members = []
+    for sym, exch in sorted(found.items()):
+        r = latest.get(sym)
+        if r is None:  # no bar and no delisting on or before the session: judged with nothing stored
+            members.append(_judge(u, sym, exch, {}, session, False))
+            continue
+        m = Member(sym, False, "", r[2], r[3], r[4], r[6], r[7] or 0)
+        members.append(_explain(u, m, r[1], session, r[5], r[8]))
+    return Resolution(u.name, u.kind, session, members, False, basis=MEMBERS_TABLE)
 
 
 # ---- with the settings' warehouse --------------------------------------------------------
@@ -407,11 +527,6 @@ def resolve_named(name: str, settings: Settings, session: date | None = None, *,
     finally:
         if con is not None:
             con.close()
-
-
-def scan_symbols(name: str, settings: Settings, session: date | None = None) -> list[str]:
-    """The symbols a scan naming universe ``name`` covers on ``session`` (default: the newest stored one)."""
-    return resolve_named(name, settings, session).symbols
 
 
 def scheduled_symbols(settings: Settings, source: str | None, session: str) -> tuple[list[str] | None, str | None]:

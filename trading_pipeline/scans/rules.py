@@ -59,8 +59,8 @@ ALLOWED_PARAMS: dict[str, set[str]] = {
 
 
 UNIVERSE_NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
-# the symbol list of a named universe that resolves to nothing: matches no symbol (an empty
-# list would mean every symbol to the signal macros)
+# the symbol list of a named universe with no candidates: matches no symbol (an empty list
+# would mean every symbol to the signal macros)
 NO_SYMBOLS = "(empty universe)"
 
 
@@ -403,35 +403,52 @@ def fingerprint(resolved: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def dbt_vars(rules: Rules, universe_symbols: Callable[[str], list[str]] | None = None) -> dict[str, Any]:
+def dbt_vars(rules: Rules, universe_spec: Callable[[str], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The values the dbt models read via var(): pass as ``dbt build --vars <json>``.
 
-    A scan naming a universe gets that universe's symbols from ``universe_symbols(name)``;
-    by default resolved in TRADING_UNIVERSES_FILE for the newest stored session (the one the
-    scan just loaded), so each build covers the members of its own session. Its fingerprint
-    holds the name, not the list: a membership change does not recompute its history.
+    A scan naming a universe keeps the name in ``universe``; the universe's candidates and
+    filters go to ``universes`` (``universe_spec(name)``, by default
+    :func:`~trading_pipeline.marketdata.universes.dbt_spec` on TRADING_UNIVERSES_FILE), from
+    which ``int_universe_members`` judges membership on every session and the signal macros
+    join it, so each session is scanned with its own members, in a full rebuild too. The scan's
+    ``symbols`` is the candidate list of a list or file universe (a pre-filter; None for
+    ``stored`` and Alpaca's list) and its fingerprint holds the universe's ``rule``: editing the
+    universe recomputes the scan's history, a new session's membership does not.
     """
     scans = []
-    resolved_lists: dict[str, list[str]] = {}
+    specs: dict[str, dict[str, Any]] = {}
     for scan in rules.enabled_scans:
         r = scan.resolved()
-        r["fingerprint"] = fingerprint(r)
         name = scan.universe_name
         if name:
-            if name not in resolved_lists:
-                resolved_lists[name] = _universe_symbols(name, scan.name, universe_symbols)
-            r["symbols"] = resolved_lists[name] or [NO_SYMBOLS]
+            if name not in specs:
+                specs[name] = _universe_spec(name, scan.name, universe_spec)
+            r["universe_rule"] = specs[name]["rule"]
+        r["fingerprint"] = fingerprint(r)
+        if name:
+            r["symbols"] = _candidate_list(specs[name])
         scans.append(r)
     cpr = [s for s in rules.enabled_scans if s.kind == "cpr"]
-    return {"scans": scans, "cpr_lookback": cpr[0].params.lookback if cpr else 20}
+    out: dict[str, Any] = {"scans": scans, "cpr_lookback": cpr[0].params.lookback if cpr else 20}
+    if specs:  # only then: the project's default vars (no universe) stay equal to dbt_vars(rules.yaml)
+        out["universes"] = list(specs.values())
+    return out
 
 
-def _universe_symbols(name: str, scan: str, resolver: Callable[[str], list[str]] | None) -> list[str]:
-    from trading_pipeline.marketdata.universes import UniverseError, scan_symbols
+def _candidate_list(spec: dict[str, Any]) -> list[str] | None:
+    """A list universe's candidates as the scan's symbol pre-filter ([NO_SYMBOLS] when empty: an
+    empty list would mean every symbol to the macros); None for stored and broker: alpaca."""
+    if spec["candidates"] is None or spec["kind"] == "broker:alpaca":
+        return None
+    return sorted(s for group in spec["candidates"].values() for s in group) or [NO_SYMBOLS]
+
+
+def _universe_spec(name: str, scan: str, spec: Callable[[str], dict[str, Any]] | None) -> dict[str, Any]:
+    from trading_pipeline.marketdata.universes import UniverseError, dbt_spec
     from trading_pipeline.settings import get_settings
 
     try:
-        return list(resolver(name) if resolver else scan_symbols(name, get_settings()))
+        return spec(name) if spec else dbt_spec(name, get_settings())
     except UniverseError as exc:
         raise RulesError(f"scan '{scan}': universe '{name}': {exc}") from None
 
