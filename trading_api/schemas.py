@@ -228,6 +228,8 @@ class Order(BaseModel):
     trail_amount: Decimal | None = None
     parent_client_order_id: str | None = Field(default=None, description="A bracket exit: the entry it closes.")
     oco_group: str | None = Field(default=None, description="A bracket's exits: filling one cancels the others.")
+    timeframe: str | None = Field(default=None, description="The bar size of the signal a scan order came from "
+                                  "(1d, 1m..1h); null for a manual order.")
     children: list[str] = Field(default_factory=list, description="A bracket entry: its exits' client order ids.")
 
 

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     take_profit_atr: Decimal | None = Field(
         default=None, gt=0, allow_inf_nan=False,
         description="The bracket's take-profit, this many ATR(14) from the signal bar's close (TRADING_TAKE_PROFIT_ATR).")
+    signal_max_age: int = Field(
+        default=1, ge=0, le=100_000,
+        description="Staleness cut-off (TRADING_SIGNAL_MAX_AGE), in bars of the signal's own timeframe counted back "
+        "from the order run's newest bar: 0 trades only the newest bar's signals, 1 (default) also the previous "
+        "bar's (a 5m signal still trades on the next 5m run, not later). Older signals are skipped and counted "
+        "(skipped_stale); a large number (100000) turns the cut-off off. A daily run trades its own session's "
+        "signals only, so a daily signal never trades after its session's run.")
     # Portfolio risk (trading/portfolio_risk.py; README "Portfolio risk")
     risk_window: int = Field(
         default=250, ge=2, le=10_000,

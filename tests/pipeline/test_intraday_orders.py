@@ -98,6 +98,9 @@ def story(tmp_path_factory):
     mp.setenv("TRADING_HOME", str(tmp / "trading"))
     mp.delenv("TRADING_WAREHOUSE", raising=False)
     mp.delenv("DAGSTER_HOME", raising=False)
+    # the story trades a whole session's signals at once: no staleness cut-off here (that is
+    # tests/pipeline/test_order_timeframes.py's story)
+    mp.setenv("TRADING_SIGNAL_MAX_AGE", "100000")
     off, on = rules_with(tmp, **{SCAN: False}), rules_with(tmp, **{SCAN: True})
     use_rules(mp, off)
     out: dict = {"off_rules": off, "on_rules": on}

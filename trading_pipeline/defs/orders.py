@@ -14,12 +14,22 @@ store.
 Intraday (``timeframe`` = a bar size such as ``1m``): the run trades the signals of the scans
 that say ``trade: true`` in rules.yaml (intraday scans do not by default), from the session of
 the newest stored bar of that size, at or before that bar (never a signal from a later bar); the
-paper broker fills them on the symbol's next bar of that size. Working orders are advanced by
-the run of their own kind: an intraday run moves the intraday scans' orders against intraday
-bars, a daily run every other order against daily bars (so a daily order never fills at a minute
-bar of the session its signal closed). The sensor launches one daily run per new signals
-materialization, as before, plus one run per bar size that has signals of a traded intraday
-scan in its newest session.
+paper broker fills them on the symbol's next bar of that size. Every order records the bar size
+of its signal (``orders.timeframe``, ops store revision 0011), and a run advances only the working
+orders of its own bar size: a ``5m`` run the ``5m`` orders against 5m bars, never a ``1m`` one
+of the same scan; a daily run the ``1d`` orders against daily bars (so a daily order never fills
+at a minute bar of the session its signal closed), plus manual orders (``timeframe`` NULL,
+strategy ``manual``: the paper broker fills those on daily bars, as ``trading order sync`` does;
+no scan run places, replaces or cancels them). A scan order stored before 0011 from an intraday
+bar has no timeframe: no run advances it (cancel or sync it by hand). The sensor launches one
+daily run per new signals materialization, as before, plus one run per bar size that has
+signals of a traded intraday scan in its newest session.
+
+Staleness: each signal's age is counted in bars of its own timeframe after its bar, up to the
+run's newest bar of that size in the run's session (so a replay of an old session measures
+against that session, not the wall clock). A signal with no order yet older than
+TRADING_SIGNAL_MAX_AGE bars is not placed; the run's metadata counts (``skipped_stale``) and
+lists (``stale_signals``) them. A daily run selects its own session's signals only.
 """
 
 from dataclasses import dataclass
@@ -57,7 +67,7 @@ class TradeConfig(dg.Config):
 class TradedScans:
     """Which scans' signals a run trades, from rules.yaml's ``trade`` settings (scans/rules.py)."""
 
-    intraday: frozenset[str]  # every intraday scan: their orders are the intraday runs' to advance
+    intraday: frozenset[str]  # every intraday scan
     traded_intraday: frozenset[str]  # intraday scans with trade: true
     not_traded: frozenset[str]  # scans with trade: false (daily ones; intraday ones by default)
 
@@ -137,13 +147,25 @@ def open_book(settings: Settings, account: str, market_time: datetime | None, st
     return Book(store, make_broker(settings, store, account, feed=feed, clock=clock), account, market_time)
 
 
-def _scoped(broker, store, intraday_scans: frozenset[str], intraday: bool):
-    """The paper broker, advancing (``process_bars``) only the working orders of this run's
-    kind: an intraday run the intraday scans' orders, against its bar size; a daily run all the
-    others, against daily bars. Other brokers fill orders themselves: returned as they are."""
+def advances(order, timeframe: str) -> bool:
+    """Whether the order run for bar size ``timeframe`` advances ``order`` at the paper broker:
+    an order of that bar size; for the daily run also a manual order (no timeframe, strategy
+    ``manual``: filled on daily bars as ``trading order sync`` does). A scan order without a
+    timeframe (stored before revision 0011 from an intraday bar) is no run's."""
+    if order is None:
+        return False
+    if order.timeframe is None:
+        return timeframe == "1d" and order.strategy == "manual"
+    return order.timeframe == timeframe
+
+
+def _scoped(broker, store, timeframe: str):
+    """The paper broker, advancing (``process_bars``) only the working orders this run owns
+    (:func:`advances`), against the bars of its size. Other brokers fill orders themselves:
+    returned as they are."""
     from trading_pipeline.trading.brokers.paper import PaperBroker
 
-    if not isinstance(broker, PaperBroker) or (not intraday and not intraday_scans):
+    if not isinstance(broker, PaperBroker):
         return broker
 
     class ScopedPaperBroker(PaperBroker):
@@ -154,8 +176,7 @@ def _scoped(broker, store, intraday_scans: frozenset[str], intraday: bool):
             return [o for o in super().open_orders() if mine(o.client_order_id)]
 
     def mine(client_order_id: str) -> bool:
-        order = store.get_order(client_order_id)
-        return (order is not None and order.strategy in intraday_scans) == intraday
+        return advances(store.get_order(client_order_id), timeframe)
 
     return ScopedPaperBroker(broker)
 
@@ -173,7 +194,8 @@ def _signals(con, config: TradeConfig, session: str | None, traded: TradedScans 
              until: datetime | None = None) -> pl.DataFrame:
     """The session's tradeable signals: daily, every scan but those with ``trade: false``;
     intraday, the scans with ``trade: true`` only, none from a bar after ``until`` (the newest
-    bar: point in time)."""
+    bar: point in time). ``age_bars``: how many bars of the run's size the session has after the
+    signal's bar, up to ``until`` (the staleness cut-off's measure; 0 at the newest bar)."""
     kinds = ", ".join(f"'{k}'" for k in config.kinds)
     tables = {r[0] for r in con.sql(
         "SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
@@ -184,7 +206,14 @@ def _signals(con, config: TradeConfig, session: str | None, traded: TradedScans 
     atr = "i.atr_14" if ind in tables else "NULL::DOUBLE"
     join = (f"LEFT JOIN {ind} i ON i.symbol = s.symbol AND i.ts = s.ts"
             + (" AND i.timeframe = s.timeframe" if intraday else "")) if ind in tables else ""
-    where, params = "", [config.timeframe, session]
+    bars = wh.bars_table(config.timeframe)
+    clock = f"SELECT DISTINCT ts FROM {bars} WHERE timeframe = ? AND session_date = ?::DATE"
+    params: list = [config.timeframe, session]
+    if until is not None:
+        clock += " AND ts <= ?"
+        params.append(until)
+    where = ""
+    params += [config.timeframe, session]
     if intraday:
         where += " AND s.scan IN (SELECT unnest(?::VARCHAR[]))"
         params.append(sorted(traded.traded_intraday))
@@ -196,7 +225,9 @@ def _signals(con, config: TradeConfig, session: str | None, traded: TradedScans 
         params.append(until)
     return wh.fetch_frame(
         con,
-        f"""SELECT s.*, {atr} AS atr_14 FROM marts.signals s {join}
+        f"""WITH clock AS ({clock})
+            SELECT s.*, {atr} AS atr_14, (SELECT count(*) FROM clock c WHERE c.ts > s.ts) AS age_bars
+            FROM marts.signals s {join}
             WHERE s.timeframe = ? AND s.session_date = ?::DATE AND s.kind IN ({kinds}){where}
             ORDER BY s.ts, s.symbol, s.kind""",
         params,
@@ -323,12 +354,13 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
     by_scan = signals.partition_by("scan", as_dict=True) if signals.height else {}
     rules = DecisionRules.from_settings(settings) if by_scan else None
     failed: dict[str, str] = {}
+    stale: list[dict[str, str]] = []  # signals too old to place (TRADING_SIGNAL_MAX_AGE), per account
     for acct in accounts:  # each account: its broker, its risk limits, the scans it takes
         scans = [(str(scan), group) for (scan,), group in by_scan.items() if acct.takes(str(scan))]
         try:
             book = open_book(settings, acct.name, market_time, store, feed=feed)
             store = book.store
-            broker = _scoped(book.broker, store, traded.intraday, intraday)
+            broker = _scoped(book.broker, store, config.timeframe)
             if hasattr(broker, "process_bars"):
                 broker.process_bars()
             filled += sync_open_orders(book.store, broker, acct.name)
@@ -339,6 +371,7 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
                     mine += execute_signals(
                         group, account=acct.name, strategy=scan, broker=broker, store=book.store,
                         risk_engine=risk, sizing=Sizing(), prices=prices, rules=rules, now=now,
+                        max_age=settings.signal_max_age,
                     )
         except BrokerError as exc:  # one account's broker down: the others still trade; the run fails after
             failed[acct.name] = str(exc)
@@ -347,6 +380,8 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
             continue
         per_account[acct.name] = {"scans": [s for s, _ in scans], "orders": len(mine)}
         results += mine
+        stale += [{"account": acct.name, "symbol": r.symbol, "signal_ts": str(r.signal_ts), "reason": r.reason}
+                  for r in mine if r.action == "skipped_stale"]
     if now is not None and not intraday:  # end-of-session marks: the daily run's
         _mark_close(store, prices, now)
         from trading_pipeline.trading.risk_monitor import monitor_accounts, warehouse_closes
@@ -356,12 +391,15 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
     actions: dict[str, int] = {}
     for r in results:
         actions[r.action] = actions.get(r.action, 0) + 1
+    for st in stale:
+        logs.run_event(context.log, "signal_stale", timeframe=config.timeframe, **st)
     with wh.writer(warehouse.resolved_path()) as con:
         mirrored = _mirror(con, store)
         if session is not None and not intraday:
             mirrored["portfolio_daily"] = _portfolio_daily(con, store, session, prices)
     logs.run_event(context.log, "orders", session=session, timeframe=config.timeframe, market_time=str(market_time),
-                   signals=signals.height, actions=actions, synced=len(filled), corporate_actions=len(adjusted))
+                   signals=signals.height, actions=actions, synced=len(filled), corporate_actions=len(adjusted),
+                   skipped_stale=len(stale), signal_max_age=settings.signal_max_age)
     if failed:
         raise dg.Failure(
             description=f"broker error in account(s) {', '.join(sorted(failed))} "
@@ -375,6 +413,9 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         "market_time": dg.MetadataValue.text(str(market_time)),
         "signals": dg.MetadataValue.int(signals.height),
         "actions": dg.MetadataValue.json(actions),
+        "skipped_stale": dg.MetadataValue.int(len(stale)),
+        "stale_signals": dg.MetadataValue.json(stale[:50]),
+        "signal_max_age": dg.MetadataValue.int(settings.signal_max_age),
         "orders_updated_from_broker": dg.MetadataValue.int(len(filled)),
         "corporate_actions_applied": dg.MetadataValue.json([
             {"account": r.account, "action": r.key, "quantity_after": str(r.quantity_after),

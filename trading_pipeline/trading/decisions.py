@@ -37,6 +37,11 @@ later signals for it are skipped (``working_order``): the bracket manages the po
 
 Signals are taken in (ts, symbol, kind) order, and each intent marks its symbol as working,
 so two signals for one symbol in one batch make one order.
+
+Staleness (``max_age``, ``TRADING_SIGNAL_MAX_AGE``; the live path only): a signal whose ``age``
+(bars of its own timeframe after its bar, up to the run's newest bar) is above ``max_age`` missed
+its run and is skipped (rule ``stale``) before anything else is decided. A signal with no age (a
+backtest's, a hand-made frame's) is never stale.
 """
 
 from __future__ import annotations
@@ -122,12 +127,17 @@ class Signal:
     kind: str
     direction: Any
     atr: Decimal | None = None
+    timeframe: str | None = None  # the bar size (1d, 1m..1h): the order records it
+    age: int | None = None  # bars of its timeframe after its bar at the run's newest bar (0: the newest)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Signal:
-        """A ``marts.signals`` row (an ``atr_14`` or ``atr`` column feeds ATR sizing and bracket exits)."""
+        """A ``marts.signals`` row (an ``atr_14`` or ``atr`` column feeds ATR sizing and bracket exits;
+        an ``age_bars`` column, the order job's, the staleness cut-off)."""
         atr = row.get("atr_14", row.get("atr"))
-        return cls(row["symbol"], row["ts"], row["kind"], row["direction"], None if atr is None else to_decimal(atr))
+        age = row.get("age_bars")
+        return cls(row["symbol"], row["ts"], row["kind"], row["direction"], None if atr is None else to_decimal(atr),
+                   row.get("timeframe"), None if age is None else int(age))
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,7 @@ class Skip:
     """A signal that makes no order, and why. ``rule`` names the reason for machines."""
 
     signal: Signal
-    rule: str  # no_side | working_order | repeat | opposite_ignored | no_short | no_price | sizing | zero_size
+    rule: str  # stale | no_side | working_order | repeat | opposite_ignored | no_short | no_price | sizing | zero_size
     reason: str
     side: Side | None = None
 
@@ -175,11 +185,15 @@ def decide(
     equity: Decimal,
     sizing: Sizing,
     rules: DecisionRules,
+    max_age: int | None = None,
 ) -> list[Decision]:
     """One decision per signal, in (ts, symbol, kind) order; see the module docstring."""
     busy = set(working)
     out: list[Decision] = []
     for sig in sorted(signals, key=lambda s: (s.ts, s.symbol, s.kind)):
+        if (why := stale_reason(sig, max_age)) is not None:
+            out.append(Skip(sig, "stale", why))
+            continue
         try:
             side = signal_side(sig.direction)
         except ValueError as exc:
@@ -194,6 +208,15 @@ def decide(
             busy.add(sig.symbol)
         out.append(decision)
     return out
+
+
+def stale_reason(sig: Signal, max_age: int | None) -> str | None:
+    """Why ``sig`` is too old to trade at the run's newest bar (``max_age`` bars of its own
+    timeframe), or None when it is fresh enough, has no age, or there is no cut-off."""
+    if max_age is None or sig.age is None or sig.age <= max_age:
+        return None
+    return (f"stale: {sig.age} {sig.timeframe or ''} bars old at the run's newest bar, over the cut-off of "
+            f"{max_age} (TRADING_SIGNAL_MAX_AGE); it missed its run and is not placed").replace("  ", " ")
 
 
 def _decide_one(sig: Signal, side: Side, held: Decimal, price: Decimal | None, equity: Decimal,

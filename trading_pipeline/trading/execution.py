@@ -55,7 +55,7 @@ class ExecutionResult:
 
     symbol: str
     client_order_id: str | None
-    action: str  # submitted | resumed | skipped | denied (risk) | rejected (broker) | error
+    action: str  # submitted | resumed | skipped | skipped_stale | denied (risk) | rejected (broker) | error
     status: OrderStatus | None
     reason: str
     signal_ts: datetime | None = None
@@ -132,12 +132,15 @@ def submit_order(
     strategy: str = "manual",
     signal_ts: datetime | None = None,
     now: datetime | None = None,
+    timeframe: str | None = None,
 ) -> ExecutionResult:
     """One order through risk, the store and the broker: used by signals, the CLI and the API.
 
     ``prices`` maps symbol -> last close; it should cover the order's symbol and every symbol
     the account holds or has working orders in (``store.symbols_in_play(account)``), so that
-    equity, exposure and buying power value them at market rather than at cost.
+    equity, exposure and buying power value them at market rather than at cost. ``timeframe``:
+    the bar size of the signal a scan order comes from (None for a manual order): only the
+    order runs of that bar size advance it.
 
     Raises :class:`~trading_pipeline.trading.model.InvalidOrder` for a new order whose terms
     contradict each other or the market (a buy stop at or below the last close, say).
@@ -155,7 +158,8 @@ def submit_order(
     now = now or utcnow()
     ctx = RiskContext.from_store(store, request.account, prices, now, commission=commission_estimate(broker))
     decision = risk_engine.check(request, ctx)
-    order = Order.from_request(request, strategy=strategy, signal_ts=signal_ts, broker=broker.name, now=now)
+    order = Order.from_request(request, strategy=strategy, signal_ts=signal_ts, broker=broker.name, now=now,
+                               timeframe=timeframe)
     if not decision.approved:
         if store.insert_order(order, reason="created; risk check failed"):
             store.transition(coid, OrderStatus.DENIED, f"risk rule {decision.rule}: {decision.reason}")
@@ -258,6 +262,7 @@ def _submit_native_bracket(
     strategy: str,
     now: datetime | None,
     signal_ts: datetime | None = None,
+    timeframe: str | None = None,
 ) -> BracketResult:
     """:func:`submit_bracket` for a broker that places brackets in one call.
 
@@ -273,7 +278,8 @@ def _submit_native_bracket(
         now = now or utcnow()
         ctx = RiskContext.from_store(store, request.account, prices, now, commission=commission_estimate(broker))
         decision = risk_engine.check(request, ctx)
-        entry = Order.from_request(request, strategy=strategy, signal_ts=signal_ts, broker=broker.name, now=now)
+        entry = Order.from_request(request, strategy=strategy, signal_ts=signal_ts, broker=broker.name, now=now,
+                                   timeframe=timeframe)
         if not decision.approved:
             reason = f"{decision.rule}: {decision.reason}"
             if store.insert_order(entry, reason="created; risk check failed"):
@@ -283,7 +289,8 @@ def _submit_native_bracket(
                     store.transition(child.client_order_id, OrderStatus.CANCELLED, f"bracket entry {coid} denied by risk")
             return BracketResult(ExecutionResult(request.symbol, coid, "denied", OrderStatus.DENIED, reason), ())
         for child in requests:
-            store.insert_order(Order.from_request(child, strategy=strategy, broker=broker.name, now=now),
+            store.insert_order(Order.from_request(child, strategy=strategy, broker=broker.name, now=now,
+                                                  timeframe=timeframe),
                                reason=_exit_reason(coid, child))
         if not store.insert_order(entry, reason=f"risk approved; submitting bracket to {broker.name}"):
             return BracketResult(ExecutionResult(request.symbol, coid, "skipped", None,
@@ -321,6 +328,7 @@ def submit_bracket(
     strategy: str = "manual",
     now: datetime | None = None,
     signal_ts: datetime | None = None,
+    timeframe: str | None = None,
 ) -> BracketResult:
     """An entry with a take-profit and a stop-loss exit. Checks first, nothing stored on a refusal:
     the entry's terms and the bracket's (:func:`~trading_pipeline.trading.model.bracket_problem`,
@@ -356,9 +364,9 @@ def submit_bracket(
     if (native := native_brackets(broker)) is not None:
         return _submit_native_bracket(request, take_profit_price, stop_loss_price, existing=existing, native=native,
                                       broker=broker, store=store, risk_engine=risk_engine, prices=prices,
-                                      strategy=strategy, now=now, signal_ts=signal_ts)
+                                      strategy=strategy, now=now, signal_ts=signal_ts, timeframe=timeframe)
     result = submit_order(request, broker=broker, store=store, risk_engine=risk_engine, prices=prices,
-                          strategy=strategy, signal_ts=signal_ts, now=now)
+                          strategy=strategy, signal_ts=signal_ts, now=now, timeframe=timeframe)
     entry = store.get_order(request.client_order_id)
     if entry is None or entry.status in (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.NEW):
         return BracketResult(result, ())
@@ -368,7 +376,8 @@ def submit_bracket(
     for child in bracket_children(request, take_profit_price, stop_loss_price):
         stored = store.get_order(child.client_order_id)
         if stored is None:
-            order = Order.from_request(child, strategy=strategy, broker=broker.name, now=now or utcnow())
+            order = Order.from_request(child, strategy=strategy, broker=broker.name, now=now or utcnow(),
+                                       timeframe=timeframe)
             store.insert_order(order, reason=_exit_reason(request.client_order_id, child))
             stored = store.get_order(child.client_order_id)
         assert stored is not None
@@ -392,6 +401,7 @@ def execute_signals(
     prices: Mapping[str, Decimal],
     rules: DecisionRules | None = None,
     now: datetime | None = None,
+    max_age: int | None = None,
 ) -> list[ExecutionResult]:
     """Turn signals into orders, once each. Safe to call again with the same signals.
 
@@ -406,6 +416,11 @@ def execute_signals(
     without gets a plain order and the reason says why. A broker that takes no brackets gets
     nothing for a bracketed entry: the result is ``rejected`` with the broker's answer, nothing
     is stored. A re-run sends what a crash left at NEW, the bracket's exits included.
+
+    Each order records its signal's ``timeframe``. With ``max_age`` (TRADING_SIGNAL_MAX_AGE) a
+    signal with no order yet whose ``age_bars`` column is above it is not placed: its result is
+    ``skipped_stale``. A signal whose order is already stored is replayed as above whatever its
+    age (a crash's NEW order is finished, never dropped).
     """
     missing = {"symbol", "timeframe", "ts", "kind", "direction", "score"} - set(signals.columns)
     if missing:
@@ -439,12 +454,12 @@ def execute_signals(
     working = {o.symbol for o in store.list_orders(account=account, status=list(OPEN_STATUSES))}
     decisions = decide(
         [sig for _, sig in fresh], positions={p.symbol: p.quantity for p in pf.open_positions()},
-        working=working, prices=prices, equity=pf.equity(prices), sizing=sizing, rules=rules,
+        working=working, prices=prices, equity=pf.equity(prices), sizing=sizing, rules=rules, max_age=max_age,
     )
     for (at, sig), d in zip(fresh, decisions, strict=True):
         coid = client_order_id(strategy, account, sig.symbol, sig.ts, d.side) if d.side else None
         if isinstance(d, Skip):
-            action = "skipped"
+            action = "skipped_stale" if d.rule == "stale" else "skipped"
             if d.rule == "no_price":
                 action = "denied"
                 store.record_risk_event(rule="price_collar", reason=d.reason, client_order_id=coid, account=account,
@@ -472,12 +487,12 @@ def _send_decided(d: Intent, request: OrderRequest, *, broker: Broker, store: Op
     sig = d.signal
     if d.stop_loss is None or d.take_profit is None:
         result = submit_order(request, broker=broker, store=store, risk_engine=risk_engine, prices=prices,
-                              strategy=strategy, signal_ts=sig.ts, now=now)
+                              strategy=strategy, signal_ts=sig.ts, now=now, timeframe=sig.timeframe)
         return replace(result, reason=f"{result.reason}; {d.note}") if d.note else result
     try:
         bracket = submit_bracket(request, take_profit_price=d.take_profit, stop_loss_price=d.stop_loss, broker=broker,
                                  store=store, risk_engine=risk_engine, prices=prices, strategy=strategy, now=now,
-                                 signal_ts=sig.ts)
+                                 signal_ts=sig.ts, timeframe=sig.timeframe)
     except BracketNotSupported as exc:
         return ExecutionResult(sig.symbol, request.client_order_id, "rejected", None,
                                f"{exc}: the entry is not sent without its stop-loss {d.stop_loss} and "
@@ -499,7 +514,8 @@ def _replay_bracket(entry: Order, exits: list[Order], signal_ts: datetime, *, br
     tp = next((o.limit_price for o in exits if o.order_type == OrderType.LIMIT), None)
     sl = next((o.stop_price for o in exits if o.order_type == OrderType.STOP), None)
     bracket = submit_bracket(entry.to_request(), take_profit_price=tp, stop_loss_price=sl, broker=broker, store=store,
-                             risk_engine=risk_engine, prices=prices, strategy=strategy, now=now)
+                             risk_engine=risk_engine, prices=prices, strategy=strategy, now=now,
+                             timeframe=entry.timeframe)
     return replace(bracket.entry, signal_ts=signal_ts)
 
 

@@ -119,6 +119,9 @@ class Order:
     trail_amount: Decimal | None = None
     parent_client_order_id: str | None = None  # a bracket exit: its entry
     oco_group: str | None = None  # a bracket's exits: filling one cancels the other
+    # the bar size of the signal a scan order came from (1d, 1m..1h); None for a manual order.
+    # An order run advances only the working orders of its own bar size (defs/orders.py).
+    timeframe: str | None = None
 
     def __post_init__(self) -> None:
         self.side = Side(self.side)
@@ -143,6 +146,7 @@ class Order:
         signal_ts: datetime | None = None,
         broker: str | None = None,
         now: datetime | None = None,
+        timeframe: str | None = None,
     ) -> Order:
         now = now or utcnow()
         return cls(
@@ -162,6 +166,7 @@ class Order:
             strategy=strategy,
             signal_ts=signal_ts,
             broker=broker,
+            timeframe=timeframe,
             created_at=now,
             updated_at=now,
         )

@@ -68,6 +68,10 @@ orders = sa.Table(
     # a bracket's exits (revision 0006): the entry they close and their one-cancels-other group
     sa.Column("parent_client_order_id", sa.String(64), index=True),
     sa.Column("oco_group", sa.String(64)),
+    # the bar size of the signal a scan order came from (revision 0011): 1d or 1m..1h; NULL for a
+    # manual order (and a scan order stored before 0011 whose bar size was not daily). An order
+    # run advances only the working orders of its own bar size (trading_pipeline/defs/orders.py)
+    sa.Column("timeframe", sa.String(8)),
 )
 
 order_events = sa.Table(
