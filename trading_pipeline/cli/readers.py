@@ -768,10 +768,14 @@ def rules(
     rows = []
     for sc in scans:
         params = {k: v for k, v in sc.items()
-                  if k not in ("name", "kind", "timeframes", "symbols", "fingerprint",
+                  if k not in ("name", "kind", "timeframes", "symbols", "fingerprint", "universe", "universe_rule",
                                "when_sql", "score_sql", "expr_layers") and v is not None}  # compiled SQL: --json
+        # a named universe: its name (members per session, `trading universe show`), with its candidates
+        universe = "all" if not sc.get("symbols") else ",".join(sc["symbols"])
+        if sc.get("universe"):
+            universe = sc["universe"] + (f" ({len(sc['symbols'])} candidates)" if sc.get("symbols") else " (stored symbols)")
         rows.append({"scan": sc["name"], "kind": sc["kind"], "timeframes": ",".join(sc["timeframes"]),
-                     "universe": "all" if not sc.get("symbols") else ",".join(sc["symbols"]),
+                     "universe": universe,
                      "parameters": " ".join(f"{k}={v:.15g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())})
     # the parameters are the point of this table: let them run as long as the line allows, and
     # piped (no terminal, no COLUMNS) as long as they are
