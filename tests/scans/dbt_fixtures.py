@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import polars as pl
 
 from trading_pipeline.marketdata.sources.synthetic import SyntheticBarSource
 from trading_pipeline.marketdata.warehouse import upsert_bars, writer
-from trading_pipeline.settings import SAMPLE_DATA_DIR
+from trading_pipeline.settings import SAMPLE_DATA_DIR, Settings, get_settings
 
 INDICATOR_COLUMNS = [
     "sma_20", "sma_50", "sma_200", "ema_12", "ema_26", "rsi_14", "macd", "macd_signal",
@@ -68,3 +70,21 @@ def query(warehouse: Path | str, sql: str) -> pl.DataFrame:
         return con.sql(sql).pl()
     finally:
         con.close()
+
+
+@contextlib.contextmanager
+def home_settings(home: Path) -> Iterator[Settings]:
+    """The settings of ``home`` (its own warehouse and Dagster instance, whatever the
+    environment says) for in-process Dagster runs, as `trading` would read them there; the
+    cached settings are dropped before and after, so no later test sees them."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRADING_HOME", str(home))
+        mp.delenv("TRADING_WAREHOUSE", raising=False)
+        mp.delenv("DAGSTER_HOME", raising=False)
+        get_settings.cache_clear()
+        try:
+            yield get_settings()
+        finally:
+            get_settings.cache_clear()

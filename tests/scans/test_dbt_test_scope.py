@@ -23,11 +23,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.scans.dbt_fixtures import lake, load, synthetic
+from tests.scans.dbt_fixtures import home_settings, lake, load, synthetic
 from trading_pipeline import runs
 from trading_pipeline.marketdata.warehouse import writer
 from trading_pipeline.scans import dbt_runner
-from trading_pipeline.settings import get_settings
 
 OLD_DUP = ("SYN0000", "2023-02-15")  # planted in step 2
 NEW_DUP = ("SYN0001", "2023-03-15")  # its key re-used by a new row in steps 5 and 6
@@ -71,17 +70,10 @@ def scan_runs(home: Path) -> tuple[list[str] | None, list[str] | None]:
     """The scan job of a home with stored bars, as ``trading scan`` runs it, without and with
     ``--full-tests``: each run's failed checks (None: the run succeeded)."""
     out = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRADING_HOME", str(home))
-        mp.delenv("TRADING_WAREHOUSE", raising=False)
-        mp.delenv("DAGSTER_HOME", raising=False)
-        get_settings.cache_clear()
-        try:
-            for config in (None, {"ops": {"dbt_models": {"config": {"full_tests": True}}}}):
-                r = runs.run_job("scan_daily_stored", get_settings(), run_config=config)
-                out.append(None if r.success else runs.failed_checks(r))
-        finally:
-            get_settings.cache_clear()
+    with home_settings(home) as settings:
+        for config in (None, {"ops": {"dbt_models": {"config": {"full_tests": True}}}}):
+            r = runs.run_job("scan_daily_stored", settings, run_config=config)
+            out.append(None if r.success else runs.failed_checks(r))
     return out[0], out[1]
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.scans.dbt_fixtures import lake, load, synthetic
+from tests.scans.dbt_fixtures import home_settings, lake, load, synthetic
 from trading_pipeline import runs
 from trading_pipeline.marketdata.warehouse import writer
 from trading_pipeline.scans import dbt_runner
-from trading_pipeline.settings import DBT_PROJECT_DIR, get_settings
+from trading_pipeline.settings import DBT_PROJECT_DIR
 
 OLD_ROW = "symbol = 'SYN0000' and timeframe = '1d' and ts = '2023-02-15'"
 IND_NULLS = "not_null_columns_int_indicators"
@@ -69,17 +69,10 @@ def steps(tmp_path_factory, dbt_target) -> dict:
 
     # 3. every row: dbt by hand, and the scan's Dagster run as `trading scan --full-tests` runs it
     out["full"] = run(wh, dbt_target, "test", "--vars", dbt_runner.vars_json(full_tests=True))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRADING_HOME", str(home))
-        mp.delenv("TRADING_WAREHOUSE", raising=False)
-        mp.delenv("DAGSTER_HOME", raising=False)
-        get_settings.cache_clear()
-        try:
-            result = runs.run_job("scan_daily_stored", get_settings(),
-                                  run_config={"ops": {"dbt_models": {"config": {"full_tests": True}}}})
-            out["dagster_full"] = (result.success, runs.failed_checks(result), runs.failure_message(result))
-        finally:
-            get_settings.cache_clear()
+    with home_settings(home) as settings:
+        result = runs.run_job("scan_daily_stored", settings,
+                              run_config={"ops": {"dbt_models": {"config": {"full_tests": True}}}})
+        out["dagster_full"] = (result.success, runs.failed_checks(result), runs.failure_message(result))
 
     # 4. a new indicator row without its session_bar_index, newer than any build's rows
     later = "(select max(computed_at) + interval 1 second from intermediate.int_indicators)"
