@@ -77,7 +77,7 @@ def test_without_a_worker_commands_run_here(tmp_path):
     assert out.returncode == 0 and json.loads(out.stdout)["valid"] is True
 
 
-def test_commands_run_in_the_worker_with_their_own_env_cwd_stdin_and_exit_code(worker_home, tmp_path):
+def test_commands_run_in_the_worker_with_their_own_terminal_stdin_and_exit_code(worker_home, tmp_path):
     home = worker_home
     again = run(home, "worker", "start")
     assert again.returncode == 2 and "already runs" in again.stderr
@@ -87,13 +87,14 @@ def test_commands_run_in_the_worker_with_their_own_env_cwd_stdin_and_exit_code(w
     assert there.returncode == 0 and there.stdout == local.stdout
     assert served(home)["trading"] == 1  # the off switch ran it here; the other went to the worker
 
-    # the caller's environment, not the worker's: a rules file only this command names
-    bad = tmp_path / "bad_rules.yaml"
-    bad.write_text("scans:\n  - name: x\n    kind: nonsense\n")
-    out = run(home, "rules", "--json", TRADING_RULES_FILE=str(bad))
-    local = run(home, "rules", "--json", TRADING_RULES_FILE=str(bad), TRADING_WORKER="off")
-    assert out.returncode == local.returncode == 2
-    assert out.stdout == local.stdout and "nonsense" in out.stdout + out.stderr
+    # the caller's terminal width (COLUMNS: not a setting) shapes the table as it would here
+    narrow, wide = run(home, "rules", COLUMNS="70"), run(home, "rules", COLUMNS="200")
+    assert narrow.stdout == run(home, "rules", COLUMNS="70", TRADING_WORKER="off").stdout
+    assert max(map(len, narrow.stdout.splitlines())) <= 70 < max(map(len, wide.stdout.splitlines()))
+    # an exit code other than 0: a Saturday is refused before any run
+    out = run(home, "scan", "--date", "2013-01-19")
+    assert out.returncode == 2 and "is not an XNYS session" in out.stderr
+    assert served(home)["trading"] == 4
 
     # a load (a real Dagster run in the worker's child), then the caller's stdin
     bars = tmp_path / "TEST.csv"
@@ -103,6 +104,20 @@ def test_commands_run_in_the_worker_with_their_own_env_cwd_stdin_and_exit_code(w
     assert out.returncode == 0 and json.loads(out.stdout)["loaded"] == 3, out.stdout + out.stderr
     out = run(home, "sql", input="SELECT sum(volume) AS v FROM raw.bars_daily;\n")
     assert out.returncode == 0 and "3,100" in out.stdout, out.stderr
+    assert served(home)["trading"] == 6
+
+
+def test_a_command_with_other_settings_runs_here(worker_home, tmp_path):
+    """The worker read its settings (and built the Dagster definitions) once: a command whose
+    settings come from elsewhere (another variable, another directory) is not its to run."""
+    home = worker_home
+    bad = tmp_path / "bad_rules.yaml"
+    bad.write_text("scans:\n  - name: x\n    kind: nonsense\n")
+    out = run(home, "rules", "--json", TRADING_RULES_FILE=str(bad))
+    local = run(home, "rules", "--json", TRADING_RULES_FILE=str(bad), TRADING_WORKER="off")
+    assert out.returncode == local.returncode == 2 and out.stdout == local.stdout
+    assert "nonsense" in out.stdout + out.stderr and "not the worker's" in out.stderr
+
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "my_rules.yaml").write_text((PACKAGE.parent / "rules.yaml").read_text())
@@ -110,7 +125,7 @@ def test_commands_run_in_the_worker_with_their_own_env_cwd_stdin_and_exit_code(w
     local = run(home, "rules", "--json", cwd=elsewhere, TRADING_RULES_FILE="my_rules.yaml", TRADING_WORKER="off")
     assert out.returncode == local.returncode == 0, out.stderr  # found where the caller stands
     assert out.stdout == local.stdout and json.loads(out.stdout)["valid"] is True
-    assert served(home)["trading"] == 5
+    assert served(home)["trading"] == 0
 
 
 def test_ctrl_c_reaches_the_command(worker_home):

@@ -27,6 +27,17 @@ def run_dbt(argv: list[str]) -> None:
     cli.main(args=argv[1:], prog_name="dbt")
 
 
+def warm() -> None:
+    """What every `trading` command in the worker would otherwise build again: the settings
+    and the Dagster definitions (our defs modules, the dbt manifest). Nothing that starts a
+    thread pool (polars, DuckDB): a fork keeps no threads but their locks (the worker checks)."""
+    from trading_pipeline import runs
+    from trading_pipeline.settings import get_settings
+
+    get_settings()
+    runs.definitions()
+
+
 def main() -> None:
     """``trading``: hand the command to this home's worker if one runs, else run it here."""
     args = sys.argv[1:]
@@ -64,7 +75,7 @@ def dbt_main() -> None:
 
 
 def serve(path: Path) -> None:
-    Worker(path, {"trading": run_trading, "dbt": run_dbt}).serve()
+    Worker(path, {"trading": run_trading, "dbt": run_dbt}, warm=warm).serve()
 
 
 if __name__ == "__main__":  # `python -m trading_pipeline.cli.entry SOCKET`: what `trading worker start` runs

@@ -19,8 +19,13 @@ command still starts a real Dagster run in the home's instance, and dbt still ru
 different Python, or our code changed since it started: it then exits so the next start loads
 the new code), the command runs in its own process as before.
 
-The worker imports third-party packages only: our modules read settings when called, and
-:func:`_check_pristine` makes sure none was read while preloading (the child reads its own).
+The worker first imports third-party packages only (:func:`_check_pristine` makes sure no
+setting was read meanwhile), then warms up (``cli/entry.py`` ``warm``: the settings, the Dagster
+definitions with the dbt manifest), which reads the settings of its own
+environment and directory. So it serves only commands whose settings come from the same
+(:func:`env_fingerprint`: TRADING_/DAGSTER_/DBT_/GX_ variables, directory, ``.env``); any other
+command runs in its own process. Our Python code and the dbt project are watched
+(:func:`code_stamp`): an edit after the start makes the worker refuse and exit.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ PRELOAD = (
     "pydantic_settings", "jinja2", "agate", "sqlglot", "yaml",
 )
 PACKAGE_ROOTS = ("trading_pipeline", "trading_api")
+DBT_SOURCES = (".sql", ".py", ".yml", ".yaml")  # the dbt project's (its manifest is in the warm definitions)
 _MAX_HEADER = 4 << 20
 
 
@@ -105,16 +111,17 @@ def _home_socket() -> Path:
 
 
 def code_stamp() -> float:
-    """The newest modification time of our Python sources (and of the environment's packages
-    folder, which changes when packages are added or removed): a worker whose start predates
-    it would run old code."""
+    """The newest modification time of our Python sources, of the dbt project's files and of
+    the environment's packages folder (it changes when packages are added or removed): a
+    worker whose start predates it would run old code."""
     here = Path(__file__).resolve().parents[2]
     newest = 0.0
-    for root in PACKAGE_ROOTS:
-        for dirpath, dirnames, filenames in os.walk(here / root):
-            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+    roots = [(here / r, (".py",)) for r in PACKAGE_ROOTS] + [(here / "dbt_project", DBT_SOURCES)]
+    for root, suffixes in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in ("__pycache__", "target", "logs", "dbt_packages")]
             for f in filenames:
-                if f.endswith(".py"):
+                if f.endswith(suffixes):
                     with contextlib.suppress(OSError):
                         newest = max(newest, os.stat(os.path.join(dirpath, f)).st_mtime)
     with contextlib.suppress(Exception):
@@ -122,6 +129,23 @@ def code_stamp() -> float:
 
         newest = max(newest, os.stat(sysconfig.get_paths()["purelib"]).st_mtime)
     return newest
+
+
+FINGERPRINT_PREFIXES = ("TRADING_", "DAGSTER_", "DBT_", "GX_")
+
+
+def env_fingerprint(env: dict[str, str], cwd: str) -> str:
+    """What the settings of a command started with ``env`` in ``cwd`` are read from: the
+    variables our settings, Dagster, dbt and GX read, the directory (relative paths) and its
+    ``.env`` file. A worker warmed with one answers only commands with the same."""
+    import hashlib
+
+    items = sorted((k, v) for k, v in env.items()
+                   if k.startswith(FINGERPRINT_PREFIXES) and k not in (ENV_SWITCH, ENV_SOCKET))
+    digest = hashlib.sha256(repr((items, os.path.realpath(cwd))).encode())
+    with contextlib.suppress(OSError):
+        digest.update(Path(cwd, ".env").read_bytes())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +188,9 @@ def delegate(kind: str, argv: list[str], path: Path | None = None) -> int | None
             if first.get("refused") == "stale":
                 print("trading: the worker started before the code changed; running here "
                       "(`trading worker start` loads the new code)", file=sys.stderr)
+            elif first.get("refused") == "environment":
+                print("trading: this command's settings (TRADING_* variables, .env, directory) are not the "
+                      "worker's; running here", file=sys.stderr)
             return None
         pid = int(first["pid"])
         forward = lambda signum, _frame: _signal_group(pid, signum)  # noqa: E731
@@ -196,6 +223,16 @@ def _check_pristine() -> None:
     mod = sys.modules.get("trading_pipeline.settings")
     if mod is not None and mod.get_settings.cache_info().currsize:
         raise WorkerError("preloading read the settings: the worker would run commands with its own environment")
+
+
+def _native_threads() -> list[str]:
+    """The names of this process's OS threads (Python's and native libraries' pools)."""
+    out = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):
+                out.append(Path(f"/proc/self/task/{tid}/comm").read_text().strip() + f"#{tid}")
+    return out
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> float:
@@ -274,11 +311,18 @@ class Worker:
     """One listening socket, one fork per request; single-threaded (a fork from a process with
     other threads can inherit a held lock)."""
 
-    def __init__(self, path: Path, runners: dict[str, Callable[[list[str]], object]]) -> None:
+    def __init__(self, path: Path, runners: dict[str, Callable[[list[str]], object]],
+                 warm: Callable[[], object] | None = None) -> None:
         """``runners``: what a request of each kind runs in the child, given its argv (raising
-        SystemExit for a non-zero exit, as a CLI does)."""
+        SystemExit for a non-zero exit, as a CLI does). ``warm``: work done once after the
+        imports, whose cached results every child inherits (settings, Dagster definitions,
+        calendars): it reads the settings, so the worker then serves only commands whose
+        :func:`env_fingerprint` is its own."""
         self.path = path
         self.runners = runners
+        self.warm = warm
+        self.fingerprint = env_fingerprint(dict(os.environ), os.getcwd())
+        self.warm_s = 0.0
         self.started = time.time()
         self.stamp = code_stamp()
         self.served = dict.fromkeys(runners, 0)
@@ -294,6 +338,7 @@ class Worker:
     def status(self) -> dict:
         return {"pid": os.getpid(), "socket": str(self.path), "started": self.started,
                 "uptime_s": round(time.time() - self.started, 1), "preload_s": round(self.preload_s, 2),
+                "warm_s": round(self.warm_s, 2), "cwd": os.getcwd(),
                 "served": dict(self.served), "running": len(self.children), "python": sys.executable}
 
     def _handle(self, conn: socket.socket) -> None:
@@ -319,6 +364,8 @@ class Worker:
                 refused = "bad request"
             elif request.get("python") != sys.executable:
                 refused = "python"
+            elif kind == "trading" and env_fingerprint(request.get("env") or {}, request.get("cwd") or "/") != self.fingerprint:
+                refused = "environment"
             elif self.stopping:
                 refused = "stopping"
             elif code_stamp() > self.stamp:
@@ -372,6 +419,14 @@ class Worker:
 
     def serve(self) -> None:
         self.preload_s = preload()
+        threads = _native_threads()
+        if self.warm is not None:
+            t0 = time.perf_counter()
+            self.warm()
+            self.warm_s = time.perf_counter() - t0
+        started = sorted(set(_native_threads()) - set(threads))
+        if started:  # e.g. polars' pool: a forked child would wait on its lock for ever
+            raise WorkerError(f"warming up started threads {started}: a fork of this process would deadlock")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if _connect(self.path) is not None:
             raise WorkerError(f"a worker already listens on {self.path}: `trading worker stop` first")
