@@ -20,12 +20,12 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 import sqlalchemy as sa
 import yaml
 
-import dagster as dg
 from trading_pipeline import runs
 from trading_pipeline.marketdata import warehouse
 from trading_pipeline.settings import PROJECT_DIR, get_settings
@@ -174,6 +174,10 @@ def story(tmp_path_factory):
     out["replay"] = trade("1d", session=OLD_DAILY.isoformat())
     out["after_replay"] = book()
     out["cli_orders"] = cli("orders", "--json")
+    load(daily_bars([SESSION]))  # a daily bar after every working order: `trading order sync`
+    out["before_sync"] = book()
+    out["sync"] = cli("order", "sync", "--json")
+    out["after_sync"] = book()
     yield out
     mp.undo()
     get_settings.cache_clear()
@@ -228,6 +232,22 @@ def test_a_run_of_one_bar_size_never_moves_the_others_orders(story):
         assert story[snapshot]["GGG"] == story["after_daily"]["GGG"]
         assert story[snapshot]["FFF"] == story["after_daily"]["FFF"]
     assert story["after_daily"]["FFF"][0] == "accepted"
+
+
+def test_trading_order_sync_moves_daily_and_manual_orders_only(story):
+    """`trading order sync` advances the paper broker on daily bars: the daily and manual working
+    orders fill at the new daily bar's open, an intraday order waits for its own bar size."""
+    before, after = story["before_sync"], story["after_sync"]
+    working = {s: v for s, v in before.items() if v[0] == "accepted"}
+    assert {s for s, v in working.items() if v[1] in ("1m", "5m")} == {"EEE"}
+    assert {s for s, v in working.items() if v[1] in (None, "1d")} >= {"FFF", "GGG"}
+    for sym, v in working.items():
+        if v[1] in (None, "1d"):
+            assert after[sym][0] == "filled", sym
+        else:
+            assert after[sym] == v, sym  # same status, same events
+    assert {o["symbol"] for o in story["sync"]["changed"]} >= {"FFF", "GGG"} and "EEE" not in {
+        o["symbol"] for o in story["sync"]["changed"]}
 
 
 def test_reruns_place_nothing_new(story):

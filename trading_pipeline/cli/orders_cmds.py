@@ -393,9 +393,10 @@ def register(app: typer.Typer) -> None:
         account: Annotated[str | None, typer.Option("--account", "-a", help="Only this account (default: every account).")] = None,
         json_out: JsonOpt = False,
     ) -> None:
-        """Advance the paper broker against new bars, pull fills into the store, and reconcile, per account."""
+        """Advance the paper broker against new daily bars (daily and manual orders; intraday ones wait for
+        their bar size's order run), pull fills into the store, and reconcile, per account."""
         from trading_pipeline.trading.execution import reconcile, sync_open_orders
-        from trading_pipeline.trading.services import accounts_of
+        from trading_pipeline.trading.services import accounts_of, scoped_paper_broker
 
         settings = get_settings()
         store = _store(settings)
@@ -408,7 +409,9 @@ def register(app: typer.Typer) -> None:
                 fail(str(exc), code=2)
         report = []
         for name in names:
-            broker = _broker(settings, store, name)
+            # daily bars: the daily and manual working orders only (an intraday order waits for
+            # its own bar size's order run, never a daily bar's open)
+            broker = scoped_paper_broker(_broker(settings, store, name), store, "1d")
             if hasattr(broker, "process_bars"):
                 broker.process_bars()
             changed = sync_open_orders(store, broker, name)

@@ -147,40 +147,6 @@ def open_book(settings: Settings, account: str, market_time: datetime | None, st
     return Book(store, make_broker(settings, store, account, feed=feed, clock=clock), account, market_time)
 
 
-def advances(order, timeframe: str) -> bool:
-    """Whether the order run for bar size ``timeframe`` advances ``order`` at the paper broker:
-    an order of that bar size; for the daily run also a manual order (no timeframe, strategy
-    ``manual``: filled on daily bars as ``trading order sync`` does). A scan order without a
-    timeframe (stored before revision 0011 from an intraday bar) is no run's."""
-    if order is None:
-        return False
-    if order.timeframe is None:
-        return timeframe == "1d" and order.strategy == "manual"
-    return order.timeframe == timeframe
-
-
-def _scoped(broker, store, timeframe: str):
-    """The paper broker, advancing (``process_bars``) only the working orders this run owns
-    (:func:`advances`), against the bars of its size. Other brokers fill orders themselves:
-    returned as they are."""
-    from trading_pipeline.trading.brokers.paper import PaperBroker
-
-    if not isinstance(broker, PaperBroker):
-        return broker
-
-    class ScopedPaperBroker(PaperBroker):
-        def __init__(self, inner: PaperBroker) -> None:  # the same book, feed, clock and costs
-            self.__dict__.update(inner.__dict__)
-
-        def open_orders(self):
-            return [o for o in super().open_orders() if mine(o.client_order_id)]
-
-    def mine(client_order_id: str) -> bool:
-        return advances(store.get_order(client_order_id), timeframe)
-
-    return ScopedPaperBroker(broker)
-
-
 def _accounts(settings: Settings, only: str = "") -> list:
     """The accounts an order run trades in: ``only``, or every account (the accounts file's, or
     the one implicit TRADING_ACCOUNT)."""
@@ -322,7 +288,7 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
     from trading_pipeline.trading.corporate_actions import read_actions
     from trading_pipeline.trading.decisions import DecisionRules
     from trading_pipeline.trading.execution import execute_signals, sync_open_orders
-    from trading_pipeline.trading.services import risk_engine
+    from trading_pipeline.trading.services import risk_engine, scoped_paper_broker
     from trading_pipeline.trading.sizing import Sizing
 
     _check_timeframe(config.timeframe)
@@ -360,7 +326,7 @@ def orders(context: dg.AssetExecutionContext, config: TradeConfig, warehouse: Wa
         try:
             book = open_book(settings, acct.name, market_time, store, feed=feed)
             store = book.store
-            broker = _scoped(book.broker, store, config.timeframe)
+            broker = scoped_paper_broker(book.broker, store, config.timeframe)
             if hasattr(broker, "process_bars"):
                 broker.process_bars()
             filled += sync_open_orders(book.store, broker, acct.name)

@@ -75,6 +75,41 @@ def make_broker(settings: Any, store: OpsStore, account: str, *, feed: BarFeed |
     return IBBroker(acct.ib.host, acct.ib.port, acct.ib.client_id)
 
 
+def advances(order: Order | None, timeframe: str) -> bool:
+    """Whether the order run for bar size ``timeframe`` advances ``order`` at the paper broker:
+    an order of that bar size; for the daily run also a manual order (no timeframe, strategy
+    ``manual``: filled on daily bars as ``trading order sync`` does). A scan order without a
+    timeframe (stored before revision 0011 from an intraday bar) is no run's."""
+    if order is None:
+        return False
+    if order.timeframe is None:
+        return timeframe == "1d" and order.strategy == "manual"
+    return order.timeframe == timeframe
+
+
+def scoped_paper_broker(broker: Broker, store: OpsStore, timeframe: str) -> Broker:
+    """The paper broker, advancing (``process_bars``) only the working orders of bar size
+    ``timeframe`` (:func:`advances`), against the bars of its feed: the order job's run of that
+    size, and `trading order sync` (daily bars). Other brokers fill orders themselves: returned
+    as they are."""
+    from trading_pipeline.trading.brokers.paper import PaperBroker
+
+    if not isinstance(broker, PaperBroker):
+        return broker
+
+    class ScopedPaperBroker(PaperBroker):
+        def __init__(self, inner: PaperBroker) -> None:  # the same book, feed, clock and costs
+            self.__dict__.update(inner.__dict__)
+
+        def open_orders(self):
+            return [o for o in super().open_orders() if mine(o.client_order_id)]
+
+    def mine(client_order_id: str) -> bool:
+        return advances(store.get_order(client_order_id), timeframe)
+
+    return ScopedPaperBroker(broker)
+
+
 def risk_engine(settings: Any, store: OpsStore | None, account: str) -> RiskEngine:
     """``risk.yaml``'s limits with ``account``'s overrides from the accounts file."""
     base = RiskLimits.from_yaml(settings.risk_file)
