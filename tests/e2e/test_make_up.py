@@ -7,6 +7,7 @@ everything within seconds (FACTS: dagster dev must not inherit ignored signals).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -41,6 +42,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _kill_processes_of(home: Path) -> None:
+    """SIGKILL whatever of this home still runs (dagster dev runs in a session of its own, so a
+    test that failed before stopping it must not leave it launching runs for the rest of the suite)."""
+    for entry in _processes_of(home):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(entry.split()[0]), signal.SIGKILL)
+
+
 def _processes_of(home: Path) -> list[str]:
     """Live processes started with TRADING_HOME=home outside this test's session (read from
     /proc), as 'pid cmdline'."""
@@ -72,6 +81,7 @@ def test_make_up_serves_dagster_ui_and_api(trading_home, tmp_path):
     log = open(tmp_path / "up.log", "w")
     proc = subprocess.Popen(["bash", "scripts/up.sh"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
+    reached_the_end = False
     try:
         deadline = time.monotonic() + 180
         data = None
@@ -115,6 +125,7 @@ def test_make_up_serves_dagster_ui_and_api(trading_home, tmp_path):
                 pass
             time.sleep(0.1)
         assert seen, "no run was launched within 120 s"
+        reached_the_end = True
     finally:
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
@@ -123,8 +134,12 @@ def test_make_up_serves_dagster_ui_and_api(trading_home, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            _kill_processes_of(trading_home)
             pytest.fail("make up did not stop within 60 s of SIGINT")
-        log.close()
+        finally:
+            log.close()
+            if not reached_the_end:  # a failed assertion above: leave nothing of it running
+                _kill_processes_of(trading_home)
     assert time.monotonic() - t0 < 60
     assert proc.returncode == 0, proc.returncode
     # nothing of it is left running (code server, run workers): every process of this home is gone
