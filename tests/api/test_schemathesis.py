@@ -142,7 +142,12 @@ def test_workflows(app: FastAPI, api_env: ApiEnv) -> None:
         assert r.status_code == 201, r.text
     seen: Counter[tuple[str, str, int]] = Counter()
 
-    class Workflows(schema.as_state_machine()):  # type: ignore[misc]
+    # key administration is left out: a workflow that revokes the key it calls with (DELETE
+    # /api-keys/{id}?force=true, reached through the list's ids) turns every later step into a
+    # 401, so the exploration could not replay its own runs; tests/api/test_api_keys.py covers it
+    workflow_schema = schema.exclude(path_regex="^/api-keys")
+
+    class Workflows(workflow_schema.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
             return {"headers": headers}
 

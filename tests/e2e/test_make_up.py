@@ -79,8 +79,11 @@ def test_make_up_serves_dagster_ui_and_api(trading_home, tmp_path):
     env = {**os.environ, "TRADING_HOME": str(trading_home), "DAGSTER_PORT": str(dport),
            "TRADING_API_PORT": str(aport)}
     log = open(tmp_path / "up.log", "w")
+    # as from a terminal: SIGINT at its default (a suite started in the background of a
+    # non-interactive shell inherits it ignored, and bash cannot trap a signal ignored at entry)
     proc = subprocess.Popen(["bash", "scripts/up.sh"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     reached_the_end = False
     try:
         deadline = time.monotonic() + 180
