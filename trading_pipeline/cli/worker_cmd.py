@@ -15,8 +15,9 @@ from trading_pipeline.settings import get_settings
 
 worker_app = typer.Typer(
     help="A warm worker for this TRADING_HOME: Dagster, dbt, great-expectations, DuckDB and polars "
-    "imported once, each `trading` command (and its dbt builds) run in a fork of it. Optional: "
-    "without it every command runs in its own process, as before.",
+    "imported and the Dagster definitions built once; each `trading` command started with the same "
+    "settings (TRADING_* variables, directory, .env) runs in a fork of it, its dbt builds too. "
+    "Optional: without it every command runs in its own process, as before.",
     no_args_is_help=True,
 )
 
