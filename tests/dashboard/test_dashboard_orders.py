@@ -130,7 +130,7 @@ def test_place_modify_and_cancel_a_limit_order_from_the_page(
     assert (order["symbol"], order["side"], order["quantity"], order["order_type"], order["limit_price"],
             order["time_in_force"], order["status"]) == ("GOOG", "buy", "2", "limit", "790.00", "gtc", "accepted")
     r = row(page, coid)
-    r.wait_for(timeout=8_000)
+    r.wait_for(timeout=20_000)
     assert "limit 790.00" in r.locator("td.price").inner_text()
     assert r.locator(".status").inner_text() == "accepted"
 
@@ -204,7 +204,7 @@ def test_a_bracket_from_the_page_shows_its_exits(
     assert set(stored) == {coid, f"{coid}-tp", f"{coid}-sl"}
     assert sorted(stored[coid]["children"]) == [f"{coid}-sl", f"{coid}-tp"]
     # In the table: the entry says it carries a bracket, the exits say which they are.
-    row(page, f"{coid}-tp").wait_for(timeout=8_000)
+    row(page, f"{coid}-tp").wait_for(timeout=20_000)
     assert "limit + bracket" in row(page, coid).locator("td.type").inner_text()
     assert row(page, f"{coid}-tp").locator("td.type").inner_text().startswith("↳ take-profit")
     assert row(page, f"{coid}-sl").locator("td.type").inner_text().startswith("↳ stop-loss")
@@ -214,7 +214,7 @@ def test_a_bracket_from_the_page_shows_its_exits(
     assert "cancelled with it" in page.locator("#confirm-summary").inner_text()
     confirm(page, "Cancel order")
     for c in (coid, f"{coid}-tp", f"{coid}-sl"):
-        row(page, c).locator(".status.cancelled").wait_for(timeout=8_000)
+        row(page, c).locator(".status.cancelled").wait_for(timeout=20_000)
     assert {o["status"] for o in stored_orders(dash_server, dash_env).values()} == {"cancelled"}
     page.screenshot(path=str(artifacts_dir() / "dashboard-orders.png"), full_page=True)
     assert browser_page.errors == [], browser_page.errors
@@ -240,7 +240,7 @@ def test_refusals_are_shown_with_the_http_status_and_the_risk_rule(
     stored = stored_orders(dash_server, dash_env)
     assert [o["status"] for o in stored.values()] == ["denied"]  # recorded, never sent
     # The risk panel's recent rejections follow.
-    page.locator("#risk-events tbody tr").filter(has_text="max_order_notional").wait_for(timeout=8_000)
+    page.locator("#risk-events tbody tr").filter(has_text="max_order_notional").wait_for(timeout=20_000)
     page.screenshot(path=str(artifacts_dir() / "dashboard-order-denied.png"), full_page=True)
 
     # A malformed order (a stop at the market) is a field error, said with its field.
